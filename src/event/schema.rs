@@ -1,0 +1,145 @@
+//! Table schemas as a source describes them: names, types, nullability and key.
+//!
+//! A `TableSchema` is what the source log says the table looked like *at that position*, never
+//! what the live catalog says today. Sinks create and evolve target tables from it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Fully qualified source table name: MySQL `database.table`, Postgres `schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TableId {
+    /// MySQL database or Postgres schema.
+    pub namespace: Arc<str>,
+    /// Table name.
+    pub name: Arc<str>,
+}
+
+impl TableId {
+    /// Builds a table id from its two parts.
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// Source column type with the parameters a target needs to hold every value exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ColumnType {
+    /// Boolean.
+    Bool,
+    /// Integer of `bits` width (8, 16, 24, 32, 64), signed or unsigned.
+    Int {
+        /// Storage width in bits.
+        bits: u8,
+        /// True for MySQL UNSIGNED.
+        unsigned: bool,
+    },
+    /// Single-precision float.
+    Float,
+    /// Double-precision float.
+    Double,
+    /// Exact decimal.
+    Decimal {
+        /// Total digits, up to 65 in MySQL.
+        precision: u8,
+        /// Digits after the point, up to 30 in MySQL.
+        scale: u8,
+    },
+    /// Character data. `max_bytes` is the declared maximum size in bytes when the log says it.
+    Text {
+        /// Maximum stored size in bytes (not characters), when known.
+        max_bytes: Option<u64>,
+        /// Source character set name (`utf8mb4`, `latin1`, ...).
+        charset: Arc<str>,
+    },
+    /// Binary string or BLOB.
+    Binary {
+        /// Maximum stored size in bytes, when known.
+        max_bytes: Option<u64>,
+    },
+    /// Calendar date.
+    Date,
+    /// Date and time without time zone, `fsp` fractional digits.
+    DateTime {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// UTC instant, `fsp` fractional digits.
+    Timestamp {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// Signed duration (MySQL TIME), `fsp` fractional digits.
+    Time {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// MySQL YEAR.
+    Year,
+    /// Enumeration with its labels in definition order (index 1 is the first label).
+    Enum {
+        /// Labels as declared.
+        labels: Arc<[String]>,
+    },
+    /// Set with its labels in definition order (bit 0 is the first label).
+    Set {
+        /// Labels as declared.
+        labels: Arc<[String]>,
+    },
+    /// Fixed-width bit string.
+    Bit {
+        /// Width in bits, 1..=64.
+        width: u8,
+    },
+    /// JSON document.
+    Json,
+    /// Spatial value (SRID + WKB).
+    Geometry,
+}
+
+/// One column of a source table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Column {
+    /// Column name as the source spells it.
+    pub name: Arc<str>,
+    /// Decoded type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether the column accepts NULL.
+    pub nullable: bool,
+}
+
+/// A source table's shape at one log position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableSchema {
+    /// Which table.
+    pub id: TableId,
+    /// Columns in source order; row values use the same order.
+    pub columns: Vec<Column>,
+    /// Indexes into `columns` of the primary key, in key order; empty when the table has none.
+    pub primary_key: Vec<usize>,
+}
+
+impl TableSchema {
+    /// True when the table has a primary key (MERGE by key); false means append mode.
+    pub fn has_key(&self) -> bool {
+        !self.primary_key.is_empty()
+    }
+
+    /// Index of the column named `name`, if any.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| &*c.name == name)
+    }
+}

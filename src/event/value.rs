@@ -1,0 +1,261 @@
+//! Typed column values: what a source decoded, exactly, before any target mapping.
+//!
+//! Invariant: a `Value` never loses information relative to what the source stored. Exact
+//! numbers stay exact (`Decimal` is text), unsigned integers keep their full range, temporal
+//! values keep microseconds and MySQL's out-of-range forms (zero dates, TIME beyond 24 h).
+//! Mapping to what a warehouse can hold is the sink's job, and it must fail loudly or follow an
+//! explicit policy when a value does not fit.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// One decoded column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Boolean (Postgres `bool`).
+    Bool(bool),
+    /// Signed integer of any width up to 64 bits.
+    Int(i64),
+    /// Unsigned integer of any width up to 64 bits (MySQL `UNSIGNED`).
+    UInt(u64),
+    /// Single-precision float.
+    Float(f32),
+    /// Double-precision float.
+    Double(f64),
+    /// Exact decimal number as canonical text (`-12.340`, scale kept as declared).
+    Decimal(String),
+    /// Character data, already converted from the column's charset to UTF-8.
+    Text(String),
+    /// Binary data, byte for byte.
+    Bytes(Vec<u8>),
+    /// Calendar date; may be MySQL's zero or partial-zero date (see [`Date::is_zero`]).
+    Date(Date),
+    /// Wall-clock date and time without a time zone (MySQL `DATETIME`).
+    DateTime(DateTime),
+    /// An instant, in microseconds since the Unix epoch, UTC (MySQL `TIMESTAMP`).
+    Timestamp(i64),
+    /// Signed duration in microseconds (MySQL `TIME`, which may be negative or over 24 h).
+    Time(i64),
+    /// MySQL `YEAR` (0 for the zero year, else 1901..=2155).
+    Year(u16),
+    /// An `ENUM` value, as its label (empty string for MySQL's invalid-value index 0).
+    Enum(String),
+    /// A `SET` value, as its labels in definition order.
+    Set(Vec<String>),
+    /// A `BIT(width)` value, right-aligned in a u64.
+    Bit {
+        /// The bits, least significant bit last.
+        bits: u64,
+        /// Declared width, 1..=64.
+        width: u8,
+    },
+    /// JSON document as compact JSON text.
+    Json(String),
+    /// Spatial value: SRID plus the geometry in WKB.
+    Geometry {
+        /// Spatial reference system id (0 when unspecified).
+        srid: u32,
+        /// Well-known binary of the geometry.
+        wkb: Vec<u8>,
+    },
+}
+
+impl Value {
+    /// True for SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+/// A calendar date as the source stored it. MySQL allows zero parts (`0000-00-00`,
+/// `2024-00-10`) when `NO_ZERO_DATE`/`NO_ZERO_IN_DATE` are off; they are kept as is.
+///
+/// Zero-date policy: sources pass zero dates through unchanged; a sink that cannot store them
+/// writes NULL and counts it (documented in docs/types.md), never an invented date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    /// Year, 0..=9999.
+    pub year: u16,
+    /// Month, 0..=12 (0 only in zero dates).
+    pub month: u8,
+    /// Day, 0..=31 (0 only in zero dates).
+    pub day: u8,
+}
+
+impl Date {
+    /// True when any part is zero, i.e. not a real calendar date.
+    pub fn is_zero(&self) -> bool {
+        self.year == 0 || self.month == 0 || self.day == 0
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// A date and time of day with microseconds, without a time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DateTime {
+    /// The date part (may be a zero date).
+    pub date: Date,
+    /// Hour, 0..=23.
+    pub hour: u8,
+    /// Minute, 0..=59.
+    pub minute: u8,
+    /// Second, 0..=59.
+    pub second: u8,
+    /// Microseconds, 0..=999_999.
+    pub micros: u32,
+}
+
+impl fmt::Display for DateTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {:02}:{:02}:{:02}",
+            self.date, self.hour, self.minute, self.second
+        )?;
+        if self.micros != 0 {
+            write!(f, ".{:06}", self.micros)?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats a signed microsecond duration the way MySQL prints TIME: `-838:59:59.000000`.
+pub fn format_time_micros(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let (secs, frac) = (abs / 1_000_000, abs % 1_000_000);
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if frac == 0 {
+        format!("{sign}{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{sign}{h:02}:{m:02}:{s:02}.{frac:06}")
+    }
+}
+
+/// Formats microseconds since the epoch as an ISO-8601 UTC instant (`2024-01-02T03:04:05.123456Z`).
+pub fn format_timestamp_micros(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let base = format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+        tod / 3600,
+        (tod / 60) % 60,
+        tod % 60
+    );
+    if frac == 0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{frac:06}Z")
+    }
+}
+
+/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's algorithm: exact for the whole i64 day range we can meet.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Lower-case hex of bytes, the JSON form of binary values.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// The normalized JSON form used by `tidemark inspect` and the change-event envelope:
+/// numbers that fit JSON exactly stay numbers; exact decimals, 64-bit integers beyond 2^53,
+/// binary, and temporal values become strings in a fixed, documented format.
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const MAX_SAFE: u64 = 1 << 53;
+        match self {
+            Value::Null => s.serialize_none(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) if i.unsigned_abs() <= MAX_SAFE => s.serialize_i64(*i),
+            Value::Int(i) => s.collect_str(i),
+            Value::UInt(u) if *u <= MAX_SAFE => s.serialize_u64(*u),
+            Value::UInt(u) => s.collect_str(u),
+            Value::Float(f) if f.is_finite() => s.serialize_f32(*f),
+            Value::Double(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(f) => s.collect_str(f),
+            Value::Double(f) => s.collect_str(f),
+            Value::Decimal(d) => s.serialize_str(d),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Enum(t) => s.serialize_str(t),
+            Value::Bytes(b) => s.serialize_str(&to_hex(b)),
+            Value::Date(d) => s.collect_str(d),
+            Value::DateTime(dt) => s.collect_str(dt),
+            Value::Timestamp(us) => s.serialize_str(&format_timestamp_micros(*us)),
+            Value::Time(us) => s.serialize_str(&format_time_micros(*us)),
+            Value::Year(y) => s.serialize_u16(*y),
+            Value::Set(labels) => s.serialize_str(&labels.join(",")),
+            Value::Bit { bits, width } => {
+                s.serialize_str(&format!("{:0w$b}", bits, w = usize::from(*width)))
+            }
+            Value::Json(j) => match serde_json::from_str::<serde_json::Value>(j) {
+                Ok(v) => v.serialize(s),
+                Err(_) => s.serialize_str(j),
+            },
+            Value::Geometry { srid, wkb } => {
+                s.serialize_str(&format!("SRID={srid};{}", to_hex(wkb)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_formats_negative_and_over_a_day() {
+        assert_eq!(format_time_micros(-(838 * 3600 + 59 * 60 + 59) * 1_000_000), "-838:59:59");
+        assert_eq!(format_time_micros(25 * 3_600_000_000 + 1), "25:00:00.000001");
+        assert_eq!(format_time_micros(0), "00:00:00");
+    }
+
+    #[test]
+    fn timestamps_format_as_utc() {
+        assert_eq!(format_timestamp_micros(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_timestamp_micros(1_650_493_084_000_000), "2022-04-20T22:18:04Z");
+        assert_eq!(format_timestamp_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_timestamp_micros(2_147_483_647_999_999), "2038-01-19T03:14:07.999999Z");
+    }
+
+    #[test]
+    fn large_integers_serialize_as_strings() {
+        let v = serde_json::to_string(&Value::UInt(u64::MAX)).unwrap();
+        assert_eq!(v, "\"18446744073709551615\"");
+        assert_eq!(serde_json::to_string(&Value::Int(-5)).unwrap(), "-5");
+    }
+
+    #[test]
+    fn bits_keep_their_width() {
+        let v = Value::Bit { bits: 32, width: 8 };
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"00100000\"");
+    }
+}

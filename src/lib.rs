@@ -1,0 +1,10 @@
+//! tidemark: change-data-capture from MySQL/MariaDB binlogs and Postgres logical replication
+//! into Postgres and Redshift warehouses.
+//!
+//! Sources and sinks meet only in [`event`]: a source turns its log into [`event::SourceMessage`]s,
+//! a sink applies them together with the source's resume point.
+
+pub mod config;
+pub mod event;
+pub mod observe;
+pub mod source;

@@ -1,0 +1,3 @@
+//! Sources: readers that turn a database's change log into [`crate::event::SourceMessage`]s.
+
+pub mod mysql;

@@ -1,0 +1,1 @@
+//! Prerequisite checks for a MySQL/MariaDB source, used by `tidemark check`.

@@ -1,0 +1,8 @@
+//! MySQL and MariaDB row-binlog source.
+//!
+//! Events are framed by `mysql_common` (through `mysql_async::binlog`); rows are decoded by our
+//! own [`layout`] code against each table's TABLE_MAP metadata, so every rows event describes
+//! itself and no DDL parser or schema-history store is needed.
+
+pub mod check;
+pub mod layout;
