@@ -5,6 +5,7 @@
 //! a sink applies them together with the source's resume point.
 
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod observe;
 pub mod source;

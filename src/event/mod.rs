@@ -53,8 +53,10 @@ pub type Row = Vec<Value>;
 /// Identity and timing of one source transaction, shared by all its changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transaction {
-    /// Source-native id: a GTID (`uuid:42`, `0-1-42`), else `file:offset` of its first event.
+    /// Source-native id: the GTID when there is one, else `file:offset` of its first event.
     pub id: String,
+    /// The GTID (`uuid:42`, `uuid:tag:42`, `0-1-42`) when the source assigns them.
+    pub gtid: Option<String>,
     /// Commit time in microseconds since the epoch, as precise as the log records it
     /// (MySQL 8: the commit timestamp in the GTID event; otherwise the event header's seconds).
     pub commit_ts_micros: i64,

@@ -6,3 +6,9 @@
 
 pub mod check;
 pub mod layout;
+pub mod assemble;
+pub mod error;
+pub mod gtid;
+pub mod mariadb;
+pub mod file;
+pub mod inspect;
