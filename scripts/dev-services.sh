@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The services integration tests need, on loopback, under the state dir
+# ${TIDEMARK_DEV_DIR:-<repo>/.dev}:
+#
+#   scripts/dev-services.sh start   start MariaDB "main", PostgreSQL "main" and the
+#                                   S3 server "main" (idempotent), write <state>/env
+#                                   and print it on stdout
+#   scripts/dev-services.sh stop    stop every instance under the state dir (all names)
+#   scripts/dev-services.sh status  show each instance and whether it runs
+#   scripts/dev-services.sh env     print <state>/env (export lines to source)
+#   scripts/dev-services.sh clean   stop everything and delete the instances' data
+#                                   (keeps the moto virtualenv)
+set -euo pipefail
+TIDEMARK_SCRIPT=dev-services
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+scripts="$TIDEMARK_REPO/scripts"
+envfile="$TIDEMARK_STATE/env"
+kinds=(mariadb postgres s3)
+
+# Lists the instance names of KIND that exist under the state dir.
+instances() {
+  local d
+  for d in "$TIDEMARK_STATE/$1"/*/; do
+    [[ -d "$d" ]] && basename "$d"
+  done
+  return 0
+}
+
+start() {
+  local tmp kind rc=0 failed=()
+  local -A pids=()
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' RETURN
+  # The three start in parallel; each script serialises itself with its own lock.
+  for kind in "${kinds[@]}"; do
+    "$scripts/$kind-instance.sh" main >"$tmp/$kind.url" &
+    pids[$kind]=$!
+  done
+  for kind in "${kinds[@]}"; do
+    wait "${pids[$kind]}" || { rc=$?; failed+=("$kind"); }
+  done
+  ((rc == 0)) || die "could not start: ${failed[*]} (see messages above)"
+  {
+    echo "# Written by scripts/dev-services.sh start; source it to run tests by hand."
+    echo "export TIDEMARK_DEV_DIR=$(printf '%q' "$TIDEMARK_STATE")"
+    echo "export TIDEMARK_TEST_MYSQL_URL=$(cat "$tmp/mariadb.url")"
+    echo "export TIDEMARK_TEST_PG_URL=$(cat "$tmp/postgres.url")"
+    echo "export TIDEMARK_TEST_S3_URL=$(cat "$tmp/s3.url")"
+    echo "export TIDEMARK_TEST_S3_REGION=us-east-1"
+    echo "export TIDEMARK_TEST_S3_ACCESS_KEY_ID=testing"
+    echo "export TIDEMARK_TEST_S3_SECRET_ACCESS_KEY=testing"
+  } >"$envfile.tmp"
+  mv -f "$envfile.tmp" "$envfile"
+  cat "$envfile"
+}
+
+stop() {
+  local kind name rc=0
+  rm -f "$envfile"
+  for kind in "${kinds[@]}"; do
+    while read -r name; do
+      [[ -n "$name" ]] || continue
+      "$scripts/$kind-instance.sh" --stop "$name" || rc=1
+    done < <(instances "$kind")
+  done
+  return "$rc"
+}
+
+status() {
+  local kind name any=0
+  for kind in "${kinds[@]}"; do
+    while read -r name; do
+      [[ -n "$name" ]] || continue
+      any=1
+      printf '%-9s %-20s %s\n' "$kind" "$name" "$("$scripts/$kind-instance.sh" --status "$name")"
+    done < <(instances "$kind")
+  done
+  ((any)) || echo "no instances under $TIDEMARK_STATE"
+  if [[ -f "$envfile" ]]; then echo "env file: $envfile"; fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  env)
+    [[ -f "$envfile" ]] || die "$envfile does not exist: run scripts/dev-services.sh start"
+    cat "$envfile"
+    ;;
+  clean)
+    stop
+    for kind in "${kinds[@]}"; do rm -rf "${TIDEMARK_STATE:?}/$kind"; done
+    rm -rf /tmp/tidemark-pg-"$(printf '%s' "$TIDEMARK_STATE/postgres/" | cksum | cut -d' ' -f1)"* 2>/dev/null || true
+    log "removed all instance data under $TIDEMARK_STATE"
+    ;;
+  *) die "usage: $0 start|stop|status|env|clean" ;;
+esac
