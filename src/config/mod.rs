@@ -1,2 +1,107 @@
 //! Typed configuration loaded from TOML, with `${ENV}` interpolation and errors that name the
 //! key and the line.
+//!
+//! Loading is all-or-nothing: [`Config::load`] returns a config in which every value has been
+//! interpolated, parsed into its type (durations, sizes, modes) and checked against the others
+//! (unique ids, valid staging schemas), or the first [`ConfigError`], whose one-line message reads
+//! `file.toml:LINE: key `sources[1].kind`: message`. Unknown keys are errors, never ignored.
+//! Secrets in URLs are held in [`SecretUrl`] and never appear in `Debug` or `Display` output.
+//!
+//! The file format, every key and its default are documented in `docs/config.md`.
+
+mod build;
+mod env;
+mod error;
+mod locate;
+mod raw;
+mod secret;
+mod source;
+mod units;
+mod warehouse;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrorKind};
+pub use secret::SecretUrl;
+pub use source::{
+    SnapshotMode, SourceConfig, SourceKind, StartPosition, TablePattern, derived_server_id,
+};
+pub use units::{ByteSize, parse_duration, parse_size};
+pub use warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+
+/// One source group's configuration: the group, its warehouse, batching and its sources.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was loaded from (as given), for messages.
+    pub path: PathBuf,
+    /// `[group]`.
+    pub group: GroupConfig,
+    /// `[warehouse]`.
+    pub warehouse: WarehouseConfig,
+    /// `[batch]`, defaults filled in.
+    pub batch: BatchConfig,
+    /// `[[sources]]`, in file order; at least one.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[group]`: the service that runs all sources of this file.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Group name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Directory for caches and spill files (default `/var/lib/tidemark`); a relative path is
+    /// resolved against the config file's directory. The state of record lives in the warehouse.
+    pub state_dir: PathBuf,
+}
+
+/// `[batch]`: a table's batch is loaded when any limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Rows per batch (default 100000).
+    pub max_rows: u64,
+    /// Bytes per batch (default 64MiB).
+    pub max_bytes: ByteSize,
+    /// Longest time a change waits in a batch (default 500ms).
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_rows: 100_000,
+            max_bytes: ByteSize(64 << 20),
+            max_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`, taking `${VAR}`s from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, e))?;
+        Config::from_str_at(&text, path)
+    }
+
+    /// Validates config `text`; `path` is used in messages and to resolve relative paths.
+    /// `${VAR}`s come from the process environment.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::from_str_with_env(text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_str_at`], with `${VAR}`s looked up by `env` instead of the process
+    /// environment (for tests and for callers with their own secret store).
+    pub fn from_str_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        build::build(text, path, env)
+    }
+
+    /// The source with this id.
+    pub fn source(&self, id: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+}

@@ -1,0 +1,680 @@
+//! Turns the raw, spanned file into typed [`Config`]: interpolation, units, cross-field rules.
+//!
+//! Every check here reports through [`Builder::error`], so each message carries the file, the
+//! line of the offending value and its key path. The first problem found is returned.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::env::{EnvError, interpolate};
+use super::error::{ConfigError, ConfigErrorKind};
+use super::locate::{Locator, join_key};
+use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
+use super::secret::SecretUrl;
+use super::source::{
+    SnapshotMode, SourceConfig, SourceKind, StartPosition, TablePattern, derived_server_id,
+    schema_name_problem, staging_schema_of,
+};
+use super::units::{ByteSize, parse_duration, parse_size};
+use super::warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+use super::{BatchConfig, Config, GroupConfig};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Default `[group] state_dir`.
+const DEFAULT_STATE_DIR: &str = "/var/lib/tidemark";
+/// Default `[[sources]] heartbeat`.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest accepted `heartbeat`.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+/// Default `[warehouse] s3_prefix`.
+const DEFAULT_S3_PREFIX: &str = "tidemark/";
+
+/// Parses and validates `text` (see [`Config::from_str_with_env`]).
+pub(crate) fn build(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config> {
+    let builder = Builder {
+        path,
+        locator: Locator::new(text),
+        env,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| builder.toml_error(&e))?;
+    builder.config(raw)
+}
+
+/// Validation context: where messages point and where `${VAR}`s come from.
+struct Builder<'a> {
+    path: &'a Path,
+    locator: Locator<'a>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Builder<'_> {
+    /// An error about `key`, located at `span`.
+    fn error(
+        &self,
+        kind: ConfigErrorKind,
+        span: Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::new(
+            kind,
+            self.path,
+            Some(self.locator.line_of(span.start)),
+            Some(key.to_string()),
+            message,
+        )
+    }
+
+    fn invalid(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.error(ConfigErrorKind::Invalid, span, key, message)
+    }
+
+    /// Translates a serde/TOML error, recovering the key path from its span.
+    fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+        let message = error.message();
+        let span = error.span();
+        let line = span.as_ref().map(|s| self.locator.line_of(s.start));
+        let path_at = |s: &Range<usize>| self.locator.path_at(s).map(str::to_string);
+        let make = |kind, line, key: Option<String>, message: String| {
+            ConfigError::new(kind, self.path, line, key, message)
+        };
+
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            let parent = span.as_ref().and_then(path_at).unwrap_or_default();
+            let key = join_key(&parent, field);
+            // A top-level key has no table to point at.
+            let line = if parent.is_empty() { None } else { line };
+            let hint = if parent.is_empty() {
+                format!(" (add a [{field}] section)")
+            } else {
+                String::new()
+            };
+            return make(
+                ConfigErrorKind::MissingKey,
+                line,
+                Some(key),
+                format!("required key is missing{hint}"),
+            );
+        }
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            let key = span
+                .as_ref()
+                .and_then(path_at)
+                .unwrap_or_else(|| field.to_string());
+            let expected = expected.trim_start_matches(',').trim();
+            return make(
+                ConfigErrorKind::UnknownKey,
+                line,
+                Some(key),
+                format!("unknown key; {expected}"),
+            );
+        }
+        if message.starts_with("invalid type") || message.starts_with("invalid value") {
+            let key = span.as_ref().and_then(path_at);
+            let hint = if key.as_deref() == Some("sources") {
+                "; write each source as a [[sources]] table (double brackets)"
+            } else {
+                ""
+            };
+            let message = message
+                .replace("expected i64", "expected an integer")
+                .replace("a sequence", "an array")
+                .replace("type: map", "type: table");
+            return make(
+                ConfigErrorKind::WrongType,
+                line,
+                key,
+                format!("{message}{hint}"),
+            );
+        }
+        let key = span.as_ref().and_then(|s| {
+            path_at(s).or_else(|| {
+                let text = self.locator.text_at(s).trim();
+                (!text.is_empty() && message == "duplicate key")
+                    .then(|| join_key(self.locator.section_at(s.start).unwrap_or(""), text))
+            })
+        });
+        make(
+            ConfigErrorKind::Syntax,
+            line,
+            key,
+            format!("invalid TOML: {message}"),
+        )
+    }
+
+    /// The interpolated value of a string key.
+    fn string(&self, value: &Str, key: &str) -> Result<String> {
+        interpolate(value.get_ref(), self.env).map_err(|e| {
+            let message = e.to_string();
+            match e {
+                EnvError::Missing(_) | EnvError::Malformed(_) => {
+                    self.error(ConfigErrorKind::Env, value.span(), key, message)
+                }
+            }
+        })
+    }
+
+    /// The interpolated value of a string key that must not be empty.
+    fn non_empty(&self, value: &Str, key: &str) -> Result<String> {
+        let text = self.string(value, key)?;
+        if text.trim().is_empty() {
+            return Err(self.invalid(value.span(), key, "must not be empty"));
+        }
+        Ok(text)
+    }
+
+    fn optional(&self, value: Option<&Str>, key: &str) -> Result<Option<String>> {
+        value.map(|v| self.non_empty(v, key)).transpose()
+    }
+
+    fn duration(&self, value: &Str, key: &str) -> Result<Duration> {
+        let text = self.string(value, key)?;
+        let duration = parse_duration(&text).map_err(|m| self.invalid(value.span(), key, m))?;
+        if duration.is_zero() {
+            return Err(self.invalid(value.span(), key, "must be greater than zero"));
+        }
+        Ok(duration)
+    }
+
+    fn size(&self, value: &Str, key: &str) -> Result<ByteSize> {
+        let text = self.string(value, key)?;
+        let size = parse_size(&text).map_err(|m| self.invalid(value.span(), key, m))?;
+        if size.bytes() == 0 {
+            return Err(self.invalid(value.span(), key, "must be greater than zero"));
+        }
+        Ok(size)
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config> {
+        let group = self.group(raw.group.get_ref())?;
+        let warehouse = self.warehouse(&raw.warehouse)?;
+        let batch = match &raw.batch {
+            Some(batch) => self.batch(batch.get_ref())?,
+            None => BatchConfig::default(),
+        };
+        if raw.sources.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::MissingKey,
+                self.path,
+                None,
+                Some("sources".into()),
+                "no sources: add at least one [[sources]] table",
+            ));
+        }
+        let mut sources = Vec::with_capacity(raw.sources.len());
+        for (i, source) in raw.sources.iter().enumerate() {
+            sources.push(self.source(source.get_ref(), &format!("sources[{i}]"))?);
+        }
+        self.check_unique(&raw.sources, &sources)?;
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            group,
+            warehouse,
+            batch,
+            sources,
+        })
+    }
+
+    fn group(&self, raw: &RawGroup) -> Result<GroupConfig> {
+        let name = self.non_empty(&raw.name, "group.name")?;
+        if let Some(problem) = name_problem(&name) {
+            return Err(self.invalid(raw.name.span(), "group.name", problem));
+        }
+        let state_dir = match &raw.state_dir {
+            Some(dir) => PathBuf::from(self.non_empty(dir, "group.state_dir")?),
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        };
+        let state_dir = if state_dir.is_relative() {
+            match self.path.parent() {
+                Some(base) => base.join(state_dir),
+                None => state_dir,
+            }
+        } else {
+            state_dir
+        };
+        Ok(GroupConfig { name, state_dir })
+    }
+
+    fn warehouse(&self, raw: &Spanned<RawWarehouse>) -> Result<WarehouseConfig> {
+        let header = raw.span();
+        let raw = raw.get_ref();
+        let kind = self.string(&raw.kind, "warehouse.kind")?;
+        let redshift_keys: [(&str, Option<&Str>); 9] = [
+            ("cluster_id", raw.cluster_id.as_ref()),
+            ("workgroup", raw.workgroup.as_ref()),
+            ("database", raw.database.as_ref()),
+            ("secret_arn", raw.secret_arn.as_ref()),
+            ("db_user", raw.db_user.as_ref()),
+            ("s3_bucket", raw.s3_bucket.as_ref()),
+            ("s3_prefix", raw.s3_prefix.as_ref()),
+            ("iam_role", raw.iam_role.as_ref()),
+            ("region", raw.region.as_ref()),
+        ];
+        match kind.as_str() {
+            "postgres" => {
+                if let Some((name, value)) = redshift_keys
+                    .iter()
+                    .find_map(|(name, value)| value.map(|v| (name, v)))
+                {
+                    return Err(self.invalid(
+                        value.span(),
+                        &format!("warehouse.{name}"),
+                        "applies only to kind = \"redshift\"",
+                    ));
+                }
+                let Some(url) = &raw.url else {
+                    return Err(self.error(
+                        ConfigErrorKind::MissingKey,
+                        header,
+                        "warehouse.url",
+                        "required when kind = \"postgres\"",
+                    ));
+                };
+                let url = self.postgres_url(url, "warehouse.url")?;
+                Ok(WarehouseConfig::Postgres { url })
+            }
+            "redshift" => self.redshift(raw, header).map(WarehouseConfig::Redshift),
+            other => Err(self.invalid(
+                raw.kind.span(),
+                "warehouse.kind",
+                format!("unknown warehouse kind `{other}`; expected \"postgres\" or \"redshift\""),
+            )),
+        }
+    }
+
+    fn redshift(&self, raw: &RawWarehouse, header: Range<usize>) -> Result<RedshiftConfig> {
+        if let Some(url) = &raw.url {
+            return Err(self.invalid(
+                url.span(),
+                "warehouse.url",
+                "applies only to kind = \"postgres\"; Redshift is reached through the Data API (cluster_id or workgroup, database)",
+            ));
+        }
+        let required = |value: Option<&Str>, name: &str| -> Result<String> {
+            let key = format!("warehouse.{name}");
+            match value {
+                Some(v) => self.non_empty(v, &key),
+                None => Err(self.error(
+                    ConfigErrorKind::MissingKey,
+                    header.clone(),
+                    &key,
+                    "required when kind = \"redshift\"",
+                )),
+            }
+        };
+        let cluster_id = self.optional(raw.cluster_id.as_ref(), "warehouse.cluster_id")?;
+        let workgroup = self.optional(raw.workgroup.as_ref(), "warehouse.workgroup")?;
+        let secret_arn = self.optional(raw.secret_arn.as_ref(), "warehouse.secret_arn")?;
+        let db_user = self.optional(raw.db_user.as_ref(), "warehouse.db_user")?;
+        let (target, auth) = match (cluster_id, workgroup) {
+            (Some(_), Some(_)) => {
+                let span = raw.workgroup.as_ref().map_or(header.clone(), Spanned::span);
+                return Err(self.invalid(
+                    span,
+                    "warehouse.workgroup",
+                    "set either cluster_id (provisioned cluster) or workgroup (Serverless), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    ConfigErrorKind::MissingKey,
+                    header,
+                    "warehouse.cluster_id",
+                    "kind = \"redshift\" needs cluster_id (provisioned cluster) or workgroup (Serverless)",
+                ));
+            }
+            (Some(cluster), None) => {
+                let auth = match (secret_arn, db_user) {
+                    (Some(_), Some(_)) => {
+                        let span = raw.db_user.as_ref().map_or(header.clone(), Spanned::span);
+                        return Err(self.invalid(
+                            span,
+                            "warehouse.db_user",
+                            "set either secret_arn or db_user, not both",
+                        ));
+                    }
+                    (Some(arn), None) => RedshiftAuth::SecretArn(arn),
+                    (None, Some(user)) => RedshiftAuth::DbUser(user),
+                    (None, None) => {
+                        return Err(self.error(
+                            ConfigErrorKind::MissingKey,
+                            header,
+                            "warehouse.secret_arn",
+                            "a provisioned cluster needs secret_arn (Secrets Manager) or db_user (temporary credentials)",
+                        ));
+                    }
+                };
+                (RedshiftTarget::Cluster(cluster), auth)
+            }
+            (None, Some(workgroup)) => {
+                if let Some(user) = &raw.db_user {
+                    return Err(self.invalid(
+                        user.span(),
+                        "warehouse.db_user",
+                        "Redshift Serverless takes no db_user (the IAM identity is used); use secret_arn or remove db_user",
+                    ));
+                }
+                let auth = secret_arn.map_or(RedshiftAuth::Iam, RedshiftAuth::SecretArn);
+                (RedshiftTarget::Workgroup(workgroup), auth)
+            }
+        };
+        let database = required(raw.database.as_ref(), "database")?;
+        let s3_bucket = required(raw.s3_bucket.as_ref(), "s3_bucket")?;
+        if s3_bucket.starts_with("s3://") || s3_bucket.contains('/') {
+            let span = raw.s3_bucket.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.invalid(
+                span,
+                "warehouse.s3_bucket",
+                "give the bucket name only (no s3://, no /); put the key prefix in s3_prefix",
+            ));
+        }
+        let mut s3_prefix = self
+            .optional(raw.s3_prefix.as_ref(), "warehouse.s3_prefix")?
+            .unwrap_or_else(|| DEFAULT_S3_PREFIX.to_string())
+            .trim_start_matches('/')
+            .to_string();
+        if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
+            s3_prefix.push('/');
+        }
+        let iam_role = required(raw.iam_role.as_ref(), "iam_role")?;
+        if !iam_role.starts_with("arn:") {
+            let span = raw.iam_role.as_ref().map_or(header.clone(), Spanned::span);
+            return Err(self.invalid(
+                span,
+                "warehouse.iam_role",
+                "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+            ));
+        }
+        let region = required(raw.region.as_ref(), "region")?;
+        Ok(RedshiftConfig {
+            target,
+            database,
+            auth,
+            s3_bucket,
+            s3_prefix,
+            iam_role,
+            region,
+        })
+    }
+
+    fn batch(&self, raw: &RawBatch) -> Result<BatchConfig> {
+        let mut batch = BatchConfig::default();
+        if let Some(rows) = &raw.max_rows {
+            batch.max_rows = u64::try_from(*rows.get_ref())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    self.invalid(rows.span(), "batch.max_rows", "must be a positive integer")
+                })?;
+        }
+        if let Some(bytes) = &raw.max_bytes {
+            batch.max_bytes = self.size(bytes, "batch.max_bytes")?;
+        }
+        if let Some(delay) = &raw.max_delay {
+            batch.max_delay = self.duration(delay, "batch.max_delay")?;
+        }
+        Ok(batch)
+    }
+
+    fn postgres_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
+        let url = SecretUrl::new(self.non_empty(value, key)?);
+        match url.scheme() {
+            Some("postgres" | "postgresql") => Ok(url),
+            _ => Err(self.invalid(
+                value.span(),
+                key,
+                "must be a postgres:// URL (postgres://user:password@host:5432/database)",
+            )),
+        }
+    }
+
+    fn mysql_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
+        let url = SecretUrl::new(self.non_empty(value, key)?);
+        if url.scheme() != Some("mysql") {
+            return Err(self.invalid(
+                value.span(),
+                key,
+                "must be a mysql:// URL (mysql://user:password@host:3306), also for MariaDB",
+            ));
+        }
+        if let Err(e) = mysql_async::Opts::from_url(url.expose()) {
+            return Err(self.invalid(
+                value.span(),
+                key,
+                format!("not a valid MySQL URL: {}", url.scrub(&e.to_string())),
+            ));
+        }
+        Ok(url)
+    }
+
+    fn source(&self, raw: &RawSource, at: &str) -> Result<SourceConfig> {
+        let key = |name: &str| format!("{at}.{name}");
+        let id = self.non_empty(&raw.id, &key("id"))?;
+        if let Some(problem) = name_problem(&id) {
+            return Err(self.invalid(raw.id.span(), &key("id"), problem));
+        }
+        let kind = match self.string(&raw.kind, &key("kind"))?.as_str() {
+            "mysql" => SourceKind::Mysql,
+            "postgres" => SourceKind::Postgres,
+            other => {
+                return Err(self.invalid(
+                    raw.kind.span(),
+                    &key("kind"),
+                    format!(
+                        "unknown source kind `{other}`; expected \"mysql\" (MySQL or MariaDB) or \"postgres\""
+                    ),
+                ));
+            }
+        };
+        let url = match kind {
+            SourceKind::Mysql => self.mysql_url(&raw.url, &key("url"))?,
+            SourceKind::Postgres => self.postgres_url(&raw.url, &key("url"))?,
+        };
+        let tenant = self.non_empty(&raw.tenant, &key("tenant"))?;
+        let region = self.non_empty(&raw.region, &key("region"))?;
+        let function = self.non_empty(&raw.function, &key("function"))?;
+        let schema = staging_schema_of(&tenant, &region, &function);
+        if let Some(problem) = schema_name_problem(&schema) {
+            // Point at the part that carries the bad character, else at tenant.
+            let parts = [
+                (&raw.tenant, &tenant, "tenant"),
+                (&raw.region, &region, "region"),
+                (&raw.function, &function, "function"),
+            ];
+            let (span, name) = parts
+                .iter()
+                .find(|(_, value, _)| {
+                    schema_name_problem(&value.to_lowercase())
+                        .is_some_and(|p| p.starts_with("contains"))
+                })
+                .map_or((raw.tenant.span(), "tenant"), |(raw, _, name)| {
+                    (raw.span(), *name)
+                });
+            return Err(self.invalid(
+                span,
+                &key(name),
+                format!(
+                    "staging schema `{schema}` ({{tenant}}_{{region}}_{{function}}, lowercased) {problem}"
+                ),
+            ));
+        }
+        let include = match &raw.include {
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(self.invalid(
+                    list.span(),
+                    &key("include"),
+                    "is empty, so nothing would be replicated; list database.table patterns, or remove the key to include every table",
+                ));
+            }
+            Some(list) => self.patterns(list.get_ref(), &key("include"))?,
+            None => vec![
+                TablePattern::parse("*.*")
+                    .map_err(|m| self.invalid(raw.id.span(), &key("include"), m))?,
+            ],
+        };
+        let exclude = match &raw.exclude {
+            Some(list) => self.patterns(list.get_ref(), &key("exclude"))?,
+            None => Vec::new(),
+        };
+        let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
+        let server_id = match (&raw.server_id, kind) {
+            (Some(id), SourceKind::Postgres) => {
+                return Err(self.invalid(
+                    id.span(),
+                    &key("server_id"),
+                    "applies only to kind = \"mysql\"",
+                ));
+            }
+            (Some(id), SourceKind::Mysql) => u32::try_from(*id.get_ref())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    self.invalid(
+                        id.span(),
+                        &key("server_id"),
+                        "must be between 1 and 4294967295 and differ from every server and replica in the MySQL topology",
+                    )
+                })?,
+            (None, _) => derived_server_id(&id),
+        };
+        let heartbeat = match &raw.heartbeat {
+            Some(value) => {
+                let heartbeat = self.duration(value, &key("heartbeat"))?;
+                if heartbeat > MAX_HEARTBEAT {
+                    return Err(self.invalid(
+                        value.span(),
+                        &key("heartbeat"),
+                        "must be at most 1h",
+                    ));
+                }
+                heartbeat
+            }
+            None => DEFAULT_HEARTBEAT,
+        };
+        let start = match &raw.start {
+            Some(value) => match self.string(value, &key("start"))?.as_str() {
+                "end" => StartPosition::End,
+                other => {
+                    return Err(self.error(
+                        ConfigErrorKind::Unsupported,
+                        value.span(),
+                        &key("start"),
+                        format!(
+                            "start = \"{other}\" is not supported; only \"end\" (the current end of the log) is implemented for now"
+                        ),
+                    ));
+                }
+            },
+            None => StartPosition::End,
+        };
+        Ok(SourceConfig {
+            id,
+            kind,
+            url,
+            tenant,
+            region,
+            function,
+            include,
+            exclude,
+            snapshot,
+            server_id,
+            heartbeat,
+            start,
+        })
+    }
+
+    fn patterns(&self, values: &[Str], key: &str) -> Result<Vec<TablePattern>> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let key = format!("{key}[{i}]");
+                let text = self.non_empty(value, &key)?;
+                TablePattern::parse(&text).map_err(|m| self.invalid(value.span(), &key, m))
+            })
+            .collect()
+    }
+
+    fn snapshot(&self, value: &Str, key: &str) -> Result<SnapshotMode> {
+        let text = self.string(value, key)?;
+        let Some(mode) = SnapshotMode::parse(&text) else {
+            return Err(self.invalid(
+                value.span(),
+                key,
+                format!(
+                    "unknown snapshot mode `{text}`; expected \"initial\", \"initial_only\", \"never\" or \"when_needed\""
+                ),
+            ));
+        };
+        if !mode.is_implemented() {
+            return Err(self.error(
+                ConfigErrorKind::Unsupported,
+                value.span(),
+                key,
+                format!(
+                    "snapshot = \"{text}\" is not implemented yet (snapshots arrive in a later release); use snapshot = \"never\", which replicates changes from the start position on without copying existing rows"
+                ),
+            ));
+        }
+        Ok(mode)
+    }
+
+    /// Source ids and staging schemas must be unique in the group.
+    fn check_unique(&self, all_raw: &[Spanned<RawSource>], sources: &[SourceConfig]) -> Result<()> {
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let mut schemas: HashMap<String, usize> = HashMap::new();
+        for (i, source) in sources.iter().enumerate() {
+            let raw = all_raw[i].get_ref();
+            if let Some(&first) = ids.get(source.id.as_str()) {
+                let first_line = self
+                    .locator
+                    .line_of(all_raw[first].get_ref().id.span().start);
+                return Err(self.invalid(
+                    raw.id.span(),
+                    &format!("sources[{i}].id"),
+                    format!(
+                        "duplicate source id `{}`; sources[{first}] (line {first_line}) already uses it",
+                        source.id
+                    ),
+                ));
+            }
+            ids.insert(&source.id, i);
+            let schema = source.staging_schema();
+            if let Some(&first) = schemas.get(&schema) {
+                return Err(self.invalid(
+                    raw.tenant.span(),
+                    &format!("sources[{i}].tenant"),
+                    format!(
+                        "staging schema `{schema}` is already used by source `{}` (sources[{first}]); give each source its own tenant/region/function",
+                        sources[first].id
+                    ),
+                ));
+            }
+            schemas.insert(schema, i);
+        }
+        Ok(())
+    }
+}
+
+/// Why a group name or source id is not acceptable, if it is not.
+fn name_problem(name: &str) -> Option<String> {
+    if name.len() > 63 {
+        return Some("must be at most 63 bytes".into());
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        .map(|c| format!("contains `{c}`; use letters, digits, - and _"))
+}

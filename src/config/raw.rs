@@ -1,0 +1,74 @@
+//! The config file exactly as written: serde structs with a span on every value.
+//!
+//! Unknown keys are rejected here (`deny_unknown_fields`); everything else (interpolation,
+//! units, cross-field rules) happens when [`super::build`] turns these into typed config.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string value with its byte span.
+pub(crate) type Str = Spanned<String>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub group: Spanned<RawGroup>,
+    pub warehouse: Spanned<RawWarehouse>,
+    #[serde(default)]
+    pub batch: Option<Spanned<RawBatch>>,
+    #[serde(default)]
+    pub sources: Vec<Spanned<RawSource>>,
+}
+
+/// `[group]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub name: Str,
+    pub state_dir: Option<Str>,
+}
+
+/// `[warehouse]`: the union of the keys of every warehouse kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWarehouse {
+    pub kind: Str,
+    pub url: Option<Str>,
+    pub cluster_id: Option<Str>,
+    pub workgroup: Option<Str>,
+    pub database: Option<Str>,
+    pub secret_arn: Option<Str>,
+    pub db_user: Option<Str>,
+    pub s3_bucket: Option<Str>,
+    pub s3_prefix: Option<Str>,
+    pub iam_role: Option<Str>,
+    pub region: Option<Str>,
+}
+
+/// `[batch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBatch {
+    pub max_rows: Option<Spanned<i64>>,
+    pub max_bytes: Option<Str>,
+    pub max_delay: Option<Str>,
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub id: Str,
+    pub kind: Str,
+    pub url: Str,
+    pub tenant: Str,
+    pub region: Str,
+    pub function: Str,
+    pub include: Option<Spanned<Vec<Str>>>,
+    pub exclude: Option<Spanned<Vec<Str>>>,
+    pub snapshot: Str,
+    pub server_id: Option<Spanned<i64>>,
+    pub heartbeat: Option<Str>,
+    pub start: Option<Str>,
+}

@@ -1,0 +1,459 @@
+//! Config loading: typed values, `${ENV}` interpolation, and errors that name file, line and key.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tidemark::config::{
+    ByteSize, Config, ConfigError, ConfigErrorKind, RedshiftAuth, RedshiftTarget, SnapshotMode,
+    SourceKind, WarehouseConfig, derived_server_id,
+};
+
+const PASSWORD: &str = "pw-Zq81x!never-printed";
+
+/// A valid one-source config; tests append or replace lines to break it.
+const BASE: &str = r#"[group]
+name = "test"
+state_dir = "/tmp/tidemark-test"
+
+[warehouse]
+kind = "postgres"
+url = "postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse"
+
+[[sources]]
+id = "acme-in-txn"
+kind = "mysql"
+url = "mysql://repl:${ACME_PASSWORD}@10.0.0.5:3306"
+tenant = "acme"
+region = "in"
+function = "txn"
+include = ["shop.*"]
+exclude = ["shop.tmp_*"]
+snapshot = "never"
+"#;
+
+/// A second source, appended to [`BASE`] starting at line 20.
+const SECOND: &str = r#"
+[[sources]]
+id = "globex-sg-txn"
+kind = "mysql"
+url = "mysql://repl:${ACME_PASSWORD}@10.0.0.6:3306"
+tenant = "globex"
+region = "sg"
+function = "txn"
+snapshot = "never"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "WH_PASSWORD" | "ACME_PASSWORD" => Some(PASSWORD.to_string()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_with_env(text, Path::new("conf/test.toml"), &env)
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Line (1-based) of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle} not in text"))
+}
+
+fn assert_error(e: &ConfigError, kind: ConfigErrorKind, key: &str, line: usize) {
+    assert_eq!(e.kind(), kind, "{e}");
+    assert_eq!(e.key(), Some(key), "{e}");
+    assert_eq!(e.line(), Some(line), "{e}");
+    let prefix = format!("conf/test.toml:{line}: key `{key}`: ");
+    assert!(e.to_string().starts_with(&prefix), "{e}");
+    assert!(!e.to_string().contains('\n'), "{e}");
+}
+
+#[test]
+fn valid_config_loads_typed_values() {
+    let text = format!("{BASE}{SECOND}");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.group.name, "test");
+    assert_eq!(config.batch.max_rows, 100_000);
+    assert_eq!(config.batch.max_bytes, ByteSize(64 << 20));
+    assert_eq!(config.batch.max_delay, Duration::from_millis(500));
+    let source = &config.sources[0];
+    assert_eq!(source.kind, SourceKind::Mysql);
+    assert_eq!(source.snapshot, SnapshotMode::Never);
+    assert_eq!(source.staging_schema(), "acme_in_txn");
+    assert_eq!(source.heartbeat, Duration::from_secs(5));
+    assert_eq!(source.server_id, derived_server_id("acme-in-txn"));
+    assert_eq!(
+        source.url.expose(),
+        format!("mysql://repl:{PASSWORD}@10.0.0.5:3306")
+    );
+    assert!(source.includes_table("shop", "orders"));
+    assert!(!source.includes_table("shop", "tmp_orders"));
+    assert!(!source.includes_table("other", "orders"));
+    // No include: every table except system schemas.
+    let second = config.source("globex-sg-txn").unwrap();
+    assert!(second.includes_table("anything", "t"));
+    assert!(!second.includes_table("mysql", "user"));
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = format!("{BASE}{SECOND}").replace(
+        "function = \"txn\"\nsnapshot",
+        "fucntion = \"txn\"\nsnapshot",
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::UnknownKey,
+        "sources[1].fucntion",
+        line_of(&text, "fucntion"),
+    );
+    assert!(
+        e.message().contains("`function`"),
+        "lists the expected keys: {e}"
+    );
+}
+
+#[test]
+fn unknown_key_in_group_and_unknown_section() {
+    let text = BASE.replace("name = \"test\"", "name = \"test\"\nstate-dir = \"x\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::UnknownKey, "group.state-dir", 3);
+
+    let text = format!("{BASE}\n[batches]\nmax_rows = 5\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::UnknownKey,
+        "batches",
+        line_of(&text, "[batches]"),
+    );
+}
+
+#[test]
+fn missing_key_names_the_table() {
+    let text = format!("{BASE}{SECOND}").replace("tenant = \"globex\"\n", "");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::MissingKey, "sources[1].tenant", 20);
+
+    let e = parse_err(&BASE.replace(
+        "[group]\nname = \"test\"\nstate_dir = \"/tmp/tidemark-test\"\n",
+        "",
+    ));
+    assert_eq!(e.kind(), ConfigErrorKind::MissingKey);
+    assert_eq!(e.key(), Some("group"));
+}
+
+#[test]
+fn missing_env_var_names_variable_key_and_line() {
+    let text = BASE.replace("${ACME_PASSWORD}", "${TIDEMARK_TEST_SURELY_UNSET_VAR}");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Env, "sources[0].url", 12);
+    assert!(
+        e.message().contains("TIDEMARK_TEST_SURELY_UNSET_VAR"),
+        "{e}"
+    );
+}
+
+#[test]
+fn env_defaults_and_no_toml_injection() {
+    let text = BASE.replace("${ACME_PASSWORD}", "${NOT_SET:-fallback}");
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.sources[0].url.expose(),
+        "mysql://repl:fallback@10.0.0.5:3306"
+    );
+
+    // A variable's value is data, never TOML: quotes and newlines stay in the string.
+    let evil = |name: &str| match name {
+        "TENANT" => Some("acme\"\nsnapshot = \"initial".to_string()),
+        other => env(other),
+    };
+    let text = BASE.replace("tenant = \"acme\"", "tenant = \"${TENANT}\"");
+    let e = Config::from_str_with_env(&text, Path::new("conf/test.toml"), &evil).unwrap_err();
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].tenant", 13);
+}
+
+#[test]
+fn bad_duration_and_size_are_rejected() {
+    let text = format!("{BASE}\n[batch]\nmax_delay = \"5 minutes\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "batch.max_delay",
+        line_of(&text, "max_delay"),
+    );
+    assert!(
+        e.message().contains("\"500ms\""),
+        "shows the accepted form: {e}"
+    );
+
+    let text = BASE.replace(
+        "snapshot = \"never\"",
+        "snapshot = \"never\"\nheartbeat = \"5\"",
+    );
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].heartbeat", 19);
+
+    let text = format!("{BASE}\n[batch]\nmax_bytes = \"64 megs\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "batch.max_bytes",
+        line_of(&text, "max_bytes"),
+    );
+
+    let text = format!("{BASE}\n[batch]\nmax_rows = \"many\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::WrongType,
+        "batch.max_rows",
+        line_of(&text, "max_rows"),
+    );
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let text = format!("{BASE}{SECOND}").replace("globex-sg-txn", "acme-in-txn");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[1].id", 21);
+    assert!(
+        e.message().contains("line 10"),
+        "points at the first use: {e}"
+    );
+}
+
+#[test]
+fn duplicate_staging_schemas_are_rejected() {
+    let text = format!("{BASE}{SECOND}")
+        .replace("tenant = \"globex\"", "tenant = \"ACME\"")
+        .replace("region = \"sg\"", "region = \"in\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[1].tenant", 24);
+    assert!(e.message().contains("acme_in_txn"), "{e}");
+}
+
+#[test]
+fn invalid_schema_name_is_rejected() {
+    let text = BASE.replace("region = \"in\"", "region = \"in-south\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].region", 14);
+    assert!(e.message().contains("acme_in-south_txn"), "{e}");
+
+    let text = BASE.replace("tenant = \"acme\"", "tenant = \"9acme\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].tenant", 13);
+
+    let long = "t".repeat(121); // + "_in_txn" = 128 bytes
+    let text = BASE.replace("tenant = \"acme\"", &format!("tenant = \"{long}\""));
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].tenant", 13);
+    assert!(e.message().contains("127 bytes"), "{e}");
+
+    // Upper case is fine: the schema is lowercased.
+    let text = BASE.replace("tenant = \"acme\"", "tenant = \"ACME\"");
+    assert_eq!(
+        parse(&text).unwrap().sources[0].staging_schema(),
+        "acme_in_txn"
+    );
+}
+
+#[test]
+fn unimplemented_snapshot_modes_say_so() {
+    let text = BASE.replace("snapshot = \"never\"", "snapshot = \"initial\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Unsupported, "sources[0].snapshot", 18);
+    assert!(e.message().contains("not implemented yet"), "{e}");
+    assert!(e.message().contains("snapshot = \"never\""), "{e}");
+
+    let text = BASE.replace("snapshot = \"never\"", "snapshot = \"sometimes\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].snapshot", 18);
+}
+
+#[test]
+fn kinds_are_checked() {
+    let text = BASE.replace("kind = \"mysql\"", "kind = \"oracle\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].kind", 11);
+
+    let text = BASE.replace("kind = \"postgres\"", "kind = \"snowflake\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.kind", 6);
+
+    let text = BASE.replace("mysql://repl", "postgres://repl");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].url", 12);
+}
+
+#[test]
+fn server_id_is_explicit_or_derived() {
+    let text = BASE.replace(
+        "snapshot = \"never\"",
+        "snapshot = \"never\"\nserver_id = 4101",
+    );
+    assert_eq!(parse(&text).unwrap().sources[0].server_id, 4101);
+
+    let text = BASE.replace(
+        "snapshot = \"never\"",
+        "snapshot = \"never\"\nserver_id = 0",
+    );
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].server_id", 19);
+}
+
+#[test]
+fn redshift_requires_its_keys() {
+    let redshift = r#"[warehouse]
+kind = "redshift"
+workgroup = "analytics"
+database = "warehouse"
+s3_bucket = "bucket"
+iam_role = "arn:aws:iam::123456789012:role/copy"
+region = "ap-south-1"
+"#;
+    let text = BASE.replace(
+        "[warehouse]\nkind = \"postgres\"\nurl = \"postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse\"\n",
+        redshift,
+    );
+    let config = parse(&text).unwrap();
+    let WarehouseConfig::Redshift(rs) = &config.warehouse else {
+        panic!("expected redshift: {:?}", config.warehouse);
+    };
+    assert_eq!(rs.target, RedshiftTarget::Workgroup("analytics".into()));
+    assert_eq!(rs.auth, RedshiftAuth::Iam);
+    assert_eq!(rs.s3_prefix, "tidemark/");
+
+    let e = parse_err(&text.replace("s3_bucket = \"bucket\"\n", ""));
+    assert_error(&e, ConfigErrorKind::MissingKey, "warehouse.s3_bucket", 5);
+
+    let e = parse_err(&text.replace("workgroup = \"analytics\"", "cluster_id = \"analytics\""));
+    assert_error(&e, ConfigErrorKind::MissingKey, "warehouse.secret_arn", 5);
+
+    let e = parse_err(&text.replace("region = \"ap-south-1\"", "url = \"postgres://x@y/z\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.url", 11);
+
+    let e = parse_err(&BASE.replace(
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\ns3_bucket = \"b\"",
+    ));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.s3_bucket", 7);
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let text = BASE.replace("tenant = \"acme\"", "tenant = \"acme");
+    let e = parse_err(&text);
+    assert_eq!(e.kind(), ConfigErrorKind::Syntax);
+    assert_eq!(e.line(), Some(13), "{e}");
+    assert!(!e.to_string().contains('\n'), "{e}");
+
+    let text = BASE.replace("name = \"test\"", "name = \"test\"\nname = \"again\"");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Syntax, "group.name", 3);
+    assert!(e.message().contains("duplicate key"), "{e}");
+}
+
+#[test]
+fn debug_and_errors_never_show_passwords() {
+    let config = parse(&format!("{BASE}{SECOND}")).unwrap();
+    let debug = format!("{config:?} {config:#?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(debug.contains("mysql://repl:***@10.0.0.5:3306"), "{debug}");
+    assert!(
+        debug.contains("postgres://tidemark:***@127.0.0.1:5432/warehouse"),
+        "{debug}"
+    );
+    assert_eq!(
+        config.sources[0].url.to_string(),
+        "mysql://repl:***@10.0.0.5:3306"
+    );
+
+    // A URL the driver rejects: the message must not quote the password.
+    let text = BASE.replace("10.0.0.5:3306", "10.0.0.5:3306?bogus_param=1");
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "sources[0].url", 12);
+    assert!(!format!("{e} {e:?}").contains(PASSWORD), "{e}");
+}
+
+#[test]
+fn example_configs_load() {
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("TIDEMARK_MYSQL_URL", "mysql://root@127.0.0.1:33061"),
+        (
+            "TIDEMARK_WAREHOUSE_URL",
+            "postgres://postgres@127.0.0.1:54321/warehouse",
+        ),
+        (
+            "TIDEMARK_REDSHIFT_SECRET_ARN",
+            "arn:aws:secretsmanager:ap-south-1:123456789012:secret:tidemark",
+        ),
+        ("ACME_IN_TXN_PASSWORD", PASSWORD),
+        ("GLOBEX_SG_TXN_PASSWORD", PASSWORD),
+    ]);
+    let env = |name: &str| vars.get(name).map(|v| v.to_string());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config =
+            Config::from_str_with_env(&text, &path, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.sources.is_empty());
+        assert!(!format!("{config:?}").contains(PASSWORD));
+        loaded += 1;
+    }
+    assert!(loaded >= 2, "found {loaded} example configs");
+
+    let local = Config::from_str_with_env(
+        &std::fs::read_to_string(dir.join("local.toml")).unwrap(),
+        &dir.join("local.toml"),
+        &env,
+    )
+    .unwrap();
+    assert!(matches!(local.warehouse, WarehouseConfig::Postgres { .. }));
+    assert_eq!(local.sources[0].staging_schema(), "demo_local_shop");
+    assert_eq!(local.group.state_dir, dir.join("../.dev/state/local"));
+}
+
+#[test]
+fn load_reads_files_and_reports_missing_ones() {
+    let e = Config::load(Path::new("/nonexistent/tidemark.toml")).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Read);
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/tidemark.toml: cannot read"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.toml");
+    let text = BASE
+        .replace("${WH_PASSWORD}", "x")
+        .replace("${ACME_PASSWORD}", "y")
+        .replace(
+            "state_dir = \"/tmp/tidemark-test\"",
+            "state_dir = \"state\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.group.state_dir, dir.path().join("state"));
+    assert_eq!(config.path, path);
+}
