@@ -29,7 +29,7 @@ instances() {
 }
 
 start() {
-  local tmp kind rc=0 failed=()
+  local tmp kind rc=0 failed=() newenv
   local -A pids=()
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' RETURN
@@ -42,6 +42,7 @@ start() {
     wait "${pids[$kind]}" || { rc=$?; failed+=("$kind"); }
   done
   ((rc == 0)) || die "could not start: ${failed[*]} (see messages above)"
+  newenv="$(mktemp "$envfile.XXXXXX")"
   {
     echo "# Written by scripts/dev-services.sh start; source it to run tests by hand."
     echo "export TIDEMARK_DEV_DIR=$(printf '%q' "$TIDEMARK_STATE")"
@@ -51,21 +52,26 @@ start() {
     echo "export TIDEMARK_TEST_S3_REGION=us-east-1"
     echo "export TIDEMARK_TEST_S3_ACCESS_KEY_ID=testing"
     echo "export TIDEMARK_TEST_S3_SECRET_ACCESS_KEY=testing"
-  } >"$envfile.tmp"
-  mv -f "$envfile.tmp" "$envfile"
+  } >"$newenv"
+  mv -f "$newenv" "$envfile"
   cat "$envfile"
 }
 
 stop() {
-  local kind name rc=0
+  local kind name pid rc=0 stoppers=()
   rm -f "$envfile"
+  # All instances stop in parallel (a MariaDB shutdown takes a few seconds).
   for kind in "${kinds[@]}"; do
     while read -r name; do
       [[ -n "$name" ]] || continue
-      "$scripts/$kind-instance.sh" --stop "$name" || rc=1
+      "$scripts/$kind-instance.sh" --stop "$name" &
+      stoppers+=($!)
     done < <(instances "$kind")
   done
-  return "$rc"
+  for pid in "${stoppers[@]}"; do
+    wait "$pid" || rc=1
+  done
+  ((rc == 0)) || die "some instances did not stop (see messages above)"
 }
 
 status() {

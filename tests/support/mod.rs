@@ -1,0 +1,249 @@
+//! Shared support for integration tests: where the test servers are and how
+//! to get a private corner of them.
+//!
+//! Every `tests/*.rs` file starts with `mod support;`. The servers are real
+//! (MariaDB, PostgreSQL, an S3-compatible moto server) and private: started on
+//! free loopback ports by `scripts/dev-services.sh` under the state dir
+//! (`$TIDEMARK_DEV_DIR`, default `<repo>/.dev`), never the machine's system
+//! instances. `scripts/test.sh` starts them and exports their URLs; a test run
+//! by hand (`cargo nextest run`) finds them through `<state>/env`, or starts
+//! them itself (the scripts' locks make concurrent test processes safe).
+//!
+//! Guarantees: URLs returned here point at servers that were accepting
+//! connections when first resolved; database names handed out are unique
+//! across concurrently running test processes.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+/// Access key id the test S3 server accepts (moto accepts any).
+pub const S3_ACCESS_KEY_ID: &str = "testing";
+/// Secret access key the test S3 server accepts (moto accepts any).
+pub const S3_SECRET_ACCESS_KEY: &str = "testing";
+/// Region to sign test S3 requests for.
+pub const S3_REGION: &str = "us-east-1";
+
+/// The repository root (where `scripts/` lives).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The dev-services state dir: `$TIDEMARK_DEV_DIR`, else `<repo>/.dev`.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os("TIDEMARK_DEV_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo_root().join(".dev"),
+    }
+}
+
+/// URL of the shared private MariaDB, without a database: `mysql://root@127.0.0.1:PORT`.
+pub fn mysql_url() -> String {
+    service_url("TIDEMARK_TEST_MYSQL_URL")
+}
+
+/// URL of the shared private PostgreSQL: `postgres://postgres@127.0.0.1:PORT/postgres`.
+pub fn pg_url() -> String {
+    service_url("TIDEMARK_TEST_PG_URL")
+}
+
+/// Endpoint of the shared S3-compatible server (path-style): `http://127.0.0.1:PORT`.
+pub fn s3_url() -> String {
+    service_url("TIDEMARK_TEST_S3_URL")
+}
+
+/// `mysql_url()` with `db` as the default database.
+pub fn mysql_url_for(db: &str) -> String {
+    format!("{}/{db}", strip_path(&mysql_url()))
+}
+
+/// Starts (or reuses) a separate MariaDB named `name` with extra mariadbd
+/// options (e.g. `--binlog-format=STATEMENT`) and returns its URL.
+pub fn mariadb_instance(name: &str, extra_args: &[&str]) -> String {
+    run_script("mariadb-instance.sh", name, extra_args)
+}
+
+/// Starts (or reuses) a separate PostgreSQL named `name` with extra server
+/// options (e.g. `-c max_replication_slots=2`) and returns its URL.
+pub fn postgres_instance(name: &str, extra_args: &[&str]) -> String {
+    run_script("postgres-instance.sh", name, extra_args)
+}
+
+/// Creates an empty database with a unique name built from `hint` and returns
+/// a connection using it as the default database, plus its name.
+pub async fn fresh_mysql_database(hint: &str) -> (mysql_async::Conn, String) {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let db = unique_db_name(hint, COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut admin = mysql_conn(&mysql_url()).await;
+    drop_databases_of_dead_processes(&mut admin).await;
+    admin
+        .query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {db} on {}: {e}", mysql_url()));
+    admin.disconnect().await.ok();
+    (mysql_conn(&mysql_url_for(&db)).await, db)
+}
+
+/// Opens a MariaDB connection to `url`, panicking with the URL on failure.
+pub async fn mysql_conn(url: &str) -> mysql_async::Conn {
+    mysql_async::Conn::from_url(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
+/// Database name `t<pid>_<n>_<hint>`: a valid unquoted identifier of at most
+/// 64 characters, unique per process and call.
+fn unique_db_name(hint: &str, n: usize) -> String {
+    let prefix = format!("t{}_{n}_", std::process::id());
+    let hint: String = hint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(64 - prefix.len())
+        .collect();
+    format!("{prefix}{hint}")
+}
+
+/// Once per process, drops databases made by `fresh_mysql_database` in test
+/// processes that no longer exist, so the long-lived dev server stays small.
+async fn drop_databases_of_dead_processes(conn: &mut mysql_async::Conn) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.set(()).is_err() {
+        return;
+    }
+    let names: Vec<String> = conn.query("SHOW DATABASES").await.unwrap_or_default();
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix('t')
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await
+                .ok();
+        }
+    }
+}
+
+/// `url` without its path, e.g. `mysql://root@127.0.0.1:3306/db` -> `mysql://root@127.0.0.1:3306`.
+fn strip_path(url: &str) -> &str {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    match url[authority_start..].find(['/', '?']) {
+        Some(i) => &url[..authority_start + i],
+        None => url,
+    }
+}
+
+/// The value of `var`: from the environment, else from `<state>/env` when its
+/// servers answer, else after running `scripts/dev-services.sh start`.
+fn service_url(var: &str) -> String {
+    if let Ok(url) = std::env::var(var)
+        && !url.is_empty()
+    {
+        return url;
+    }
+    services()
+        .get(var)
+        .cloned()
+        .unwrap_or_else(|| panic!("{var} missing from {}", env_file().display()))
+}
+
+/// The `<state>/env` file written by `scripts/dev-services.sh start`.
+fn env_file() -> PathBuf {
+    state_dir().join("env")
+}
+
+/// The variables of `<state>/env`, (re)starting the services first if the
+/// file is missing or names servers that do not answer. Resolved once per process.
+fn services() -> &'static HashMap<String, String> {
+    static SERVICES: OnceLock<HashMap<String, String>> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        if let Some(vars) = read_env_file().filter(all_reachable) {
+            return vars;
+        }
+        let status = Command::new(repo_root().join("scripts/dev-services.sh"))
+            .arg("start")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("running scripts/dev-services.sh start: {e}"));
+        assert!(
+            status.success(),
+            "scripts/dev-services.sh start failed ({status}); see its messages above"
+        );
+        read_env_file().unwrap_or_else(|| {
+            panic!(
+                "{} missing after dev-services.sh start",
+                env_file().display()
+            )
+        })
+    })
+}
+
+/// Parses the `export NAME=value` lines of `<state>/env`, if the file exists.
+fn read_env_file() -> Option<HashMap<String, String>> {
+    let text = std::fs::read_to_string(env_file()).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// True if every `TIDEMARK_TEST_*_URL` in `vars` accepts a TCP connection.
+fn all_reachable(vars: &HashMap<String, String>) -> bool {
+    [
+        "TIDEMARK_TEST_MYSQL_URL",
+        "TIDEMARK_TEST_PG_URL",
+        "TIDEMARK_TEST_S3_URL",
+    ]
+    .iter()
+    .all(|var| vars.get(*var).is_some_and(|url| accepts_tcp(url)))
+}
+
+/// True if the `host:port` of `url` accepts a TCP connection within a second.
+fn accepts_tcp(url: &str) -> bool {
+    let without_path = strip_path(url);
+    let authority = without_path.split("://").nth(1).unwrap_or(without_path);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    host_port
+        .parse::<SocketAddr>()
+        .is_ok_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+/// Runs `scripts/<script> name args...` and returns the URL it prints.
+fn run_script(script: &str, name: &str, args: &[&str]) -> String {
+    let path = repo_root().join("scripts").join(script);
+    let out = Command::new(&path)
+        .arg(name)
+        .args(args)
+        .env("TIDEMARK_DEV_DIR", state_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} {name} {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("script printed non-UTF-8")
+        .trim()
+        .to_string()
+}
