@@ -66,7 +66,9 @@ fn inspect_binlog(files: &[PathBuf], positional_names: bool) -> ExitCode {
     let flushed = out.flush();
     match (result, flushed) {
         // The reader of our output went away (`| head`): not an error of ours.
-        (Err(FileError::Stopped(e)), _) | (Ok(_), Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+        (Err(FileError::Stopped(e)), _) | (Ok(_), Err(e))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
             ExitCode::SUCCESS
         }
         (Ok(_), Ok(())) => ExitCode::SUCCESS,

@@ -83,8 +83,14 @@ mod tests {
 
     #[test]
     fn later_files_sort_after_earlier_offsets() {
-        let a = Position { txn: binlog_coordinate(1, 4_000_000_000), seq: 9 };
-        let b = Position { txn: binlog_coordinate(2, 4), seq: 0 };
+        let a = Position {
+            txn: binlog_coordinate(1, 4_000_000_000),
+            seq: 9,
+        };
+        let b = Position {
+            txn: binlog_coordinate(2, 4),
+            seq: 0,
+        };
         assert!(a < b);
         assert!(Position { txn: 5, seq: 1 } > Position { txn: 5, seq: 0 });
     }

@@ -233,17 +233,29 @@ mod tests {
 
     #[test]
     fn time_formats_negative_and_over_a_day() {
-        assert_eq!(format_time_micros(-(838 * 3600 + 59 * 60 + 59) * 1_000_000), "-838:59:59");
-        assert_eq!(format_time_micros(25 * 3_600_000_000 + 1), "25:00:00.000001");
+        assert_eq!(
+            format_time_micros(-(838 * 3600 + 59 * 60 + 59) * 1_000_000),
+            "-838:59:59"
+        );
+        assert_eq!(
+            format_time_micros(25 * 3_600_000_000 + 1),
+            "25:00:00.000001"
+        );
         assert_eq!(format_time_micros(0), "00:00:00");
     }
 
     #[test]
     fn timestamps_format_as_utc() {
         assert_eq!(format_timestamp_micros(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_timestamp_micros(1_650_493_084_000_000), "2022-04-20T22:18:04Z");
+        assert_eq!(
+            format_timestamp_micros(1_650_493_084_000_000),
+            "2022-04-20T22:18:04Z"
+        );
         assert_eq!(format_timestamp_micros(-1), "1969-12-31T23:59:59.999999Z");
-        assert_eq!(format_timestamp_micros(2_147_483_647_999_999), "2038-01-19T03:14:07.999999Z");
+        assert_eq!(
+            format_timestamp_micros(2_147_483_647_999_999),
+            "2038-01-19T03:14:07.999999Z"
+        );
     }
 
     #[test]

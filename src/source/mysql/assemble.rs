@@ -85,6 +85,10 @@ struct KnownTable {
 pub struct AssemblerOptions {
     /// Column naming when the log lacks names.
     pub names: ColumnNames,
+    /// Take the GTID state from the PREVIOUS_GTIDS / GTID_LIST event at the start of a file
+    /// when none is known. Only right when reading a file from its beginning (offline); a live
+    /// dump gets its state from the server instead.
+    pub seed_gtids_from_log: bool,
 }
 
 /// The state machine; feed it every event in log order.
@@ -182,7 +186,7 @@ impl Assembler {
             mariadb::GTID_LIST => {
                 let list = mariadb::parse_gtid_list(event.data())
                     .map_err(|reason| BinlogError::Corrupt { at, reason })?;
-                if matches!(self.gtids, GtidTracker::Unknown) {
+                if self.options.seed_gtids_from_log && matches!(self.gtids, GtidTracker::Unknown) {
                     self.gtids = GtidTracker::Mariadb(list);
                 }
                 return Ok(());
@@ -256,7 +260,7 @@ impl Assembler {
                 self.begin(TxnId::Offset, ts, at.pos, false, None, out);
             }
             EventData::PreviousGtidsEvent(prev) => {
-                if matches!(self.gtids, GtidTracker::Unknown) {
+                if self.options.seed_gtids_from_log && matches!(self.gtids, GtidTracker::Unknown) {
                     let mut set = MysqlGtidSet::default();
                     for sid in prev.sids() {
                         let uuid = format_uuid(&sid.uuid());
@@ -273,7 +277,14 @@ impl Assembler {
                 let text = query.query();
                 let namespace = query.schema().into_owned();
                 let end = header.log_pos();
-                self.on_query(&text, namespace, at, end, i64::from(header.timestamp()), out)?;
+                self.on_query(
+                    &text,
+                    namespace,
+                    at,
+                    end,
+                    i64::from(header.timestamp()),
+                    out,
+                )?;
             }
             EventData::XidEvent(_) => self.commit(u64::from(header.log_pos()), at, out)?,
             EventData::TableMapEvent(tme) => self.on_table_map(event, &tme, at, out)?,
@@ -435,11 +446,12 @@ impl Assembler {
         out: &mut Vec<SourceMessage>,
     ) -> Result<(), BinlogError> {
         let header = event.header();
-        let gtid = mariadb::parse_gtid(event.data(), header.server_id())
-            .map_err(|reason| BinlogError::Corrupt {
+        let gtid = mariadb::parse_gtid(event.data(), header.server_id()).map_err(|reason| {
+            BinlogError::Corrupt {
                 at: at.clone(),
                 reason,
-            })?;
+            }
+        })?;
         if gtid.xa {
             return Err(unsupported(
                 at,
@@ -649,7 +661,10 @@ impl Assembler {
         let Some(known) = self.tables.get(&rows.table_id()) else {
             return Err(BinlogError::Corrupt {
                 at,
-                reason: format!("rows event for table id {} without its TABLE_MAP", rows.table_id()),
+                reason: format!(
+                    "rows event for table id {} without its TABLE_MAP",
+                    rows.table_id()
+                ),
             });
         };
         let layout = known.layout.clone();
@@ -674,7 +689,10 @@ impl Assembler {
         if (needs_before && !before_full) || (needs_after && !after_full) {
             return Err(unsupported(
                 at,
-                &format!("partial row image for {} (binlog_row_image is not FULL)", table.id),
+                &format!(
+                    "partial row image for {} (binlog_row_image is not FULL)",
+                    table.id
+                ),
                 "SET GLOBAL binlog_row_image='FULL' (and in my.cnf)",
             ));
         }
@@ -695,8 +713,16 @@ impl Assembler {
                     error,
                 })
             };
-            let before = if needs_before { Some(decode(&mut buf)?) } else { None };
-            let after = if needs_after { Some(decode(&mut buf)?) } else { None };
+            let before = if needs_before {
+                Some(decode(&mut buf)?)
+            } else {
+                None
+            };
+            let after = if needs_after {
+                Some(decode(&mut buf)?)
+            } else {
+                None
+            };
             let position = Position {
                 txn: txn.info.log_coordinate,
                 seq: txn.seq,
@@ -874,23 +900,35 @@ mod tests {
             classify_statement("TRUNCATE TABLE `shop`.`orders`"),
             Statement::Truncate("shop.orders".into())
         );
-        assert_eq!(classify_statement("truncate t1"), Statement::Truncate("t1".into()));
+        assert_eq!(
+            classify_statement("truncate t1"),
+            Statement::Truncate("t1".into())
+        );
         assert_eq!(
             classify_statement("ROLLBACK TO SAVEPOINT a"),
             Statement::RollbackToSavepoint
         );
-        assert_eq!(classify_statement("ALTER TABLE t ADD c INT"), Statement::Ddl);
+        assert_eq!(
+            classify_statement("ALTER TABLE t ADD c INT"),
+            Statement::Ddl
+        );
         assert_eq!(
             classify_statement("ALTER USER 'root'@'localhost' IDENTIFIED WITH x AS 'hash'"),
             Statement::Account
         );
-        assert_eq!(classify_statement("GRANT SELECT ON *.* TO u"), Statement::Account);
+        assert_eq!(
+            classify_statement("GRANT SELECT ON *.* TO u"),
+            Statement::Account
+        );
         assert_eq!(classify_statement("-- x\nDROP TABLE t"), Statement::Ddl);
     }
 
     #[test]
     fn file_names_are_cleaned_and_numbered() {
-        assert_eq!(clean_file_name(b"mariadb-bin.000001\x9a\x12\x00\xff"), "mariadb-bin.000001");
+        assert_eq!(
+            clean_file_name(b"mariadb-bin.000001\x9a\x12\x00\xff"),
+            "mariadb-bin.000001"
+        );
         assert_eq!(file_number("mysql-bin.000042"), 42);
         assert_eq!(file_number("weird"), 0);
     }

@@ -83,7 +83,10 @@ pub fn read_binlog_file(
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut input, &mut magic).map_err(io_err)?;
     if got < 4 || magic != BINLOG_MAGIC {
-        return Err(malformed(0, "not a binlog file (missing the 0xfe 'bin' magic)".into()));
+        return Err(malformed(
+            0,
+            "not a binlog file (missing the 0xfe 'bin' magic)".into(),
+        ));
     }
     let name = path
         .file_name()

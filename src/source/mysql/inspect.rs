@@ -14,7 +14,9 @@ use serde_json::{Map, Value as Json};
 use super::assemble::{AssemblerOptions, GtidTracker};
 use super::file::{FileError, read_binlog_file};
 use super::layout::ColumnNames;
-use crate::event::{ChangeEvent, DdlEvent, Row, SourceMessage, TableSchema, format_timestamp_micros};
+use crate::event::{
+    ChangeEvent, DdlEvent, Row, SourceMessage, TableSchema, format_timestamp_micros,
+};
 
 /// Bytes of a transaction's output kept in memory before spilling to a temp file.
 const MEMORY_BUDGET: usize = 8 << 20;
@@ -56,9 +58,15 @@ pub fn inspect_binlog_files(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut txn = TxnLines::default();
-        gtids = read_binlog_file(path, AssemblerOptions { names }, gtids, |message| {
-            txn.handle(&message, &file_name, &mut summary, out)
-        })?;
+        gtids = read_binlog_file(
+            path,
+            AssemblerOptions {
+                names,
+                seed_gtids_from_log: true,
+            },
+            gtids,
+            |message| txn.handle(&message, &file_name, &mut summary, out),
+        )?;
         // A transaction still open at the end of the last file has not committed: drop it.
         txn.discard();
         out.flush().map_err(FileError::Stopped)?;
@@ -174,7 +182,11 @@ impl SpillBuffer {
     }
 }
 
-fn change_line<'a>(change: &'a ChangeEvent, gtid: Option<&'a str>, position: &str) -> ChangeLine<'a> {
+fn change_line<'a>(
+    change: &'a ChangeEvent,
+    gtid: Option<&'a str>,
+    position: &str,
+) -> ChangeLine<'a> {
     ChangeLine {
         op: op_name(change),
         database: &change.table.id.namespace,

@@ -81,7 +81,10 @@ pub fn parse_gtid(mut body: &[u8], server_id: u32) -> Result<GtidEvent, String> 
 pub fn parse_gtid_list(mut body: &[u8]) -> Result<MariadbGtidList, String> {
     let count = u32_le(&mut body, "GTID list count")? & 0x0fff_ffff;
     if body.len() / 16 < count as usize {
-        return Err(format!("GTID list claims {count} entries, {} bytes left", body.len()));
+        return Err(format!(
+            "GTID list claims {count} entries, {} bytes left",
+            body.len()
+        ));
     }
     let mut list = MariadbGtidList::default();
     for _ in 0..count {

@@ -4,11 +4,12 @@
 //! own [`layout`] code against each table's TABLE_MAP metadata, so every rows event describes
 //! itself and no DDL parser or schema-history store is needed.
 
-pub mod check;
-pub mod layout;
 pub mod assemble;
+pub mod check;
 pub mod error;
-pub mod gtid;
-pub mod mariadb;
 pub mod file;
+pub mod gtid;
 pub mod inspect;
+pub mod layout;
+pub mod mariadb;
+pub mod stream;
