@@ -5,11 +5,14 @@
 //! itself and no DDL parser or schema-history store is needed.
 
 pub mod assemble;
+pub mod charset;
 pub mod check;
+pub mod decode;
 pub mod error;
 pub mod file;
 pub mod gtid;
 pub mod inspect;
+pub mod jsonb;
 pub mod layout;
 pub mod mariadb;
 pub mod stream;

@@ -1,0 +1,565 @@
+//! MySQL binary JSON (the JSON column's storage and binlog format) to compact JSON text.
+//!
+//! Guarantees: the output is valid JSON equal to what MySQL prints for the document, except
+//! that separators are compact (`,` and `:` without spaces). Keys keep their stored order,
+//! integers print exactly, strings are validated UTF-8, and opaque values print as MySQL prints
+//! them: DATE/TIME/DATETIME/TIMESTAMP as quoted strings (`"2015-01-15 23:24:25.000000"`),
+//! DECIMAL as a number, anything else as `"base64:type<N>:<base64>"`. Malformed input
+//! (bad offsets, truncation, unknown types, nesting deeper than [`MAX_DEPTH`], or documents
+//! whose entries alias each other to blow up the output) is an error, never a panic.
+
+use std::fmt::Write;
+
+use super::decode::{DecimalPlan, datetime_from_packed, time_micros_from_packed};
+use crate::event::format_time_micros;
+
+/// Deepest container nesting accepted (MySQL itself refuses documents deeper than 100).
+pub const MAX_DEPTH: usize = 100;
+
+/// Why a binary JSON document cannot be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid binary JSON: {0}")]
+pub struct JsonbError(String);
+
+type Result<T> = std::result::Result<T, JsonbError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(JsonbError(msg.into()))
+}
+
+const SMALL_OBJECT: u8 = 0x0;
+const LARGE_OBJECT: u8 = 0x1;
+const SMALL_ARRAY: u8 = 0x2;
+const LARGE_ARRAY: u8 = 0x3;
+const LITERAL: u8 = 0x4;
+const INT16: u8 = 0x5;
+const UINT16: u8 = 0x6;
+const INT32: u8 = 0x7;
+const UINT32: u8 = 0x8;
+const INT64: u8 = 0x9;
+const UINT64: u8 = 0xA;
+const DOUBLE: u8 = 0xB;
+const STRING: u8 = 0xC;
+const OPAQUE: u8 = 0xF;
+
+/// Converts one binary JSON document to compact JSON text (an empty document is `null`,
+/// as MySQL reads it).
+pub fn to_json_text(doc: &[u8]) -> Result<String> {
+    let Some((&ty, body)) = doc.split_first() else {
+        return Ok("null".to_owned());
+    };
+    let mut w = Writer {
+        out: String::with_capacity(doc.len() + doc.len() / 2),
+        nodes_left: doc.len(),
+        max_out: doc.len().saturating_mul(16).saturating_add(1024),
+    };
+    w.value(ty, body, 0)?;
+    Ok(w.out)
+}
+
+/// Output plus the budgets that stop aliasing entries from expanding without bound.
+struct Writer {
+    out: String,
+    nodes_left: usize,
+    max_out: usize,
+}
+
+impl Writer {
+    /// Writes the value of type `ty` stored at the start of `data`.
+    fn value(&mut self, ty: u8, data: &[u8], depth: usize) -> Result<()> {
+        match ty {
+            SMALL_OBJECT | LARGE_OBJECT | SMALL_ARRAY | LARGE_ARRAY => {
+                if depth >= MAX_DEPTH {
+                    return err(format!("nesting deeper than {MAX_DEPTH}"));
+                }
+                let large = ty == LARGE_OBJECT || ty == LARGE_ARRAY;
+                let object = ty == SMALL_OBJECT || ty == LARGE_OBJECT;
+                self.container(data, large, object, depth + 1)
+            }
+            LITERAL => self.literal(*data.first().ok_or_else(short)?),
+            INT16 => self.int(i64::from(i16::from_le_bytes(fixed(data)?))),
+            UINT16 => self.uint(u64::from(u16::from_le_bytes(fixed(data)?))),
+            INT32 => self.int(i64::from(i32::from_le_bytes(fixed(data)?))),
+            UINT32 => self.uint(u64::from(u32::from_le_bytes(fixed(data)?))),
+            INT64 => self.int(i64::from_le_bytes(fixed(data)?)),
+            UINT64 => self.uint(u64::from_le_bytes(fixed(data)?)),
+            DOUBLE => self.double(f64::from_le_bytes(fixed(data)?)),
+            STRING => {
+                let (len, rest) = varlen(data)?;
+                let s = rest.get(..len).ok_or_else(short)?;
+                self.string(s)
+            }
+            OPAQUE => {
+                let (&field_type, rest) = data.split_first().ok_or_else(short)?;
+                let (len, rest) = varlen(rest)?;
+                self.opaque(field_type, rest.get(..len).ok_or_else(short)?)
+            }
+            other => err(format!("unknown value type {other:#x}")),
+        }
+    }
+
+    /// Writes an object or array whose header starts at `data[0]`.
+    fn container(&mut self, data: &[u8], large: bool, object: bool, depth: usize) -> Result<()> {
+        let off = if large { 4 } else { 2 };
+        let count = read_offset(data, 0, large)?;
+        let size = read_offset(data, off, large)?;
+        let data = data
+            .get(..size)
+            .ok_or_else(|| JsonbError(format!("container size {size} exceeds the document")))?;
+        let key_entry = off + 2;
+        let value_entry = off + 1;
+        let keys_len = if object { count * key_entry } else { 0 };
+        count
+            .checked_mul(value_entry)
+            .and_then(|v| v.checked_add(keys_len))
+            .and_then(|v| v.checked_add(2 * off))
+            .filter(|&header| header <= size)
+            .ok_or_else(|| JsonbError(format!("{count} entries do not fit in {size} bytes")))?;
+        self.out.push(if object { '{' } else { '[' });
+        for i in 0..count {
+            if self.nodes_left == 0 || self.out.len() > self.max_out {
+                return err("entries alias each other (output would not be bounded)");
+            }
+            self.nodes_left -= 1;
+            if i > 0 {
+                self.out.push(',');
+            }
+            if object {
+                let entry = 2 * off + i * key_entry;
+                let key_off = read_offset(data, entry, large)?;
+                let key_len = usize::from(u16::from_le_bytes(fixed(&data[entry + off..])?));
+                let key = key_off
+                    .checked_add(key_len)
+                    .and_then(|end| data.get(key_off..end))
+                    .ok_or_else(|| JsonbError("key out of bounds".to_owned()))?;
+                self.string(key)?;
+                self.out.push(':');
+            }
+            let entry = 2 * off + keys_len + i * value_entry;
+            let ty = data[entry];
+            let field = &data[entry + 1..entry + value_entry];
+            let inlined =
+                matches!(ty, LITERAL | INT16 | UINT16) || (large && matches!(ty, INT32 | UINT32));
+            if inlined {
+                self.value(ty, field, depth)?;
+            } else {
+                let at = read_offset(field, 0, large)?;
+                let value = data
+                    .get(at..)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| JsonbError(format!("value offset {at} out of bounds")))?;
+                self.value(ty, value, depth)?;
+            }
+        }
+        self.out.push(if object { '}' } else { ']' });
+        Ok(())
+    }
+
+    fn literal(&mut self, b: u8) -> Result<()> {
+        self.out.push_str(match b {
+            0 => "null",
+            1 => "true",
+            2 => "false",
+            other => return err(format!("unknown literal {other:#x}")),
+        });
+        Ok(())
+    }
+
+    fn int(&mut self, v: i64) -> Result<()> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+
+    fn uint(&mut self, v: u64) -> Result<()> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+
+    fn double(&mut self, v: f64) -> Result<()> {
+        if !v.is_finite() {
+            return err("non-finite double");
+        }
+        // `{:?}` is the shortest exact form and keeps a `.0` on integral values, as MySQL does.
+        let _ = write!(self.out, "{v:?}");
+        Ok(())
+    }
+
+    /// Writes UTF-8 `bytes` as a quoted JSON string, escaping like MySQL.
+    fn string(&mut self, bytes: &[u8]) -> Result<()> {
+        let s = std::str::from_utf8(bytes)
+            .map_err(|e| JsonbError(format!("string is not UTF-8 at byte {}", e.valid_up_to())))?;
+        self.quoted(s);
+        Ok(())
+    }
+
+    fn quoted(&mut self, s: &str) {
+        self.out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.out.push_str("\\\""),
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                '\u{8}' => self.out.push_str("\\b"),
+                '\u{c}' => self.out.push_str("\\f"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+
+    /// Writes an opaque value of MySQL field type `field_type` the way MySQL prints it.
+    fn opaque(&mut self, field_type: u8, data: &[u8]) -> Result<()> {
+        const TIMESTAMP: u8 = 7;
+        const DATE: u8 = 10;
+        const TIME: u8 = 11;
+        const DATETIME: u8 = 12;
+        const NEWDECIMAL: u8 = 246;
+        let bad = |what: &str| JsonbError(format!("opaque {what}"));
+        match field_type {
+            NEWDECIMAL => {
+                let [precision, scale, ref rest @ ..] = *data else {
+                    return Err(bad("DECIMAL is truncated"));
+                };
+                let plan = DecimalPlan::new(precision, scale).map_err(|e| bad(&e))?;
+                let text = plan.decode(&mut &rest[..]).map_err(|e| bad(&e))?;
+                self.out.push_str(&text);
+            }
+            TIME => {
+                let packed = i64::from_le_bytes(fixed(data)?);
+                let micros = time_micros_from_packed(packed).map_err(|e| bad(&e))?;
+                let mut text = format_time_micros(micros);
+                if micros % 1_000_000 == 0 {
+                    text.push_str(".000000");
+                }
+                self.quoted(&text);
+            }
+            DATE | DATETIME | TIMESTAMP => {
+                let packed = i64::from_le_bytes(fixed(data)?);
+                let dt = datetime_from_packed(packed).map_err(|e| bad(&e))?;
+                let text = if field_type == DATE {
+                    dt.date.to_string()
+                } else {
+                    format!(
+                        "{} {:02}:{:02}:{:02}.{:06}",
+                        dt.date, dt.hour, dt.minute, dt.second, dt.micros
+                    )
+                };
+                self.quoted(&text);
+            }
+            other => {
+                let _ = write!(self.out, "\"base64:type{other}:");
+                base64_into(&mut self.out, data);
+                self.out.push('"');
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short() -> JsonbError {
+    JsonbError("document is truncated".to_owned())
+}
+
+/// The first `N` bytes of `data` as an array.
+fn fixed<const N: usize>(data: &[u8]) -> Result<[u8; N]> {
+    data.first_chunk::<N>().copied().ok_or_else(short)
+}
+
+/// A 2-byte (small) or 4-byte (large) little-endian offset or count at `at`.
+fn read_offset(data: &[u8], at: usize, large: bool) -> Result<usize> {
+    let rest = data.get(at..).ok_or_else(short)?;
+    let v = if large {
+        u32::from_le_bytes(fixed(rest)?) as usize
+    } else {
+        usize::from(u16::from_le_bytes(fixed(rest)?))
+    };
+    Ok(v)
+}
+
+/// A variable-length length: 7 bits per byte, least significant first, at most 5 bytes.
+fn varlen(data: &[u8]) -> Result<(usize, &[u8])> {
+    let mut len: u64 = 0;
+    for (i, &b) in data.iter().enumerate().take(5) {
+        len |= u64::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            let len = usize::try_from(len).map_err(|_| short())?;
+            return Ok((len, &data[i + 1..]));
+        }
+    }
+    err("bad variable-length length")
+}
+
+/// Standard base64 with padding, as MySQL prints opaque values.
+fn base64_into(out: &mut String, data: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small test encoder for containers: entries are (key, type, payload) where payload is
+    /// either inlined (`Inline`) or stored after the header (`Stored`).
+    enum Entry {
+        Inline(u8, u16),
+        Stored(u8, Vec<u8>),
+    }
+
+    fn small(object: bool, entries: Vec<(&str, Entry)>) -> Vec<u8> {
+        let n = entries.len();
+        let header = 4 + if object { n * 4 } else { 0 } + n * 3;
+        let mut keys = Vec::new();
+        let mut key_entries = Vec::new();
+        let mut key_pos = header;
+        if object {
+            for (k, _) in &entries {
+                key_entries.extend_from_slice(&(key_pos as u16).to_le_bytes());
+                key_entries.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                keys.extend_from_slice(k.as_bytes());
+                key_pos += k.len();
+            }
+        }
+        let mut values = Vec::new();
+        let mut value_entries = Vec::new();
+        for (_, e) in entries {
+            match e {
+                Entry::Inline(ty, v) => {
+                    value_entries.push(ty);
+                    value_entries.extend_from_slice(&v.to_le_bytes());
+                }
+                Entry::Stored(ty, bytes) => {
+                    value_entries.push(ty);
+                    let at = key_pos + values.len();
+                    value_entries.extend_from_slice(&(at as u16).to_le_bytes());
+                    values.extend_from_slice(&bytes);
+                }
+            }
+        }
+        let size = key_pos + values.len();
+        let mut out = Vec::new();
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend_from_slice(&(size as u16).to_le_bytes());
+        out.extend(key_entries);
+        out.extend(value_entries);
+        out.extend(keys);
+        out.extend(values);
+        out
+    }
+
+    fn doc(ty: u8, body: Vec<u8>) -> String {
+        let mut d = vec![ty];
+        d.extend(body);
+        to_json_text(&d).unwrap()
+    }
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut v = vec![s.len() as u8];
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(to_json_text(&[]).unwrap(), "null");
+        assert_eq!(doc(LITERAL, vec![0]), "null");
+        assert_eq!(doc(LITERAL, vec![1]), "true");
+        assert_eq!(doc(LITERAL, vec![2]), "false");
+        assert_eq!(doc(INT16, (-5i16).to_le_bytes().to_vec()), "-5");
+        assert_eq!(doc(UINT16, 65535u16.to_le_bytes().to_vec()), "65535");
+        assert_eq!(doc(INT32, i32::MIN.to_le_bytes().to_vec()), "-2147483648");
+        assert_eq!(doc(UINT32, u32::MAX.to_le_bytes().to_vec()), "4294967295");
+        assert_eq!(
+            doc(INT64, i64::MIN.to_le_bytes().to_vec()),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            doc(UINT64, u64::MAX.to_le_bytes().to_vec()),
+            "18446744073709551615"
+        );
+        assert_eq!(doc(DOUBLE, 2.75f64.to_le_bytes().to_vec()), "2.75");
+        assert_eq!(doc(DOUBLE, 1.0f64.to_le_bytes().to_vec()), "1.0");
+        assert_eq!(doc(DOUBLE, (-1e300f64).to_le_bytes().to_vec()), "-1e300");
+        assert_eq!(
+            doc(STRING, string("a\"b\\c\n\u{1}é")),
+            r#""a\"b\\c\n\u0001é""#
+        );
+    }
+
+    #[test]
+    fn long_strings_use_multi_byte_lengths() {
+        let s = "x".repeat(300);
+        let mut body = vec![0xAC, 0x02]; // 300 = 0b10_0101100
+        body.extend_from_slice(s.as_bytes());
+        assert_eq!(doc(STRING, body), format!("\"{s}\""));
+        assert!(to_json_text(&[STRING, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).is_err());
+    }
+
+    #[test]
+    fn nested_objects_and_arrays() {
+        let inner = small(
+            false,
+            vec![
+                ("", Entry::Inline(INT16, 1)),
+                ("", Entry::Stored(STRING, string("two"))),
+                ("", Entry::Inline(LITERAL, 0)),
+            ],
+        );
+        let obj = small(
+            true,
+            vec![
+                ("a", Entry::Inline(LITERAL, 1)),
+                ("bb", Entry::Stored(SMALL_ARRAY, inner)),
+                ("ccc", Entry::Stored(DOUBLE, 2.5f64.to_le_bytes().to_vec())),
+                ("dddd", Entry::Stored(SMALL_OBJECT, small(true, vec![]))),
+            ],
+        );
+        assert_eq!(
+            doc(SMALL_OBJECT, obj),
+            r#"{"a":true,"bb":[1,"two",null],"ccc":2.5,"dddd":{}}"#
+        );
+        assert_eq!(doc(SMALL_ARRAY, small(false, vec![])), "[]");
+    }
+
+    #[test]
+    fn large_containers_inline_32_bit_ints() {
+        // [-7 as int32 inlined, "s"] in the large format.
+        let mut body = Vec::new();
+        let header = 8 + 2 * 5;
+        body.extend_from_slice(&2u32.to_le_bytes());
+        let s = string("s");
+        body.extend_from_slice(&((header + s.len()) as u32).to_le_bytes());
+        body.push(INT32);
+        body.extend_from_slice(&(-7i32).to_le_bytes());
+        body.push(STRING);
+        body.extend_from_slice(&(header as u32).to_le_bytes());
+        body.extend_from_slice(&s);
+        assert_eq!(doc(LARGE_ARRAY, body), r#"[-7,"s"]"#);
+    }
+
+    fn opaque(field_type: u8, data: &[u8]) -> String {
+        let mut body = vec![field_type, data.len() as u8];
+        body.extend_from_slice(data);
+        doc(OPAQUE, body)
+    }
+
+    #[test]
+    fn opaque_temporals_print_like_mysql() {
+        let hms: i64 = (23 << 12) | (24 << 6) | 25;
+        let ymd: i64 = ((2015 * 13 + 1) << 5) | 15;
+        let date = (ymd << 17) << 24;
+        let datetime = ((ymd << 17) | hms) << 24;
+        assert_eq!(opaque(10, &date.to_le_bytes()), r#""2015-01-15""#);
+        assert_eq!(
+            opaque(12, &datetime.to_le_bytes()),
+            r#""2015-01-15 23:24:25.000000""#
+        );
+        assert_eq!(
+            opaque(7, &(datetime + 123_456).to_le_bytes()),
+            r#""2015-01-15 23:24:25.123456""#
+        );
+        assert_eq!(
+            opaque(11, &(hms << 24).to_le_bytes()),
+            r#""23:24:25.000000""#
+        );
+        assert_eq!(
+            opaque(11, &(-((hms << 24) + 5)).to_le_bytes()),
+            r#""-23:24:25.000005""#
+        );
+    }
+
+    #[test]
+    fn opaque_decimal_is_a_number_and_others_base64() {
+        // DECIMAL(4,2) 12.34: [precision, scale, binary]
+        assert_eq!(opaque(246, &[4, 2, 0x8C, 0x22]), "12.34");
+        assert_eq!(opaque(15, b"ab"), r#""base64:type15:YWI=""#);
+        assert_eq!(opaque(252, b"abc"), r#""base64:type252:YWJj""#);
+        assert_eq!(opaque(16, b"a"), r#""base64:type16:YQ==""#);
+        assert_eq!(opaque(15, b""), r#""base64:type15:""#);
+    }
+
+    #[test]
+    fn malformed_documents_are_errors() {
+        assert!(to_json_text(&[0x0D]).is_err());
+        assert!(to_json_text(&[LITERAL, 7]).is_err());
+        assert!(to_json_text(&[INT64, 1, 2]).is_err());
+        assert!(to_json_text(&[STRING, 5, b'a']).is_err());
+        assert!(to_json_text(&[STRING, 1, 0xFF]).is_err());
+        // Count says 10 entries but the size cannot hold them.
+        assert!(to_json_text(&[SMALL_ARRAY, 10, 0, 4, 0]).is_err());
+        // Offset past the container.
+        assert!(to_json_text(&[SMALL_ARRAY, 1, 0, 7, 0, STRING, 99, 0]).is_err());
+        // Every prefix of a valid document fails cleanly or succeeds.
+        let obj = small(true, vec![("k", Entry::Stored(STRING, string("value")))]);
+        let mut full = vec![SMALL_OBJECT];
+        full.extend(obj);
+        for n in 0..full.len() {
+            let _ = to_json_text(&full[..n]);
+        }
+    }
+
+    /// `levels` arrays nested one inside the other, innermost empty.
+    fn nested_arrays(levels: usize) -> Vec<u8> {
+        let mut inner = vec![0, 0, 4, 0];
+        for _ in 0..levels - 1 {
+            let size = (7 + inner.len()) as u16;
+            let mut c = vec![1, 0];
+            c.extend_from_slice(&size.to_le_bytes());
+            c.extend_from_slice(&[SMALL_ARRAY, 7, 0]);
+            c.extend(inner);
+            inner = c;
+        }
+        let mut d = vec![SMALL_ARRAY];
+        d.extend(inner);
+        d
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let ok = to_json_text(&nested_arrays(MAX_DEPTH)).unwrap();
+        assert_eq!(
+            ok,
+            format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH))
+        );
+        let e = to_json_text(&nested_arrays(MAX_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("deeper"), "{e}");
+        assert!(to_json_text(&nested_arrays(5000)).is_err());
+    }
+
+    #[test]
+    fn aliasing_entries_cannot_explode() {
+        // An array whose 1000 entries all point at the same 120-byte string: a real server
+        // never writes this, and the output would be 40 times the input.
+        let n = 1000usize;
+        let header = 4 + n * 3;
+        let s = string(&"y".repeat(120));
+        let mut d = vec![SMALL_ARRAY];
+        d.extend_from_slice(&(n as u16).to_le_bytes());
+        d.extend_from_slice(&((header + s.len()) as u16).to_le_bytes());
+        for _ in 0..n {
+            d.push(STRING);
+            d.extend_from_slice(&(header as u16).to_le_bytes());
+        }
+        d.extend_from_slice(&s);
+        assert!(to_json_text(&d).is_err());
+    }
+}
