@@ -457,3 +457,57 @@ fn load_reads_files_and_reports_missing_ones() {
     assert_eq!(config.group.state_dir, dir.path().join("state"));
     assert_eq!(config.path, path);
 }
+
+/// `schemas/config.schema.json` lists exactly the keys the loader accepts, section by section.
+#[test]
+fn json_schema_matches_the_accepted_keys() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/config.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let keys_of = |object: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = object["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    // The loader names every accepted key when it meets an unknown one.
+    let accepted = |text: String| -> Vec<String> {
+        let e = parse_err(&text);
+        assert_eq!(e.kind(), ConfigErrorKind::UnknownKey, "{e}");
+        let expected = e.message().split("expected").nth(1).unwrap_or("");
+        let mut keys: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let bogus = "bogus_key = 1\n";
+    assert_eq!(keys_of(&schema), accepted(format!("{bogus}{BASE}")));
+    assert_eq!(
+        keys_of(&schema["properties"]["group"]),
+        accepted(BASE.replace("[group]\n", &format!("[group]\n{bogus}")))
+    );
+    assert_eq!(
+        keys_of(&schema["properties"]["warehouse"]),
+        accepted(BASE.replace("[warehouse]\n", &format!("[warehouse]\n{bogus}")))
+    );
+    assert_eq!(
+        keys_of(&schema["properties"]["batch"]),
+        accepted(format!("{BASE}\n[batch]\n{bogus}"))
+    );
+    assert_eq!(
+        keys_of(&schema["$defs"]["source"]),
+        accepted(BASE.replace("[[sources]]\n", &format!("[[sources]]\n{bogus}")))
+    );
+}

@@ -112,13 +112,14 @@ impl CheckReport {
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.passed() { "ready" } else { "NOT READY" };
+        let warnings = self.count(CheckStatus::Warn);
         writeln!(
             f,
-            "source `{}` ({}): {verdict}: {} failed, {} warnings, {} passed",
+            "source `{}` ({}): {verdict}: {} failed, {warnings} {}, {} passed",
             self.source_id,
             self.server,
             self.count(CheckStatus::Fail),
-            self.count(CheckStatus::Warn),
+            if warnings == 1 { "warning" } else { "warnings" },
             self.count(CheckStatus::Pass),
         )?;
         let width = self.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
@@ -1196,6 +1197,179 @@ mod tests {
         let a = Account::parse("o'brien@10.0.%").unwrap();
         assert_eq!(a.sql(), "'o''brien'@'10.0.%'");
         assert_eq!(Account::parse("a@b@%").unwrap().user, "a@b");
+    }
+
+    fn source(server_id: Option<u32>) -> SourceConfig {
+        let server_id = server_id.map_or(String::new(), |id| format!("server_id = {id}\n"));
+        let text = format!(
+            "[group]\nname = \"g\"\n[warehouse]\nkind = \"postgres\"\nurl = \"postgres://x@h/db\"\n\
+             [[sources]]\nid = \"s\"\nkind = \"mysql\"\nurl = \"mysql://repl:pw@h:3306\"\n\
+             tenant = \"t\"\nregion = \"r\"\nfunction = \"f\"\ninclude = [\"shop.*\", \"app_*.*\"]\n\
+             snapshot = \"never\"\n{server_id}"
+        );
+        let config = crate::config::Config::from_str_with_env(
+            &text,
+            std::path::Path::new("t.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        config.sources.into_iter().next().unwrap()
+    }
+
+    fn facts(flavor: Flavor, version: (u16, u16, u16), vars: &[(&str, &str)]) -> ServerFacts {
+        ServerFacts {
+            flavor,
+            version,
+            variables: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn find<'a>(items: &'a [CheckItem], name: &str) -> &'a CheckItem {
+        items
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {items:#?}"))
+    }
+
+    #[test]
+    fn mysql8_settings_get_set_persist_fixes() {
+        let server = facts(
+            Flavor::MySql,
+            (8, 0, 36),
+            &[
+                ("log_bin", "ON"),
+                ("binlog_format", "MIXED"),
+                ("binlog_row_image", "MINIMAL"),
+                ("binlog_row_metadata", "FULL"),
+                ("binlog_row_value_options", "PARTIAL_JSON"),
+                ("binlog_checksum", "NONE"),
+                ("gtid_mode", "OFF"),
+                ("binlog_expire_logs_seconds", "3600"),
+                ("expire_logs_days", "0"),
+                ("server_id", "1"),
+            ],
+        );
+        let items = evaluate_settings(&server, &source(None), &CheckOptions::default());
+        assert_eq!(find(&items, "binlog_format").status, CheckStatus::Fail);
+        assert_eq!(
+            find(&items, "binlog_format").fix.as_deref(),
+            Some("SET PERSIST binlog_format = 'ROW';")
+        );
+        assert_eq!(
+            find(&items, "binlog_row_image").fix.as_deref(),
+            Some("SET PERSIST binlog_row_image = 'FULL';")
+        );
+        assert_eq!(
+            find(&items, "binlog_row_value_options").fix.as_deref(),
+            Some("SET PERSIST binlog_row_value_options = '';")
+        );
+        assert_eq!(find(&items, "binlog_checksum").status, CheckStatus::Pass);
+        assert!(find(&items, "binlog_checksum").detail.starts_with("NONE"));
+        let retention = find(&items, "binlog_retention");
+        assert_eq!(retention.status, CheckStatus::Warn);
+        assert!(retention.detail.contains("1h"), "{retention:?}");
+        assert_eq!(
+            retention.fix.as_deref(),
+            Some("SET PERSIST binlog_expire_logs_seconds = 259200;")
+        );
+        assert!(find(&items, "gtid").detail.contains("gtid_mode = OFF"));
+        assert_eq!(find(&items, "server_id").status, CheckStatus::Pass);
+        assert!(!items.iter().any(|i| i.name == "log_bin_compress"));
+    }
+
+    #[test]
+    fn old_mariadb_needs_an_upgrade_and_rds_retention_warns() {
+        let server = facts(
+            Flavor::MariaDb,
+            (10, 4, 30),
+            &[
+                ("log_bin", "OFF"),
+                ("binlog_format", "ROW"),
+                ("binlog_row_image", "FULL"),
+                ("binlog_checksum", "CRC32"),
+                ("expire_logs_days", "7.000000"),
+                ("server_id", "77"),
+            ],
+        );
+        let items = evaluate_settings(&server, &source(Some(77)), &CheckOptions::default());
+        let metadata = find(&items, "binlog_row_metadata");
+        assert_eq!(metadata.status, CheckStatus::Fail);
+        assert!(metadata.fix.as_deref().unwrap().contains("MariaDB 10.5"));
+        assert_eq!(find(&items, "log_bin").status, CheckStatus::Fail);
+        assert!(find(&items, "binlog_retention").detail.contains("7 days"));
+        assert_eq!(find(&items, "binlog_retention").status, CheckStatus::Pass);
+        assert_eq!(find(&items, "server_id").status, CheckStatus::Fail);
+
+        let rds = facts(
+            Flavor::MySql,
+            (8, 0, 35),
+            &[
+                ("basedir", "/rdsdbbin/mysql-8.0.35/"),
+                ("binlog_expire_logs_seconds", "0"),
+            ],
+        );
+        let items = evaluate_settings(&rds, &source(None), &CheckOptions::default());
+        let retention = find(&items, "binlog_retention");
+        assert_eq!(retention.status, CheckStatus::Warn);
+        assert_eq!(
+            retention.fix.as_deref(),
+            Some("CALL mysql.rds_set_configuration('binlog retention hours', 72);")
+        );
+    }
+
+    #[test]
+    fn grants_on_mysql_and_mariadb() {
+        let account = Account::parse("repl@10.%").unwrap();
+        let source = source(None);
+        let dbs = [
+            "shop".to_string(),
+            "app_eu".to_string(),
+            "other".to_string(),
+        ];
+        let grants: Vec<Grant> = [
+            "GRANT REPLICATION SLAVE, SUPER ON *.* TO `repl`@`10.%`",
+            "GRANT SELECT ON `app\\_%`.* TO `repl`@`10.%`",
+        ]
+        .iter()
+        .filter_map(|l| Grant::parse(l))
+        .collect();
+        let mysql = facts(Flavor::MySql, (8, 0, 36), &[]);
+        let items = evaluate_grants(&mysql, &account, &grants, &source, &dbs);
+        assert_eq!(
+            find(&items, "privilege REPLICATION SLAVE").status,
+            CheckStatus::Pass
+        );
+        assert_eq!(
+            find(&items, "privilege REPLICATION CLIENT").status,
+            CheckStatus::Pass
+        );
+        assert_eq!(
+            find(&items, "privilege SELECT on app_eu").status,
+            CheckStatus::Pass
+        );
+        let shop = find(&items, "privilege SELECT on shop");
+        assert_eq!(shop.status, CheckStatus::Fail);
+        assert_eq!(
+            shop.fix.as_deref(),
+            Some("GRANT SELECT ON `shop`.* TO 'repl'@'10.%';")
+        );
+        assert!(!items.iter().any(|i| i.name.ends_with("other")));
+
+        let mariadb = facts(Flavor::MariaDb, (10, 11, 6), &[]);
+        let only_slave: Vec<Grant> =
+            Grant::parse("GRANT REPLICATION SLAVE ON *.* TO `repl`@`10.%`")
+                .into_iter()
+                .collect();
+        let items = evaluate_grants(&mariadb, &account, &only_slave, &source, &dbs);
+        let monitor = find(&items, "privilege BINLOG MONITOR");
+        assert_eq!(monitor.status, CheckStatus::Fail);
+        assert_eq!(
+            monitor.fix.as_deref(),
+            Some("GRANT BINLOG MONITOR ON *.* TO 'repl'@'10.%';")
+        );
     }
 
     #[test]
