@@ -215,8 +215,9 @@ pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptio
             ),
         )),
     }
-    // Best effort: the report is complete whether or not the goodbye succeeds.
-    let _ = conn.disconnect().await;
+    // Best effort: the report is complete whether or not the goodbye succeeds, and a connection
+    // left mid-query by a timeout must not hang the check.
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
     report
 }
 
@@ -232,9 +233,9 @@ enum CheckError {
     /// The driver or the server reported an error.
     #[error("{0}")]
     Mysql(#[from] mysql_async::Error),
-    /// The server answered with something we cannot interpret.
-    #[error("unexpected answer to {query}: {what}")]
-    Unexpected { query: &'static str, what: String },
+    /// A query failed on the server, or its answer cannot be interpreted.
+    #[error("{query} failed: {what}")]
+    Query { query: &'static str, what: String },
 }
 
 async fn connect(source: &SourceConfig, options: &CheckOptions) -> Result<Conn, CheckError> {
@@ -459,7 +460,7 @@ async fn text_rows(
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, CheckError> {
     let rows: Vec<Row> = conn.query(sql).await.map_err(|e| match e {
-        mysql_async::Error::Server(server) => CheckError::Unexpected {
+        mysql_async::Error::Server(server) => CheckError::Query {
             query: what,
             what: format!(
                 "ERROR {} ({}): {}",
@@ -527,7 +528,7 @@ async fn current_account(conn: &mut Conn) -> Result<Account, CheckError> {
         .next()
         .and_then(|row| row.into_iter().next().flatten())
         .unwrap_or_default();
-    Account::parse(&text).ok_or(CheckError::Unexpected {
+    Account::parse(&text).ok_or(CheckError::Query {
         query: "SELECT CURRENT_USER()",
         what: format!("`{text}` is not user@host"),
     })
