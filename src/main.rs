@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tidemark::config::{Config, SourceKind};
 use tidemark::observe::{LogFormat, init_logging};
+use tidemark::source::mysql::check::check_mysql_source;
 use tidemark::source::mysql::file::FileError;
-use tidemark::source::mysql::inspect::{InspectOptions, inspect_binlog_files};
+use tidemark::source::mysql::inspect::{InspectOptions, inspect_binlog_files, inspect_stream};
+use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
 
 /// Change-data-capture from MySQL/MariaDB and Postgres into Postgres and Redshift.
 #[derive(Debug, Parser)]
@@ -25,6 +28,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check every source's prerequisites (settings, grants, retention) and print the fix for
+    /// each one that is missing. Exit 0 only when all pass.
+    Check {
+        /// The group's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check only the source with this id.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Decode change logs offline, for debugging.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -45,17 +58,126 @@ enum InspectCommand {
         #[arg(long)]
         positional_names: bool,
     },
+    /// Follow a live MySQL/MariaDB server's binlog from its current end and print committed
+    /// row changes as JSON lines until Ctrl-C. Connects as a replica (needs REPLICATION SLAVE).
+    Stream {
+        /// Server URL, `mysql://user:password@host:port`. Read from the environment so the
+        /// password stays out of the process list.
+        #[arg(long, env = "TIDEMARK_INSPECT_URL", hide_env_values = true)]
+        url: String,
+        /// Replica server id; must differ from every other replica of this server.
+        #[arg(long, default_value_t = 4_000_000_001)]
+        server_id: u32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Check { config, source } => block_on(check(config, source)),
         Command::Inspect(InspectCommand::Binlog {
             files,
             positional_names,
         }) => inspect_binlog(&files, positional_names),
+        Command::Inspect(InspectCommand::Stream { url, server_id }) => {
+            block_on(inspect_live(url, server_id))
+        }
     }
+}
+
+/// Runs an async command on a fresh runtime.
+fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => fail(&format!("starting the async runtime: {e}")),
+    }
+}
+
+async fn inspect_live(url: String, server_id: u32) -> ExitCode {
+    let options = ReaderOptions::new("inspect", url, server_id);
+    let mut reader = match BinlogReader::connect(options, StartPosition::End).await {
+        Ok(reader) => reader,
+        Err(e) => return fail(&e.to_string()),
+    };
+    eprintln!(
+        "tidemark: following from {} (Ctrl-C to stop)",
+        reader.resume_point()
+    );
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let result = inspect_stream(&mut reader, &mut out, stop).await;
+    reader.close().await;
+    match result {
+        Ok(summary) => {
+            eprintln!(
+                "tidemark: {} transactions, {} changes",
+                summary.transactions, summary.changes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// Loads the config or explains why not (exit code 2).
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("tidemark: config error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let sources: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|s| only.as_deref().is_none_or(|id| s.id == id))
+        .collect();
+    if sources.is_empty() {
+        eprintln!(
+            "tidemark: no source matches; the config has: {}",
+            source_ids(&config)
+        );
+        return ExitCode::from(2);
+    }
+    let mut all_passed = true;
+    for source in sources {
+        match source.kind {
+            SourceKind::Mysql => {
+                let report = check_mysql_source(source).await;
+                all_passed &= report.passed();
+                println!("{report}");
+            }
+            SourceKind::Postgres => {
+                all_passed = false;
+                println!(
+                    "source {}: Postgres sources cannot be checked yet (the Postgres source is not built yet)\n",
+                    source.id
+                );
+            }
+        }
+    }
+    if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn source_ids(config: &Config) -> String {
+    let ids: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
+    ids.join(", ")
 }
 
 fn inspect_binlog(files: &[PathBuf], positional_names: bool) -> ExitCode {

@@ -25,11 +25,14 @@ fn options(url: &str) -> ReaderOptions {
     o
 }
 
+/// One change as a test compares it: op, table name, before and after images.
+type Change = (Op, String, Option<Vec<Value>>, Option<Vec<Value>>);
+
 /// A committed transaction as the reader delivered it, restricted to one database.
 #[derive(Debug, Clone, PartialEq)]
 struct Txn {
     id: String,
-    changes: Vec<(Op, String, Option<Vec<Value>>, Option<Vec<Value>>)>,
+    changes: Vec<Change>,
     ddl: Vec<String>,
     resume: ResumePoint,
 }
@@ -312,6 +315,10 @@ async fn killed_connection_reconnects_and_loses_nothing() {
         .flat_map(|t| t.changes.iter().map(|c| c.3.as_ref().unwrap()[0].clone()))
         .collect();
     assert_eq!(ids, (0..300).map(Value::Int).collect::<Vec<_>>());
+    assert!(
+        reader.reconnects() >= 1,
+        "the dump connection was never killed"
+    );
     reader.close().await;
     admin
         .query_drop(format!("DROP DATABASE `{db}`"))
@@ -392,7 +399,7 @@ async fn million_row_transaction_streams_with_flat_memory() {
         for m in batch.drain(..) {
             match m {
                 SourceMessage::Change(c)
-                    if &*c.table.id.namespace == db && &*c.table.id.name == "big" =>
+                    if *c.table.id.namespace == *db && &*c.table.id.name == "big" =>
                 {
                     let Some(Value::Int(id)) = c.after.as_ref().map(|r| r[0].clone()) else {
                         panic!("bad row");

@@ -206,7 +206,10 @@ impl Assembler {
                     "SET GLOBAL log_bin_compress=OFF (and in my.cnf); events already written compressed cannot be read",
                 ));
             }
-            HEARTBEAT_LOG_EVENT_V2 => return Ok(self.on_heartbeat(out)),
+            HEARTBEAT_LOG_EVENT_V2 => {
+                self.on_heartbeat(out);
+                return Ok(());
+            }
             _ => {}
         }
         let data = match event.read_data() {
@@ -230,7 +233,7 @@ impl Assembler {
                 }
             }
             EventData::RotateEvent(rotate) => {
-                self.file = clean_file_name(rotate.name_raw());
+                self.file = rotate_file_name(event, rotate.name_raw());
                 self.file_number = file_number(&self.file);
                 self.resume_pos = rotate.position();
             }
@@ -790,14 +793,43 @@ pub fn file_number(name: &str) -> u32 {
     digits.parse().unwrap_or(0)
 }
 
-/// A rotate event's file name, without the garbage some servers append (MariaDB's first fake
-/// ROTATE of a dump carries checksum bytes after the name).
-fn clean_file_name(raw: &[u8]) -> String {
-    let end = raw
-        .iter()
-        .position(|b| !b.is_ascii_graphic())
-        .unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+/// A rotate event's file name. The fake ROTATE that opens a dump arrives before the format
+/// description, so nothing has stripped its CRC32 yet: when the last four bytes are the CRC32
+/// of the event, they are a checksum, not part of the name.
+fn rotate_file_name(event: &Event, name: &[u8]) -> String {
+    let name = match name.len().checked_sub(4) {
+        Some(cut) if event.checksum().is_none() && trailing_crc_matches(event, cut) => &name[..cut],
+        _ => name,
+    };
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// True when the event's last four body bytes are the CRC32 of everything before them.
+fn trailing_crc_matches(event: &Event, body_cut_from_name: usize) -> bool {
+    let data = event.data();
+    let Some(split) = data.len().checked_sub(4) else {
+        return false;
+    };
+    // The name is the tail of the body: the checksum bytes sit right after `cut` name bytes.
+    if body_cut_from_name > split {
+        return false;
+    }
+    let h = event.header();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h.timestamp().to_le_bytes());
+    hasher.update(&[h.event_type_raw()]);
+    hasher.update(&h.server_id().to_le_bytes());
+    hasher.update(&h.event_size().to_le_bytes());
+    hasher.update(&h.log_pos().to_le_bytes());
+    hasher.update(&h.flags_raw().to_le_bytes());
+    hasher.update(&data[..split]);
+    let stored = u32::from_le_bytes([
+        data[split],
+        data[split + 1],
+        data[split + 2],
+        data[split + 3],
+    ]);
+    hasher.finalize() == stored
 }
 
 /// What a QUERY event's statement means for replication.
@@ -924,11 +956,7 @@ mod tests {
     }
 
     #[test]
-    fn file_names_are_cleaned_and_numbered() {
-        assert_eq!(
-            clean_file_name(b"mariadb-bin.000001\x9a\x12\x00\xff"),
-            "mariadb-bin.000001"
-        );
+    fn file_names_are_numbered() {
         assert_eq!(file_number("mysql-bin.000042"), 42);
         assert_eq!(file_number("weird"), 0);
     }

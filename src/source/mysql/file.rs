@@ -53,7 +53,7 @@ pub enum FileError {
         path: PathBuf,
         /// The reader's error, which names the event's offset.
         #[source]
-        error: BinlogError,
+        error: Box<BinlogError>,
     },
     /// The message consumer asked to stop (e.g. its output closed).
     #[error("stopped: {0}")]
@@ -136,7 +136,7 @@ pub fn read_binlog_file(
             Ok(Err(StepError::Event(error))) => {
                 return Err(FileError::Event {
                     path: path.to_owned(),
-                    error,
+                    error: Box::new(error),
                 });
             }
             Err(_) => {

@@ -12,8 +12,11 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use super::assemble::{AssemblerOptions, GtidTracker};
+use super::error::BinlogError;
 use super::file::{FileError, read_binlog_file};
 use super::layout::ColumnNames;
+use super::stream::BinlogReader;
+use crate::event::ResumePoint;
 use crate::event::{
     ChangeEvent, DdlEvent, Row, SourceMessage, TableSchema, format_timestamp_micros,
 };
@@ -72,6 +75,44 @@ pub fn inspect_binlog_files(
         out.flush().map_err(FileError::Stopped)?;
     }
     Ok(summary)
+}
+
+/// Why a live inspection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamInspectError {
+    /// The reader failed in a way reconnecting cannot fix.
+    #[error(transparent)]
+    Reader(#[from] BinlogError),
+    /// Writing the output failed (e.g. the pipe closed).
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Prints the committed changes a live reader delivers until `stop` completes.
+pub async fn inspect_stream(
+    reader: &mut BinlogReader,
+    out: &mut dyn Write,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<InspectSummary, StreamInspectError> {
+    let mut summary = InspectSummary::default();
+    let mut txn = TxnLines::default();
+    let mut batch = Vec::new();
+    tokio::pin!(stop);
+    loop {
+        batch.clear();
+        tokio::select! {
+            () = &mut stop => return Ok(summary),
+            read = reader.next_batch(&mut batch) => read?,
+        }
+        let file = match reader.resume_point() {
+            ResumePoint::Binlog { file, .. } => file,
+            ResumePoint::Lsn(_) => String::new(),
+        };
+        for message in batch.drain(..) {
+            txn.handle(&message, &file, &mut summary, out)?;
+        }
+        out.flush()?;
+    }
 }
 
 /// One committed change, as printed.

@@ -78,6 +78,7 @@ pub struct BinlogReader {
     assembler: Assembler,
     stream: Option<BinlogStream>,
     failures: u32,
+    reconnects: u64,
 }
 
 impl BinlogReader {
@@ -119,6 +120,7 @@ impl BinlogReader {
             assembler,
             stream: None,
             failures: 0,
+            reconnects: 0,
         };
         reader.stream = Some(reader.start_dump(conn).await?);
         info!(
@@ -127,6 +129,11 @@ impl BinlogReader {
             "binlog reader started"
         );
         Ok(reader)
+    }
+
+    /// How many times the connection was re-established since `connect`.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// The position after the last transaction handed out as committed.
@@ -177,14 +184,14 @@ impl BinlogReader {
 
     /// Turns a stream error into the reason for reconnecting, or a final error.
     fn classify(&self, error: mysql_async::Error) -> Result<String, BinlogError> {
-        if let mysql_async::Error::Server(e) = &error {
-            if e.code == ER_MASTER_FATAL_ERROR_READING_BINLOG {
-                return Err(BinlogError::PositionLost {
-                    source_id: self.options.source_id.to_string(),
-                    position: self.assembler.resume_point().to_string(),
-                    message: e.message.clone(),
-                });
-            }
+        if let mysql_async::Error::Server(e) = &error
+            && e.code == ER_MASTER_FATAL_ERROR_READING_BINLOG
+        {
+            return Err(BinlogError::PositionLost {
+                source_id: self.options.source_id.to_string(),
+                position: self.assembler.resume_point().to_string(),
+                message: e.message.clone(),
+            });
         }
         let wrapped = BinlogError::Server {
             source_id: self.options.source_id.to_string(),
@@ -218,6 +225,7 @@ impl BinlogReader {
                         "binlog reader reconnected"
                     );
                     self.stream = Some(stream);
+                    self.reconnects += 1;
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Retry => {
