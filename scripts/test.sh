@@ -78,6 +78,12 @@ while read -r line; do
   fi
 done < <(grep -E '^test result:' "$outdir/doctest.log" || true)
 
+if [[ -n "${CI:-}" ]]; then
+  step "stopping dev services (CI)"
+  trap - EXIT
+  scripts/dev-services.sh stop || true
+fi
+
 echo
 if ((${#failed[@]})); then
   echo "FAILED steps: ${failed[*]}"
