@@ -55,8 +55,11 @@ pub enum ColumnNames {
     Positional,
 }
 
-/// Which server wrote the binlog. It matters for one detail: MariaDB counts GEOMETRY columns
-/// among the character columns of the charset metadata, MySQL does not.
+/// Which server wrote the binlog. It matters for two details of the optional metadata:
+/// MariaDB gives YEAR columns a SIGNEDNESS bit and counts GEOMETRY columns among the character
+/// columns of the charset fields; MySQL does neither. Pass the flavor when it is known (the
+/// FORMAT_DESCRIPTION event's server version tells): `Unknown` infers it, and refuses a table
+/// map whose reading would depend on it and that carries no clue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServerFlavor {
     /// MySQL (or Percona, Aurora MySQL...).
@@ -274,12 +277,14 @@ enum Kind {
 }
 
 impl Kind {
-    /// Carries a SIGNEDNESS bit (MySQL's `is_numeric_type`: not YEAR, not BIT).
-    fn is_numeric(self) -> bool {
-        matches!(
-            self,
-            Kind::Int { .. } | Kind::Float | Kind::Double | Kind::Decimal { .. }
-        )
+    /// Carries a SIGNEDNESS bit: MySQL's `is_numeric_type` (integers, FLOAT, DOUBLE, DECIMAL),
+    /// plus YEAR on MariaDB, whose YEAR is an unsigned TINYINT internally.
+    fn is_numeric(self, flavor: ServerFlavor) -> bool {
+        match self {
+            Kind::Int { .. } | Kind::Float | Kind::Double | Kind::Decimal { .. } => true,
+            Kind::Year => flavor == ServerFlavor::MariaDb,
+            _ => false,
+        }
     }
 
     /// Takes an entry of the column charset metadata.
@@ -547,7 +552,7 @@ fn column_collations(
     let assign = |flavor: ServerFlavor| -> Result<Vec<Option<u16>>, String> {
         let count = kinds.iter().filter(|k| k.is_character(flavor)).count();
         let mut ids = meta.resolve(count)?.into_iter();
-        Ok(kinds
+        let ids: Vec<Option<u16>> = kinds
             .iter()
             .map(|k| {
                 if k.is_character(flavor) {
@@ -556,7 +561,16 @@ fn column_collations(
                     None
                 }
             })
-            .collect())
+            .collect();
+        // MariaDB gives GEOMETRY columns the binary charset.
+        let geometry_binary = kinds
+            .iter()
+            .zip(&ids)
+            .all(|(k, id)| !matches!(k, Kind::Geometry { .. }) || *id == Some(63));
+        if flavor == ServerFlavor::MariaDb && !geometry_binary {
+            return Err("GEOMETRY column with a text charset".to_owned());
+        }
+        Ok(ids)
     };
     let has_geometry = kinds.iter().any(|k| matches!(k, Kind::Geometry { .. }));
     match flavor {
@@ -567,18 +581,7 @@ fn column_collations(
         _ => {}
     }
     let mysql = assign(ServerFlavor::MySql);
-    // MariaDB gives GEOMETRY columns the binary charset.
-    let mariadb = assign(ServerFlavor::MariaDb).and_then(|ids| {
-        let geometry_binary = kinds
-            .iter()
-            .zip(&ids)
-            .all(|(k, id)| !matches!(k, Kind::Geometry { .. }) || *id == Some(63));
-        if geometry_binary {
-            Ok(ids)
-        } else {
-            Err("GEOMETRY column with a text charset".to_owned())
-        }
-    });
+    let mariadb = assign(ServerFlavor::MariaDb);
     match (mysql, mariadb) {
         (Ok(my), Err(_)) => Ok(my),
         (Err(_), Ok(ma)) => Ok(ma),
@@ -593,6 +596,96 @@ fn column_collations(
             } else {
                 Err(
                     "with GEOMETRY columns the charset metadata reads differently for MySQL and \
+                     MariaDB; build the layout with an explicit ServerFlavor"
+                        .to_owned(),
+                )
+            }
+        }
+    }
+}
+
+/// The flavor that the metadata itself proves, when only one reading of it is consistent:
+/// COLUMN_VISIBILITY is MySQL-only; charsets with GEOMETRY columns and signedness with YEAR
+/// columns read consistently under one flavor only, when they differ at all.
+fn infer_flavor(kinds: &[Kind], meta: &OptionalMeta) -> ServerFlavor {
+    if meta.has_visibility {
+        return ServerFlavor::MySql;
+    }
+    let pick = |my: bool, ma: bool| match (my, ma) {
+        (true, false) => Some(ServerFlavor::MySql),
+        (false, true) => Some(ServerFlavor::MariaDb),
+        _ => None,
+    };
+    if kinds.iter().any(|k| matches!(k, Kind::Geometry { .. })) && meta.charsets.is_present() {
+        let my = column_collations(kinds, &meta.charsets, ServerFlavor::MySql, false).is_ok();
+        let ma = column_collations(kinds, &meta.charsets, ServerFlavor::MariaDb, false).is_ok();
+        if let Some(f) = pick(my, ma) {
+            return f;
+        }
+    }
+    if let Some(bits) = &meta.signedness {
+        let my = column_unsigned(kinds, bits, ServerFlavor::MySql, false).is_ok();
+        let ma = column_unsigned(kinds, bits, ServerFlavor::MariaDb, false).is_ok();
+        if let Some(f) = pick(my, ma) {
+            return f;
+        }
+    }
+    ServerFlavor::Unknown
+}
+
+/// The UNSIGNED flag of every column from the SIGNEDNESS bits (one per numeric column).
+fn column_unsigned(
+    kinds: &[Kind],
+    bits: &[bool],
+    flavor: ServerFlavor,
+    has_visibility: bool,
+) -> Result<Vec<bool>, String> {
+    let assign = |flavor: ServerFlavor| -> Result<Vec<bool>, String> {
+        let count = kinds.iter().filter(|k| k.is_numeric(flavor)).count();
+        if bits.len() < count {
+            return Err(format!(
+                "{} signedness flags for {count} numeric columns",
+                bits.len()
+            ));
+        }
+        let mut next = bits.iter();
+        let mut flags = Vec::with_capacity(kinds.len());
+        for k in kinds {
+            let unsigned = k.is_numeric(flavor) && next.next().is_some_and(|&b| b);
+            // MariaDB's YEAR is always unsigned: a zero bit there rules MariaDB out.
+            if *k == Kind::Year && flavor == ServerFlavor::MariaDb && !unsigned {
+                return Err("YEAR column flagged signed".to_owned());
+            }
+            flags.push(unsigned);
+        }
+        Ok(flags)
+    };
+    // The flavors differ only when a YEAR column precedes another numeric column.
+    let year_matters = kinds
+        .iter()
+        .skip_while(|k| **k != Kind::Year)
+        .any(|k| k.is_numeric(ServerFlavor::MySql));
+    match flavor {
+        ServerFlavor::MySql | ServerFlavor::MariaDb => return assign(flavor),
+        _ if !year_matters || has_visibility => return assign(ServerFlavor::MySql),
+        _ => {}
+    }
+    let mysql = assign(ServerFlavor::MySql);
+    let mariadb = assign(ServerFlavor::MariaDb);
+    match (mysql, mariadb) {
+        (Ok(my), Err(_)) => Ok(my),
+        (Err(_), Ok(ma)) => Ok(ma),
+        (Err(e), Err(_)) => Err(e),
+        (Ok(my), Ok(ma)) => {
+            let agree = kinds
+                .iter()
+                .zip(my.iter().zip(&ma))
+                .all(|(k, (a, b))| *k == Kind::Year || a == b);
+            if agree {
+                Ok(my)
+            } else {
+                Err(
+                    "with YEAR columns the signedness metadata reads differently for MySQL and \
                      MariaDB; build the layout with an explicit ServerFlavor"
                         .to_owned(),
                 )
@@ -666,21 +759,18 @@ fn build(
         kinds.push(column_kind(code, raw_meta).map_err(|e| format!("column {name}: {e}"))?);
     }
 
-    let numeric = kinds.iter().filter(|k| k.is_numeric()).count();
-    let signedness = match &meta.signedness {
-        Some(bits) if bits.len() >= numeric => Some(bits),
-        Some(bits) => {
-            return Err(format!(
-                "{} signedness flags for {numeric} numeric columns",
-                bits.len()
-            )
-            .into());
-        }
-        None if numeric == 0 => None,
+    let flavor = match flavor {
+        ServerFlavor::Unknown => infer_flavor(&kinds, &meta),
+        known => known,
+    };
+    let unsigned_flags = match &meta.signedness {
+        Some(bits) => column_unsigned(&kinds, bits, flavor, meta.has_visibility)
+            .map_err(BuildError::Invalid)?,
+        None if !kinds.iter().any(|k| k.is_numeric(ServerFlavor::MySql)) => vec![false; n],
         None if kinds.contains(&Kind::Year) && meta.error.is_some() => {
             return Err(unreadable(
-                "no signedness flags: mysql_common miscounts YEAR columns as numeric, so this \
-                 table's SIGNEDNESS field cannot be read",
+                "no signedness flags: mysql_common counts YEAR columns as numeric (as MariaDB \
+                 does, MySQL does not), so this MySQL table's SIGNEDNESS field cannot be read",
             ));
         }
         None => return Err(unreadable("no signedness flags for the numeric columns")),
@@ -712,13 +802,9 @@ fn build(
     let mut columns = Vec::with_capacity(n);
     let mut decoders = Vec::with_capacity(n);
     let null_bits = tme.null_bitmask();
-    let (mut numeric_i, mut enum_set_i, mut enum_i, mut set_i) = (0, 0, 0, 0);
+    let (mut enum_set_i, mut enum_i, mut set_i) = (0, 0, 0);
     for (i, (&kind, name)) in kinds.iter().zip(&names).enumerate() {
-        let mut unsigned = false;
-        if kind.is_numeric() {
-            unsigned = signedness.is_some_and(|s| s[numeric_i]);
-            numeric_i += 1;
-        }
+        let unsigned = unsigned_flags[i];
         let text_charset = |i: usize| -> Result<Charset, BuildError> {
             match collations[i] {
                 Some(id) => Ok(charset_of(id, name)?),
