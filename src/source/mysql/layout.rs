@@ -961,3 +961,147 @@ fn build(
         json_columns,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_codes_and_metadata_become_kinds() {
+        assert_eq!(column_kind(3, &[]).unwrap(), Kind::Int { bytes: 4 });
+        assert_eq!(column_kind(9, &[]).unwrap(), Kind::Int { bytes: 3 });
+        assert_eq!(
+            column_kind(246, &[65, 30]).unwrap(),
+            Kind::Decimal {
+                precision: 65,
+                scale: 30
+            }
+        );
+        assert_eq!(column_kind(16, &[2, 1]).unwrap(), Kind::Bit { width: 10 });
+        assert!(column_kind(16, &[0, 9]).is_err());
+        assert_eq!(column_kind(19, &[6]).unwrap(), Kind::Time2 { fsp: 6 });
+        assert!(column_kind(18, &[7]).is_err());
+        assert_eq!(
+            column_kind(15, &[0x2c, 0x01]).unwrap(),
+            Kind::Varchar { max_len: 300 }
+        );
+        assert_eq!(column_kind(252, &[3]).unwrap(), Kind::Blob { pack: 3 });
+        assert!(column_kind(252, &[5]).is_err());
+        // CHAR(10) and a long CHAR(255) utf8mb4 (1020 bytes keeps two bits in byte 0).
+        assert_eq!(
+            column_kind(254, &[0xfe, 10]).unwrap(),
+            Kind::Char { max_len: 10 }
+        );
+        assert_eq!(
+            column_kind(254, &[0xce, 0xfc]).unwrap(),
+            Kind::Char { max_len: 1020 }
+        );
+        assert_eq!(
+            column_kind(254, &[0xf7, 1]).unwrap(),
+            Kind::Enum { pack: 1 }
+        );
+        assert_eq!(column_kind(254, &[0xf8, 8]).unwrap(), Kind::Set { pack: 8 });
+        assert!(column_kind(254, &[0xf5, 1]).is_err());
+        assert_eq!(column_kind(10, &[]).unwrap(), Kind::Date);
+        assert_eq!(column_kind(13, &[]).unwrap(), Kind::Year);
+        assert!(column_kind(3 + 240, &[]).is_err());
+    }
+
+    #[test]
+    fn unsupported_types_are_named() {
+        for (code, name) in [
+            (242, "VECTOR"),
+            (20, "TYPED_ARRAY"),
+            (0, "DECIMAL"),
+            (253, "VAR_STRING"),
+        ] {
+            let e = column_kind(code, &[1, 1]).unwrap_err();
+            assert!(e.contains(&code.to_string()) && e.contains(name), "{e}");
+        }
+        assert!(
+            column_kind(246, &[]).is_err(),
+            "missing metadata is an error"
+        );
+    }
+
+    #[test]
+    fn signedness_counts_year_only_on_mariadb() {
+        let kinds = [Kind::Year, Kind::Int { bytes: 1 }, Kind::Int { bytes: 4 }];
+        // MariaDB wrote [YEAR=1, tinyint signed, int unsigned].
+        let bits = [true, false, true];
+        let ma = column_unsigned(&kinds, &bits, ServerFlavor::MariaDb, false).unwrap();
+        assert_eq!(ma, [true, false, true]);
+        let my = column_unsigned(&kinds, &bits, ServerFlavor::MySql, false).unwrap();
+        assert_eq!(my, [false, true, false]);
+        // Unknown: both readings are consistent and disagree, so it is refused.
+        assert!(column_unsigned(&kinds, &bits, ServerFlavor::Unknown, false).is_err());
+        // COLUMN_VISIBILITY proves MySQL.
+        assert_eq!(
+            column_unsigned(&kinds, &bits, ServerFlavor::Unknown, true).unwrap(),
+            my
+        );
+        // A zero bit where MariaDB's always-unsigned YEAR would be rules MariaDB out.
+        let bits = [false, true, false];
+        assert_eq!(
+            column_unsigned(&kinds, &bits, ServerFlavor::Unknown, false).unwrap(),
+            [false, false, true]
+        );
+        // YEAR last: both readings agree.
+        let kinds = [Kind::Int { bytes: 8 }, Kind::Year];
+        assert_eq!(
+            column_unsigned(&kinds, &[true, true], ServerFlavor::Unknown, false).unwrap(),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn charsets_count_geometry_only_on_mariadb() {
+        let kinds = [
+            Kind::Geometry { pack: 4 },
+            Kind::Varchar { max_len: 20 },
+            Kind::Int { bytes: 4 },
+            Kind::Blob { pack: 2 },
+        ];
+        let per_column = CharsetMeta {
+            default: None,
+            per_column: Some(vec![63, 8, 45]),
+        };
+        let ma = column_collations(&kinds, &per_column, ServerFlavor::Unknown, false).unwrap();
+        assert_eq!(ma, [Some(63), Some(8), None, Some(45)]);
+        let mysql_meta = CharsetMeta {
+            default: None,
+            per_column: Some(vec![8, 45]),
+        };
+        let my = column_collations(&kinds, &mysql_meta, ServerFlavor::Unknown, false).unwrap();
+        assert_eq!(my, [None, Some(8), None, Some(45)]);
+        // Default utf8mb4 with MariaDB's binary exception for the GEOMETRY column (index 0):
+        // under MySQL it would make the VARCHAR binary, so it is ambiguous without a flavor.
+        let default = CharsetMeta {
+            default: Some((45, vec![(0, 63)])),
+            per_column: None,
+        };
+        assert!(column_collations(&kinds, &default, ServerFlavor::Unknown, false).is_err());
+        assert_eq!(
+            column_collations(&kinds, &default, ServerFlavor::MariaDb, false).unwrap(),
+            [Some(63), Some(45), None, Some(45)]
+        );
+        assert!(CharsetMeta::default().resolve(1).is_err());
+        let bad = CharsetMeta {
+            default: Some((45, vec![(7, 63)])),
+            per_column: None,
+        };
+        assert!(bad.resolve(2).is_err());
+    }
+
+    #[test]
+    fn flavor_from_server_version() {
+        assert_eq!(
+            ServerFlavor::from_server_version("10.11.6-MariaDB-0+deb12u1-log"),
+            ServerFlavor::MariaDb
+        );
+        assert_eq!(
+            ServerFlavor::from_server_version("8.0.36"),
+            ServerFlavor::MySql
+        );
+    }
+}
