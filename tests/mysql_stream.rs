@@ -367,6 +367,39 @@ async fn wrong_password_is_an_operator_error_without_the_password() {
     assert!(!shown.contains("s3cr3t-pw"), "password leaked: {shown}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_row_images_stop_replication_with_the_fix() {
+    let url = support::mariadb_instance("stream-minimal-image", &["--binlog-row-image=MINIMAL"]);
+    let db = format!("minimal_{}", std::process::id());
+    let mut conn = support::mysql_conn(&url).await;
+    conn.query_drop(format!(
+        "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a INT, b INT)"
+    ))
+    .await
+    .unwrap();
+    let mut reader = BinlogReader::connect(options(&url), StartPosition::End)
+        .await
+        .unwrap();
+    conn.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 2, 3)"))
+        .await
+        .unwrap();
+    conn.query_drop(format!("UPDATE `{db}`.t SET a = 5 WHERE id = 1"))
+        .await
+        .unwrap();
+    let mut batch = Vec::new();
+    let err = loop {
+        match reader.next_batch(&mut batch).await {
+            Ok(()) => batch.clear(),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), tidemark::error::ErrorKind::Operator, "{err}");
+    assert!(err.to_string().contains("binlog_row_image='FULL'"), "{err}");
+    conn.query_drop(format!("DROP DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
 /// Peak resident memory of this process (VmHWM), in bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

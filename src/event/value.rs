@@ -15,6 +15,10 @@ use serde::{Serialize, Serializer};
 pub enum Value {
     /// SQL NULL.
     Null,
+    /// Not carried by this row image: the log omitted the column (MySQL partial row images,
+    /// Postgres unchanged TOAST values). In an after image it means "not changed by this
+    /// change": a sink keeps the target's current value and never writes NULL for it.
+    Unchanged,
     /// Boolean (Postgres `bool`).
     Bool(bool),
     /// Signed integer of any width up to 64 bits.
@@ -193,7 +197,7 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         const MAX_SAFE: u64 = 1 << 53;
         match self {
-            Value::Null => s.serialize_none(),
+            Value::Null | Value::Unchanged => s.serialize_none(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) if i.unsigned_abs() <= MAX_SAFE => s.serialize_i64(*i),
             Value::Int(i) => s.collect_str(i),

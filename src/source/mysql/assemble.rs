@@ -18,11 +18,11 @@ use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent
 
 use super::error::{BinlogError, EventAt};
 use super::gtid::{MariadbGtidList, MysqlGtidSet, format_uuid};
-use super::layout::{ColumnNames, TableLayout};
+use super::layout::{ColumnNames, ServerFlavor, TableLayout};
 use super::mariadb;
 use crate::event::{
     ChangeEvent, DdlEvent, GtidState, Op, Position, ResumePoint, SourceMessage, TableId,
-    TableSchema, Transaction, binlog_coordinate,
+    TableSchema, Transaction, Value, binlog_coordinate,
 };
 
 /// Event flag: a reader that does not know this event type may skip it.
@@ -89,6 +89,10 @@ pub struct AssemblerOptions {
     /// when none is known. Only right when reading a file from its beginning (offline); a live
     /// dump gets its state from the server instead.
     pub seed_gtids_from_log: bool,
+    /// Decode partial row images (`binlog_row_image` MINIMAL/NOBLOB), absent columns as
+    /// [`Value::Unchanged`](crate::event::Value::Unchanged). Offline inspection only: replication
+    /// refuses them, because a partial before image cannot identify a row without a key.
+    pub allow_partial_images: bool,
 }
 
 /// The state machine; feed it every event in log order.
@@ -101,6 +105,9 @@ pub struct Assembler {
     /// Offset after the last commit (or rotate) in `file`: where a resume would start.
     resume_pos: u64,
     gtids: GtidTracker,
+    /// From the FORMAT_DESCRIPTION event: MySQL and MariaDB lay out table-map metadata
+    /// differently.
+    flavor: ServerFlavor,
     tables: HashMap<u64, KnownTable>,
     announced: HashMap<TableId, Arc<TableSchema>>,
     txn: Option<OpenTxn>,
@@ -124,6 +131,7 @@ impl Assembler {
             file_number: file_number(file),
             resume_pos: pos,
             gtids,
+            flavor: ServerFlavor::Unknown,
             tables: HashMap::new(),
             announced: HashMap::new(),
             txn: None,
@@ -225,7 +233,8 @@ impl Assembler {
             Err(e) => return Err(corrupt(at, e)),
         };
         match data {
-            EventData::FormatDescriptionEvent(_) => {
+            EventData::FormatDescriptionEvent(fde) => {
+                self.flavor = ServerFlavor::from_server_version(&fde.server_version());
                 // A real FDE (not the artificial one a dump sends) starts a new file after a
                 // server restart: an open transaction there never committed.
                 if header.log_pos() != 0 {
@@ -612,8 +621,9 @@ impl Assembler {
             // Servers re-send the same table map with every transaction: reuse its layout.
             Some(known) if known.raw == event.data() => known.layout.clone(),
             _ => {
-                let layout = TableLayout::from_table_map(tme, self.options.names)
-                    .map_err(|error| BinlogError::Layout { at, error })?;
+                let layout =
+                    TableLayout::from_table_map_with_flavor(tme, self.options.names, self.flavor)
+                        .map_err(|error| BinlogError::Layout { at, error })?;
                 let layout = Arc::new(layout);
                 self.tables.insert(
                     table_id,
@@ -683,13 +693,18 @@ impl Assembler {
                 ),
             });
         }
-        let before_full = rows
-            .columns_before_image()
-            .is_some_and(|bits| bits.count_ones() == columns);
-        let after_full = rows
-            .columns_after_image()
-            .is_some_and(|bits| bits.count_ones() == columns);
-        if (needs_before && !before_full) || (needs_after && !after_full) {
+        let before_present: Vec<bool> = match rows.columns_before_image() {
+            Some(bits) => (0..columns).map(|i| bits.get(i).is_some_and(|b| *b)).collect(),
+            None => vec![false; columns],
+        };
+        let after_present: Vec<bool> = match rows.columns_after_image() {
+            Some(bits) => (0..columns).map(|i| bits.get(i).is_some_and(|b| *b)).collect(),
+            None => vec![false; columns],
+        };
+        let before_full = before_present.iter().all(|&p| p);
+        let after_full = after_present.iter().all(|&p| p);
+        let partial = (needs_before && !before_full) || (needs_after && !after_full);
+        if partial && !self.options.allow_partial_images {
             return Err(unsupported(
                 at,
                 &format!(
@@ -708,23 +723,31 @@ impl Assembler {
         let mut buf = rows.rows_data();
         let mut row_index = 0usize;
         while !buf.is_empty() {
-            let decode = |buf: &mut &[u8]| {
-                layout.decode_row(buf).map_err(|error| BinlogError::Row {
+            let decode = |buf: &mut &[u8], present: &[bool], full: bool| {
+                let row = if full {
+                    layout.decode_row(buf)
+                } else {
+                    layout.decode_partial_row(buf, present).map(|values| {
+                        values
+                            .into_iter()
+                            .map(|v| v.unwrap_or(Value::Unchanged))
+                            .collect()
+                    })
+                };
+                row.map_err(|error| BinlogError::Row {
                     at: at.clone(),
                     table: table.id.to_string(),
                     row: row_index,
                     error,
                 })
             };
-            let before = if needs_before {
-                Some(decode(&mut buf)?)
-            } else {
-                None
+            let before = match needs_before {
+                true => Some(decode(&mut buf, &before_present, before_full)?),
+                false => None,
             };
-            let after = if needs_after {
-                Some(decode(&mut buf)?)
-            } else {
-                None
+            let after = match needs_after {
+                true => Some(decode(&mut buf, &after_present, after_full)?),
+                false => None,
             };
             let position = Position {
                 txn: txn.info.log_coordinate,

@@ -66,6 +66,7 @@ pub fn inspect_binlog_files(
             AssemblerOptions {
                 names,
                 seed_gtids_from_log: true,
+                allow_partial_images: true,
             },
             gtids,
             |message| txn.handle(&message, &file_name, &mut summary, out),
@@ -261,12 +262,13 @@ fn op_name(change: &ChangeEvent) -> &'static str {
     }
 }
 
-/// A row as a JSON object keyed by column name, in column order.
+/// A row as a JSON object keyed by column name; columns the image did not carry are left out.
 fn keyed(table: &TableSchema, row: &Row) -> Map<String, Json> {
     table
         .columns
         .iter()
         .zip(row)
+        .filter(|(_, value)| **value != crate::event::Value::Unchanged)
         .map(|(col, value)| {
             let json = serde_json::to_value(value).unwrap_or(Json::Null);
             (col.name.to_string(), json)

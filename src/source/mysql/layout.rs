@@ -51,7 +51,9 @@ pub enum ColumnNames {
     /// Refuse: an error names the setting to change. The only safe choice for replication.
     #[default]
     Required,
-    /// Name columns `@1`, `@2`, ... by position. For offline inspection only.
+    /// Name columns `@1`, `@2`, ... by position; without signedness metadata read numbers as
+    /// signed (as mysqlbinlog does), without charset metadata show text as bytes. For offline
+    /// inspection only.
     Positional,
 }
 
@@ -773,10 +775,19 @@ fn build(
                  does, MySQL does not), so this MySQL table's SIGNEDNESS field cannot be read",
             ));
         }
+        // Offline inspection of pre-metadata binlogs: read like mysqlbinlog does, as signed.
+        None if names_policy == ColumnNames::Positional => vec![false; n],
         None => return Err(unreadable("no signedness flags for the numeric columns")),
     };
     let needs_charset = kinds.iter().any(|k| k.is_character(ServerFlavor::MySql));
-    let collations = if needs_charset || meta.charsets.is_present() {
+    let collations = if names_policy == ColumnNames::Positional && !meta.charsets.is_present() {
+        // Offline inspection of pre-metadata binlogs: text of unknown charset shown as bytes
+        // (63 is the binary collation), never guessed.
+        kinds
+            .iter()
+            .map(|k| k.is_character(flavor).then_some(63))
+            .collect()
+    } else if needs_charset || meta.charsets.is_present() {
         column_collations(&kinds, &meta.charsets, flavor, meta.has_visibility)
             .map_err(|e| unreadable(&e))?
     } else {
