@@ -198,6 +198,23 @@ fn pre_metadata_binlog_with_partial_images_is_shown_as_it_is() {
 }
 
 #[test]
+fn checksum_mismatch_names_file_and_offset() {
+    // mariadb-bin.000001 has CRC32 checksums; its first Write_rows event spans 612..671.
+    let mut bytes = std::fs::read(fixture("mariadb-bin.000001")).unwrap();
+    bytes[640] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mariadb-bin.000001");
+    std::fs::write(&path, bytes).unwrap();
+    let out = inspect(&[], &[path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains("mariadb-bin.000001:612"), "{err}");
+    // Nothing of the damaged transaction was printed.
+    assert!(lines(&out).iter().all(|l| l["after"]["id"] != 62));
+}
+
+#[test]
 fn not_a_binlog_names_offset_zero() {
     let out = inspect(&[], &[fixture("SOURCES.md")]);
     assert_eq!(out.status.code(), Some(1));
