@@ -582,28 +582,12 @@ fn column_collations(
         _ if has_visibility => return assign(ServerFlavor::MySql),
         _ => {}
     }
-    let mysql = assign(ServerFlavor::MySql);
-    let mariadb = assign(ServerFlavor::MariaDb);
-    match (mysql, mariadb) {
-        (Ok(my), Err(_)) => Ok(my),
-        (Err(_), Ok(ma)) => Ok(ma),
-        (Err(e), Err(_)) => Err(e),
-        (Ok(my), Ok(ma)) => {
-            let agree = kinds
-                .iter()
-                .zip(my.iter().zip(&ma))
-                .all(|(k, (a, b))| matches!(k, Kind::Geometry { .. }) || a == b);
-            if agree {
-                Ok(my)
-            } else {
-                Err(
-                    "with GEOMETRY columns the charset metadata reads differently for MySQL and \
-                     MariaDB; build the layout with an explicit ServerFlavor"
-                        .to_owned(),
-                )
-            }
-        }
-    }
+    read_either_flavor(
+        kinds,
+        assign,
+        |k| matches!(k, Kind::Geometry { .. }),
+        "with GEOMETRY columns the charset metadata",
+    )
 }
 
 /// The flavor that the metadata itself proves, when only one reading of it is consistent:
@@ -672,9 +656,24 @@ fn column_unsigned(
         _ if !year_matters || has_visibility => return assign(ServerFlavor::MySql),
         _ => {}
     }
-    let mysql = assign(ServerFlavor::MySql);
-    let mariadb = assign(ServerFlavor::MariaDb);
-    match (mysql, mariadb) {
+    read_either_flavor(
+        kinds,
+        assign,
+        |k| *k == Kind::Year,
+        "with YEAR columns the signedness metadata",
+    )
+}
+
+/// With the flavor unknown, reads per-column metadata both ways and keeps the reading that is
+/// consistent, or the one both agree on outside the columns (`differs`) whose reading depends on
+/// the flavor. Refuses when the two readings conflict: nothing is guessed.
+fn read_either_flavor<T: PartialEq>(
+    kinds: &[Kind],
+    assign: impl Fn(ServerFlavor) -> Result<Vec<T>, String>,
+    differs: impl Fn(&Kind) -> bool,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    match (assign(ServerFlavor::MySql), assign(ServerFlavor::MariaDb)) {
         (Ok(my), Err(_)) => Ok(my),
         (Err(_), Ok(ma)) => Ok(ma),
         (Err(e), Err(_)) => Err(e),
@@ -682,15 +681,13 @@ fn column_unsigned(
             let agree = kinds
                 .iter()
                 .zip(my.iter().zip(&ma))
-                .all(|(k, (a, b))| *k == Kind::Year || a == b);
+                .all(|(k, (a, b))| differs(k) || a == b);
             if agree {
                 Ok(my)
             } else {
-                Err(
-                    "with YEAR columns the signedness metadata reads differently for MySQL and \
-                     MariaDB; build the layout with an explicit ServerFlavor"
-                        .to_owned(),
-                )
+                Err(format!(
+                    "{what} reads differently for MySQL and MariaDB; build the layout with an explicit ServerFlavor"
+                ))
             }
         }
     }
