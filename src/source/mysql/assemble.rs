@@ -313,11 +313,7 @@ impl Assembler {
                 ));
             }
             EventData::XaPrepareLogEvent(_) => {
-                return Err(unsupported(
-                    at,
-                    "XA transaction",
-                    "XA transactions are not supported yet; avoid XA on replicated tables",
-                ));
+                return Err(xa_unsupported(at));
             }
             EventData::PreGaWriteRowsEvent(_)
             | EventData::PreGaUpdateRowsEvent(_)
@@ -465,11 +461,7 @@ impl Assembler {
             }
         })?;
         if gtid.xa {
-            return Err(unsupported(
-                at,
-                "XA transaction",
-                "XA transactions are not supported yet; avoid XA on replicated tables",
-            ));
+            return Err(xa_unsupported(at));
         }
         let ts = i64::from(header.timestamp()) * 1_000_000;
         self.begin(
@@ -514,11 +506,7 @@ impl Assembler {
                 ));
             }
             Statement::Xa => {
-                return Err(unsupported(
-                    at,
-                    "XA transaction",
-                    "XA transactions are not supported yet; avoid XA on replicated tables",
-                ));
+                return Err(xa_unsupported(at));
             }
             Statement::Dml => {
                 return Err(unsupported(
@@ -694,11 +682,15 @@ impl Assembler {
             });
         }
         let before_present: Vec<bool> = match rows.columns_before_image() {
-            Some(bits) => (0..columns).map(|i| bits.get(i).is_some_and(|b| *b)).collect(),
+            Some(bits) => (0..columns)
+                .map(|i| bits.get(i).is_some_and(|b| *b))
+                .collect(),
             None => vec![false; columns],
         };
         let after_present: Vec<bool> = match rows.columns_after_image() {
-            Some(bits) => (0..columns).map(|i| bits.get(i).is_some_and(|b| *b)).collect(),
+            Some(bits) => (0..columns)
+                .map(|i| bits.get(i).is_some_and(|b| *b))
+                .collect(),
             None => vec![false; columns],
         };
         let before_full = before_present.iter().all(|&p| p);
@@ -793,6 +785,14 @@ fn verify_checksum(event: &Event, at: &EventAt) -> Result<(), BinlogError> {
         });
     }
     Ok(())
+}
+
+fn xa_unsupported(at: EventAt) -> BinlogError {
+    unsupported(
+        at,
+        "XA transaction",
+        "XA transactions are not supported yet; avoid XA on replicated tables",
+    )
 }
 
 fn unsupported(at: EventAt, what: &str, fix: &str) -> BinlogError {
