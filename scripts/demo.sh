@@ -15,9 +15,9 @@ log "building tidemark"
 cargo build --quiet --bin tidemark
 url=$(scripts/mariadb-instance.sh main)
 port=${url##*:}
-sql() { mariadb --protocol=TCP -h127.0.0.1 -P"$port" -uroot "$@"; }
+sql() { mariadb --protocol=TCP -h127.0.0.1 -P"$port" -uroot --default-character-set=utf8mb4 "$@"; }
 
-sql -e "CREATE DATABASE IF NOT EXISTS acme_shop;
+sql -e "CREATE DATABASE IF NOT EXISTS acme_shop CHARACTER SET utf8mb4;
   CREATE TABLE IF NOT EXISTS acme_shop.customers (
     id BIGINT UNSIGNED PRIMARY KEY, name VARCHAR(64), country CHAR(2), joined DATETIME(6));
   CREATE TABLE IF NOT EXISTS acme_shop.orders (
@@ -35,7 +35,7 @@ writer() {
         VALUES ($i, ROUND(RAND() * 1000, 2), 'new', 'gift', b'00000101', REPEAT('n', 1 + $i % 20));
       UPDATE orders SET state = 'paid', tags = 'gift,express' WHERE id % 3 = $i % 3 AND state = 'new' LIMIT 1;
       DELETE FROM orders WHERE id % 7 = 0 AND state = 'paid' LIMIT 1;
-      COMMIT;" 2>/dev/null || true
+      COMMIT;" || log "writer: transaction $i failed (see above)"
     sleep 0.5
   done
 }
