@@ -104,6 +104,8 @@ pub struct Assembler {
     file_number: u32,
     /// Offset after the last commit (or rotate) in `file`: where a resume would start.
     resume_pos: u64,
+    /// Offset after the last event fed (its header's log_pos), for errors between events.
+    last_event_end: u64,
     gtids: GtidTracker,
     /// From the FORMAT_DESCRIPTION event: MySQL and MariaDB lay out table-map metadata
     /// differently.
@@ -130,6 +132,7 @@ impl Assembler {
             file: file.to_owned(),
             file_number: file_number(file),
             resume_pos: pos,
+            last_event_end: pos,
             gtids,
             flavor: ServerFlavor::Unknown,
             tables: HashMap::new(),
@@ -161,6 +164,11 @@ impl Assembler {
         self.payload = None;
     }
 
+    /// Offset just after the last event fed: where the next event should start.
+    pub fn last_event_end(&self) -> u64 {
+        self.last_event_end
+    }
+
     /// GTID state including the last committed transaction.
     pub fn gtid_tracker(&self) -> &GtidTracker {
         &self.gtids
@@ -175,6 +183,9 @@ impl Assembler {
     pub fn feed(&mut self, event: &Event, out: &mut Vec<SourceMessage>) -> Result<(), BinlogError> {
         let header = event.header();
         let at = self.event_at(event);
+        if header.log_pos() != 0 {
+            self.last_event_end = u64::from(header.log_pos());
+        }
         verify_checksum(event, &at)?;
         if let Some((start, _)) = self.payload {
             // Outer events carry checksums, inner payload events do not: an outer event while
@@ -245,6 +256,7 @@ impl Assembler {
                 self.file = rotate_file_name(event, rotate.name_raw());
                 self.file_number = file_number(&self.file);
                 self.resume_pos = rotate.position();
+                self.last_event_end = rotate.position();
             }
             EventData::StopEvent => self.abort_transaction(out),
             EventData::HeartbeatEvent => self.on_heartbeat(out),

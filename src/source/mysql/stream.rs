@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use tracing::{info, warn};
@@ -151,8 +153,21 @@ impl BinlogReader {
                 self.reconnect().await?;
                 continue;
             };
-            let failure = match tokio::time::timeout(dead_after, stream.next()).await {
-                Ok(Some(Ok(event))) => {
+            // mysql_common's event parser panics on a packet shorter than its header claims;
+            // such a packet is corrupt input, reported as an error at the current position.
+            let next = AssertUnwindSafe(stream.next()).catch_unwind();
+            let failure = match tokio::time::timeout(dead_after, next).await {
+                Ok(Err(_panic)) => {
+                    self.stream = None;
+                    return Err(BinlogError::Corrupt {
+                        at: super::error::EventAt {
+                            file: self.assembler.file().to_owned(),
+                            pos: self.assembler.last_event_end(),
+                        },
+                        reason: "the server sent an event shorter than its header says".into(),
+                    });
+                }
+                Ok(Ok(Some(Ok(event)))) => {
                     self.assembler.feed(&event, out)?;
                     self.failures = 0;
                     // Keep going through events that produce nothing (table maps, format
@@ -162,8 +177,8 @@ impl BinlogReader {
                     }
                     continue;
                 }
-                Ok(Some(Err(error))) => self.classify(error)?,
-                Ok(None) => "the server closed the binlog stream".to_owned(),
+                Ok(Ok(Some(Err(error)))) => self.classify(error)?,
+                Ok(Ok(None)) => "the server closed the binlog stream".to_owned(),
                 Err(_) => format!("no event or heartbeat for {dead_after:?}"),
             };
             warn!(source = %self.options.source_id, reason = %failure, "binlog connection lost; reconnecting");
