@@ -190,6 +190,37 @@ async fn transactions_arrive_whole_in_commit_order_and_rollbacks_never() {
     reader.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_keeps_non_transactional_changes_that_persisted() {
+    let (mut conn, db) = setup("mixed_rollback").await;
+    conn.query_drop("CREATE TABLE inno (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await
+        .unwrap();
+    conn.query_drop("CREATE TABLE my (id INT PRIMARY KEY) ENGINE=MyISAM")
+        .await
+        .unwrap();
+    let mut reader = BinlogReader::connect(options(&support::mysql_url()), StartPosition::End)
+        .await
+        .unwrap();
+    // MyISAM cannot roll back: its row stays on the source, so it must reach the target too.
+    conn.query_drop("BEGIN; INSERT INTO inno VALUES (1); INSERT INTO my VALUES (2); ROLLBACK")
+        .await
+        .unwrap();
+    write_marker(&mut conn, 3).await;
+    let txns = read_until_marker(&mut reader, &db, 3).await;
+    let changes: Vec<&Change> = txns.iter().flat_map(|t| &t.changes).collect();
+    assert_eq!(
+        changes,
+        vec![&(Op::Insert, "my".to_owned(), None, Some(vec![Value::Int(2)]))]
+    );
+    let on_source: Vec<i64> = conn
+        .query("SELECT id FROM my UNION ALL SELECT id FROM inno")
+        .await
+        .unwrap();
+    assert_eq!(on_source, vec![2]);
+    reader.close().await;
+}
+
 /// Starts a reader at `start`, reads to `marker`, returns what it saw.
 async fn read_from(start: StartPosition, db: &str, marker: i64) -> Vec<Txn> {
     let mut reader = BinlogReader::connect(options(&support::mysql_url()), start)
