@@ -3,6 +3,8 @@
 //! layout, every row image decodes to the values the servers stored, and no truncation of a
 //! rows buffer can make the decoder panic.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -15,9 +17,7 @@ use tidemark::event::{ColumnType, Row, Value};
 use tidemark::source::mysql::layout::{ColumnNames, LayoutError, TableLayout};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/mysql8-binlogs")
-        .join(name)
+    support::mysql8_fixture(name)
 }
 
 /// Every event of a binlog file, with the events of TRANSACTION_PAYLOAD events inlined

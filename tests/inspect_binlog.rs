@@ -1,15 +1,15 @@
 //! `tidemark inspect binlog` on the real MySQL 8 / MariaDB binlog files in
 //! `../shared/fixtures/mysql8-binlogs/` (values from its SOURCES.md), and on broken input.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/mysql8-binlogs")
-        .join(name)
+    support::mysql8_fixture(name)
 }
 
 fn inspect(args: &[&str], files: &[PathBuf]) -> Output {

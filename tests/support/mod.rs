@@ -36,6 +36,26 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A real MySQL 8 / MariaDB binlog file from the shared fixtures (`shared/fixtures/
+/// mysql8-binlogs`, read-only, never copied into the repo). Looked up in
+/// `$TIDEMARK_FIXTURES_DIR`, then in a `shared/` beside this checkout or any of its ancestors,
+/// then in `/work/shared`; a missing fixture fails the test, it never skips it.
+pub fn mysql8_fixture(name: &str) -> PathBuf {
+    const SUBDIR: &str = "shared/fixtures/mysql8-binlogs";
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("TIDEMARK_FIXTURES_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    candidates.extend(repo_root().ancestors().skip(1).map(|a| a.join(SUBDIR)));
+    candidates.push(Path::new("/work").join(SUBDIR));
+    match candidates.iter().find(|dir| dir.join(name).is_file()) {
+        Some(dir) => dir.join(name),
+        None => panic!(
+            "fixture {name} not found in any of {candidates:?}; set TIDEMARK_FIXTURES_DIR to the mysql8-binlogs folder"
+        ),
+    }
+}
+
 /// The dev-services state dir: `$TIDEMARK_DEV_DIR`, else `<repo>/.dev`.
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("TIDEMARK_DEV_DIR") {
