@@ -66,6 +66,9 @@ impl ReaderOptions {
     }
 }
 
+/// Messages handed over per `next_batch` at most (one rows event may add a few more).
+pub const MAX_BATCH: usize = 1024;
+
 /// Which server family we talk to; they differ in GTIDs and status statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
@@ -143,8 +146,9 @@ impl BinlogReader {
         self.assembler.resume_point()
     }
 
-    /// Appends the messages of at least one event to `out`, reconnecting transparently on
-    /// transient failures. Returns an error only for what retrying cannot fix.
+    /// Appends at least one message to `out` (up to about [`MAX_BATCH`], as many as the server
+    /// has already sent), reconnecting transparently on transient failures. Returns an error
+    /// only for what retrying cannot fix.
     pub async fn next_batch(&mut self, out: &mut Vec<SourceMessage>) -> Result<(), BinlogError> {
         let dead_after = self.options.heartbeat * 3;
         let start_len = out.len();
@@ -155,8 +159,20 @@ impl BinlogReader {
             };
             // mysql_common's event parser panics on a packet shorter than its header claims;
             // such a packet is corrupt input, reported as an error at the current position.
-            let next = AssertUnwindSafe(stream.next()).catch_unwind();
-            let failure = match tokio::time::timeout(dead_after, next).await {
+            // An event already buffered is taken without arming a timer (the hot path); only
+            // when the stream would wait do we hand over what we have, or wait with a deadline.
+            let ready = AssertUnwindSafe(stream.next())
+                .catch_unwind()
+                .now_or_never();
+            let polled = match ready {
+                Some(polled) => Ok(polled),
+                None if out.len() > start_len => return Ok(()),
+                None => {
+                    let next = AssertUnwindSafe(stream.next()).catch_unwind();
+                    tokio::time::timeout(dead_after, next).await
+                }
+            };
+            let failure = match polled {
                 Ok(Err(_panic)) => {
                     self.stream = None;
                     return Err(BinlogError::Corrupt {
@@ -170,9 +186,8 @@ impl BinlogReader {
                 Ok(Ok(Some(Ok(event)))) => {
                     self.assembler.feed(&event, out)?;
                     self.failures = 0;
-                    // Keep going through events that produce nothing (table maps, format
-                    // descriptions) but hand over as soon as there is something.
-                    if out.len() > start_len {
+                    // Hand over in batches of bounded size: memory stays flat.
+                    if out.len() - start_len >= MAX_BATCH {
                         return Ok(());
                     }
                     continue;
