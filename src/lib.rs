@@ -4,6 +4,8 @@
 //! Sources and sinks meet only in [`event`]: a source turns its log into [`event::SourceMessage`]s,
 //! a sink applies them together with the source's resume point.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod event;
