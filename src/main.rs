@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
-    /// Decode change logs offline, for debugging.
+    /// Decode change logs (binlog files, or a live server) into JSON lines, for debugging.
     #[command(subcommand)]
     Inspect(InspectCommand),
 }
