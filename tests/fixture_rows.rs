@@ -93,7 +93,7 @@ fn decode(name: &str, names: ColumnNames) -> (Vec<TableLayout>, Vec<Rows>) {
                 seen.push(layout.clone());
                 layouts.insert(tme.table_id(), layout);
             }
-            // PARTIAL_UPDATE_ROWS after-images carry JSON diffs, decoded by the stream, not here.
+            // PARTIAL_UPDATE_ROWS (JSON diffs) have their own tests below.
             Some(EventData::RowsEvent(RowsEventData::PartialUpdateRowsEvent(_))) => {}
             Some(EventData::RowsEvent(ev)) => {
                 let kind = match &ev {
@@ -360,8 +360,7 @@ fn mariadb_rows_decode_with_names_key_and_timestamps() {
     assert_eq!(second[4], Value::Timestamp(1_650_493_195_000_000));
 }
 
-/// Every fixture with row events (including partial images and partial JSON updates, which
-/// `decode_row` must reject cleanly).
+/// Every fixture with row events (including partial images and partial JSON updates).
 const ALL: [&str; 8] = [
     "json.binlog.000001",
     "transaction_compression.000001",
@@ -373,8 +372,17 @@ const ALL: [&str; 8] = [
     "update-partial-row.binlog",
 ];
 
-/// Each rows buffer of every fixture with the layout of its table.
-fn rows_buffers() -> Vec<(TableLayout, Vec<u8>)> {
+/// A rows buffer to decode, with how to decode it.
+struct RowsBuffer {
+    layout: TableLayout,
+    data: Vec<u8>,
+    /// For PARTIAL_UPDATE_ROWS: the before and after column bitmaps.
+    partial_json: Option<(Vec<bool>, Vec<bool>)>,
+}
+
+/// Each rows buffer of every fixture with the layout of its table, plus the JSON fixture's
+/// partial JSON update rewritten with full row images (see [`PartialJsonUpdate`]).
+fn rows_buffers() -> Vec<RowsBuffer> {
     let mut out = Vec::new();
     for name in ALL {
         let mut layouts: HashMap<u64, TableLayout> = HashMap::new();
@@ -388,45 +396,276 @@ fn rows_buffers() -> Vec<(TableLayout, Vec<u8>)> {
                 }
                 Ok(Some(EventData::RowsEvent(ev))) => {
                     if let Some(l) = layouts.get(&ev.table_id()) {
-                        out.push((l.clone(), ev.rows_data().to_vec()));
+                        let partial_json = matches!(ev, RowsEventData::PartialUpdateRowsEvent(_))
+                            .then(|| (bits(&ev, false).unwrap(), bits(&ev, true).unwrap()));
+                        out.push(RowsBuffer {
+                            layout: l.clone(),
+                            data: ev.rows_data().to_vec(),
+                            partial_json,
+                        });
                     }
                 }
                 _ => {}
             }
         }
     }
+    let p = PartialJsonUpdate::read();
+    let all = vec![true; p.layout.column_count()];
+    out.push(RowsBuffer {
+        layout: p.layout.clone(),
+        data: p.full_image_rows(),
+        partial_json: Some((all.clone(), all)),
+    });
     out
 }
 
-/// Decodes rows from `buf` until it is empty or a row fails.
-fn decode_all(layout: &TableLayout, mut buf: &[u8]) {
+/// Decodes rows from `buf` until it is empty or a row fails; true when every row decoded.
+fn decode_all(rows: &RowsBuffer, mut buf: &[u8]) -> bool {
     while !buf.is_empty() {
-        if layout.decode_row(&mut buf).is_err() {
-            return;
+        let decoded = match &rows.partial_json {
+            Some((before, after)) => rows
+                .layout
+                .decode_partial_update(&mut buf, before, after)
+                .map(drop),
+            None => rows.layout.decode_row(&mut buf).map(drop),
+        };
+        if decoded.is_err() {
+            return false;
         }
     }
+    true
 }
 
 #[test]
 fn truncated_rows_buffers_are_errors_never_panics() {
     let buffers = rows_buffers();
-    assert!(buffers.len() >= 15, "found {} rows events", buffers.len());
-    for (layout, data) in &buffers {
-        for n in 0..data.len() {
-            decode_all(layout, &data[..n]);
+    assert!(buffers.len() >= 16, "found {} rows events", buffers.len());
+    for rows in &buffers {
+        for n in 0..rows.data.len() {
+            decode_all(rows, &rows.data[..n]);
         }
     }
 }
 
 #[test]
 fn corrupted_rows_buffers_are_errors_never_panics() {
-    for (layout, data) in rows_buffers() {
-        for i in 0..data.len() {
+    for rows in rows_buffers() {
+        for i in 0..rows.data.len() {
             for flip in [0xFF, 0x80, 0x01] {
-                let mut bad = data.clone();
+                let mut bad = rows.data.clone();
                 bad[i] ^= flip;
-                decode_all(&layout, &bad);
+                decode_all(&rows, &bad);
             }
         }
+    }
+}
+
+/// The end of the row image starting at `at` in a rows buffer of the JSON fixture's table
+/// `(id INT, json_col JSON, name VARCHAR(100), age INT)` with no NULLs, holding the columns
+/// whose `present` bit is set: null bitmap, INT, 4-byte length + JSON, 2-byte length + text,
+/// INT.
+fn json_table_image_end(buf: &[u8], at: usize, present: [bool; 4]) -> usize {
+    assert_eq!(buf[at], 0, "no NULLs in the fixture's images");
+    let mut p = at + 1;
+    if present[0] {
+        p += 4;
+    }
+    if present[1] {
+        p += 4 + u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) as usize;
+    }
+    if present[2] {
+        // VARCHAR(100) utf8mb4: up to 400 bytes, a 2-byte length.
+        p += 2 + usize::from(u16::from_le_bytes([buf[p], buf[p + 1]]));
+    }
+    if present[3] {
+        p += 4;
+    }
+    p
+}
+
+/// The JSON fixture's last transaction: UPDATE t SET json_col = JSON_SET(json_col, '$.age',
+/// ...) logged with `binlog_row_value_options=PARTIAL_JSON` and `binlog_row_image=MINIMAL`,
+/// a PARTIAL_UPDATE_ROWS event whose six rows each carry the key as before image and, as
+/// after image, a REPLACE of `$.age` plus the generated columns. It comes right after a full
+/// UPDATE of the same six rows, whose after images are the documents the diffs apply to.
+struct PartialJsonUpdate {
+    layout: TableLayout,
+    /// The PARTIAL_UPDATE_ROWS event's rows buffer and column bitmaps, as logged.
+    rows: Vec<u8>,
+    before_present: Vec<bool>,
+    after_present: Vec<bool>,
+    /// The full after images (bytes) of the UPDATE before it, in row order.
+    prior_after_images: Vec<Vec<u8>>,
+}
+
+impl PartialJsonUpdate {
+    fn read() -> PartialJsonUpdate {
+        let mut layout = None;
+        let mut prior = None;
+        let mut partial = None;
+        for event in events("json.binlog.000001") {
+            match event.read_data().expect("event data") {
+                Some(EventData::TableMapEvent(tme)) => {
+                    layout =
+                        Some(TableLayout::from_table_map(&tme, ColumnNames::Positional).unwrap());
+                }
+                Some(EventData::RowsEvent(ev @ RowsEventData::UpdateRowsEvent(_))) => {
+                    prior = Some(ev.rows_data().to_vec());
+                }
+                Some(EventData::RowsEvent(ev @ RowsEventData::PartialUpdateRowsEvent(_))) => {
+                    partial = Some((
+                        ev.rows_data().to_vec(),
+                        bits(&ev, false).unwrap(),
+                        bits(&ev, true).unwrap(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let (rows, before_present, after_present) = partial.expect("a PARTIAL_UPDATE_ROWS event");
+        let prior = prior.expect("a full UPDATE before it");
+        let mut prior_after_images = Vec::new();
+        let mut at = 0;
+        while at < prior.len() {
+            let after = json_table_image_end(&prior, at, [true; 4]);
+            let end = json_table_image_end(&prior, after, [true; 4]);
+            prior_after_images.push(prior[after..end].to_vec());
+            at = end;
+        }
+        PartialJsonUpdate {
+            layout: layout.expect("a table map"),
+            rows,
+            before_present,
+            after_present,
+            prior_after_images,
+        }
+    }
+
+    /// The same event as it is logged with `binlog_row_image=FULL`: each row's before image is
+    /// the full row (the prior UPDATE's after image), and the after image carries the key too.
+    fn full_image_rows(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for prior in &self.prior_after_images {
+            // Before image: null bitmap + id.
+            let id = &self.rows[at + 1..at + 5];
+            at += 5;
+            // After image: value_options, partial-JSON bits, null bitmap, json diffs, name, age.
+            let header = &self.rows[at..at + 2];
+            let end = json_table_image_end(&self.rows, at + 2, [false, true, true, true]);
+            out.extend_from_slice(prior);
+            out.extend_from_slice(header);
+            out.push(0); // null bitmap of four columns
+            out.extend_from_slice(id);
+            out.extend_from_slice(&self.rows[at + 3..end]);
+            at = end;
+        }
+        assert_eq!(at, self.rows.len(), "six rows, nothing left over");
+        out
+    }
+}
+
+#[test]
+fn partial_json_update_with_full_images_carries_the_patched_document() {
+    let p = PartialJsonUpdate::read();
+    assert_eq!(p.prior_after_images.len(), 6);
+    let all = vec![true; 4];
+    let data = p.full_image_rows();
+    let mut buf = &data[..];
+    let mut rows = Vec::new();
+    while !buf.is_empty() {
+        rows.push(
+            p.layout
+                .decode_partial_update(&mut buf, &all, &all)
+                .expect("row decodes"),
+        );
+    }
+    let expected = [
+        (1, "Joe", 26, "xxxxxxxxxx"),
+        (2, "Sue", 34, "yyyyyyyyyy"),
+        (3, "Pete", 42, "zzzzzzzzzz"),
+        (4, "Joe", 26, "xxxxxxxxxx"),
+        (5, "Sue", 34, "yyyyyyyyyy"),
+        (6, "Pete", 42, "zzzzzzzzzz"),
+    ];
+    assert_eq!(rows.len(), expected.len());
+    for ((before, after), (id, name, age, data)) in rows.iter().zip(expected) {
+        // The before image is the previous UPDATE's after image: the age one lower.
+        assert_eq!(
+            before,
+            &vec![
+                Value::Int(id),
+                Value::Json(format!(
+                    r#"{{"age":{},"data":"{data}","name":"{name}"}}"#,
+                    age - 1
+                )),
+                text(name),
+                Value::Int(age - 1),
+            ]
+        );
+        // The after image is a full row whose JSON is the patched document, in the form
+        // MySQL's stored document prints in.
+        assert_eq!(
+            after,
+            &vec![
+                Value::Int(id),
+                Value::Json(format!(
+                    r#"{{"age":{age},"data":"{data}","name":"{name}"}}"#
+                )),
+                text(name),
+                Value::Int(age),
+            ]
+        );
+        // The generated columns the server computed from its document agree with ours.
+        let Value::Json(doc) = &after[1] else {
+            unreachable!()
+        };
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+        assert_eq!(after[2], text(doc["name"].as_str().unwrap()));
+        assert_eq!(after[3], Value::Int(doc["age"].as_i64().unwrap()));
+    }
+}
+
+#[test]
+fn partial_json_update_without_the_before_document_is_an_error_naming_column_and_path() {
+    let p = PartialJsonUpdate::read();
+    // As logged (binlog_row_image=MINIMAL): the before image is only the key.
+    assert_eq!(p.before_present, [true, false, false, false]);
+    assert_eq!(p.after_present, [false, true, true, true]);
+    let mut buf = &p.rows[..];
+    let err = p
+        .layout
+        .decode_partial_update(&mut buf, &p.before_present, &p.after_present)
+        .unwrap_err();
+    assert_eq!(&*err.column, "@2");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("REPLACE $.age") && msg.contains("binlog_row_image=FULL"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn partial_json_update_truncations_are_errors_except_at_row_ends() {
+    let p = PartialJsonUpdate::read();
+    let all = vec![true; 4];
+    let data = p.full_image_rows();
+    let rows = RowsBuffer {
+        layout: p.layout.clone(),
+        data: data.clone(),
+        partial_json: Some((all.clone(), all.clone())),
+    };
+    // Where each row ends.
+    let mut ends = Vec::new();
+    let mut buf = &data[..];
+    while !buf.is_empty() {
+        p.layout
+            .decode_partial_update(&mut buf, &all, &all)
+            .unwrap();
+        ends.push(data.len() - buf.len());
+    }
+    for n in 0..data.len() {
+        let ok = decode_all(&rows, &data[..n]);
+        assert_eq!(ok, n == 0 || ends.contains(&n), "prefix of {n} bytes");
     }
 }

@@ -119,13 +119,18 @@ fn mysql_binary_json_prints_as_json_with_generated_columns() {
         stderr(&out)
     );
     // ... and readable offline with positional names, up to the PARTIAL_UPDATE_ROWS event at
-    // its end, which is refused with the setting that avoids it.
+    // its end. That one was logged with binlog_row_image=MINIMAL: its before image is only
+    // the key, so the document its JSON diff applies to is not in the log. It is refused,
+    // naming the column, the diff and the setting, never printed with a guessed document.
     let out = inspect(&["--positional-names"], &[fixture("json.binlog.000001")]);
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("binlog_row_value_options=''"),
-        "{}",
-        stderr(&out)
+        err.contains("json.binlog.000001:3750")
+            && err.contains("column @2")
+            && err.contains("REPLACE $.age")
+            && err.contains("binlog_row_image=FULL"),
+        "{err}"
     );
     let rows: Vec<Value> = lines(&out)
         .into_iter()
@@ -136,10 +141,175 @@ fn mysql_binary_json_prints_as_json_with_generated_columns() {
         json!({"@1": 1, "@2": {"age": 24, "data": "xxxxxxxxxx", "name": "Joe"}, "@3": "Joe", "@4": 24})
     );
     assert_eq!(rows.iter().filter(|r| r["op"] == "insert").count(), 6);
+    assert_eq!(rows.iter().filter(|r| r["op"] == "update").count(), 6);
     let updated = rows.iter().find(|r| r["op"] == "update").unwrap();
     assert_eq!(updated["before"]["@2"]["age"], 24);
     assert_eq!(updated["after"]["@2"]["age"], 25);
     assert_eq!(updated["after"]["@4"], 25);
+
+    // The same binlog with its PARTIAL_UPDATE_ROWS event as binlog_row_image=FULL logs it:
+    // printed whole, each after image a full row holding the patched document.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("json.binlog.000001");
+    std::fs::write(&path, json_fixture_with_full_images()).unwrap();
+    let out = inspect(&["--positional-names"], &[path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let partial: Vec<Value> = lines(&out)
+        .into_iter()
+        .filter(|l| l["position"] == "json.binlog.000001:3527")
+        .collect();
+    assert_eq!(partial.len(), 6);
+    for (i, (name, age, data)) in [
+        ("Joe", 26, "xxxxxxxxxx"),
+        ("Sue", 34, "yyyyyyyyyy"),
+        ("Pete", 42, "zzzzzzzzzz"),
+    ]
+    .into_iter()
+    .cycle()
+    .take(6)
+    .enumerate()
+    {
+        let row = &partial[i];
+        assert_eq!(row["op"], "update");
+        assert_eq!(row["seq"], i);
+        assert_eq!(
+            row["before"],
+            json!({"@1": i + 1, "@2": {"age": age - 1, "data": data, "name": name}, "@3": name, "@4": age - 1})
+        );
+        assert_eq!(
+            row["after"],
+            json!({"@1": i + 1, "@2": {"age": age, "data": data, "name": name}, "@3": name, "@4": age})
+        );
+        // The generated columns (name = json->>'$.name', age = json->'$.age') that the server
+        // computed from its document agree with the patched one.
+        assert_eq!(row["after"]["@3"], row["after"]["@2"]["name"]);
+        assert_eq!(row["after"]["@4"], row["after"]["@2"]["age"]);
+    }
+}
+
+/// Where each event of a binlog file starts, with its type code and size.
+fn event_offsets(bytes: &[u8]) -> Vec<(usize, u8, usize)> {
+    let mut out = Vec::new();
+    let mut at = 4;
+    while at + 19 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
+        out.push((at, bytes[at + 4], size));
+        at += size;
+    }
+    out
+}
+
+/// CRC32 of an event without its last four bytes, as the server computes its checksum.
+fn event_crc(event: &[u8]) -> [u8; 4] {
+    crc32fast::hash(&event[..event.len() - 4]).to_le_bytes()
+}
+
+/// The end of the row image starting at `at` in a rows buffer of the JSON fixture's table
+/// `(id INT, json_col JSON, name VARCHAR(100), age INT)` with no NULLs, holding the columns
+/// whose `present` bit is set: null bitmap, INT, 4-byte length + JSON, 2-byte length + text,
+/// INT.
+fn json_table_image_end(buf: &[u8], at: usize, present: [bool; 4]) -> usize {
+    assert_eq!(buf[at], 0, "no NULLs in the fixture's images");
+    let mut p = at + 1;
+    if present[0] {
+        p += 4;
+    }
+    if present[1] {
+        p += 4 + u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) as usize;
+    }
+    if present[2] {
+        p += 2 + usize::from(u16::from_le_bytes([buf[p], buf[p + 1]]));
+    }
+    if present[3] {
+        p += 4;
+    }
+    p
+}
+
+/// json.binlog.000001 with its last rows event, a PARTIAL_UPDATE_ROWS logged with
+/// binlog_row_image=MINIMAL (before image: the key; after image: a JSON diff and the generated
+/// columns), rewritten the way binlog_row_image=FULL logs it: each before image is the full
+/// row (the after image of the full UPDATE just before it), each after image carries the key
+/// too. Sizes, log positions and CRC32s of it and the events after it are fixed up.
+fn json_fixture_with_full_images() -> Vec<u8> {
+    const UPDATE_ROWS: u8 = 31;
+    const PARTIAL_UPDATE_ROWS: u8 = 39;
+    // Rows events v2: 19-byte header, table id (6), flags (2), extra length (2, here 2 = no
+    // extra data), column count (1 byte for 4 columns), one bitmap byte per image.
+    const ROWS_AT: usize = 19 + 6 + 2 + 2 + 1 + 2;
+    let bytes = std::fs::read(fixture("json.binlog.000001")).unwrap();
+    let events = event_offsets(&bytes);
+    let body = |ty: u8| {
+        let &(at, _, size) = events.iter().rev().find(|e| e.1 == ty).unwrap();
+        let event = &bytes[at..at + size];
+        assert_eq!(
+            event_crc(event),
+            event[size - 4..],
+            "the fixture has CRC32s"
+        );
+        assert_eq!(
+            event[19 + 8..19 + 11],
+            [2, 0, 4],
+            "no extra data, 4 columns"
+        );
+        (at, event)
+    };
+    let (_, prior) = body(UPDATE_ROWS);
+    let (partial_at, partial) = body(PARTIAL_UPDATE_ROWS);
+
+    let prior_rows = &prior[ROWS_AT..prior.len() - 4];
+    let mut prior_after = Vec::new();
+    let mut at = 0;
+    while at < prior_rows.len() {
+        let after = json_table_image_end(prior_rows, at, [true; 4]);
+        let end = json_table_image_end(prior_rows, after, [true; 4]);
+        prior_after.push(&prior_rows[after..end]);
+        at = end;
+    }
+    let rows = &partial[ROWS_AT..partial.len() - 4];
+    assert_eq!(
+        partial[ROWS_AT - 2..ROWS_AT],
+        [0b0001, 0b1110],
+        "MINIMAL images"
+    );
+    let mut full_rows = Vec::new();
+    let mut at = 0;
+    for prior in prior_after {
+        let id = &rows[at + 1..at + 5];
+        at += 5;
+        // value_options, partial-JSON bits, null bitmap, then the JSON diffs, name, age.
+        let end = json_table_image_end(rows, at + 2, [false, true, true, true]);
+        full_rows.extend_from_slice(prior);
+        full_rows.extend_from_slice(&rows[at..at + 2]);
+        full_rows.push(0);
+        full_rows.extend_from_slice(id);
+        full_rows.extend_from_slice(&rows[at + 3..end]);
+        at = end;
+    }
+    assert_eq!(at, rows.len());
+
+    let mut event = partial[..ROWS_AT - 2].to_vec();
+    event.extend_from_slice(&[0b1111, 0b1111]);
+    event.extend(full_rows);
+    event.extend_from_slice(&[0; 4]);
+    let grown = event.len() - partial.len();
+    let mut out = bytes[..partial_at].to_vec();
+    let mut rest = vec![event];
+    for &(at, _, size) in events.iter().filter(|e| e.0 > partial_at) {
+        rest.push(bytes[at..at + size].to_vec());
+    }
+    for event in &mut rest {
+        let size = event.len() as u32;
+        let end = out.len() as u32 + size;
+        event[9..13].copy_from_slice(&size.to_le_bytes());
+        event[13..17].copy_from_slice(&end.to_le_bytes());
+        let crc = event_crc(event);
+        let n = event.len();
+        event[n - 4..].copy_from_slice(&crc);
+        out.extend_from_slice(event);
+    }
+    assert_eq!(out.len(), bytes.len() + grown);
+    out
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! the same way. Guarantees, on top of the stream grammar in [`crate::event`]:
 //! - every event's CRC32 is verified when the log has checksums (mysql_common does not check);
 //! - a transaction's changes stream out as decoded; nothing is buffered per transaction;
-//! - statement-format DML, partial row images, partial JSON, XA, compressed and encrypted
-//!   binlogs are errors with a fix, never skipped;
+//! - statement-format DML, partial row images, XA, compressed and encrypted binlogs are
+//!   errors with a fix, never skipped; partial JSON updates (PARTIAL_UPDATE_ROWS) are applied
+//!   to the before image, so changes always carry full JSON documents;
 //! - `Commit` carries the offset after the commit event and the GTID state including it.
 
 use std::collections::HashMap;
@@ -663,14 +664,10 @@ impl Assembler {
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
                 (Op::Delete, true, false)
             }
-            RowsEventData::PartialUpdateRowsEvent(_) => {
-                return Err(unsupported(
-                    at,
-                    "partial JSON update (binlog_row_value_options=PARTIAL_JSON)",
-                    "SET GLOBAL binlog_row_value_options='' (and in my.cnf) so JSON updates carry full values",
-                ));
-            }
+            // MySQL PARTIAL_JSON: after images carry JSON diffs, applied to the before image.
+            RowsEventData::PartialUpdateRowsEvent(_) => (Op::Update, true, true),
         };
+        let partial_json = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));
         let Some(known) = self.tables.get(&rows.table_id()) else {
             return Err(BinlogError::Corrupt {
                 at,
@@ -727,6 +724,12 @@ impl Assembler {
         let mut buf = rows.rows_data();
         let mut row_index = 0usize;
         while !buf.is_empty() {
+            let row_error = |error| BinlogError::Row {
+                at: at.clone(),
+                table: table.id.to_string(),
+                row: row_index,
+                error,
+            };
             let decode = |buf: &mut &[u8], present: &[bool], full: bool| {
                 let row = if full {
                     layout.decode_row(buf)
@@ -738,20 +741,23 @@ impl Assembler {
                             .collect()
                     })
                 };
-                row.map_err(|error| BinlogError::Row {
-                    at: at.clone(),
-                    table: table.id.to_string(),
-                    row: row_index,
-                    error,
-                })
+                row.map_err(row_error)
             };
-            let before = match needs_before {
-                true => Some(decode(&mut buf, &before_present, before_full)?),
-                false => None,
-            };
-            let after = match needs_after {
-                true => Some(decode(&mut buf, &after_present, after_full)?),
-                false => None,
+            let (before, after) = if partial_json {
+                let (before, after) = layout
+                    .decode_partial_update(&mut buf, &before_present, &after_present)
+                    .map_err(row_error)?;
+                (Some(before), Some(after))
+            } else {
+                let before = match needs_before {
+                    true => Some(decode(&mut buf, &before_present, before_full)?),
+                    false => None,
+                };
+                let after = match needs_after {
+                    true => Some(decode(&mut buf, &after_present, after_full)?),
+                    false => None,
+                };
+                (before, after)
             };
             let position = Position {
                 txn: txn.info.log_coordinate,

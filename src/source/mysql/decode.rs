@@ -82,6 +82,34 @@ fn read_len(buf: &mut &[u8], len_bytes: u8) -> Result<usize, Reason> {
     usize::try_from(le_uint(raw)).map_err(|_| "length does not fit in memory".to_owned())
 }
 
+/// Takes a value of `len_bytes` length prefix (1..=4) and that many bytes.
+#[inline]
+pub(crate) fn take_prefixed<'a>(buf: &mut &'a [u8], len_bytes: u8) -> Result<&'a [u8], Reason> {
+    let len = read_len(buf, len_bytes)?;
+    take(buf, len)
+}
+
+/// Reads MySQL's packed integer (`net_field_length`): one byte below 251, else 252/253/254
+/// followed by 2, 3 or 8 little-endian bytes. 251 (SQL NULL) and 255 are not integers.
+pub(crate) fn read_packed_int(buf: &mut &[u8]) -> Result<u64, Reason> {
+    let first = take(buf, 1)?[0];
+    let n = match first {
+        0..=250 => return Ok(u64::from(first)),
+        252 => 2,
+        253 => 3,
+        254 => 8,
+        other => return Err(format!("{other:#x} does not start a packed integer")),
+    };
+    Ok(le_uint(take(buf, n)?))
+}
+
+/// A MySQL binary JSON document as a [`Value::Json`].
+pub(crate) fn json_value(doc: &[u8]) -> Result<Value, Reason> {
+    Ok(Value::Json(
+        jsonb::to_json_text(doc).map_err(|e| e.to_string())?,
+    ))
+}
+
 /// Precomputed shape of a `DECIMAL(precision, scale)` in MySQL's binary format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecimalPlan {
@@ -579,11 +607,7 @@ impl Decoder {
                 }
                 Value::Set(set)
             }
-            Decoder::Json { len_bytes } => {
-                let len = read_len(buf, *len_bytes)?;
-                let raw = take(buf, len)?;
-                Value::Json(jsonb::to_json_text(raw).map_err(|e| e.to_string())?)
-            }
+            Decoder::Json { len_bytes } => json_value(take_prefixed(buf, *len_bytes)?)?,
             Decoder::Geometry { len_bytes } => {
                 let len = read_len(buf, *len_bytes)?;
                 let raw = take(buf, len)?;
@@ -1044,6 +1068,31 @@ mod tests {
             }
         );
         assert!(one(g, &[2, 0, 0, 0, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn packed_integers_follow_net_field_length() {
+        let read = |bytes: &[u8]| {
+            let mut buf = bytes;
+            read_packed_int(&mut buf).map(|v| (v, buf.len()))
+        };
+        assert_eq!(read(&[0]).unwrap(), (0, 0));
+        assert_eq!(read(&[250, 9]).unwrap(), (250, 1));
+        assert_eq!(read(&[252, 0x2c, 0x01]).unwrap(), (300, 0));
+        assert_eq!(read(&[253, 1, 0, 1]).unwrap(), (0x01_0001, 0));
+        assert_eq!(
+            read(&[254, 1, 0, 0, 0, 0, 0, 0, 0x80]).unwrap(),
+            (1 | 1 << 63, 0)
+        );
+        for bad in [
+            &[][..],
+            &[251],
+            &[255],
+            &[252, 1],
+            &[254, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert!(read(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

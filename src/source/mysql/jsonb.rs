@@ -100,23 +100,9 @@ impl Writer {
 
     /// Writes an object or array whose header starts at `data[0]`.
     fn container(&mut self, data: &[u8], large: bool, object: bool, depth: usize) -> Result<()> {
-        let off = if large { 4 } else { 2 };
-        let count = read_offset(data, 0, large)?;
-        let size = read_offset(data, off, large)?;
-        let data = data
-            .get(..size)
-            .ok_or_else(|| JsonbError(format!("container size {size} exceeds the document")))?;
-        let key_entry = off + 2;
-        let value_entry = off + 1;
-        let keys_len = if object { count * key_entry } else { 0 };
-        count
-            .checked_mul(value_entry)
-            .and_then(|v| v.checked_add(keys_len))
-            .and_then(|v| v.checked_add(2 * off))
-            .filter(|&header| header <= size)
-            .ok_or_else(|| JsonbError(format!("{count} entries do not fit in {size} bytes")))?;
+        let container = Container::parse(data, large, object)?;
         self.out.push(if object { '{' } else { '[' });
-        for i in 0..count {
+        for i in 0..container.count {
             if self.nodes_left == 0 || self.out.len() > self.max_out {
                 return err("entries alias each other (output would not be bounded)");
             }
@@ -124,32 +110,12 @@ impl Writer {
             if i > 0 {
                 self.out.push(',');
             }
-            if object {
-                let entry = 2 * off + i * key_entry;
-                let key_off = read_offset(data, entry, large)?;
-                let key_len = usize::from(u16::from_le_bytes(fixed(&data[entry + off..])?));
-                let key = key_off
-                    .checked_add(key_len)
-                    .and_then(|end| data.get(key_off..end))
-                    .ok_or_else(|| JsonbError("key out of bounds".to_owned()))?;
+            let entry = container.entry(i)?;
+            if let Some(key) = entry.key {
                 self.string(key)?;
                 self.out.push(':');
             }
-            let entry = 2 * off + keys_len + i * value_entry;
-            let ty = data[entry];
-            let field = &data[entry + 1..entry + value_entry];
-            let inlined =
-                matches!(ty, LITERAL | INT16 | UINT16) || (large && matches!(ty, INT32 | UINT32));
-            if inlined {
-                self.value(ty, field, depth)?;
-            } else {
-                let at = read_offset(field, 0, large)?;
-                let value = data
-                    .get(at..)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| JsonbError(format!("value offset {at} out of bounds")))?;
-                self.value(ty, value, depth)?;
-            }
+            self.value(entry.ty, entry.data, depth)?;
         }
         self.out.push(if object { '}' } else { ']' });
         Ok(())
@@ -193,23 +159,7 @@ impl Writer {
     }
 
     fn quoted(&mut self, s: &str) {
-        self.out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                '\u{8}' => self.out.push_str("\\b"),
-                '\u{c}' => self.out.push_str("\\f"),
-                c if u32::from(c) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", u32::from(c));
-                }
-                c => self.out.push(c),
-            }
-        }
-        self.out.push('"');
+        push_quoted(&mut self.out, s);
     }
 
     /// Writes an opaque value of MySQL field type `field_type` the way MySQL prints it.
@@ -258,6 +208,259 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// Appends `s` as a quoted JSON string, escaping like MySQL.
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The checked header of a stored object or array: how many entries it has and where they are.
+struct Container<'a> {
+    /// The container's bytes, cut to its declared size.
+    data: &'a [u8],
+    large: bool,
+    object: bool,
+    count: usize,
+}
+
+/// One entry of a container: its key (objects only) and its value's type and bytes (the
+/// inlined field, or the stored value onwards).
+struct Entry<'a> {
+    key: Option<&'a [u8]>,
+    ty: u8,
+    data: &'a [u8],
+}
+
+impl<'a> Container<'a> {
+    /// Reads the header at `data[0]` and checks that the entry tables fit in the container.
+    fn parse(data: &'a [u8], large: bool, object: bool) -> Result<Container<'a>> {
+        let off = if large { 4 } else { 2 };
+        let count = read_offset(data, 0, large)?;
+        let size = read_offset(data, off, large)?;
+        let data = data
+            .get(..size)
+            .ok_or_else(|| JsonbError(format!("container size {size} exceeds the document")))?;
+        let keys_len = if object { count * (off + 2) } else { 0 };
+        count
+            .checked_mul(off + 1)
+            .and_then(|v| v.checked_add(keys_len))
+            .and_then(|v| v.checked_add(2 * off))
+            .filter(|&header| header <= size)
+            .ok_or_else(|| JsonbError(format!("{count} entries do not fit in {size} bytes")))?;
+        Ok(Container {
+            data,
+            large,
+            object,
+            count,
+        })
+    }
+
+    /// Entry `i` (< `count`).
+    fn entry(&self, i: usize) -> Result<Entry<'a>> {
+        let (data, large) = (self.data, self.large);
+        let off = if large { 4 } else { 2 };
+        let key_entry = off + 2;
+        let value_entry = off + 1;
+        let keys_len = if self.object {
+            self.count * key_entry
+        } else {
+            0
+        };
+        let key = if self.object {
+            let entry = 2 * off + i * key_entry;
+            let key_off = read_offset(data, entry, large)?;
+            let len_at = data.get(entry + off..).ok_or_else(short)?;
+            let key_len = usize::from(u16::from_le_bytes(fixed(len_at)?));
+            let key = key_off
+                .checked_add(key_len)
+                .and_then(|end| data.get(key_off..end))
+                .ok_or_else(|| JsonbError("key out of bounds".to_owned()))?;
+            Some(key)
+        } else {
+            None
+        };
+        let entry = 2 * off + keys_len + i * value_entry;
+        let (ty, field) = data
+            .get(entry..entry + value_entry)
+            .and_then(|e| e.split_first())
+            .ok_or_else(short)?;
+        let ty = *ty;
+        let inlined =
+            matches!(ty, LITERAL | INT16 | UINT16) || (large && matches!(ty, INT32 | UINT32));
+        let data = if inlined {
+            field
+        } else {
+            let at = read_offset(field, 0, large)?;
+            data.get(at..)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| JsonbError(format!("value offset {at} out of bounds")))?
+        };
+        Ok(Entry { key, ty, data })
+    }
+}
+
+/// A JSON document as a tree, for applying partial updates (see [`super::jsondiff`]).
+///
+/// Scalars keep the exact text [`to_json_text`] prints for them, so a tree prints back
+/// byte for byte as the document it was read from. Object members keep MySQL's stored order
+/// (see [`key_order`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonNode {
+    /// A string, number, literal or opaque value, as compact JSON text.
+    Scalar(String),
+    /// An array's elements in order.
+    Array(Vec<JsonNode>),
+    /// An object's members (key, value) in MySQL's key order.
+    Object(Vec<(String, JsonNode)>),
+}
+
+impl JsonNode {
+    /// Reads a binary JSON document (an empty document is `null`, as MySQL reads it), with
+    /// the same checks and bounds as [`to_json_text`].
+    pub fn from_binary(doc: &[u8]) -> Result<JsonNode> {
+        let Some((&ty, body)) = doc.split_first() else {
+            return Ok(JsonNode::Scalar("null".to_owned()));
+        };
+        let mut builder = TreeBuilder {
+            nodes_left: doc.len(),
+            bytes_left: doc.len().saturating_mul(16).saturating_add(1024),
+        };
+        builder.node(ty, body, 0)
+    }
+
+    /// Compact JSON text, in the form [`to_json_text`] produces.
+    pub fn to_json_text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            JsonNode::Scalar(text) => out.push_str(text),
+            JsonNode::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            JsonNode::Object(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_quoted(out, key);
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// Container nesting: 0 for a scalar, 1 for `[]` or `{"a":1}`, and so on. Trees built
+    /// here never exceed [`MAX_DEPTH`].
+    pub fn depth(&self) -> usize {
+        match self {
+            JsonNode::Scalar(_) => 0,
+            JsonNode::Array(items) => 1 + items.iter().map(JsonNode::depth).max().unwrap_or(0),
+            JsonNode::Object(members) => {
+                1 + members.iter().map(|(_, v)| v.depth()).max().unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// MySQL's order of object keys (in its binary format and its DOM): shorter keys first, then
+/// bytewise.
+pub fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// Builds a [`JsonNode`] within budgets that stop aliasing entries from expanding it.
+struct TreeBuilder {
+    nodes_left: usize,
+    bytes_left: usize,
+}
+
+impl TreeBuilder {
+    fn spend(&mut self, bytes: usize) -> Result<()> {
+        if self.nodes_left == 0 || self.bytes_left < bytes {
+            return err("entries alias each other (output would not be bounded)");
+        }
+        self.nodes_left -= 1;
+        self.bytes_left -= bytes;
+        Ok(())
+    }
+
+    /// The value of type `ty` stored at the start of `data`.
+    fn node(&mut self, ty: u8, data: &[u8], depth: usize) -> Result<JsonNode> {
+        let (large, object) = match ty {
+            SMALL_OBJECT => (false, true),
+            LARGE_OBJECT => (true, true),
+            SMALL_ARRAY => (false, false),
+            LARGE_ARRAY => (true, false),
+            _ => {
+                let mut scalar = Writer {
+                    out: String::new(),
+                    nodes_left: 0,
+                    max_out: usize::MAX,
+                };
+                scalar.value(ty, data, depth)?;
+                self.spend(scalar.out.len())?;
+                return Ok(JsonNode::Scalar(scalar.out));
+            }
+        };
+        if depth >= MAX_DEPTH {
+            return err(format!("nesting deeper than {MAX_DEPTH}"));
+        }
+        let container = Container::parse(data, large, object)?;
+        if object {
+            let mut members = Vec::with_capacity(container.count);
+            for i in 0..container.count {
+                let entry = container.entry(i)?;
+                let key = std::str::from_utf8(entry.key.unwrap_or_default()).map_err(|e| {
+                    JsonbError(format!("key is not UTF-8 at byte {}", e.valid_up_to()))
+                })?;
+                self.spend(key.len())?;
+                let value = self.node(entry.ty, entry.data, depth + 1)?;
+                members.push((key.to_owned(), value));
+            }
+            Ok(JsonNode::Object(members))
+        } else {
+            let mut items = Vec::with_capacity(container.count);
+            for i in 0..container.count {
+                self.spend(0)?;
+                let entry = container.entry(i)?;
+                items.push(self.node(entry.ty, entry.data, depth + 1)?);
+            }
+            Ok(JsonNode::Array(items))
+        }
     }
 }
 
@@ -545,6 +748,62 @@ mod tests {
         assert!(to_json_text(&nested_arrays(5000)).is_err());
     }
 
+    /// Both readings of a document: the text, and the tree printed back.
+    fn both(d: &[u8]) -> (Result<String>, Result<String>) {
+        (
+            to_json_text(d),
+            JsonNode::from_binary(d).map(|t| t.to_json_text()),
+        )
+    }
+
+    #[test]
+    fn trees_print_like_the_text_and_share_its_checks() {
+        let inner = small(
+            false,
+            vec![
+                ("", Entry::Inline(INT16, 1)),
+                ("", Entry::Stored(STRING, string("t\u{1}o"))),
+                ("", Entry::Stored(OPAQUE, vec![246, 4, 4, 2, 0x8C, 0x22])),
+            ],
+        );
+        let obj = small(
+            true,
+            vec![
+                ("a", Entry::Inline(LITERAL, 2)),
+                ("bb", Entry::Stored(SMALL_ARRAY, inner)),
+                (
+                    "k\"y",
+                    Entry::Stored(DOUBLE, (-0.5f64).to_le_bytes().to_vec()),
+                ),
+            ],
+        );
+        let mut d = vec![SMALL_OBJECT];
+        d.extend(obj);
+        let (text, tree) = both(&d);
+        assert_eq!(
+            text.unwrap(),
+            r#"{"a":false,"bb":[1,"t\u0001o",12.34],"k\"y":-0.5}"#
+        );
+        assert_eq!(tree, to_json_text(&d));
+        let t = JsonNode::from_binary(&d).unwrap();
+        assert_eq!(t.depth(), 2);
+        // Every prefix and corruption fails (or succeeds) the same way in both readings.
+        for n in 0..d.len() {
+            let (text, tree) = both(&d[..n]);
+            assert_eq!(text.is_ok(), tree.is_ok(), "prefix {n}");
+        }
+        for i in 0..d.len() {
+            let mut bad = d.clone();
+            bad[i] ^= 0x41;
+            let (text, tree) = both(&bad);
+            assert_eq!(text.ok(), tree.ok(), "flip at {i}");
+        }
+        assert!(JsonNode::from_binary(&nested_arrays(MAX_DEPTH)).is_ok());
+        assert!(JsonNode::from_binary(&nested_arrays(MAX_DEPTH + 1)).is_err());
+        assert_eq!(key_order("b", "aa"), std::cmp::Ordering::Less);
+        assert_eq!(key_order("ab", "aa"), std::cmp::Ordering::Greater);
+    }
+
     #[test]
     fn aliasing_entries_cannot_explode() {
         // An array whose 1000 entries all point at the same 120-byte string: a real server
@@ -561,5 +820,6 @@ mod tests {
         }
         d.extend_from_slice(&s);
         assert!(to_json_text(&d).is_err());
+        assert!(JsonNode::from_binary(&d).is_err());
     }
 }

@@ -12,6 +12,8 @@
 //! - [`TableLayout::decode_row`] never panics: a short or malformed row image is a
 //!   [`DecodeError`] naming the column.
 //! - Text is converted from the column's charset exactly or refused (see [`super::charset`]).
+//! - Rows of PARTIAL_UPDATE_ROWS events ([`TableLayout::decode_partial_update`]) come out as
+//!   full rows: JSON diffs are applied to the before image's document, or refused.
 //!
 //! Type mapping (source type → [`ColumnType`] → [`Value`]):
 //!
@@ -43,6 +45,7 @@ use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 
 use super::charset::{Charset, charset_name_of_collation};
 use super::decode::{self, DecimalPlan, Decoder};
+use super::jsondiff::{self, Before};
 use crate::event::{Column, ColumnType, Row, TableId, TableSchema, Value};
 
 /// How to name columns when the table map carries no names (`binlog_row_metadata=MINIMAL`).
@@ -226,6 +229,131 @@ impl TableLayout {
             }
         }
         *buf = cur;
+        Ok(row)
+    }
+
+    /// Decodes one row of a PARTIAL_UPDATE_ROWS event (MySQL with
+    /// `binlog_row_value_options=PARTIAL_JSON`) from the front of `buf`, advancing it past the
+    /// row: the before image, then the after image, which starts with a shared-image header
+    /// (packed `value_options`; when its PARTIAL_JSON bit is set, one bit per JSON column of
+    /// the table saying whether that column carries diffs instead of a value).
+    ///
+    /// Returns full rows: each JSON column that carries diffs holds the document after the
+    /// update, computed by applying the diffs to the before image's document (see
+    /// [`super::jsondiff`]). Columns absent from an image (`before_present` /
+    /// `after_present`, the event's column bitmaps) are [`Value::Unchanged`]. A diff that
+    /// cannot apply (before value NULL or not logged, path not found, malformed) is a
+    /// [`DecodeError`] naming the column and the path.
+    pub fn decode_partial_update(
+        &self,
+        buf: &mut &[u8],
+        before_present: &[bool],
+        after_present: &[bool],
+    ) -> Result<(Row, Row), DecodeError> {
+        let mut cur = *buf;
+        // The raw documents of the before image's non-NULL JSON columns.
+        let mut before_docs: Vec<(usize, &[u8])> = Vec::new();
+        let before =
+            self.decode_image(&mut cur, before_present, |i, decoder, cur| match decoder {
+                Decoder::Json { len_bytes } => {
+                    let doc = decode::take_prefixed(cur, *len_bytes)?;
+                    before_docs.push((i, doc));
+                    decode::json_value(doc)
+                }
+                other => other.decode(cur),
+            })?;
+        let partial = self.partial_json_columns(&mut cur)?;
+        let after = self.decode_image(&mut cur, after_present, |i, decoder, cur| {
+            if !partial.get(i).is_some_and(|&p| p) {
+                return decoder.decode(cur);
+            }
+            // Json_diff_vector: a 4-byte length, then the diffs.
+            let diffs = decode::take_prefixed(cur, 4)?;
+            let doc = match before_docs.iter().find(|(c, _)| *c == i) {
+                Some((_, doc)) => Before::Document(doc),
+                None if before_present.get(i).is_some_and(|&p| p) => Before::Null,
+                None => Before::NotLogged,
+            };
+            jsondiff::apply_diffs(doc, diffs)
+                .map(Value::Json)
+                .map_err(|e| e.to_string())
+        })?;
+        *buf = cur;
+        Ok((before, after))
+    }
+
+    /// Reads the shared-image header of a PARTIAL_UPDATE_ROWS after image: which columns
+    /// carry JSON diffs (indexed by column; empty when none does).
+    fn partial_json_columns(&self, cur: &mut &[u8]) -> Result<Vec<bool>, DecodeError> {
+        let header = |reason: String| DecodeError {
+            column: "(partial update header)".into(),
+            reason,
+        };
+        let value_options = decode::read_packed_int(cur).map_err(header)?;
+        // MySQL's replica refuses any option but PARTIAL_JSON (bit 0).
+        if value_options > 1 {
+            return Err(header(format!("unknown value_options {value_options:#x}")));
+        }
+        if value_options == 0 {
+            return Ok(Vec::new());
+        }
+        let bits = decode::take(cur, self.json_columns.div_ceil(8)).map_err(header)?;
+        let mut json_i = 0usize;
+        Ok(self
+            .decoders
+            .iter()
+            .map(|d| {
+                let is_json = matches!(d, Decoder::Json { .. });
+                let partial = is_json && bits[json_i >> 3] >> (json_i & 7) & 1 != 0;
+                json_i += usize::from(is_json);
+                partial
+            })
+            .collect())
+    }
+
+    /// Decodes one row image holding the columns marked in `present` (absent ones become
+    /// [`Value::Unchanged`]), each non-NULL value by `value(column index, decoder, buffer)`.
+    fn decode_image<'a>(
+        &self,
+        cur: &mut &'a [u8],
+        present: &[bool],
+        mut value: impl FnMut(usize, &Decoder, &mut &'a [u8]) -> Result<Value, decode::Reason>,
+    ) -> Result<Row, DecodeError> {
+        let n = self.decoders.len();
+        if present.len() != n {
+            return Err(DecodeError {
+                column: "(column bitmap)".into(),
+                reason: format!("{} bits for {n} columns", present.len()),
+            });
+        }
+        let count = present.iter().filter(|&&p| p).count();
+        let nulls = decode::take(cur, count.div_ceil(8)).map_err(|reason| DecodeError {
+            column: "(null bitmap)".into(),
+            reason,
+        })?;
+        let mut row = Vec::with_capacity(n);
+        let mut image_i = 0;
+        for (i, decoder) in self.decoders.iter().enumerate() {
+            if !present[i] {
+                row.push(Value::Unchanged);
+                continue;
+            }
+            let is_null = nulls[image_i >> 3] >> (image_i & 7) & 1 != 0;
+            image_i += 1;
+            if is_null {
+                row.push(Value::Null);
+                continue;
+            }
+            match value(i, decoder, cur) {
+                Ok(v) => row.push(v),
+                Err(reason) => {
+                    return Err(DecodeError {
+                        column: self.schema.columns[i].name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
         Ok(row)
     }
 

@@ -13,6 +13,7 @@ pub mod file;
 pub mod gtid;
 pub mod inspect;
 pub mod jsonb;
+pub mod jsondiff;
 pub mod layout;
 pub mod mariadb;
 pub mod stream;
