@@ -608,12 +608,13 @@ pub fn evaluate_settings(
         && let Some(v) = server.var("binlog_row_value_options")
     {
         items.push(if v.to_ascii_uppercase().contains("PARTIAL_JSON") {
+            // Partial JSON diffs are applied to the before image, which FULL row images carry
+            // (binlog_row_image is checked on its own).
             CheckItem::new(
                 "binlog_row_value_options",
-                CheckStatus::Fail,
-                "is PARTIAL_JSON; JSON updates would be logged as partial diffs instead of full values",
+                CheckStatus::Info,
+                "PARTIAL_JSON: JSON updates are logged as diffs; tidemark applies them to the full before image",
             )
-            .with_fix(server.set_fix("binlog_row_value_options", "''", "''"))
         } else {
             CheckItem::new(
                 "binlog_row_value_options",
@@ -1263,10 +1264,9 @@ mod tests {
             find(&items, "binlog_row_image").fix.as_deref(),
             Some("SET PERSIST binlog_row_image = 'FULL';")
         );
-        assert_eq!(
-            find(&items, "binlog_row_value_options").fix.as_deref(),
-            Some("SET PERSIST binlog_row_value_options = '';")
-        );
+        let value_options = find(&items, "binlog_row_value_options");
+        assert_eq!(value_options.status, CheckStatus::Info);
+        assert_eq!(value_options.fix, None);
         assert_eq!(find(&items, "binlog_checksum").status, CheckStatus::Pass);
         assert!(find(&items, "binlog_checksum").detail.starts_with("NONE"));
         let retention = find(&items, "binlog_retention");
