@@ -119,9 +119,12 @@ fn decode(name: &str, names: ColumnNames) -> (Vec<TableLayout>, Vec<Rows>) {
                         let row = layout.decode_row(&mut buf).expect("row decodes");
                         row.into_iter().map(Some).collect()
                     } else {
-                        layout
+                        let row = layout
                             .decode_partial_row(&mut buf, present)
-                            .expect("partial row decodes")
+                            .expect("partial row decodes");
+                        row.into_iter()
+                            .map(|v| (v != Value::Unchanged).then_some(v))
+                            .collect()
                     };
                     images.push(image);
                 }

@@ -23,7 +23,7 @@ use super::layout::{ColumnNames, ServerFlavor, TableLayout};
 use super::mariadb;
 use crate::event::{
     ChangeEvent, DdlEvent, GtidState, Op, Position, ResumePoint, SourceMessage, TableId,
-    TableSchema, Transaction, Value, binlog_coordinate,
+    TableSchema, Transaction, binlog_coordinate,
 };
 
 /// Event flag: a reader that does not know this event type may skip it.
@@ -734,12 +734,7 @@ impl Assembler {
                 let row = if full {
                     layout.decode_row(buf)
                 } else {
-                    layout.decode_partial_row(buf, present).map(|values| {
-                        values
-                            .into_iter()
-                            .map(|v| v.unwrap_or(Value::Unchanged))
-                            .collect()
-                    })
+                    layout.decode_partial_row(buf, present)
                 };
                 row.map_err(row_error)
             };

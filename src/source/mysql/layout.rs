@@ -185,49 +185,16 @@ impl TableLayout {
     }
 
     /// Decodes a row image that holds only the columns marked in `present` (the rows event's
-    /// column bitmap, `binlog_row_image` MINIMAL or NOBLOB); absent columns are `None`. For
-    /// inspection and diagnostics: replication needs full images ([`Self::decode_row`]).
+    /// column bitmap, `binlog_row_image` MINIMAL or NOBLOB); absent columns are
+    /// [`Value::Unchanged`]. For inspection and diagnostics: replication needs full images
+    /// ([`Self::decode_row`]).
     pub fn decode_partial_row(
         &self,
         buf: &mut &[u8],
         present: &[bool],
-    ) -> Result<Vec<Option<Value>>, DecodeError> {
-        let n = self.decoders.len();
-        if present.len() != n {
-            return Err(DecodeError {
-                column: "(column bitmap)".into(),
-                reason: format!("{} bits for {n} columns", present.len()),
-            });
-        }
+    ) -> Result<Row, DecodeError> {
         let mut cur = *buf;
-        let count = present.iter().filter(|&&p| p).count();
-        let nulls = decode::take(&mut cur, count.div_ceil(8)).map_err(|reason| DecodeError {
-            column: "(null bitmap)".into(),
-            reason,
-        })?;
-        let mut row = Vec::with_capacity(n);
-        let mut image_i = 0;
-        for (i, decoder) in self.decoders.iter().enumerate() {
-            if !present[i] {
-                row.push(None);
-                continue;
-            }
-            let is_null = nulls[image_i >> 3] >> (image_i & 7) & 1 != 0;
-            image_i += 1;
-            if is_null {
-                row.push(Some(Value::Null));
-                continue;
-            }
-            match decoder.decode(&mut cur) {
-                Ok(v) => row.push(Some(v)),
-                Err(reason) => {
-                    return Err(DecodeError {
-                        column: self.schema.columns[i].name.clone(),
-                        reason,
-                    });
-                }
-            }
-        }
+        let row = self.decode_image(&mut cur, present, |_, decoder, cur| decoder.decode(cur))?;
         *buf = cur;
         Ok(row)
     }
