@@ -463,29 +463,6 @@ fn corrupted_rows_buffers_are_errors_never_panics() {
     }
 }
 
-/// The end of the row image starting at `at` in a rows buffer of the JSON fixture's table
-/// `(id INT, json_col JSON, name VARCHAR(100), age INT)` with no NULLs, holding the columns
-/// whose `present` bit is set: null bitmap, INT, 4-byte length + JSON, 2-byte length + text,
-/// INT.
-fn json_table_image_end(buf: &[u8], at: usize, present: [bool; 4]) -> usize {
-    assert_eq!(buf[at], 0, "no NULLs in the fixture's images");
-    let mut p = at + 1;
-    if present[0] {
-        p += 4;
-    }
-    if present[1] {
-        p += 4 + u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) as usize;
-    }
-    if present[2] {
-        // VARCHAR(100) utf8mb4: up to 400 bytes, a 2-byte length.
-        p += 2 + usize::from(u16::from_le_bytes([buf[p], buf[p + 1]]));
-    }
-    if present[3] {
-        p += 4;
-    }
-    p
-}
-
 /// The JSON fixture's last transaction: UPDATE t SET json_col = JSON_SET(json_col, '$.age',
 /// ...) logged with `binlog_row_value_options=PARTIAL_JSON` and `binlog_row_image=MINIMAL`,
 /// a PARTIAL_UPDATE_ROWS event whose six rows each carry the key as before image and, as
@@ -530,8 +507,8 @@ impl PartialJsonUpdate {
         let mut prior_after_images = Vec::new();
         let mut at = 0;
         while at < prior.len() {
-            let after = json_table_image_end(&prior, at, [true; 4]);
-            let end = json_table_image_end(&prior, after, [true; 4]);
+            let after = support::json_table_image_end(&prior, at, [true; 4]);
+            let end = support::json_table_image_end(&prior, after, [true; 4]);
             prior_after_images.push(prior[after..end].to_vec());
             at = end;
         }
@@ -555,7 +532,7 @@ impl PartialJsonUpdate {
             at += 5;
             // After image: value_options, partial-JSON bits, null bitmap, json diffs, name, age.
             let header = &self.rows[at..at + 2];
-            let end = json_table_image_end(&self.rows, at + 2, [false, true, true, true]);
+            let end = support::json_table_image_end(&self.rows, at + 2, [false, true, true, true]);
             out.extend_from_slice(prior);
             out.extend_from_slice(header);
             out.push(0); // null bitmap of four columns

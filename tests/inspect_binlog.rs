@@ -204,28 +204,6 @@ fn event_crc(event: &[u8]) -> [u8; 4] {
     crc32fast::hash(&event[..event.len() - 4]).to_le_bytes()
 }
 
-/// The end of the row image starting at `at` in a rows buffer of the JSON fixture's table
-/// `(id INT, json_col JSON, name VARCHAR(100), age INT)` with no NULLs, holding the columns
-/// whose `present` bit is set: null bitmap, INT, 4-byte length + JSON, 2-byte length + text,
-/// INT.
-fn json_table_image_end(buf: &[u8], at: usize, present: [bool; 4]) -> usize {
-    assert_eq!(buf[at], 0, "no NULLs in the fixture's images");
-    let mut p = at + 1;
-    if present[0] {
-        p += 4;
-    }
-    if present[1] {
-        p += 4 + u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) as usize;
-    }
-    if present[2] {
-        p += 2 + usize::from(u16::from_le_bytes([buf[p], buf[p + 1]]));
-    }
-    if present[3] {
-        p += 4;
-    }
-    p
-}
-
 /// json.binlog.000001 with its last rows event, a PARTIAL_UPDATE_ROWS logged with
 /// binlog_row_image=MINIMAL (before image: the key; after image: a JSON diff and the generated
 /// columns), rewritten the way binlog_row_image=FULL logs it: each before image is the full
@@ -261,8 +239,8 @@ fn json_fixture_with_full_images() -> Vec<u8> {
     let mut prior_after = Vec::new();
     let mut at = 0;
     while at < prior_rows.len() {
-        let after = json_table_image_end(prior_rows, at, [true; 4]);
-        let end = json_table_image_end(prior_rows, after, [true; 4]);
+        let after = support::json_table_image_end(prior_rows, at, [true; 4]);
+        let end = support::json_table_image_end(prior_rows, after, [true; 4]);
         prior_after.push(&prior_rows[after..end]);
         at = end;
     }
@@ -278,7 +256,7 @@ fn json_fixture_with_full_images() -> Vec<u8> {
         let id = &rows[at + 1..at + 5];
         at += 5;
         // value_options, partial-JSON bits, null bitmap, then the JSON diffs, name, age.
-        let end = json_table_image_end(rows, at + 2, [false, true, true, true]);
+        let end = support::json_table_image_end(rows, at + 2, [false, true, true, true]);
         full_rows.extend_from_slice(prior);
         full_rows.extend_from_slice(&rows[at..at + 2]);
         full_rows.push(0);

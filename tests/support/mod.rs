@@ -56,6 +56,28 @@ pub fn mysql8_fixture(name: &str) -> PathBuf {
     }
 }
 
+/// The end of the row image starting at `at` in a rows buffer of `json.binlog.000001`'s table
+/// `(id INT, json_col JSON, name VARCHAR(100), age INT)` with no NULLs, holding the columns
+/// whose `present` bit is set: null bitmap, INT, 4-byte length + JSON, 2-byte length + text
+/// (VARCHAR(100) utf8mb4 is up to 400 bytes), INT. Used to rewrite that fixture's events.
+pub fn json_table_image_end(buf: &[u8], at: usize, present: [bool; 4]) -> usize {
+    assert_eq!(buf[at], 0, "no NULLs in the fixture's images");
+    let mut p = at + 1;
+    if present[0] {
+        p += 4;
+    }
+    if present[1] {
+        p += 4 + u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) as usize;
+    }
+    if present[2] {
+        p += 2 + usize::from(u16::from_le_bytes([buf[p], buf[p + 1]]));
+    }
+    if present[3] {
+        p += 4;
+    }
+    p
+}
+
 /// The dev-services state dir: `$TIDEMARK_DEV_DIR`, else `<repo>/.dev`.
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("TIDEMARK_DEV_DIR") {
