@@ -161,11 +161,16 @@ fn render(value: &Value, form: Form) -> Option<String> {
     })
 }
 
-/// Compares one decoded row with what SELECT prints for the same row now.
-async fn assert_row_matches(conn: &mut mysql_async::Conn, id: i64, row: &[Value], ctx: &str) {
+/// Row `id` as SELECT prints it, one column per COLUMNS entry in its comparable form.
+async fn select_row(conn: &mut mysql_async::Conn, id: i64) -> mysql_async::Row {
     let exprs: Vec<String> = COLUMNS.iter().map(|(n, _, f)| select_expr(n, *f)).collect();
     let sql = format!("SELECT {} FROM matrix WHERE id = {id}", exprs.join(", "));
-    let selected: mysql_async::Row = conn.query_first(sql).await.unwrap().expect("row exists");
+    conn.query_first(sql).await.unwrap().expect("row exists")
+}
+
+/// Compares one decoded row with what SELECT prints for the same row now.
+async fn assert_row_matches(conn: &mut mysql_async::Conn, id: i64, row: &[Value], ctx: &str) {
+    let selected = select_row(conn, id).await;
     // Row values: id first, then COLUMNS in table order.
     assert_eq!(row[0], Value::Int(id), "{ctx}: id");
     for (i, (name, _, form)) in COLUMNS.iter().enumerate() {
@@ -457,19 +462,9 @@ async fn every_type_decodes_to_what_select_returns() {
     }
 
     // Deletes: before images are the rows as they were.
-    conn.query_drop("SELECT 1").await.unwrap();
     let mut current = Vec::new();
     for id in 1..=5 {
-        let exprs: Vec<String> = COLUMNS.iter().map(|(n, _, f)| select_expr(n, *f)).collect();
-        let row: mysql_async::Row = conn
-            .query_first(format!(
-                "SELECT {} FROM matrix WHERE id = {id}",
-                exprs.join(", ")
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        current.push(row);
+        current.push(select_row(&mut conn, id).await);
     }
     conn.query_drop("DELETE FROM matrix").await.unwrap();
     let deleted = collect_changes(&mut reader, &db, 5).await;
