@@ -57,21 +57,7 @@ stop_instance() {
   rm -f "$pidfile"
 }
 
-if [[ "$action" == status ]]; then
-  if running_pid >/dev/null && [[ -f "$dir/port" ]]; then
-    echo "running $(url_for "$(cat "$dir/port")")"
-  else
-    echo stopped
-  fi
-  exit 0
-fi
-
-take_lock "$base/$name.lock"
-
-if [[ "$action" == stop ]]; then
-  stop_instance
-  exit 0
-fi
+handle_status_or_stop
 
 # --- binaries (installed from Debian's mariadb-server when missing) ----------
 find_all() {

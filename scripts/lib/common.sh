@@ -175,3 +175,22 @@ log_since() {
 file_size() {
   [[ -f "$1" ]] && stat -c %s "$1" || echo 0
 }
+
+# The part every *-instance.sh runs before starting: `status` prints the URL or "stopped";
+# otherwise take the instance lock, and `stop` stops it. Needs the caller's $action, $dir,
+# $base, $name and its running_pid, url_for and stop_instance functions. Returns only for start.
+handle_status_or_stop() {
+  if [[ "$action" == status ]]; then
+    if running_pid >/dev/null && [[ -f "$dir/port" ]]; then
+      echo "running $(url_for "$(cat "$dir/port")")"
+    else
+      echo stopped
+    fi
+    exit 0
+  fi
+  take_lock "$base/$name.lock"
+  if [[ "$action" == stop ]]; then
+    stop_instance
+    exit 0
+  fi
+}
