@@ -179,6 +179,7 @@ file_size() {
 # The part every *-instance.sh runs before starting: `status` prints the URL or "stopped";
 # otherwise take the instance lock, and `stop` stops it. Needs the caller's $action, $dir,
 # $base, $name and its running_pid, url_for and stop_instance functions. Returns only for start.
+# shellcheck disable=SC2154  # action, dir, base, name are the calling script's
 handle_status_or_stop() {
   if [[ "$action" == status ]]; then
     if running_pid >/dev/null && [[ -f "$dir/port" ]]; then
