@@ -104,6 +104,11 @@ fn valid_config_loads_typed_values() {
     let second = config.source("globex-sg-txn").unwrap();
     assert!(second.includes_table("anything", "t"));
     assert!(!second.includes_table("mysql", "user"));
+    // One literal database: tables keep their name; every database: prefixed by it.
+    assert_eq!(source.target_table, "{table}");
+    assert_eq!(source.target_table_name("shop", "Orders"), "orders");
+    assert_eq!(second.target_table, "{database}__{table}");
+    assert_eq!(second.target_table_name("Shop", "orders"), "shop__orders");
 }
 
 #[test]
@@ -272,6 +277,175 @@ fn invalid_schema_name_is_rejected() {
     );
 }
 
+/// [`BASE`] with `line` added to its `[[sources]]` table, after `function`.
+fn with_source_line(line: &str) -> String {
+    BASE.replace(
+        "function = \"txn\"\n",
+        &format!("function = \"txn\"\n{line}\n"),
+    )
+}
+
+#[test]
+fn target_schema_template_is_rendered_and_lowercased() {
+    let text = with_source_line("target_schema = \"CDC_{tenant}_{function}\"");
+    assert_eq!(
+        parse(&text).unwrap().sources[0].staging_schema(),
+        "cdc_acme_txn"
+    );
+    assert_eq!(
+        parse(&text).unwrap().sources[0].target_schema,
+        "cdc_acme_txn"
+    );
+
+    // Interpolation first, then the template.
+    let vars = |name: &str| match name {
+        "SCHEMA_PREFIX" => Some("Stage".to_string()),
+        other => env(other),
+    };
+    let text = with_source_line("target_schema = \"${SCHEMA_PREFIX}_{region}\"");
+    let config = Config::from_str_with_env(&text, Path::new("conf/test.toml"), &vars).unwrap();
+    assert_eq!(config.sources[0].staging_schema(), "stage_in");
+
+    // tenant/region/function need not form a valid name when target_schema does not use them.
+    let text = with_source_line("target_schema = \"acme_{region}\"")
+        .replace("tenant = \"acme\"", "tenant = \"acme-corp\"");
+    assert_eq!(parse(&text).unwrap().sources[0].staging_schema(), "acme_in");
+}
+
+#[test]
+fn target_schema_unknown_placeholder_names_key_and_line() {
+    let text = with_source_line("target_schema = \"{tenant}_{zone}\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("`{zone}`"), "{e}");
+    assert!(
+        e.message()
+            .contains("{tenant}, {region}, {function} and {id}"),
+        "lists the placeholders: {e}"
+    );
+
+    let text = with_source_line("target_schema = \"{tenant}_{region\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("not closed"), "{e}");
+
+    let text = with_source_line("target_schema = \"\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+}
+
+#[test]
+fn invalid_rendered_target_schema_names_the_key() {
+    // The id `acme-in-txn` has `-`, which no schema name may hold.
+    let text = with_source_line("target_schema = \"src_{id}\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("`src_acme-in-txn`"), "{e}");
+    assert!(e.message().contains("contains `-`"), "{e}");
+
+    let text = with_source_line("target_schema = \"Public\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("reserved"), "{e}");
+
+    let text = with_source_line("target_schema = \"9_{tenant}\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("digit"), "{e}");
+}
+
+#[test]
+fn duplicate_rendered_target_schemas_are_rejected() {
+    let text = format!("{BASE}{SECOND}").replace(
+        "function = \"txn\"\nsnapshot",
+        "function = \"txn\"\ntarget_schema = \"ACME_IN_{function}\"\nsnapshot",
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[1].target_schema",
+        line_of(&text, "target_schema"),
+    );
+    assert!(e.message().contains("acme_in_txn"), "{e}");
+    assert!(e.message().contains("sources[0]"), "{e}");
+}
+
+#[test]
+fn target_table_template_is_checked() {
+    let text = with_source_line("target_table = \"{schema}_{table}\"");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.sources[0].target_table, "{schema}_{table}");
+    assert_eq!(
+        config.sources[0].target_table_name("Shop", "Orders"),
+        "shop_orders"
+    );
+
+    let text = with_source_line("target_table = \"{db}__{table}\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_table",
+        line_of(&text, "target_table"),
+    );
+    assert!(e.message().contains("unknown placeholder `{db}`"), "{e}");
+    assert!(
+        e.message().contains("{database}, {schema} and {table}"),
+        "{e}"
+    );
+
+    let text = with_source_line("target_table = \"{database}_{table\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_table",
+        line_of(&text, "target_table"),
+    );
+    assert!(e.message().contains("not closed"), "{e}");
+
+    let text = with_source_line("target_table = \"{database}_all\"");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].target_table",
+        line_of(&text, "target_table"),
+    );
+    assert!(e.message().contains("must contain {table}"), "{e}");
+}
+
 #[test]
 fn unimplemented_snapshot_modes_say_so() {
     let text = BASE.replace("snapshot = \"never\"", "snapshot = \"initial\"");
@@ -430,6 +604,20 @@ fn example_configs_load() {
     .unwrap();
     assert!(matches!(local.warehouse, WarehouseConfig::Postgres { .. }));
     assert_eq!(local.sources[0].staging_schema(), "demo_local_shop");
+    assert_eq!(local.sources[0].target_table, "{table}");
+
+    let redshift = Config::from_str_with_env(
+        &std::fs::read_to_string(dir.join("redshift.toml")).unwrap(),
+        &dir.join("redshift.toml"),
+        &env,
+    )
+    .unwrap();
+    let globex = redshift.source("globex-sg-txn").unwrap();
+    assert_eq!(globex.staging_schema(), "globex_sg_txn");
+    assert_eq!(
+        globex.target_table_name("billing", "invoices"),
+        "billing__invoices"
+    );
     assert_eq!(local.group.state_dir, dir.join("../.dev/state/local"));
 }
 

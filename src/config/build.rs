@@ -16,9 +16,11 @@ use super::locate::{Locator, join_key};
 use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
 use super::source::{
-    SnapshotMode, SourceConfig, SourceKind, StartPosition, TablePattern, derived_server_id,
-    schema_name_problem, staging_schema_of,
+    DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, StartPosition,
+    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_target_table,
+    derived_server_id, render_target_schema, schema_name_problem,
 };
+use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
 use super::{BatchConfig, Config, GroupConfig};
@@ -486,31 +488,7 @@ impl Builder<'_> {
         let tenant = self.non_empty(&raw.tenant, &key("tenant"))?;
         let region = self.non_empty(&raw.region, &key("region"))?;
         let function = self.non_empty(&raw.function, &key("function"))?;
-        let schema = staging_schema_of(&tenant, &region, &function);
-        if let Some(problem) = schema_name_problem(&schema) {
-            // Point at the part that carries the bad character, else at tenant.
-            let parts = [
-                (&raw.tenant, &tenant, "tenant"),
-                (&raw.region, &region, "region"),
-                (&raw.function, &function, "function"),
-            ];
-            let (span, name) = parts
-                .iter()
-                .find(|(_, value, _)| {
-                    schema_name_problem(&value.to_lowercase())
-                        .is_some_and(|p| p.starts_with("contains"))
-                })
-                .map_or((raw.tenant.span(), "tenant"), |(raw, _, name)| {
-                    (raw.span(), *name)
-                });
-            return Err(self.invalid(
-                span,
-                &key(name),
-                format!(
-                    "staging schema `{schema}` ({{tenant}}_{{region}}_{{function}}, lowercased) {problem}"
-                ),
-            ));
-        }
+        let target_schema = self.target_schema(raw, at, &id, &tenant, &region, &function)?;
         let include = match &raw.include {
             Some(list) if list.get_ref().is_empty() => {
                 return Err(self.invalid(
@@ -528,6 +506,10 @@ impl Builder<'_> {
         let exclude = match &raw.exclude {
             Some(list) => self.patterns(list.get_ref(), &key("exclude"))?,
             None => Vec::new(),
+        };
+        let target_table = match &raw.target_table {
+            Some(value) => self.target_table(value, &key("target_table"))?,
+            None => default_target_table(&include).to_string(),
         };
         let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
         let server_id = match (&raw.server_id, kind) {
@@ -587,6 +569,8 @@ impl Builder<'_> {
             tenant,
             region,
             function,
+            target_schema,
+            target_table,
             include,
             exclude,
             snapshot,
@@ -594,6 +578,75 @@ impl Builder<'_> {
             heartbeat,
             start,
         })
+    }
+
+    /// The source's staging schema: `target_schema` (default `{tenant}_{region}_{function}`)
+    /// rendered, lowercased and checked to be a valid schema name.
+    fn target_schema(
+        &self,
+        raw: &RawSource,
+        at: &str,
+        id: &str,
+        tenant: &str,
+        region: &str,
+        function: &str,
+    ) -> Result<String> {
+        let Some(value) = &raw.target_schema else {
+            let schema = render_target_schema(DEFAULT_TARGET_SCHEMA, id, tenant, region, function);
+            let Some(problem) = schema_name_problem(&schema) else {
+                return Ok(schema);
+            };
+            // Point at the part that carries the bad character, else at tenant.
+            let parts = [
+                (&raw.tenant, tenant, "tenant"),
+                (&raw.region, region, "region"),
+                (&raw.function, function, "function"),
+            ];
+            let (span, name) = parts
+                .iter()
+                .find(|(_, value, _)| {
+                    schema_name_problem(&value.to_lowercase())
+                        .is_some_and(|p| p.starts_with("contains"))
+                })
+                .map_or((raw.tenant.span(), "tenant"), |(raw, _, name)| {
+                    (raw.span(), *name)
+                });
+            return Err(self.invalid(
+                span,
+                &format!("{at}.{name}"),
+                format!(
+                    "staging schema `{schema}` ({DEFAULT_TARGET_SCHEMA}, lowercased) {problem}; fix it or set target_schema"
+                ),
+            ));
+        };
+        let key = format!("{at}.target_schema");
+        let text = self.non_empty(value, &key)?;
+        template::check(&text, TARGET_SCHEMA_PLACEHOLDERS)
+            .map_err(|m| self.invalid(value.span(), &key, m))?;
+        let schema = render_target_schema(&text, id, tenant, region, function);
+        match schema_name_problem(&schema) {
+            Some(problem) => Err(self.invalid(
+                value.span(),
+                &key,
+                format!("staging schema `{schema}` (rendered, lowercased) {problem}"),
+            )),
+            None => Ok(schema),
+        }
+    }
+
+    /// A checked `target_table` template: known placeholders only, and `{table}` among them.
+    fn target_table(&self, value: &Str, key: &str) -> Result<String> {
+        let text = self.non_empty(value, key)?;
+        let used = template::check(&text, TARGET_TABLE_PLACEHOLDERS)
+            .map_err(|m| self.invalid(value.span(), key, m))?;
+        if !used.contains(&"table") {
+            return Err(self.invalid(
+                value.span(),
+                key,
+                "must contain {table}, or every source table would land on one target table",
+            ));
+        }
+        Ok(text)
     }
 
     fn patterns(&self, values: &[Str], key: &str) -> Result<Vec<TablePattern>> {
@@ -654,11 +707,18 @@ impl Builder<'_> {
             ids.insert(&source.id, i);
             let schema = source.staging_schema();
             if let Some(&first) = schemas.get(&schema) {
+                // Point at target_schema when the source sets it, else at tenant.
+                let (span, name) = raw
+                    .target_schema
+                    .as_ref()
+                    .map_or((raw.tenant.span(), "tenant"), |t| {
+                        (t.span(), "target_schema")
+                    });
                 return Err(self.invalid(
-                    raw.tenant.span(),
-                    &format!("sources[{i}].tenant"),
+                    span,
+                    &format!("sources[{i}].{name}"),
                     format!(
-                        "staging schema `{schema}` is already used by source `{}` (sources[{first}]); give each source its own tenant/region/function",
+                        "staging schema `{schema}` is already used by source `{}` (sources[{first}]); give each source its own tenant/region/function or target_schema",
                         sources[first].id
                     ),
                 ));

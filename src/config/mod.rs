@@ -2,10 +2,11 @@
 //! key and the line.
 //!
 //! Loading is all-or-nothing: [`Config::load`] returns a config in which every value has been
-//! interpolated, parsed into its type (durations, sizes, modes) and checked against the others
-//! (unique ids, valid staging schemas), or the first [`ConfigError`], whose one-line message reads
-//! `file.toml:LINE: key `sources[1].kind`: message`. Unknown keys are errors, never ignored.
-//! Secrets in URLs are held in [`SecretUrl`] and never appear in `Debug` or `Display` output.
+//! interpolated, parsed into its type (durations, sizes, modes, name templates) and checked
+//! against the others (unique ids, valid and unique staging schemas), or the first
+//! [`ConfigError`], whose one-line message reads ``file.toml:LINE: key `sources[1].kind`: message``.
+//! Unknown keys are errors, never ignored. Secrets in URLs are held in [`SecretUrl`] and
+//! never appear in `Debug` or `Display` output.
 //!
 //! The file format, every key and its default are documented in `docs/config.md`.
 
@@ -16,6 +17,7 @@ mod locate;
 mod raw;
 mod secret;
 mod source;
+mod template;
 mod units;
 mod warehouse;
 
@@ -55,14 +57,17 @@ pub struct GroupConfig {
     pub state_dir: PathBuf,
 }
 
-/// `[batch]`: a table's batch is loaded when any limit is reached.
+/// `[batch]`: a source's batch (all its tables together) is loaded when any limit is reached.
+///
+/// A batch ends only at a source transaction boundary, so one transaction larger than
+/// `max_rows` / `max_bytes` makes one larger batch (spilled to files under `state_dir`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
-    /// Rows per batch (default 100000).
+    /// Rows per batch, all tables of the source together (default 100000).
     pub max_rows: u64,
-    /// Bytes per batch (default 64MiB).
+    /// Bytes per batch, all tables of the source together (default 64MiB).
     pub max_bytes: ByteSize,
-    /// Longest time a change waits in a batch (default 500ms).
+    /// Longest a committed change waits before its batch is loaded (default 500ms).
     pub max_delay: Duration,
 }
 

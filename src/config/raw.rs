@@ -65,6 +65,8 @@ pub(crate) struct RawSource {
     pub tenant: Str,
     pub region: Str,
     pub function: Str,
+    pub target_schema: Option<Str>,
+    pub target_table: Option<Str>,
     pub include: Option<Spanned<Vec<Str>>>,
     pub exclude: Option<Spanned<Vec<Str>>>,
     pub snapshot: Str,

@@ -1,13 +1,26 @@
 //! Typed `[[sources]]` entries: what to read, where its tables land, how to start.
 //!
 //! Invariants of a loaded [`SourceConfig`]: its `id` is unique in the group, its
-//! [`SourceConfig::staging_schema`] is a valid warehouse identifier unique in the group, and its
-//! `snapshot` mode is one tidemark implements.
+//! [`SourceConfig::staging_schema`] (the rendered `target_schema`) is a valid warehouse identifier
+//! unique in the group, its `target_table` template uses only known placeholders and contains
+//! `{table}`, and its `snapshot` mode is one tidemark implements.
 
 use std::fmt;
 use std::time::Duration;
 
 use super::secret::SecretUrl;
+use super::template;
+
+/// Default `target_schema` template.
+pub(crate) const DEFAULT_TARGET_SCHEMA: &str = "{tenant}_{region}_{function}";
+/// Placeholders a `target_schema` template may use.
+pub(crate) const TARGET_SCHEMA_PLACEHOLDERS: &[&str] = &["tenant", "region", "function", "id"];
+/// Placeholders a `target_table` template may use (`{schema}` is an alias of `{database}`).
+pub(crate) const TARGET_TABLE_PLACEHOLDERS: &[&str] = &["database", "schema", "table"];
+/// Default `target_table` when the include patterns name exactly one database.
+const TARGET_TABLE_ONE_DATABASE: &str = "{table}";
+/// Default `target_table` otherwise.
+const TARGET_TABLE_MANY_DATABASES: &str = "{database}__{table}";
 
 /// Which database a source reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,12 +176,20 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Connection URL; its password never prints.
     pub url: SecretUrl,
-    /// Tenant, the first part of the staging schema.
+    /// Tenant, `{tenant}` of the `target_schema` template.
     pub tenant: String,
-    /// Region, the second part of the staging schema.
+    /// Region, `{region}` of the `target_schema` template.
     pub region: String,
-    /// Function (lookup, txn, ...), the third part of the staging schema.
+    /// Function (lookup, txn, ...), `{function}` of the `target_schema` template.
     pub function: String,
+    /// The warehouse schema this source loads into: the `target_schema` template (default
+    /// `{tenant}_{region}_{function}`) rendered and lowercased; a valid identifier, unique in the
+    /// group.
+    pub target_schema: String,
+    /// The `target_table` template, default filled in: `{table}` when every include pattern names
+    /// the same literal database, else `{database}__{table}`. Render it with
+    /// [`SourceConfig::target_table_name`].
+    pub target_table: String,
     /// Tables to replicate (default `*.*`: every non-system table).
     pub include: Vec<TablePattern>,
     /// Tables to leave out even when included.
@@ -185,10 +206,17 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
-    /// The warehouse schema this source's tables load into: `{tenant}_{region}_{function}`,
-    /// lowercased (validated at load time).
+    /// The warehouse schema this source's tables load into: [`SourceConfig::target_schema`]
+    /// (rendered, lowercased and validated at load time).
     pub fn staging_schema(&self) -> String {
-        staging_schema_of(&self.tenant, &self.region, &self.function)
+        self.target_schema.clone()
+    }
+
+    /// The warehouse table that source table `database.table` (Postgres: `schema.table`) loads
+    /// into: the `target_table` template rendered and lowercased. Not validated here: the sink
+    /// checks the name against the warehouse's identifier rules.
+    pub fn target_table_name(&self, database: &str, table: &str) -> String {
+        render_target_table(&self.target_table, database, table)
     }
 
     /// True when `schema.table` is replicated: matched by `include`, not by `exclude`, and not a
@@ -207,9 +235,51 @@ impl SourceConfig {
     }
 }
 
-/// `{tenant}_{region}_{function}` lowercased, not yet validated.
-pub(crate) fn staging_schema_of(tenant: &str, region: &str, function: &str) -> String {
-    format!("{tenant}_{region}_{function}").to_lowercase()
+/// A checked `target_schema` template rendered with a source's values and lowercased, not yet
+/// validated as an identifier.
+pub(crate) fn render_target_schema(
+    template: &str,
+    id: &str,
+    tenant: &str,
+    region: &str,
+    function: &str,
+) -> String {
+    template::render(
+        template,
+        &[
+            ("tenant", tenant),
+            ("region", region),
+            ("function", function),
+            ("id", id),
+        ],
+    )
+    .to_lowercase()
+}
+
+/// A checked `target_table` template rendered for `database.table` and lowercased.
+fn render_target_table(template: &str, database: &str, table: &str) -> String {
+    template::render(
+        template,
+        &[
+            ("database", database),
+            ("schema", database),
+            ("table", table),
+        ],
+    )
+    .to_lowercase()
+}
+
+/// The `target_table` template used when the key is absent: `{table}` when every pattern of
+/// `include` has the same literal (wildcard-free) schema part, else `{database}__{table}`.
+pub(crate) fn default_target_table(include: &[TablePattern]) -> &'static str {
+    match include.split_first() {
+        Some((first, rest))
+            if first.has_literal_schema() && rest.iter().all(|p| p.schema == first.schema) =>
+        {
+            TARGET_TABLE_ONE_DATABASE
+        }
+        _ => TARGET_TABLE_MANY_DATABASES,
+    }
 }
 
 /// Why `name` cannot be a staging schema, if it cannot: Redshift identifier rules restricted to
@@ -313,7 +383,10 @@ mod tests {
 
     #[test]
     fn schema_names() {
-        assert_eq!(staging_schema_of("Acme", "IN", "txn"), "acme_in_txn");
+        assert_eq!(
+            render_target_schema(DEFAULT_TARGET_SCHEMA, "x", "Acme", "IN", "txn"),
+            "acme_in_txn"
+        );
         assert!(schema_name_problem("acme_in_txn").is_none());
         assert!(schema_name_problem("_x").is_none());
         assert!(schema_name_problem("acme-x_in_txn").is_some());
@@ -321,5 +394,133 @@ mod tests {
         assert!(schema_name_problem(&"a".repeat(128)).is_some());
         assert!(schema_name_problem(&"a".repeat(127)).is_none());
         assert!(schema_name_problem("pg_x").is_some());
+    }
+
+    /// The first source of a minimal config whose `[[sources]]` table ends with `extra` lines.
+    fn load(kind: &str, extra: &str) -> SourceConfig {
+        let url = match kind {
+            "mysql" => "mysql://repl:pw@h:3306",
+            _ => "postgres://repl:pw@h:5432/app",
+        };
+        let text = format!(
+            "[group]\nname = \"g\"\n[warehouse]\nkind = \"postgres\"\nurl = \"postgres://x@h/db\"\n\
+             [[sources]]\nid = \"Acme-1\"\nkind = \"{kind}\"\nurl = \"{url}\"\ntenant = \"Acme\"\n\
+             region = \"IN\"\nfunction = \"Txn\"\nsnapshot = \"never\"\n{extra}"
+        );
+        match crate::config::Config::from_str_with_env(
+            &text,
+            std::path::Path::new("t.toml"),
+            &|_| None,
+        ) {
+            Ok(config) => config.sources.into_iter().next().expect("one source"),
+            Err(e) => panic!("{e}\n{text}"),
+        }
+    }
+
+    #[test]
+    fn target_schema_default_and_templates_render_lowercased() {
+        let source = load("mysql", "");
+        assert_eq!(source.target_schema, "acme_in_txn");
+        assert_eq!(source.staging_schema(), "acme_in_txn");
+
+        let source = load("mysql", "target_schema = \"Raw_{function}_{tenant}\"\n");
+        assert_eq!(source.staging_schema(), "raw_txn_acme");
+
+        let source = load("mysql", "target_schema = \"cdc_{region}_{function}\"\n");
+        assert_eq!(source.staging_schema(), "cdc_in_txn");
+
+        let source = load("mysql", "target_schema = \"WH\"\n");
+        assert_eq!(source.staging_schema(), "wh");
+    }
+
+    #[test]
+    fn target_schema_renders_id() {
+        // `-` is fine in an id, not in a schema: {id} works for ids of letters, digits and _.
+        assert_eq!(
+            render_target_schema("src_{id}", "Shop_2", "t", "r", "f"),
+            "src_shop_2"
+        );
+        assert_eq!(
+            render_target_schema(DEFAULT_TARGET_SCHEMA, "x", "{id}", "r", "f"),
+            "{id}_r_f",
+            "substituted values are not rendered again"
+        );
+    }
+
+    #[test]
+    fn target_table_default_one_literal_database() {
+        for include in [
+            "include = [\"shop.*\"]",
+            "include = [\"shop.orders\", \"shop.items\"]",
+            "include = [\"shop.*\", \"shop.tmp_?\"]",
+        ] {
+            let source = load("mysql", &format!("{include}\n"));
+            assert_eq!(source.target_table, "{table}", "{include}");
+            assert_eq!(source.target_table_name("shop", "Orders"), "orders");
+        }
+    }
+
+    #[test]
+    fn target_table_default_several_or_wildcard_databases() {
+        for include in [
+            "",
+            "include = [\"*.*\"]",
+            "include = [\"shop.*\", \"billing.invoices\"]",
+            "include = [\"shop_*.*\"]",
+            "include = [\"shop.*\", \"sho?.*\"]",
+            "include = [\"Shop.*\", \"shop.*\"]",
+        ] {
+            let source = load("mysql", &format!("{include}\n"));
+            assert_eq!(source.target_table, "{database}__{table}", "{include}");
+            assert_eq!(
+                source.target_table_name("Billing", "Invoices"),
+                "billing__invoices"
+            );
+        }
+    }
+
+    #[test]
+    fn target_table_templates_render_lowercased() {
+        let source = load("mysql", "target_table = \"{database}_{table}_V1\"\n");
+        assert_eq!(source.target_table, "{database}_{table}_V1");
+        assert_eq!(source.target_table_name("Shop", "Orders"), "shop_orders_v1");
+
+        // {schema} is the same value as {database}, natural for Postgres sources.
+        let source = load(
+            "postgres",
+            "include = [\"public.*\", \"audit.*\"]\ntarget_table = \"{schema}_{table}\"\n",
+        );
+        assert_eq!(source.target_table_name("audit", "Log"), "audit_log");
+        assert_eq!(source.target_table_name("public", "log"), "public_log");
+
+        // Runtime names are substituted once, never scanned for placeholders.
+        let source = load("mysql", "target_table = \"{table}\"\n");
+        assert_eq!(
+            source.target_table_name("{table}", "A{database}"),
+            "a{database}"
+        );
+    }
+
+    #[test]
+    fn default_target_table_of_patterns() {
+        let patterns = |list: &[&str]| -> Vec<TablePattern> {
+            list.iter()
+                .map(|p| TablePattern::parse(p).expect("pattern"))
+                .collect()
+        };
+        assert_eq!(default_target_table(&patterns(&["shop.*"])), "{table}");
+        assert_eq!(
+            default_target_table(&patterns(&["shop.a", "shop.b*"])),
+            "{table}"
+        );
+        assert_eq!(
+            default_target_table(&patterns(&["shop.*", "app.*"])),
+            "{database}__{table}"
+        );
+        assert_eq!(
+            default_target_table(&patterns(&["*.*"])),
+            "{database}__{table}"
+        );
+        assert_eq!(default_target_table(&[]), "{database}__{table}");
     }
 }
