@@ -10,4 +10,6 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod observe;
+pub mod pipeline;
+pub mod sink;
 pub mod source;

@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use tidemark::config::{Config, SourceKind};
 use tidemark::observe::{LogFormat, init_logging};
+use tidemark::pipeline::run_group;
 use tidemark::source::mysql::check::check_mysql_source;
 use tidemark::source::mysql::file::FileError;
 use tidemark::source::mysql::inspect::{InspectOptions, inspect_binlog_files, inspect_stream};
@@ -34,6 +35,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replicate every source of the group into the warehouse until SIGTERM or SIGINT, then
+    /// load the whole transactions already read and exit 0.
+    Run {
+        /// The group's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Check every source's prerequisites (settings, grants, retention) and print the fix for
     /// each one that is missing. Exit 0 only when all pass.
     Check {
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Run { config } => block_on(run(config)),
         Command::Check { config, source } => block_on(check(config, source)),
         Command::Inspect(InspectCommand::Binlog {
             files,
@@ -133,6 +142,44 @@ async fn inspect_live(url: String, server_id: u32) -> ExitCode {
 }
 
 /// Loads the config or explains why not (exit code 2).
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!(
+            "stop requested: loading what was read, then exiting (signal again to exit at once)"
+        );
+        let _ = stop.send(true);
+        wait_for_stop_signal().await;
+        eprintln!("tidemark: second stop signal: exiting without waiting");
+        std::process::exit(130);
+    });
+    match run_group(&config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// SIGTERM (systemd, ECS) or SIGINT (Ctrl-C).
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("tidemark: config error: {e}");

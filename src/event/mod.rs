@@ -90,6 +90,9 @@ pub struct DdlEvent {
     pub statement: String,
     /// Where it sits in the log.
     pub position: Position,
+    /// Tables the statement renamed, as (old, new), when the source can tell; their rows
+    /// continue under the new name.
+    pub renamed: Vec<(TableId, TableId)>,
 }
 
 /// One item of a source's stream; see the module docs for the grammar and guarantees.

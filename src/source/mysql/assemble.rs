@@ -17,6 +17,7 @@ use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::binlog::EventType;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 
+use super::ddl::renamed_tables;
 use super::error::{BinlogError, EventAt};
 use super::gtid::{MariadbGtidList, MysqlGtidSet, format_uuid};
 use super::layout::{ColumnNames, ServerFlavor, TableLayout};
@@ -547,10 +548,12 @@ impl Assembler {
             Statement::Ddl => {
                 self.begin_implicit(&at, ts_secs, out);
                 let position = self.next_position();
+                let renamed = renamed_tables(text, &namespace);
                 out.push(SourceMessage::Ddl(DdlEvent {
                     namespace,
                     statement: text.to_owned(),
                     position,
+                    renamed,
                 }));
                 self.end_statement(end, at, out)?;
             }

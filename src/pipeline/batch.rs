@@ -1,0 +1,323 @@
+//! Turns one source's message stream into batches that end on transaction boundaries.
+//!
+//! Invariants:
+//! - A batch holds only whole committed transactions, and its checkpoint is the resume point of
+//!   the last one: loading it and recording the checkpoint together never splits a transaction.
+//! - A rolled back transaction leaves no trace: every table buffer returns to where it stood at
+//!   `Begin`.
+//! - A table rename is applied after every change that came before it and before any that came
+//!   after: the batch is cut in front of the renaming statement.
+//! - Memory: once the batch's encoded rows exceed `max_bytes` while a transaction is still open
+//!   (so the batch cannot be cut yet), the buffers move to files under the spill directory.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::route::{RouteConflict, Router};
+use crate::config::BatchConfig;
+use crate::event::{ResumePoint, SourceMessage, TableId};
+use crate::sink::staging::TableMark;
+use crate::sink::{Batch, Checkpoint, EncodeError, TableChanges, TargetTable};
+
+/// How long a position-only change (transactions that touched no replicated table, heartbeats)
+/// waits before it is recorded: often enough that a restart does not re-read much.
+const CHECKPOINT_ONLY_DELAY: Duration = Duration::from_secs(10);
+
+/// Why the stream cannot be batched.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A change that cannot be encoded for the warehouse.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Two source tables map to one target table.
+    #[error(transparent)]
+    Route(#[from] Box<RouteConflict>),
+    /// The source broke the stream grammar (a bug in the source).
+    #[error("source {source_id}: {problem}")]
+    Stream {
+        /// The source.
+        source_id: String,
+        /// What arrived out of place.
+        problem: String,
+    },
+    /// Spilling to disk failed.
+    #[error("spilling batch data to {dir}: {error}")]
+    Spill {
+        /// The spill directory.
+        dir: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+#[derive(Debug)]
+struct OpenTransaction {
+    commit_ts_micros: i64,
+    marks: Vec<(usize, TableMark)>,
+    tables_before: usize,
+}
+
+impl OpenTransaction {
+    fn untouched(&self, tables: usize) -> bool {
+        self.marks.is_empty() && self.tables_before == tables
+    }
+}
+
+/// Accumulates one source's changes into [`Batch`]es.
+#[derive(Debug)]
+pub struct Batcher {
+    source_id: Arc<str>,
+    router: Router,
+    limits: BatchConfig,
+    spill_dir: PathBuf,
+    tables: Vec<TableChanges>,
+    by_source: HashMap<TableId, usize>,
+    renames: Vec<(TargetTable, TargetTable)>,
+    next_seq: u64,
+    open: Option<OpenTransaction>,
+    committed: Option<Checkpoint>,
+    last_commit_ts: Option<i64>,
+    data_since: Option<Instant>,
+    position_since: Option<Instant>,
+    spilled: bool,
+}
+
+impl Batcher {
+    /// A batcher for one source, routing with `router`, spilling under `spill_dir`.
+    pub fn new(
+        source_id: Arc<str>,
+        router: Router,
+        limits: BatchConfig,
+        spill_dir: PathBuf,
+    ) -> Batcher {
+        Batcher {
+            source_id,
+            router,
+            limits,
+            spill_dir,
+            tables: Vec::new(),
+            by_source: HashMap::new(),
+            renames: Vec::new(),
+            next_seq: 0,
+            open: None,
+            committed: None,
+            last_commit_ts: None,
+            data_since: None,
+            position_since: None,
+            spilled: false,
+        }
+    }
+
+    /// Takes one message; when a rename forces a cut, the batch before it goes to `cut`.
+    pub fn push(&mut self, message: SourceMessage, cut: &mut Vec<Batch>) -> Result<(), BatchError> {
+        match message {
+            SourceMessage::Begin(txn) => {
+                if self.open.is_some() {
+                    return Err(self.grammar("Begin inside an open transaction"));
+                }
+                self.open = Some(OpenTransaction {
+                    commit_ts_micros: txn.commit_ts_micros,
+                    marks: Vec::new(),
+                    tables_before: self.tables.len(),
+                });
+            }
+            SourceMessage::Schema(_) => {}
+            SourceMessage::Change(event) => {
+                let Some(target) = self.router.route(&event.table.id)?.cloned() else {
+                    return Ok(());
+                };
+                let Some(open) = self.open.as_mut() else {
+                    return Err(self.grammar("a change outside a transaction"));
+                };
+                let index = match self.by_source.get(&event.table.id) {
+                    Some(&index) => {
+                        if index < open.tables_before
+                            && !open.marks.iter().any(|(i, _)| *i == index)
+                        {
+                            open.marks.push((index, self.tables[index].mark()));
+                        }
+                        index
+                    }
+                    None => {
+                        self.tables
+                            .push(TableChanges::new(event.table.id.clone(), target));
+                        self.by_source
+                            .insert(event.table.id.clone(), self.tables.len() - 1);
+                        self.tables.len() - 1
+                    }
+                };
+                self.tables[index].push(&event, &mut self.next_seq)?;
+                if self.spilled {
+                    self.spill_table(index)?;
+                } else if self.memory_bytes() as u64 > self.limits.max_bytes.0 {
+                    self.spilled = true;
+                    for index in 0..self.tables.len() {
+                        self.spill_table(index)?;
+                    }
+                }
+            }
+            SourceMessage::Ddl(ddl) => {
+                for (from, to) in &ddl.renamed {
+                    let Some(rename) = self.router.rename(from, to)? else {
+                        continue;
+                    };
+                    if self
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| !o.untouched(self.tables.len()))
+                    {
+                        return Err(self.grammar(
+                            "a table rename inside a transaction that also changed rows",
+                        ));
+                    }
+                    if let Some(batch) = self.take() {
+                        cut.push(batch);
+                    }
+                    // Later changes of the new name must not join a buffer of the old one.
+                    self.by_source.remove(from);
+                    self.renames.push(rename);
+                }
+            }
+            SourceMessage::Commit(resume_point) => {
+                let Some(open) = self.open.take() else {
+                    return Err(self.grammar("Commit outside a transaction"));
+                };
+                self.last_commit_ts = Some(open.commit_ts_micros);
+                self.record_position(resume_point, !open.untouched(self.tables.len()));
+            }
+            SourceMessage::Rollback => {
+                if let Some(open) = self.open.take() {
+                    self.roll_back(open)?;
+                }
+            }
+            SourceMessage::Heartbeat(resume_point) => {
+                if self.open.is_none() {
+                    self.record_position(resume_point, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_position(&mut self, resume_point: ResumePoint, with_data: bool) {
+        let now = Instant::now();
+        if with_data || !self.renames.is_empty() {
+            self.data_since.get_or_insert(now);
+        }
+        self.position_since.get_or_insert(now);
+        self.committed = Some(Checkpoint {
+            resume_point,
+            source_commit_ts_micros: self.last_commit_ts,
+        });
+    }
+
+    fn roll_back(&mut self, open: OpenTransaction) -> Result<(), BatchError> {
+        for (index, mark) in open.marks {
+            self.tables[index]
+                .reset_to(mark)
+                .map_err(|error| self.spill_error(error))?;
+        }
+        for added in self.tables.drain(open.tables_before..) {
+            self.by_source.remove(&added.source_table);
+        }
+        Ok(())
+    }
+
+    /// Ends any open transaction as if it rolled back (for shutdown: only whole transactions
+    /// are loaded; the source resumes before the abandoned one).
+    pub fn abandon_open_transaction(&mut self) -> Result<(), BatchError> {
+        match self.open.take() {
+            Some(open) => self.roll_back(open),
+            None => Ok(()),
+        }
+    }
+
+    /// True when a limit is reached and the batch can be cut (no transaction half-way).
+    pub fn is_full(&self) -> bool {
+        self.can_cut()
+            && (self.changes() >= self.limits.max_rows || self.bytes() >= self.limits.max_bytes.0)
+    }
+
+    /// When the pending batch must be loaded by, if anything is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.committed.as_ref()?;
+        match self.data_since {
+            Some(since) => Some(since + self.limits.max_delay),
+            None => self
+                .position_since
+                .map(|since| since + CHECKPOINT_ONLY_DELAY),
+        }
+    }
+
+    /// True when the pending batch should be loaded now.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.is_full() || (self.can_cut() && self.deadline().is_some_and(|d| d <= now))
+    }
+
+    fn can_cut(&self) -> bool {
+        self.committed.is_some()
+            && self
+                .open
+                .as_ref()
+                .is_none_or(|o| o.untouched(self.tables.len()))
+    }
+
+    /// Row changes pending, committed or not.
+    pub fn changes(&self) -> u64 {
+        self.tables.iter().map(|t| t.changes).sum()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.tables.iter().map(TableChanges::bytes).sum()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.tables.iter().map(TableChanges::memory_bytes).sum()
+    }
+
+    /// Cuts the batch of everything committed so far, if anything is pending and no
+    /// transaction has changes half-way.
+    pub fn take(&mut self) -> Option<Batch> {
+        if !self.can_cut() {
+            return None;
+        }
+        let checkpoint = self.committed.take()?;
+        if let Some(open) = self.open.as_mut() {
+            open.tables_before = 0;
+        }
+        self.by_source.clear();
+        self.next_seq = 0;
+        self.data_since = None;
+        self.position_since = None;
+        self.spilled = false;
+        Some(Batch {
+            source_id: self.source_id.clone(),
+            renames: std::mem::take(&mut self.renames),
+            tables: std::mem::take(&mut self.tables),
+            checkpoint,
+        })
+    }
+
+    fn spill_table(&mut self, index: usize) -> Result<(), BatchError> {
+        let dir = self.spill_dir.clone();
+        self.tables[index]
+            .spill(&dir)
+            .map_err(|error| self.spill_error(error))
+    }
+
+    fn spill_error(&self, error: std::io::Error) -> BatchError {
+        BatchError::Spill {
+            dir: self.spill_dir.clone(),
+            error,
+        }
+    }
+
+    fn grammar(&self, problem: &str) -> BatchError {
+        BatchError::Stream {
+            source_id: self.source_id.to_string(),
+            problem: problem.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! From source messages to warehouse batches: routing, batching, backpressure and checkpoint
+//! coordination for a group of sources.
+//!
+//! The pipeline is the only place that knows both sides: it reads [`crate::event`] messages
+//! from a source, routes each table to its target ([`route`]), gathers whole transactions into
+//! batches ([`batch`]) and hands them to a sink, which commits rows and checkpoint together
+//! ([`run`]).
+
+pub mod batch;
+pub mod route;
+pub mod run;
+
+pub use run::{RunError, run_group};

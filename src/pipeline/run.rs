@@ -1,0 +1,440 @@
+//! Running a group: one supervised task per source, each reading, batching and loading.
+//!
+//! Per source: a reader task fills a bounded channel; the batching loop drains it, cuts batches
+//! at transaction boundaries and loads one at a time while the next one fills. A full batch
+//! while the previous one still loads stops the draining, the channel fills, and the reader
+//! waits: memory stays bounded by the limits, whatever the warehouse's speed.
+//!
+//! State of record is the warehouse checkpoint, so recovery is simple: whatever goes wrong in
+//! a source (its server gone, the warehouse gone, a connection cut mid-commit), the source's
+//! supervisor waits with backoff and starts that source again from its committed checkpoint.
+//! Other sources are not touched.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::batch::{BatchError, Batcher};
+use super::route::Router;
+use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, SourceKind, WarehouseConfig};
+use crate::error::ErrorKind;
+use crate::event::SourceMessage;
+use crate::sink::postgres::{PostgresSink, PostgresSinkError};
+use crate::sink::{Batch, Checkpoint};
+use crate::source::mysql::error::BinlogError;
+use crate::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+
+/// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
+const READ_AHEAD: usize = 16;
+/// First and longest wait before a failed source starts again.
+const RETRY_INITIAL: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Wait before retrying a source that needs an operator (bad setting, lost position).
+const OPERATOR_RETRY: Duration = Duration::from_secs(60);
+/// How often each source logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a group cannot run, or why it stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Something the config asks for is not built yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The warehouse cannot be used at start.
+    #[error(transparent)]
+    Warehouse(#[from] PostgresSinkError),
+    /// Every source stopped on errors that retrying cannot fix.
+    #[error("sources stopped on errors: {0}")]
+    SourcesFailed(String),
+}
+
+/// Why one source stopped (its supervisor decides whether to start it again).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Read(#[from] BinlogError),
+    /// Loading into the warehouse failed.
+    #[error(transparent)]
+    Load(#[from] PostgresSinkError),
+    /// Batching failed (a value the warehouse cannot hold, a name conflict).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+impl SourceError {
+    /// Whether waiting can fix it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::Read(e) => e.kind(),
+            SourceError::Load(e) => e.kind(),
+            SourceError::Batch(BatchError::Route(_)) => ErrorKind::Operator,
+            SourceError::Batch(BatchError::Spill { .. }) => ErrorKind::Retry,
+            SourceError::Batch(_) => ErrorKind::Fatal,
+        }
+    }
+}
+
+/// Runs every source of `config` until `shutdown` turns true; then each source loads what it
+/// has committed so far and stops.
+pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let WarehouseConfig::Postgres { url } = &config.warehouse else {
+        return Err(RunError::Unsupported(
+            "warehouse kind = \"redshift\" cannot be loaded yet (the Redshift sink arrives in a later release); use kind = \"postgres\"".into(),
+        ));
+    };
+    if let Some(source) = config
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::Postgres)
+    {
+        return Err(RunError::Unsupported(format!(
+            "source {}: kind = \"postgres\" cannot be replicated yet (the Postgres source arrives in a later release)",
+            source.id
+        )));
+    }
+    let sink = PostgresSink::connect(url).await?;
+    sink.ensure_control_tables().await?;
+    drop(sink);
+    info!(group = %config.group.name, sources = config.sources.len(), warehouse = %url.redacted(), "group starting");
+
+    let mut tasks = JoinSet::new();
+    for source in &config.sources {
+        let context = SourceContext {
+            source: source.clone(),
+            warehouse: url.clone(),
+            limits: config.batch,
+            spill_dir: config.group.state_dir.join("spill").join(&source.id),
+        };
+        tasks.spawn(supervise(context, shutdown.clone()));
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err((id, e))) => failed.push(format!("{id}: {e}")),
+            Err(e) => failed.push(format!("a source task ended abnormally: {e}")),
+        }
+    }
+    if failed.is_empty() {
+        info!(group = %config.group.name, "group stopped");
+        Ok(())
+    } else {
+        Err(RunError::SourcesFailed(failed.join("; ")))
+    }
+}
+
+struct SourceContext {
+    source: SourceConfig,
+    warehouse: SecretUrl,
+    limits: BatchConfig,
+    spill_dir: PathBuf,
+}
+
+/// Keeps one source running: restarts it from its checkpoint after errors, with backoff.
+async fn supervise(
+    context: SourceContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), (String, SourceError)> {
+    let id = context.source.id.clone();
+    let mut failures: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let error = match run_source(&context, shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if started.elapsed() > RETRY_MAX * 2 {
+            failures = 0;
+        }
+        failures += 1;
+        let wait = match error.kind() {
+            ErrorKind::Fatal => {
+                error!(source = %id, error = %error, "source stopped; fix the cause and restart tidemark (other sources keep running)");
+                return Err((id, error));
+            }
+            ErrorKind::Operator => {
+                error!(source = %id, error = %error, retry_in = ?OPERATOR_RETRY, "source needs attention; retrying");
+                OPERATOR_RETRY
+            }
+            ErrorKind::Retry => {
+                let wait = backoff(failures);
+                warn!(source = %id, error = %error, retry_in = ?wait, "source interrupted; resuming from its checkpoint");
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(5);
+    (RETRY_INITIAL * factor).min(RETRY_MAX)
+}
+
+/// One run of a source from its checkpoint; returns `Ok` only after a requested shutdown.
+async fn run_source(
+    context: &SourceContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let source = &context.source;
+    let source_id: Arc<str> = Arc::from(source.id.as_str());
+    let mut sink = PostgresSink::connect(&context.warehouse).await?;
+    let checkpoint = sink.read_checkpoint(&source.id).await?;
+    let start = match &checkpoint {
+        Some(point) => StartPosition::Resume(point.clone()),
+        None => StartPosition::End,
+    };
+    let mut options = ReaderOptions::new(
+        source_id.clone(),
+        source.url.expose().to_owned(),
+        source.server_id,
+    );
+    options.heartbeat = source.heartbeat;
+    let reader = tokio::select! {
+        reader = BinlogReader::connect(options, start) => reader?,
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    };
+    if checkpoint.is_none() {
+        // Record where "the end" was before reading on: a crash before the first batch must
+        // resume here, not at a later end.
+        let mut first = Batch {
+            source_id: source_id.clone(),
+            renames: Vec::new(),
+            tables: Vec::new(),
+            checkpoint: Checkpoint {
+                resume_point: reader.resume_point(),
+                source_commit_ts_micros: None,
+            },
+        };
+        sink.apply(&mut first).await?;
+        info!(source = %source.id, position = %first.checkpoint.resume_point, "first start: replicating changes from the current end of the log");
+    } else {
+        info!(source = %source.id, position = %reader.resume_point(), "resuming from the checkpoint");
+    }
+
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let read_task = tokio::spawn(read_source(reader, tx));
+    let _abort_reader = AbortOnDrop(read_task);
+
+    let router = Router::new(source);
+    let mut batcher = Batcher::new(
+        source_id.clone(),
+        router,
+        context.limits,
+        context.spill_dir.clone(),
+    );
+    let mut loader = Loader::new(sink, source_id.clone());
+    let mut cut = Vec::new();
+    loop {
+        let deadline = batcher.deadline();
+        let may_read = !batcher.is_full() && cut.is_empty();
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            loaded = loader.wait(), if loader.is_busy() => loaded?,
+            received = rx.recv(), if may_read => match received {
+                Some(Ok(messages)) => {
+                    for message in messages {
+                        batcher.push(message, &mut cut)?;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+            _ = sleep_until(deadline), if deadline.is_some() && !loader.is_busy() => {}
+        }
+        if !loader.is_busy() {
+            if !cut.is_empty() {
+                loader.start(cut.remove(0));
+            } else if batcher.is_due(Instant::now())
+                && let Some(batch) = batcher.take()
+            {
+                loader.start(batch);
+            }
+        }
+    }
+    // Shutdown: finish the load in flight, then load every whole transaction received so far.
+    if loader.is_busy() {
+        loader.wait().await?;
+    }
+    batcher.abandon_open_transaction()?;
+    for batch in cut.into_iter().chain(batcher.take()) {
+        loader.start(batch);
+        loader.wait().await?;
+    }
+    info!(source = %source.id, "source stopped cleanly");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads until the channel closes or the reader fails; the failure is the last item sent.
+async fn read_source(
+    mut reader: BinlogReader,
+    tx: mpsc::Sender<Result<Vec<SourceMessage>, BinlogError>>,
+) {
+    loop {
+        let mut messages = Vec::with_capacity(256);
+        match reader.next_batch(&mut messages).await {
+            Ok(()) => {
+                if tx.send(Ok(messages)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
+        }
+    }
+    reader.close().await;
+}
+
+type LoadResult = (PostgresSink, Batch, Result<Duration, PostgresSinkError>);
+
+/// Loads one batch at a time in the background, retrying connection failures in place.
+struct Loader {
+    source_id: Arc<str>,
+    idle: Option<PostgresSink>,
+    busy: Option<tokio::task::JoinHandle<LoadResult>>,
+    loaded_changes: u64,
+    loaded_batches: u64,
+    last_report: Instant,
+}
+
+impl Loader {
+    fn new(sink: PostgresSink, source_id: Arc<str>) -> Loader {
+        Loader {
+            source_id,
+            idle: Some(sink),
+            busy: None,
+            loaded_changes: 0,
+            loaded_batches: 0,
+            last_report: Instant::now(),
+        }
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.is_some()
+    }
+
+    fn start(&mut self, batch: Batch) {
+        let Some(sink) = self.idle.take() else {
+            return;
+        };
+        let source_id = self.source_id.clone();
+        self.busy = Some(tokio::spawn(load_with_retry(sink, batch, source_id)));
+    }
+
+    /// Waits for the batch in flight; errors are the ones retrying did not fix.
+    async fn wait(&mut self) -> Result<(), SourceError> {
+        let Some(handle) = self.busy.as_mut() else {
+            return Ok(());
+        };
+        let joined = handle.await;
+        self.busy = None;
+        let (sink, batch, result) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                return Err(SourceError::Batch(BatchError::Stream {
+                    source_id: self.source_id.to_string(),
+                    problem: format!("the load task ended abnormally: {e}"),
+                }));
+            }
+        };
+        self.idle = Some(sink);
+        let took = result?;
+        self.loaded_changes += batch.changes();
+        self.loaded_batches += 1;
+        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took = ?took, position = %batch.checkpoint.resume_point, "batch loaded");
+        if self.last_report.elapsed() >= PROGRESS_EVERY {
+            let lag = batch.checkpoint.source_commit_ts_micros.map(lag_of);
+            info!(
+                source = %self.source_id,
+                changes = self.loaded_changes,
+                batches = self.loaded_batches,
+                position = %batch.checkpoint.resume_point,
+                lag = ?lag,
+                "loaded"
+            );
+            self.loaded_changes = 0;
+            self.loaded_batches = 0;
+            self.last_report = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Time since a source commit timestamp (µs since the epoch), as seen by this host's clock.
+fn lag_of(commit_ts_micros: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Duration::from_micros(now.saturating_sub(commit_ts_micros).max(0) as u64)
+}
+
+/// Applies `batch`, riding out connection failures: after each, reconnect and check whether
+/// the commit landed before trying again. Gives up only on errors waiting cannot fix.
+async fn load_with_retry(
+    mut sink: PostgresSink,
+    mut batch: Batch,
+    source_id: Arc<str>,
+) -> LoadResult {
+    let started = Instant::now();
+    let mut failures: u32 = 0;
+    loop {
+        let error = match sink.apply(&mut batch).await {
+            Ok(()) => return (sink, batch, Ok(started.elapsed())),
+            Err(error) => error,
+        };
+        if error.kind() != ErrorKind::Retry {
+            return (sink, batch, Err(error));
+        }
+        failures += 1;
+        let wait = backoff(failures);
+        warn!(source = %source_id, error = %error, retry_in = ?wait, "loading a batch failed; retrying");
+        tokio::time::sleep(wait).await;
+        match reconnect_and_check(&batch, &source_id, &mut sink).await {
+            Ok(true) => return (sink, batch, Ok(started.elapsed())),
+            Ok(false) => {}
+            Err(e) if e.kind() == ErrorKind::Retry => {
+                warn!(source = %source_id, error = %e, "warehouse still unavailable");
+            }
+            Err(e) => return (sink, batch, Err(e)),
+        }
+    }
+}
+
+/// Opens a new connection if the old one broke; true when the batch's checkpoint is already
+/// committed (the connection broke after COMMIT reached the server).
+async fn reconnect_and_check(
+    batch: &Batch,
+    source_id: &str,
+    sink: &mut PostgresSink,
+) -> Result<bool, PostgresSinkError> {
+    if sink.is_closed() {
+        *sink = sink.reconnect().await?;
+    }
+    let committed = sink.read_checkpoint(source_id).await?;
+    Ok(committed.as_ref() == Some(&batch.checkpoint.resume_point))
+}

@@ -1,0 +1,65 @@
+//! Warehouse loaders: a [`Batch`] of encoded changes plus the checkpoint it completes, applied in
+//! one warehouse transaction.
+//!
+//! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
+//! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
+//! stages the rows, keeps the last change per key, merges, and records the checkpoint, all or
+//! nothing. Sinks see only `event/` types and the batch; they know nothing about sources.
+
+pub mod postgres;
+pub mod staging;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::ResumePoint;
+pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
+
+/// Where one source table lands: a schema and a table name, both already lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetTable {
+    /// Warehouse schema (the source's staging schema).
+    pub schema: String,
+    /// Table name within the schema.
+    pub table: String,
+}
+
+impl fmt::Display for TargetTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// The source position a batch completes, recorded in the same transaction as its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Where the source resumes after this batch.
+    pub resume_point: ResumePoint,
+    /// Commit time (µs since the epoch) of the last source transaction in the batch, if known.
+    pub source_commit_ts_micros: Option<i64>,
+}
+
+/// Everything one warehouse transaction applies for one source.
+#[derive(Debug)]
+pub struct Batch {
+    /// The source the changes come from (keys its checkpoint).
+    pub source_id: Arc<str>,
+    /// Table renames to apply before any rows, in source order.
+    pub renames: Vec<(TargetTable, TargetTable)>,
+    /// Changes per target table, each table once.
+    pub tables: Vec<TableChanges>,
+    /// The position this batch completes.
+    pub checkpoint: Checkpoint,
+}
+
+impl Batch {
+    /// Row changes in the batch (a key-changing update counts once).
+    pub fn changes(&self) -> u64 {
+        self.tables.iter().map(|t| t.changes).sum()
+    }
+
+    /// Encoded bytes in the batch.
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(TableChanges::bytes).sum()
+    }
+}

@@ -1,0 +1,600 @@
+//! The Postgres warehouse sink: COPY into a staging table, MERGE the last change per key, and
+//! record the checkpoint, in one transaction per batch (docs/warehouse-postgres.md).
+//!
+//! The sink keeps a cache of target table shapes (columns and key) so that evolving a table
+//! costs no catalog query per batch; the cache is dropped whenever a transaction fails, because
+//! Postgres rolled the DDL back with it.
+
+mod sql;
+mod types;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use futures_util::SinkExt;
+use tokio_postgres::types::Json;
+use tokio_postgres::{Client, NoTls, Transaction};
+use tracing::{debug, info, warn};
+
+use super::{Batch, Checkpoint, TableChanges, TargetTable};
+use crate::config::SecretUrl;
+use crate::error::ErrorKind;
+use crate::event::{ResumePoint, TableSchema};
+pub use types::postgres_type;
+
+/// How long connecting may take before it counts as failed (unless the URL sets
+/// `connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Longest identifier Postgres keeps (longer ones are silently truncated, so they are refused).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Everything that can stop a load into Postgres.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresSinkError {
+    /// Could not reach or log in to the warehouse.
+    #[error("cannot connect to the Postgres warehouse at {target}: {reason}")]
+    Connect {
+        /// Host, port and database (no credentials).
+        target: String,
+        /// The driver's reason.
+        reason: String,
+        /// The driver error, for its kind.
+        #[source]
+        error: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error("Postgres warehouse: {context}: {reason}")]
+    Sql {
+        /// What we were doing (names the table).
+        context: String,
+        /// The server's message with its SQLSTATE, detail and hint.
+        reason: String,
+        /// The driver error, for its kind.
+        #[source]
+        error: tokio_postgres::Error,
+    },
+    /// A target table cannot follow the source as asked.
+    #[error("target table {table}: {problem}")]
+    Table {
+        /// The target table.
+        table: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A stored checkpoint cannot be read.
+    #[error(
+        "checkpoint of source {source_id} in tidemark.checkpoints is not a resume point: {reason}"
+    )]
+    Checkpoint {
+        /// The source.
+        source_id: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// Reading spilled batch data failed.
+    #[error("reading spilled batch data: {0}")]
+    Spill(#[from] std::io::Error),
+}
+
+impl PostgresSinkError {
+    /// Retry (connection trouble, conflicts), operator (schema problems) or fatal (bad data).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PostgresSinkError::Connect { .. } => ErrorKind::Retry,
+            PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
+            PostgresSinkError::Table { .. } | PostgresSinkError::Checkpoint { .. } => {
+                ErrorKind::Operator
+            }
+            PostgresSinkError::Spill(_) => ErrorKind::Fatal,
+        }
+    }
+}
+
+fn sql_error_kind(error: &tokio_postgres::Error) -> ErrorKind {
+    let Some(db) = error.as_db_error() else {
+        // No server error: the connection broke or timed out.
+        return ErrorKind::Retry;
+    };
+    let code = db.code().code();
+    // 08: connection exception; 40001/40P01: serialization failure, deadlock; 53: resources;
+    // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+    if code.starts_with("08")
+        || code == "40001"
+        || code == "40P01"
+        || code.starts_with("53")
+        || code.starts_with("57P")
+    {
+        ErrorKind::Retry
+    } else {
+        ErrorKind::Fatal
+    }
+}
+
+/// The server's message for `error`, with SQLSTATE, detail and hint when it has them.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            if let Some(place) = db.where_() {
+                text.push_str(&format!("; at {place}"));
+            }
+            text
+        }
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+fn sql_error(
+    context: impl fmt::Display,
+) -> impl FnOnce(tokio_postgres::Error) -> PostgresSinkError {
+    let context = context.to_string();
+    move |error| PostgresSinkError::Sql {
+        context,
+        reason: describe(&error),
+        error,
+    }
+}
+
+/// A target table's columns (name, type) and key as they stand in the warehouse.
+#[derive(Debug, Clone, PartialEq)]
+struct Shape {
+    columns: Vec<(String, String)>,
+    key: Vec<String>,
+}
+
+impl Shape {
+    fn user_columns(&self) -> Vec<String> {
+        let metadata: HashSet<&str> = sql::METADATA_COLUMNS.iter().map(|(n, _)| *n).collect();
+        self.columns
+            .iter()
+            .filter(|(name, _)| !metadata.contains(name.as_str()))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// A connection to the Postgres warehouse that applies batches.
+pub struct PostgresSink {
+    url: SecretUrl,
+    client: Client,
+    shapes: HashMap<TargetTable, Shape>,
+    schemas: HashSet<String>,
+    warned_append: HashSet<TargetTable>,
+}
+
+impl PostgresSink {
+    /// Connects to the warehouse; errors name host, port and database, never the password.
+    pub async fn connect(url: &SecretUrl) -> Result<PostgresSink, PostgresSinkError> {
+        let target = url.redacted();
+        let failed = |error: tokio_postgres::Error| PostgresSinkError::Connect {
+            target: target.clone(),
+            reason: url.scrub(&describe(&error)),
+            error,
+        };
+        let mut config: tokio_postgres::Config = url.expose().parse().map_err(failed)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tidemark");
+        }
+        let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(warehouse = %target, error = %error, "warehouse connection ended");
+            }
+        });
+        Ok(PostgresSink {
+            url: url.clone(),
+            client,
+            shapes: HashMap::new(),
+            schemas: HashSet::new(),
+            warned_append: HashSet::new(),
+        })
+    }
+
+    /// A new connection to the same warehouse (after this one broke).
+    pub async fn reconnect(&self) -> Result<PostgresSink, PostgresSinkError> {
+        PostgresSink::connect(&self.url).await
+    }
+
+    /// True once the connection is gone (reconnect before the next batch).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Creates the `tidemark` control schema and tables if they are missing.
+    pub async fn ensure_control_tables(&self) -> Result<(), PostgresSinkError> {
+        self.client
+            .batch_execute(sql::CONTROL_TABLES)
+            .await
+            .map_err(sql_error("creating the control tables in schema tidemark"))
+    }
+
+    /// The committed resume point of `source_id`, if it has one.
+    pub async fn read_checkpoint(
+        &self,
+        source_id: &str,
+    ) -> Result<Option<ResumePoint>, PostgresSinkError> {
+        let row = self
+            .client
+            .query_opt(sql::READ_CHECKPOINT, &[&source_id])
+            .await
+            .map_err(sql_error(format_args!(
+                "reading the checkpoint of source {source_id}"
+            )))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = row.try_get(0).map_err(sql_error(format_args!(
+            "reading the checkpoint of source {source_id}"
+        )))?;
+        serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| PostgresSinkError::Checkpoint {
+                source_id: source_id.to_owned(),
+                reason: format!("{e} in {value}"),
+            })
+    }
+
+    /// Applies `batch` and its checkpoint in one transaction: all of it, or none of it.
+    pub async fn apply(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
+        let result = self.apply_once(batch).await;
+        if result.is_err() {
+            // The transaction rolled back, and with it any DDL: forget what we learned.
+            self.shapes.clear();
+            self.schemas.clear();
+        }
+        result
+    }
+
+    async fn apply_once(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
+        let PostgresSink {
+            url: _,
+            client,
+            shapes,
+            schemas,
+            warned_append,
+        } = self;
+        let mut client_tx = client
+            .transaction()
+            .await
+            .map_err(sql_error("starting a transaction"))?;
+        let tx = &mut client_tx;
+        for (from, to) in &batch.renames {
+            rename(tx, shapes, from, to).await?;
+        }
+        for (i, changes) in batch.tables.iter_mut().enumerate() {
+            if !schemas.contains(&changes.target.schema) {
+                tx.batch_execute(&sql::create_schema(&changes.target.schema))
+                    .await
+                    .map_err(sql_error(format_args!(
+                        "creating schema {}",
+                        changes.target.schema
+                    )))?;
+                schemas.insert(changes.target.schema.clone());
+            }
+            let shape = prepare_table(tx, shapes, changes).await?;
+            let Some(shape) = shape else {
+                continue;
+            };
+            load_table(tx, changes, &shape, i).await?;
+            if shape.key.is_empty() && warned_append.insert(changes.target.clone()) {
+                warn!(
+                    table = %changes.target,
+                    source_table = %changes.source_table,
+                    "table has no primary key: loading in append mode (every change is a new row)"
+                );
+            }
+            if changes.zero_dates_nulled > 0 {
+                warn!(
+                    table = %changes.target,
+                    rows = changes.zero_dates_nulled,
+                    "zero dates written as NULL (Postgres has no zero date)"
+                );
+            }
+        }
+        write_checkpoint(tx, &batch.source_id, &batch.checkpoint).await?;
+        client_tx
+            .commit()
+            .await
+            .map_err(sql_error("committing the batch"))?;
+        Ok(())
+    }
+}
+
+/// Makes the target table fit every segment of `changes`; `None` when there is nothing to load
+/// (a TRUNCATE of a table the warehouse never saw).
+async fn prepare_table(
+    tx: &Transaction<'_>,
+    shapes: &mut HashMap<TargetTable, Shape>,
+    changes: &TableChanges,
+) -> Result<Option<Shape>, PostgresSinkError> {
+    let target = &changes.target;
+    let mut shape = match shapes.get(target) {
+        Some(shape) => Some(shape.clone()),
+        None => read_shape(tx, target).await?,
+    };
+    for segment in &changes.segments {
+        let wanted = wanted_columns(target, &segment.schema)?;
+        let key: Vec<String> = segment
+            .schema
+            .primary_key
+            .iter()
+            .map(|&k| wanted[k].0.clone())
+            .collect();
+        match shape.as_mut() {
+            None => {
+                tx.batch_execute(&sql::create_table(target, &wanted, &key))
+                    .await
+                    .map_err(sql_error(format_args!("creating table {target}")))?;
+                info!(table = %target, source_table = %changes.source_table, "created target table");
+                let mut columns = wanted.clone();
+                columns.extend(
+                    sql::METADATA_COLUMNS
+                        .iter()
+                        .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
+                );
+                shape = Some(Shape { columns, key });
+            }
+            Some(current) => evolve(tx, target, current, &wanted, &key).await?,
+        }
+    }
+    if let Some(shape) = &shape {
+        shapes.insert(target.clone(), shape.clone());
+    }
+    Ok(shape)
+}
+
+/// Source columns as target (name, type), names lowercased and checked.
+fn wanted_columns(
+    target: &TargetTable,
+    schema: &TableSchema,
+) -> Result<Vec<(String, String)>, PostgresSinkError> {
+    let mut seen = HashSet::new();
+    let mut columns = Vec::with_capacity(schema.columns.len());
+    for column in &schema.columns {
+        let name = column.name.to_lowercase();
+        let problem = if name.len() > MAX_IDENTIFIER_BYTES {
+            Some(format!(
+                "column `{}` of source table {} is longer than Postgres' {MAX_IDENTIFIER_BYTES}-byte identifiers",
+                column.name, schema.id
+            ))
+        } else if name.starts_with("_tidemark_") {
+            Some(format!(
+                "source column `{}` uses the prefix _tidemark_, reserved for metadata columns; rename it at the source or exclude the table",
+                column.name
+            ))
+        } else if !seen.insert(name.clone()) {
+            Some(format!(
+                "source table {} has two columns named `{name}` once lowercased",
+                schema.id
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(PostgresSinkError::Table {
+                table: target.to_string(),
+                problem,
+            });
+        }
+        columns.push((name, postgres_type(&column.ty)));
+    }
+    Ok(columns)
+}
+
+async fn read_shape(
+    tx: &Transaction<'_>,
+    target: &TargetTable,
+) -> Result<Option<Shape>, PostgresSinkError> {
+    if target.table.len() > MAX_IDENTIFIER_BYTES {
+        return Err(PostgresSinkError::Table {
+            table: target.to_string(),
+            problem: format!(
+                "the name is longer than Postgres' {MAX_IDENTIFIER_BYTES}-byte identifiers; set target_table for the source to a shorter template"
+            ),
+        });
+    }
+    let context = || format!("reading the columns of {target}");
+    let rows = tx
+        .query(sql::TABLE_COLUMNS, &[&target.schema, &target.table])
+        .await
+        .map_err(sql_error(context()))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get(0).map_err(sql_error(context()))?;
+        let ty: String = row.try_get(1).map_err(sql_error(context()))?;
+        columns.push((name, ty));
+    }
+    let key = tx
+        .query(sql::TABLE_KEY, &[&target.schema, &target.table])
+        .await
+        .map_err(sql_error(context()))?
+        .iter()
+        .map(|row| row.try_get::<_, String>(0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql_error(context()))?;
+    Ok(Some(Shape { columns, key }))
+}
+
+/// Adds missing columns and follows type changes; refuses a changed key.
+async fn evolve(
+    tx: &Transaction<'_>,
+    target: &TargetTable,
+    current: &mut Shape,
+    wanted: &[(String, String)],
+    key: &[String],
+) -> Result<(), PostgresSinkError> {
+    if current.key != key {
+        return Err(PostgresSinkError::Table {
+            table: target.to_string(),
+            problem: format!(
+                "the source's primary key is ({}) but the target's is ({}); a target's key is fixed when it is created. Drop the target table to have it created again with the new key (it then fills with changes from now on)",
+                key.join(", "),
+                current.key.join(", ")
+            ),
+        });
+    }
+    for (name, ty) in wanted {
+        match current.columns.iter_mut().find(|(n, _)| n == name) {
+            None => {
+                tx.batch_execute(&sql::add_column(target, name, ty))
+                    .await
+                    .map_err(sql_error(format_args!(
+                        "adding column {name} {ty} to {target}"
+                    )))?;
+                info!(table = %target, column = %name, r#type = %ty, "added target column");
+                // Metadata columns stay last in the cache only for reading; order is irrelevant.
+                current.columns.push((name.clone(), ty.clone()));
+            }
+            Some((_, current_ty)) if current_ty != ty => {
+                tx.batch_execute(&sql::alter_type(target, name, ty))
+                    .await
+                    .map_err(sql_error(format_args!(
+                        "changing column {name} of {target} from {current_ty} to {ty}"
+                    )))?;
+                info!(table = %target, column = %name, from = %current_ty, to = %ty, "changed target column type");
+                *current_ty = ty.clone();
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn rename(
+    tx: &Transaction<'_>,
+    shapes: &mut HashMap<TargetTable, Shape>,
+    from: &TargetTable,
+    to: &TargetTable,
+) -> Result<(), PostgresSinkError> {
+    if read_shape(tx, from).await?.is_none() {
+        debug!(from = %from, to = %to, "renamed table has no target table yet; nothing to rename");
+        return Ok(());
+    }
+    if from.schema != to.schema {
+        return Err(PostgresSinkError::Table {
+            table: from.to_string(),
+            problem: format!("cannot follow a rename to another schema ({to})"),
+        });
+    }
+    if read_shape(tx, to).await?.is_some() {
+        return Err(PostgresSinkError::Table {
+            table: to.to_string(),
+            problem: format!(
+                "the source renamed {from} to this name, but the warehouse already has a table {to} (kept from a table dropped at the source?). Rename or drop the warehouse table {to}, then restart"
+            ),
+        });
+    }
+    tx.batch_execute(&sql::rename_table(from, &to.table))
+        .await
+        .map_err(sql_error(format_args!("renaming {from} to {to}")))?;
+    info!(from = %from, to = %to, "renamed target table");
+    shapes.remove(from);
+    shapes.remove(to);
+    Ok(())
+}
+
+/// Stages one table's rows and merges (or appends) them.
+async fn load_table(
+    tx: &Transaction<'_>,
+    changes: &mut TableChanges,
+    shape: &Shape,
+    index: usize,
+) -> Result<(), PostgresSinkError> {
+    let target = &changes.target;
+    let stage = format!("tidemark_stage_{index}");
+    let range = match changes.positions {
+        Some((first, last)) => format!(" (source positions {first} to {last})"),
+        None => String::new(),
+    };
+    tx.batch_execute(&sql::create_stage(&stage, target))
+        .await
+        .map_err(sql_error(format_args!(
+            "creating the staging table for {target}"
+        )))?;
+    for segment in &mut changes.segments {
+        if segment.rows == 0 {
+            continue;
+        }
+        let columns: Vec<String> = segment
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.to_lowercase())
+            .collect();
+        let context = || format!("COPY of {} rows for {target}{range}", segment.rows);
+        let sink = tx
+            .copy_in(&sql::copy_stage(&stage, &columns))
+            .await
+            .map_err(sql_error(context()))?;
+        futures_util::pin_mut!(sink);
+        let mut offset = 0;
+        while let Some(chunk) = segment.data.chunk_at(offset)? {
+            offset += chunk.len() as u64;
+            sink.send(chunk).await.map_err(sql_error(context()))?;
+        }
+        sink.finish().await.map_err(sql_error(context()))?;
+    }
+    if let Some(seq) = changes.truncate_at {
+        tx.batch_execute(&sql::truncate(target))
+            .await
+            .map_err(sql_error(format_args!("truncating {target}")))?;
+        tx.batch_execute(&sql::discard_before(&stage, seq))
+            .await
+            .map_err(sql_error(format_args!("truncating {target}")))?;
+    }
+    let columns = shape.user_columns();
+    let statement = if shape.key.is_empty() {
+        sql::append(target, &stage, &columns)
+    } else {
+        sql::merge(target, &stage, &columns, &shape.key)
+    };
+    tx.batch_execute(&statement)
+        .await
+        .map_err(sql_error(format_args!(
+            "applying changes to {target}{range}"
+        )))?;
+    Ok(())
+}
+
+async fn write_checkpoint(
+    tx: &Transaction<'_>,
+    source_id: &str,
+    checkpoint: &Checkpoint,
+) -> Result<(), PostgresSinkError> {
+    let text = checkpoint.resume_point.to_string();
+    tx.execute(
+        sql::WRITE_CHECKPOINT,
+        &[
+            &source_id,
+            &Json(&checkpoint.resume_point),
+            &text,
+            &checkpoint.source_commit_ts_micros,
+        ],
+    )
+    .await
+    .map_err(sql_error(format_args!(
+        "recording the checkpoint of source {source_id}"
+    )))?;
+    Ok(())
+}

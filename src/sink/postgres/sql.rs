@@ -1,0 +1,226 @@
+//! The SQL text the Postgres sink runs: one function per statement, identifiers always quoted.
+
+use crate::sink::TargetTable;
+
+/// Metadata column: the last operation applied to the row.
+pub const OP: &str = "_tidemark_op";
+/// Metadata column: the source position of that operation.
+pub const POSITION: &str = "_tidemark_position";
+/// Metadata column: the source commit time of that operation.
+pub const COMMIT_TS: &str = "_tidemark_commit_ts";
+/// Metadata column: when tidemark loaded it.
+pub const LOADED_AT: &str = "_tidemark_loaded_at";
+/// Staging-only column: arrival order within the batch.
+pub const SEQ: &str = "_tidemark_seq";
+
+/// The metadata columns every target table ends with, and their types.
+pub const METADATA_COLUMNS: [(&str, &str); 4] = [
+    (OP, "text"),
+    (POSITION, "numeric(30,0)"),
+    (COMMIT_TS, "timestamp with time zone"),
+    (LOADED_AT, "timestamp with time zone"),
+];
+
+/// Creates the control schema and tables (idempotent).
+pub const CONTROL_TABLES: &str = "CREATE SCHEMA IF NOT EXISTS tidemark;
+CREATE TABLE IF NOT EXISTS tidemark.checkpoints (
+    source_id text PRIMARY KEY,
+    resume_point jsonb NOT NULL,
+    position text NOT NULL,
+    source_commit_ts timestamptz,
+    committed_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// Reads one source's resume point (`$1` = source id).
+pub const READ_CHECKPOINT: &str =
+    "SELECT resume_point FROM tidemark.checkpoints WHERE source_id = $1";
+
+/// Records one source's checkpoint: `$1` source id, `$2` resume point (jsonb), `$3` its text
+/// form, `$4` source commit time in µs since the epoch (or NULL).
+pub const WRITE_CHECKPOINT: &str = "INSERT INTO tidemark.checkpoints AS c
+    (source_id, resume_point, position, source_commit_ts, committed_at)
+VALUES ($1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', now())
+ON CONFLICT (source_id) DO UPDATE SET
+    resume_point = EXCLUDED.resume_point,
+    position = EXCLUDED.position,
+    source_commit_ts = COALESCE(EXCLUDED.source_commit_ts, c.source_commit_ts),
+    committed_at = EXCLUDED.committed_at";
+
+/// Columns (name, `format_type`) of a table in attribute order: `$1` schema, `$2` table.
+pub const TABLE_COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum";
+
+/// Primary-key column names of a table in key order: `$1` schema, `$2` table.
+pub const TABLE_KEY: &str = "SELECT a.attname::text
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum)";
+
+/// `"name"` with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn table(t: &TargetTable) -> String {
+    format!("{}.{}", ident(&t.schema), ident(&t.table))
+}
+
+/// Creates a schema if missing.
+pub fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
+}
+
+/// Creates a target table: `columns` (name, type) then the metadata columns, keyed by `key`.
+pub fn create_table(t: &TargetTable, columns: &[(String, String)], key: &[String]) -> String {
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| format!("{} {ty}", ident(name)))
+        .collect();
+    parts.extend(
+        METADATA_COLUMNS
+            .iter()
+            .map(|(name, ty)| format!("{} {ty}", ident(name))),
+    );
+    if !key.is_empty() {
+        parts.push(format!("PRIMARY KEY ({})", list(key)));
+    }
+    format!("CREATE TABLE {} ({})", table(t), parts.join(", "))
+}
+
+/// Adds one nullable column.
+pub fn add_column(t: &TargetTable, name: &str, ty: &str) -> String {
+    format!("ALTER TABLE {} ADD COLUMN {} {ty}", table(t), ident(name))
+}
+
+/// Changes a column's type, converting existing values with a cast.
+pub fn alter_type(t: &TargetTable, name: &str, ty: &str) -> String {
+    let column = ident(name);
+    format!(
+        "ALTER TABLE {} ALTER COLUMN {column} TYPE {ty} USING {column}::{ty}",
+        table(t)
+    )
+}
+
+/// Renames a table within its schema.
+pub fn rename_table(from: &TargetTable, to: &str) -> String {
+    format!("ALTER TABLE {} RENAME TO {}", table(from), ident(to))
+}
+
+/// A temporary staging table shaped like `t` plus the arrival-order column, dropped at commit.
+pub fn create_stage(stage: &str, t: &TargetTable) -> String {
+    format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT NULL::bigint AS {SEQ}, * FROM {} WITH NO DATA",
+        ident(stage),
+        table(t)
+    )
+}
+
+/// `COPY` of one segment's rows into the staging table.
+pub fn copy_stage(stage: &str, columns: &[String]) -> String {
+    let mut all = vec![
+        SEQ.to_owned(),
+        OP.to_owned(),
+        POSITION.to_owned(),
+        COMMIT_TS.to_owned(),
+    ];
+    all.extend(columns.iter().cloned());
+    format!("COPY {} ({}) FROM STDIN", ident(stage), list(&all))
+}
+
+/// Empties the target table (a source TRUNCATE).
+pub fn truncate(t: &TargetTable) -> String {
+    format!("TRUNCATE {}", table(t))
+}
+
+/// Drops staged rows that a later TRUNCATE in the same batch wiped out.
+pub fn discard_before(stage: &str, seq: u64) -> String {
+    format!("DELETE FROM {} WHERE {SEQ} < {seq}", ident(stage))
+}
+
+/// Applies the last staged change per key: delete, update or insert.
+pub fn merge(t: &TargetTable, stage: &str, columns: &[String], key: &[String]) -> String {
+    let keys = list(key);
+    let on = key
+        .iter()
+        .map(|k| format!("t.{c} = s.{c}", c = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let data: Vec<&str> = columns
+        .iter()
+        .map(String::as_str)
+        .chain([OP, POSITION, COMMIT_TS])
+        .collect();
+    let set = data
+        .iter()
+        .map(|c| format!("{c} = s.{c}", c = ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let insert_columns = data.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let insert_values = data
+        .iter()
+        .map(|c| format!("s.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "MERGE INTO {target} AS t
+USING (SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {SEQ} DESC) AS s
+ON {on}
+WHEN MATCHED AND s.{OP} = 'delete' THEN DELETE
+WHEN MATCHED THEN UPDATE SET {set}, {LOADED_AT} = now()
+WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN
+  INSERT ({insert_columns}, {LOADED_AT}) VALUES ({insert_values}, now())",
+        target = table(t),
+        stage = ident(stage),
+    )
+}
+
+/// Appends every staged change in arrival order (tables without a primary key).
+pub fn append(t: &TargetTable, stage: &str, columns: &[String]) -> String {
+    let data: Vec<String> = columns
+        .iter()
+        .map(String::as_str)
+        .chain([OP, POSITION, COMMIT_TS])
+        .map(ident)
+        .collect();
+    let data = data.join(", ");
+    format!(
+        "INSERT INTO {} ({data}, {LOADED_AT}) SELECT {data}, now() FROM {} ORDER BY {SEQ}",
+        table(t),
+        ident(stage)
+    )
+}
+
+fn list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        let t = TargetTable {
+            schema: "acme_in_txn".into(),
+            table: "order".into(),
+        };
+        assert_eq!(table(&t), "\"acme_in_txn\".\"order\"");
+        let merge = merge(&t, "stage_0", &["id".into(), "v".into()], &["id".into()]);
+        assert!(merge.contains("ON t.\"id\" = s.\"id\""), "{merge}");
+        assert!(merge.contains("DISTINCT ON (\"id\")"), "{merge}");
+    }
+}

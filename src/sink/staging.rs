@@ -1,0 +1,778 @@
+//! Changes encoded once, as the rows a warehouse `COPY` reads, with room to spill to disk.
+//!
+//! Row format: Postgres `COPY ... FROM STDIN` text format (tab-separated, `\N` for NULL,
+//! backslash escapes). Each row is
+//!
+//! ```text
+//! seq  op  position  commit_ts  col1 ... colN
+//! ```
+//!
+//! `seq` orders the rows of one batch (arrival order, which is source commit order); `op` is
+//! `insert`, `update` or `delete`; `position` packs the change's [`Position`] into one sortable
+//! number (`txn * 2^32 + seq`). A delete carries the before image; an update the after image;
+//! an update that changes a keyed table's primary key is written as a delete of the old key
+//! followed by an update of the new one, so "last change per key" stays a simple rule.
+//!
+//! Invariants: a row is written whole or not at all (an encoding error leaves the buffer as it
+//! was); [`SpillBuffer::truncate`] restores any earlier length exactly (used to discard a rolled
+//! back transaction).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::TargetTable;
+use crate::event::{
+    ChangeEvent, ColumnType, Op, Position, TableId, TableSchema, Value, format_time_micros,
+    format_timestamp_micros,
+};
+
+/// Bytes a spilled buffer keeps in memory before writing them to its file.
+const SPILL_CHUNK: usize = 1 << 20;
+
+/// A value the warehouse cannot hold, or a change that cannot be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The value cannot be represented in the target column.
+    #[error(
+        "source table {table}, column `{column}`, at position {position}: {problem}. Fix the value at the source (or exclude the table); tidemark never alters or drops a value silently"
+    )]
+    Value {
+        /// Source table.
+        table: TableId,
+        /// Column name.
+        column: String,
+        /// Position of the change.
+        position: Position,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A change without the row image its operation needs.
+    #[error("source table {table}, at position {position}: {op:?} change without its row image")]
+    MissingImage {
+        /// Source table.
+        table: TableId,
+        /// Position of the change.
+        position: Position,
+        /// The operation.
+        op: Op,
+    },
+    /// Writing or reading a spill file failed.
+    #[error("spill file: {0}")]
+    Spill(#[from] io::Error),
+}
+
+/// Bytes held in memory, or (once spilled) in an anonymous temporary file plus a memory tail.
+#[derive(Debug, Default)]
+pub struct SpillBuffer {
+    mem: Vec<u8>,
+    file: Option<File>,
+    file_len: u64,
+}
+
+impl SpillBuffer {
+    /// Total bytes written and kept.
+    pub fn len(&self) -> u64 {
+        self.file_len + self.mem.len() as u64
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.mem.capacity()
+    }
+
+    /// True once the buffer writes to a file.
+    pub fn is_spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// From now on, keep the bytes in a temporary file under `dir` (memory holds at most one
+    /// chunk).
+    pub fn spill(&mut self, dir: &Path) -> io::Result<()> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(dir)?;
+            self.file = Some(tempfile::tempfile_in(dir)?);
+        }
+        self.flush_to_file()
+    }
+
+    fn flush_to_file(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.as_mut() {
+            file.seek(SeekFrom::Start(self.file_len))?;
+            file.write_all(&self.mem)?;
+            self.file_len += self.mem.len() as u64;
+            self.mem.clear();
+            self.mem.shrink_to(SPILL_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Cuts the buffer back to `len` bytes (a length it had before).
+    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
+        if len >= self.file_len {
+            self.mem.truncate((len - self.file_len) as usize);
+        } else if let Some(file) = self.file.as_mut() {
+            file.set_len(len)?;
+            self.file_len = len;
+            self.mem.clear();
+        }
+        Ok(())
+    }
+
+    /// The content from byte `offset` on, at most about 1 MiB of it; `None` at the end.
+    pub fn chunk_at(&mut self, offset: u64) -> io::Result<Option<Bytes>> {
+        if offset < self.file_len
+            && let Some(file) = self.file.as_mut()
+        {
+            let n = (self.file_len - offset).min(SPILL_CHUNK as u64) as usize;
+            let mut chunk = vec![0u8; n];
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut chunk)?;
+            return Ok(Some(Bytes::from(chunk)));
+        }
+        let from = (offset.saturating_sub(self.file_len)) as usize;
+        if from >= self.mem.len() {
+            return Ok(None);
+        }
+        let to = self.mem.len().min(from + SPILL_CHUNK);
+        Ok(Some(Bytes::copy_from_slice(&self.mem[from..to])))
+    }
+
+    fn after_write(&mut self) -> io::Result<()> {
+        if self.file.is_some() && self.mem.len() >= SPILL_CHUNK {
+            self.flush_to_file()?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows of one table that share one shape (a new segment starts when the source's shape changes).
+#[derive(Debug)]
+pub struct Segment {
+    /// The source shape the rows follow; their columns are `schema.columns` in order.
+    pub schema: Arc<TableSchema>,
+    /// Encoded rows.
+    pub data: SpillBuffer,
+    /// Rows encoded.
+    pub rows: u64,
+}
+
+/// A batch's changes for one target table.
+#[derive(Debug)]
+pub struct TableChanges {
+    /// The source table (its current name).
+    pub source_table: TableId,
+    /// Where it lands.
+    pub target: TargetTable,
+    /// Rows in arrival order, split where the shape changed.
+    pub segments: Vec<Segment>,
+    /// `seq` of the last TRUNCATE in the batch: the target is emptied, and staged rows before
+    /// it are discarded, before the rest applies.
+    pub truncate_at: Option<u64>,
+    /// Source changes (a key-changing update counts once; a TRUNCATE counts once).
+    pub changes: u64,
+    /// Zero dates written as NULL (the documented zero-date policy).
+    pub zero_dates_nulled: u64,
+    /// First and last position of the changes.
+    pub positions: Option<(Position, Position)>,
+}
+
+/// Where a table's buffers stood, so a rolled back transaction can be cut off exactly.
+#[derive(Debug, Clone, Copy)]
+pub struct TableMark {
+    segments: usize,
+    last_len: u64,
+    last_rows: u64,
+    truncate_at: Option<u64>,
+    changes: u64,
+    zero_dates_nulled: u64,
+    positions: Option<(Position, Position)>,
+}
+
+impl TableChanges {
+    /// An empty set of changes for `source_table`, landing in `target`.
+    pub fn new(source_table: TableId, target: TargetTable) -> Self {
+        TableChanges {
+            source_table,
+            target,
+            segments: Vec::new(),
+            truncate_at: None,
+            changes: 0,
+            zero_dates_nulled: 0,
+            positions: None,
+        }
+    }
+
+    /// Encoded bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.data.len()).sum()
+    }
+
+    /// Bytes held in memory (spilled bytes excluded).
+    pub fn memory_bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.data.memory_bytes()).sum()
+    }
+
+    /// The shape of the last rows, if any rows or shapes were recorded.
+    pub fn last_schema(&self) -> Option<&Arc<TableSchema>> {
+        self.segments.last().map(|s| &s.schema)
+    }
+
+    /// Records where the buffers stand now.
+    pub fn mark(&self) -> TableMark {
+        let last = self.segments.last();
+        TableMark {
+            segments: self.segments.len(),
+            last_len: last.map_or(0, |s| s.data.len()),
+            last_rows: last.map_or(0, |s| s.rows),
+            truncate_at: self.truncate_at,
+            changes: self.changes,
+            zero_dates_nulled: self.zero_dates_nulled,
+            positions: self.positions,
+        }
+    }
+
+    /// Returns to `mark`, discarding everything recorded since.
+    pub fn reset_to(&mut self, mark: TableMark) -> io::Result<()> {
+        self.segments.truncate(mark.segments);
+        if let Some(last) = self.segments.last_mut() {
+            last.data.truncate(mark.last_len)?;
+            last.rows = mark.last_rows;
+        }
+        self.truncate_at = mark.truncate_at;
+        self.changes = mark.changes;
+        self.zero_dates_nulled = mark.zero_dates_nulled;
+        self.positions = mark.positions;
+        Ok(())
+    }
+
+    /// Moves every buffer of this table to disk under `dir`.
+    pub fn spill(&mut self, dir: &Path) -> io::Result<()> {
+        for segment in &mut self.segments {
+            segment.data.spill(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one change; `next_seq` is the batch's arrival counter, advanced per row written.
+    pub fn push(&mut self, event: &ChangeEvent, next_seq: &mut u64) -> Result<(), EncodeError> {
+        let position = event.position;
+        self.positions = Some(match self.positions {
+            Some((first, _)) => (first, position),
+            None => (position, position),
+        });
+        self.changes += 1;
+        if event.op == Op::Truncate {
+            self.truncate_at = Some(*next_seq);
+            *next_seq += 1;
+            return Ok(());
+        }
+        let same_shape = self
+            .segments
+            .last()
+            .is_some_and(|s| Arc::ptr_eq(&s.schema, &event.table) || s.schema == event.table);
+        if !same_shape {
+            self.segments.push(Segment {
+                schema: event.table.clone(),
+                data: SpillBuffer::default(),
+                rows: 0,
+            });
+        }
+        let mut encoder = RowEncoder {
+            event,
+            zero_dates_nulled: &mut self.zero_dates_nulled,
+        };
+        let Some(segment) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        let image = |row| image_of(event, row);
+        match event.op {
+            Op::Insert | Op::Read => {
+                encoder.write_row(segment, next_seq, "insert", image(&event.after)?)?
+            }
+            Op::Delete => encoder.write_row(segment, next_seq, "delete", image(&event.before)?)?,
+            Op::Update => {
+                let after = image(&event.after)?;
+                if event.table.has_key() {
+                    let before = image(&event.before)?;
+                    let key_changed = event.table.primary_key.iter().any(|&k| {
+                        matches!(
+                            (before.get(k), after.get(k)),
+                            (Some(b), Some(a)) if b != a && !matches!(a, Value::Unchanged)
+                        )
+                    });
+                    if key_changed {
+                        encoder.write_row(segment, next_seq, "delete", before)?;
+                    }
+                }
+                encoder.write_row(segment, next_seq, "update", after)?
+            }
+            Op::Truncate => {}
+        }
+        Ok(())
+    }
+}
+
+/// The row image an operation needs, or the error naming the change that lacks it.
+fn image_of<'e>(
+    event: &ChangeEvent,
+    row: &'e Option<Vec<Value>>,
+) -> Result<&'e [Value], EncodeError> {
+    row.as_deref().ok_or(EncodeError::MissingImage {
+        table: event.table.id.clone(),
+        position: event.position,
+        op: event.op,
+    })
+}
+
+struct RowEncoder<'a> {
+    event: &'a ChangeEvent,
+    zero_dates_nulled: &'a mut u64,
+}
+
+impl RowEncoder<'_> {
+    fn write_row(
+        &mut self,
+        segment: &mut Segment,
+        next_seq: &mut u64,
+        op: &str,
+        row: &[Value],
+    ) -> Result<(), EncodeError> {
+        let out = &mut segment.data.mem;
+        let start = out.len();
+        let result = self.encode(out, *next_seq, op, row);
+        if result.is_err() {
+            out.truncate(start);
+            return result;
+        }
+        *next_seq += 1;
+        segment.rows += 1;
+        segment.data.after_write()?;
+        Ok(())
+    }
+
+    fn encode(
+        &mut self,
+        out: &mut Vec<u8>,
+        seq: u64,
+        op: &str,
+        row: &[Value],
+    ) -> Result<(), EncodeError> {
+        let event = self.event;
+        let position = event.position;
+        let packed = (u128::from(position.txn) << 32) | u128::from(position.seq);
+        let mut num = itoa::Buffer::new();
+        out.extend_from_slice(num.format(seq).as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(op.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(num.format(packed).as_bytes());
+        out.push(b'\t');
+        write_timestamp(out, event.transaction.commit_ts_micros);
+        let columns = &event.table.columns;
+        if row.len() != columns.len() {
+            return Err(self.problem(
+                columns.first().map_or("", |c| &c.name),
+                format!(
+                    "the row has {} values but the table has {} columns",
+                    row.len(),
+                    columns.len()
+                ),
+            ));
+        }
+        for (value, column) in row.iter().zip(columns) {
+            out.push(b'\t');
+            self.value(out, value, &column.ty, &column.name)?;
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
+    fn problem(&self, column: &str, problem: String) -> EncodeError {
+        EncodeError::Value {
+            table: self.event.table.id.clone(),
+            column: column.to_owned(),
+            position: self.event.position,
+            problem,
+        }
+    }
+
+    fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        value: &Value,
+        ty: &ColumnType,
+        column: &str,
+    ) -> Result<(), EncodeError> {
+        let mut num = itoa::Buffer::new();
+        match value {
+            Value::Null => out.extend_from_slice(b"\\N"),
+            Value::Unchanged => {
+                return Err(self.problem(
+                    column,
+                    "the change does not carry this column's value (partial row image), which this sink cannot apply yet".into(),
+                ));
+            }
+            Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+            Value::Int(i) => out.extend_from_slice(num.format(*i).as_bytes()),
+            Value::UInt(u) => out.extend_from_slice(num.format(*u).as_bytes()),
+            Value::Year(y) => out.extend_from_slice(num.format(*y).as_bytes()),
+            Value::Float(f) => write_float(out, f64::from(*f), f.is_finite(), || f.to_string()),
+            Value::Double(d) => write_float(out, *d, d.is_finite(), || d.to_string()),
+            Value::Decimal(text) => out.extend_from_slice(text.as_bytes()),
+            Value::Text(text) | Value::Enum(text) | Value::Json(text) => {
+                self.text(out, text, column)?
+            }
+            Value::Set(labels) => {
+                for (i, label) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.text(out, label, column)?;
+                }
+            }
+            Value::Bytes(bytes) => write_bytea(out, &[bytes]),
+            Value::Geometry { srid, wkb } => write_bytea(out, &[&srid.to_le_bytes(), wkb]),
+            Value::Date(date) if date.is_zero() => self.zero_date(out),
+            Value::Date(date) => {
+                let _ = write!(Utf8Out(out), "{date}");
+            }
+            Value::DateTime(dt) if dt.date.is_zero() => self.zero_date(out),
+            Value::DateTime(dt) => {
+                let _ = write!(Utf8Out(out), "{dt}");
+            }
+            Value::Timestamp(0) if matches!(ty, ColumnType::Timestamp { .. }) => {
+                self.zero_date(out)
+            }
+            Value::Timestamp(micros) => write_timestamp(out, *micros),
+            Value::Time(micros) => out.extend_from_slice(format_time_micros(*micros).as_bytes()),
+            Value::Bit { bits, width } => {
+                for i in (0..*width).rev() {
+                    out.push(if bits >> i & 1 == 1 { b'1' } else { b'0' });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn zero_date(&mut self, out: &mut Vec<u8>) {
+        *self.zero_dates_nulled += 1;
+        out.extend_from_slice(b"\\N");
+    }
+
+    fn text(&self, out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), EncodeError> {
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'\\' => b"\\\\",
+                b'\t' => b"\\t",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                0 => {
+                    return Err(self.problem(
+                        column,
+                        "the text contains a NUL character, which Postgres text cannot hold".into(),
+                    ));
+                }
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[from..i]);
+            out.extend_from_slice(escaped);
+            from = i + 1;
+        }
+        out.extend_from_slice(&bytes[from..]);
+        Ok(())
+    }
+}
+
+/// `write!` into a byte vector.
+struct Utf8Out<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8Out<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
+    out.extend_from_slice(format_timestamp_micros(micros).as_bytes());
+}
+
+fn write_float(out: &mut Vec<u8>, value: f64, finite: bool, text: impl FnOnce() -> String) {
+    if finite {
+        out.extend_from_slice(text().as_bytes());
+    } else if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value > 0.0 {
+        out.extend_from_slice(b"Infinity");
+    } else {
+        out.extend_from_slice(b"-Infinity");
+    }
+}
+
+/// `bytea` hex input (`\x0a1b`), its backslash escaped for the COPY text format.
+fn write_bytea(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\\\x");
+    for part in parts {
+        out.reserve(part.len() * 2);
+        for &b in *part {
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Column, Date, DateTime, Transaction};
+
+    fn schema(columns: &[(&str, ColumnType)], key: &[usize]) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: TableId::new("shop", "t"),
+            columns: columns
+                .iter()
+                .map(|(name, ty)| Column {
+                    name: (*name).into(),
+                    ty: ty.clone(),
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: key.to_vec(),
+        })
+    }
+
+    fn change(
+        table: &Arc<TableSchema>,
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            source: "s".into(),
+            table: table.clone(),
+            op,
+            before,
+            after,
+            position: Position { txn: 7, seq: 2 },
+            transaction: Arc::new(Transaction {
+                id: "x".into(),
+                gtid: None,
+                commit_ts_micros: 1_700_000_000_000_000,
+                log_coordinate: 7,
+            }),
+        }
+    }
+
+    fn target() -> TargetTable {
+        TargetTable {
+            schema: "s".into(),
+            table: "t".into(),
+        }
+    }
+
+    fn text_of(changes: &mut TableChanges) -> String {
+        let mut all = Vec::new();
+        for segment in &mut changes.segments {
+            let mut offset = 0;
+            while let Some(chunk) = segment.data.chunk_at(offset).unwrap() {
+                offset += chunk.len() as u64;
+                all.extend_from_slice(&chunk);
+            }
+        }
+        String::from_utf8(all).unwrap()
+    }
+
+    #[test]
+    fn values_are_written_as_copy_text() {
+        let t = schema(
+            &[
+                (
+                    "id",
+                    ColumnType::Int {
+                        bits: 64,
+                        unsigned: true,
+                    },
+                ),
+                (
+                    "s",
+                    ColumnType::Text {
+                        max_bytes: None,
+                        charset: "utf8mb4".into(),
+                    },
+                ),
+                ("b", ColumnType::Binary { max_bytes: None }),
+                ("d", ColumnType::Date),
+                ("dt", ColumnType::DateTime { fsp: 6 }),
+                ("bits", ColumnType::Bit { width: 5 }),
+                (
+                    "set",
+                    ColumnType::Set {
+                        labels: Arc::from(vec!["a".to_string(), "b".to_string()]),
+                    },
+                ),
+                ("f", ColumnType::Float),
+                ("tm", ColumnType::Time { fsp: 0 }),
+            ],
+            &[0],
+        );
+        let row = vec![
+            Value::UInt(u64::MAX),
+            Value::Text("a\tb\\c\nd🚀".into()),
+            Value::Bytes(vec![0, 0xff]),
+            Value::Date(Date {
+                year: 0,
+                month: 0,
+                day: 0,
+            }),
+            Value::DateTime(DateTime {
+                date: Date {
+                    year: 2024,
+                    month: 2,
+                    day: 29,
+                },
+                hour: 23,
+                minute: 59,
+                second: 58,
+                micros: 7,
+            }),
+            Value::Bit {
+                bits: 0b101,
+                width: 5,
+            },
+            Value::Set(vec!["a".into(), "b".into()]),
+            Value::Float(f32::NEG_INFINITY),
+            Value::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000),
+        ];
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        let mut seq = 0;
+        changes
+            .push(&change(&t, Op::Insert, None, Some(row)), &mut seq)
+            .unwrap();
+        assert_eq!(
+            text_of(&mut changes),
+            "0\tinsert\t30064771074\t2023-11-14T22:13:20Z\t18446744073709551615\ta\\tb\\\\c\\nd🚀\t\\\\x00ff\t\\N\t2024-02-29 23:59:58.000007\t00101\ta,b\t-Infinity\t-838:59:59\n"
+        );
+        assert_eq!(changes.zero_dates_nulled, 1);
+    }
+
+    #[test]
+    fn key_changing_updates_become_delete_then_update() {
+        let t = schema(
+            &[(
+                "id",
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+            )],
+            &[0],
+        );
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        let mut seq = 10;
+        let update = change(
+            &t,
+            Op::Update,
+            Some(vec![Value::Int(1)]),
+            Some(vec![Value::Int(2)]),
+        );
+        changes.push(&update, &mut seq).unwrap();
+        let text = text_of(&mut changes);
+        let ops: Vec<(&str, &str)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[1], f[4])
+            })
+            .collect();
+        assert_eq!(ops, vec![("delete", "1"), ("update", "2")]);
+        assert_eq!((seq, changes.changes), (12, 1));
+    }
+
+    #[test]
+    fn a_bad_value_leaves_the_buffer_as_it_was_and_names_the_column() {
+        let t = schema(
+            &[(
+                "s",
+                ColumnType::Text {
+                    max_bytes: None,
+                    charset: "utf8mb4".into(),
+                },
+            )],
+            &[],
+        );
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        let mut seq = 0;
+        changes
+            .push(
+                &change(&t, Op::Insert, None, Some(vec![Value::Text("ok".into())])),
+                &mut seq,
+            )
+            .unwrap();
+        let err = changes
+            .push(
+                &change(&t, Op::Insert, None, Some(vec![Value::Text("a\0b".into())])),
+                &mut seq,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `s`") && err.contains("7.2"), "{err}");
+        assert_eq!(text_of(&mut changes).lines().count(), 1);
+    }
+
+    #[test]
+    fn rollback_marks_restore_memory_and_spilled_buffers() {
+        let t = schema(
+            &[(
+                "id",
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+            )],
+            &[0],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for spill in [false, true] {
+            let mut changes = TableChanges::new(t.id.clone(), target());
+            let mut seq = 0;
+            changes
+                .push(
+                    &change(&t, Op::Insert, None, Some(vec![Value::Int(1)])),
+                    &mut seq,
+                )
+                .unwrap();
+            if spill {
+                changes.spill(dir.path()).unwrap();
+            }
+            let mark = changes.mark();
+            for i in 0..50_000 {
+                changes
+                    .push(
+                        &change(&t, Op::Insert, None, Some(vec![Value::Int(i)])),
+                        &mut seq,
+                    )
+                    .unwrap();
+            }
+            changes
+                .push(&change(&t, Op::Truncate, None, None), &mut seq)
+                .unwrap();
+            changes.reset_to(mark).unwrap();
+            assert_eq!(changes.truncate_at, None);
+            assert_eq!(changes.changes, 1);
+            assert_eq!(text_of(&mut changes).lines().count(), 1, "spill={spill}");
+        }
+    }
+}
