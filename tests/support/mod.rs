@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+pub mod pipeline;
+
 /// Access key id the test S3 server accepts (moto accepts any).
 pub const S3_ACCESS_KEY_ID: &str = "testing";
 /// Secret access key the test S3 server accepts (moto accepts any).

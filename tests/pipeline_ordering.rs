@@ -1,0 +1,431 @@
+//! `tidemark run` end to end, order per key: many updates of one key inside one batch and across
+//! batches, primary-key-changing updates (including key shifts where every new key is another
+//! row's old key), delete and re-insert of one key, append mode for a table without a key, and
+//! transactions spanning several tables (never visible half-applied in the warehouse).
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::pipeline::{
+    GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, seed, wait_checkpoint,
+    wait_tables_equal, wait_until,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Source database with `tables` created by `ddl`, a fresh warehouse, tidemark running and its
+/// start position checkpointed.
+async fn setup(
+    hint: &str,
+    ddl: &[&str],
+) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
+    let (mut conn, db) = support::fresh_mysql_database(hint).await;
+    for stmt in ddl {
+        conn.query_drop(*stmt).await.unwrap();
+    }
+    let wh = fresh_warehouse(hint).await;
+    let source = SourceConfig::mysql("ordering", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
+    wait_checkpoint(&mut tm, &wh, "ordering", Duration::from_secs(30)).await;
+    (conn, db, wh, tm, schema)
+}
+
+/// `(id, _tidemark_op)` of every target row, by id.
+async fn ops(wh: &Warehouse, schema: &str, table: &str) -> Vec<(String, String)> {
+    wh.rows(&format!(
+        "SELECT id::text, _tidemark_op FROM \"{schema}\".\"{table}\" ORDER BY id"
+    ))
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap_or_default()))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_updates_to_one_key_apply_in_commit_order() {
+    let (mut conn, db, wh, mut tm, schema) = setup(
+        "pl_upd",
+        &["CREATE TABLE counter (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20))"],
+    )
+    .await;
+    conn.query_drop("INSERT INTO counter VALUES (1, 0, 'v0'), (2, 0, 'v0'), (3, 0, 'v0')")
+        .await
+        .unwrap();
+    // Within one batch: 300 autocommit updates of key 1 and one transaction updating key 2
+    // 200 times.
+    for _ in 0..300 {
+        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 1")
+            .await
+            .unwrap();
+    }
+    conn.query_drop("BEGIN").await.unwrap();
+    for _ in 0..200 {
+        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 2")
+            .await
+            .unwrap();
+    }
+    conn.query_drop("COMMIT").await.unwrap();
+    wait_tables_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &["counter"],
+        &schema,
+        CONVERGE,
+    )
+    .await;
+
+    // Across batches: each update of key 3 waits until the previous one landed.
+    for _ in 0..6 {
+        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 3")
+            .await
+            .unwrap();
+        wait_tables_equal(
+            &mut tm,
+            &mut conn,
+            &wh,
+            &db,
+            &["counter"],
+            &schema,
+            CONVERGE,
+        )
+        .await;
+    }
+    // Interleaved updates of all keys, multi-row statements included.
+    for i in 0..100 {
+        let sql = match i % 3 {
+            0 => "UPDATE counter SET v = v * 2 % 1000003, s = CONCAT('m', v)",
+            1 => "UPDATE counter SET v = v + 7 WHERE id IN (1, 3)",
+            _ => "UPDATE counter SET s = CONCAT(s, 'x') WHERE id = 2 AND LENGTH(s) < 18",
+        };
+        conn.query_drop(sql).await.unwrap();
+    }
+    wait_tables_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &["counter"],
+        &schema,
+        CONVERGE,
+    )
+    .await;
+    assert_eq!(
+        ops(&wh, &schema, "counter").await,
+        [("1", "update"), ("2", "update"), ("3", "update")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .to_vec(),
+        "_tidemark_op is the last change applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_key_changes_move_rows() {
+    let (mut conn, db, wh, mut tm, schema) = setup(
+        "pl_pk",
+        &["CREATE TABLE pk (id INT PRIMARY KEY, v VARCHAR(10))"],
+    )
+    .await;
+    let values: Vec<String> = (1..=10).map(|i| format!("({i}, 'r{i}')")).collect();
+    conn.query_drop(format!("INSERT INTO pk VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+
+    // Each change in its own batch.
+    let steps = [
+        "UPDATE pk SET id = 100 WHERE id = 1",
+        // Every new key is another row's old key.
+        "UPDATE pk SET id = id + 1 ORDER BY id DESC",
+        "UPDATE pk SET id = id - 1 ORDER BY id ASC",
+    ];
+    for step in steps {
+        conn.query_drop(step).await.unwrap();
+        wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+    }
+    // All in one batch, key reuse inside transactions included.
+    conn.query_drop("UPDATE pk SET id = id + 1 ORDER BY id DESC")
+        .await
+        .unwrap();
+    conn.query_drop("BEGIN").await.unwrap();
+    conn.query_drop("UPDATE pk SET id = 50 WHERE id = 3")
+        .await
+        .unwrap();
+    conn.query_drop("UPDATE pk SET id = 3 WHERE id = 4")
+        .await
+        .unwrap();
+    conn.query_drop("COMMIT").await.unwrap();
+    // Swap the rows of keys 5 and 6 through a temporary key.
+    conn.query_drop("BEGIN").await.unwrap();
+    for sql in [
+        "UPDATE pk SET id = 0 WHERE id = 5",
+        "UPDATE pk SET id = 5 WHERE id = 6",
+        "UPDATE pk SET id = 6 WHERE id = 0",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    conn.query_drop("COMMIT").await.unwrap();
+    conn.query_drop(
+        "UPDATE pk SET id = id + 1000, v = CONCAT(v, '+') WHERE id > 6 ORDER BY id DESC",
+    )
+    .await
+    .unwrap();
+    conn.query_drop("UPDATE pk SET id = 7 WHERE id = 1008")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_reinsert_of_one_key() {
+    let (mut conn, db, wh, mut tm, schema) = setup(
+        "pl_reins",
+        &["CREATE TABLE d (id INT PRIMARY KEY, v VARCHAR(10))"],
+    )
+    .await;
+    conn.query_drop("INSERT INTO d VALUES (1, 'a'), (2, 'b'), (3, 'c'), (6, 'f')")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+
+    // One batch: delete + insert (separate transactions), delete + insert in one transaction,
+    // insert + delete, insert/delete/insert/delete, REPLACE of an existing key.
+    for sql in [
+        "DELETE FROM d WHERE id = 1",
+        "INSERT INTO d VALUES (1, 'new')",
+        "BEGIN",
+        "DELETE FROM d WHERE id = 2",
+        "INSERT INTO d VALUES (2, 'again')",
+        "COMMIT",
+        "INSERT INTO d VALUES (4, 'short')",
+        "DELETE FROM d WHERE id = 4",
+        "INSERT INTO d VALUES (5, 'x')",
+        "DELETE FROM d WHERE id = 5",
+        "INSERT INTO d VALUES (5, 'y')",
+        "DELETE FROM d WHERE id = 5",
+        "REPLACE INTO d VALUES (6, 'replaced')",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    let after = ops(&wh, &schema, "d").await;
+    assert_eq!(
+        after.iter().find(|(id, _)| id == "1").map(|r| r.1.as_str()),
+        Some("insert"),
+        "re-inserted key 1: _tidemark_op is the last change ({after:?})"
+    );
+    assert_eq!(
+        after.iter().find(|(id, _)| id == "2").map(|r| r.1.as_str()),
+        Some("insert"),
+        "re-inserted key 2: _tidemark_op is the last change ({after:?})"
+    );
+
+    // Across batches.
+    conn.query_drop("DELETE FROM d WHERE id = 3").await.unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    conn.query_drop("INSERT INTO d VALUES (3, 'back')")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    conn.query_drop("DELETE FROM d").await.unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    conn.query_drop("INSERT INTO d VALUES (1, 'last')")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_without_key_is_loaded_in_append_mode() {
+    let (mut conn, _db, wh, mut tm, schema) = setup(
+        "pl_append",
+        &["CREATE TABLE nokey_events (a INT, b VARCHAR(10))"],
+    )
+    .await;
+    // One change per transaction, in two batches.
+    for sql in [
+        "INSERT INTO nokey_events VALUES (1, 'x')",
+        "INSERT INTO nokey_events VALUES (2, 'y')",
+        "INSERT INTO nokey_events VALUES (2, 'y')",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let count = async |wh: &Warehouse| {
+        wh.value(&format!(
+            "SELECT count(*) FROM \"{schema}\".nokey_events WHERE to_regclass('\"{schema}\".nokey_events') IS NOT NULL"
+        ))
+        .await
+    };
+    let _ = wait_until(CONVERGE, async || {
+        wh.table_exists(&schema, "nokey_events").await && count(&wh).await.as_deref() == Some("3")
+    })
+    .await;
+    for sql in [
+        "UPDATE nokey_events SET b = 'z' WHERE a = 1",
+        "DELETE FROM nokey_events WHERE a = 2",
+        "INSERT INTO nokey_events VALUES (NULL, NULL)",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let expected: Vec<Vec<Option<String>>> = [
+        (Some("1"), Some("x"), "insert"),
+        (Some("2"), Some("y"), "insert"),
+        (Some("2"), Some("y"), "insert"),
+        (Some("1"), Some("z"), "update"),
+        (Some("2"), Some("y"), "delete"),
+        (Some("2"), Some("y"), "delete"),
+        (None, None, "insert"),
+    ]
+    .iter()
+    .map(|(a, b, op)| {
+        vec![
+            a.map(String::from),
+            b.map(String::from),
+            Some(op.to_string()),
+        ]
+    })
+    .collect();
+    let sql = format!(
+        "SELECT a::text, b, _tidemark_op FROM \"{schema}\".nokey_events \
+         ORDER BY _tidemark_position, _tidemark_op"
+    );
+    let mut last = Vec::new();
+    let done = wait_until(CONVERGE, async || {
+        last = if wh.table_exists(&schema, "nokey_events").await {
+            wh.rows(&sql).await
+        } else {
+            Vec::new()
+        };
+        last == expected
+    })
+    .await;
+    tm.assert_running("append mode");
+    assert!(
+        done,
+        "append-mode rows in change order:\n expected {expected:?}\n got      {last:?}"
+    );
+    let positions = wh
+        .rows(&format!(
+            "SELECT count(*) FILTER (WHERE _tidemark_position IS NULL OR _tidemark_commit_ts IS NULL \
+             OR _tidemark_loaded_at IS NULL)::text FROM \"{schema}\".nokey_events"
+        ))
+        .await;
+    assert_eq!(
+        positions[0][0].as_deref(),
+        Some("0"),
+        "metadata columns filled"
+    );
+    let warnings = tm
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("nokey_events"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "tidemark warns once per table without a key (found {warnings} warnings naming nokey_events)"
+    );
+}
+
+/// Transfers between accounts in two tables plus a ledger row, in one transaction each; the
+/// warehouse must never show a transfer half-applied (sum of both tables constant), and ends
+/// equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_table_transactions_land_whole() {
+    let (mut conn, db, wh, mut tm, schema) = setup(
+        "pl_multi",
+        &[
+            "CREATE TABLE acct_a (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
+            "CREATE TABLE acct_b (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
+            "CREATE TABLE ledger (id INT AUTO_INCREMENT PRIMARY KEY, src VARCHAR(8), dst VARCHAR(8), amount BIGINT)",
+        ],
+    )
+    .await;
+    conn.query_drop("BEGIN").await.unwrap();
+    for t in ["acct_a", "acct_b"] {
+        let rows: Vec<String> = (1..=20).map(|i| format!("({i}, 1000)")).collect();
+        conn.query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
+            .await
+            .unwrap();
+    }
+    conn.query_drop("INSERT INTO ledger (src, dst, amount) VALUES ('init', 'init', 40000)")
+        .await
+        .unwrap();
+    conn.query_drop("COMMIT").await.unwrap();
+    let tables = ["acct_a", "acct_b", "ledger"];
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+
+    let url = support::mysql_url_for(&db);
+    let mut rng = Rng::new(seed("multi_table_transactions_land_whole"));
+    let writer = tokio::spawn(async move {
+        let mut c = support::mysql_conn(&url).await;
+        for n in 0..400u64 {
+            let (from, to) = if rng.chance(50) {
+                ("acct_a", "acct_b")
+            } else {
+                ("acct_b", "acct_a")
+            };
+            let (i, j) = (rng.between(1, 20), rng.between(1, 20));
+            let amount = rng.between(1, 50);
+            c.query_drop("BEGIN").await.unwrap();
+            if n % 10 == 9 {
+                // Move a whole account: delete on one side, insert (or add) on the other.
+                let bal: Option<i64> = c
+                    .query_first(format!("SELECT bal FROM {from} WHERE id = {i}"))
+                    .await
+                    .unwrap();
+                if let Some(bal) = bal {
+                    c.query_drop(format!("DELETE FROM {from} WHERE id = {i}"))
+                        .await
+                        .unwrap();
+                    c.query_drop(format!(
+                        "INSERT INTO {to} VALUES ({i}, {bal}) ON DUPLICATE KEY UPDATE bal = bal + {bal}"
+                    ))
+                    .await
+                    .unwrap();
+                }
+            } else {
+                c.query_drop(format!(
+                    "INSERT INTO {from} VALUES ({i}, -{amount}) ON DUPLICATE KEY UPDATE bal = bal - {amount}"
+                ))
+                .await
+                .unwrap();
+                c.query_drop(format!(
+                    "INSERT INTO {to} VALUES ({j}, {amount}) ON DUPLICATE KEY UPDATE bal = bal + {amount}"
+                ))
+                .await
+                .unwrap();
+            }
+            c.query_drop(format!(
+                "INSERT INTO ledger (src, dst, amount) VALUES ('{from}', '{to}', {amount})"
+            ))
+            .await
+            .unwrap();
+            c.query_drop("COMMIT").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+
+    // While transfers flow, every warehouse snapshot must show whole transactions only.
+    let probe = format!(
+        "SELECT ((SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_a) + \
+         (SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_b))::text"
+    );
+    let mut observed = std::collections::BTreeMap::new();
+    while !writer.is_finished() {
+        let total = wh.value(&probe).await.unwrap_or_default();
+        *observed.entry(total).or_insert(0u32) += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.await.unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    assert_eq!(
+        observed.keys().collect::<Vec<_>>(),
+        vec!["40000"],
+        "sum of acct_a + acct_b in the warehouse while transfers ran (value: times seen): \
+         anything but 40000 is a source transaction applied in part: {observed:?}"
+    );
+}
