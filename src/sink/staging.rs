@@ -17,8 +17,10 @@
 //! was); [`SpillBuffer::truncate`] restores any earlier length exactly (used to discard a rolled
 //! back transaction).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -184,6 +186,11 @@ pub struct TableChanges {
     pub zero_dates_nulled: u64,
     /// First and last position of the changes.
     pub positions: Option<(Position, Position)>,
+    /// False when no primary key was written twice: each key's only row is its last change,
+    /// and the loader can skip the "last change per key" step.
+    pub repeated_keys: bool,
+    /// Hashes of the keys written (a collision only costs the skipped step).
+    keys_seen: HashSet<u64>,
 }
 
 /// Where a table's buffers stood, so a rolled back transaction can be cut off exactly.
@@ -209,6 +216,8 @@ impl TableChanges {
             changes: 0,
             zero_dates_nulled: 0,
             positions: None,
+            repeated_keys: false,
+            keys_seen: HashSet::new(),
         }
     }
 
@@ -294,12 +303,24 @@ impl TableChanges {
         let Some(segment) = self.segments.last_mut() else {
             return Ok(());
         };
+        let key = &event.table.primary_key;
+        let mut seen = |row: &[Value]| {
+            if !key.is_empty() && !self.keys_seen.insert(key_hash(row, key)) {
+                self.repeated_keys = true;
+            }
+        };
         let image = |row| image_of(event, row);
         match event.op {
             Op::Insert | Op::Read => {
-                encoder.write_row(segment, next_seq, "insert", image(&event.after)?)?
+                let after = image(&event.after)?;
+                encoder.write_row(segment, next_seq, "insert", after)?;
+                seen(after);
             }
-            Op::Delete => encoder.write_row(segment, next_seq, "delete", image(&event.before)?)?,
+            Op::Delete => {
+                let before = image(&event.before)?;
+                encoder.write_row(segment, next_seq, "delete", before)?;
+                seen(before);
+            }
             Op::Update => {
                 let after = image(&event.after)?;
                 if event.table.has_key() {
@@ -312,14 +333,34 @@ impl TableChanges {
                     });
                     if key_changed {
                         encoder.write_row(segment, next_seq, "delete", before)?;
+                        seen(before);
                     }
                 }
-                encoder.write_row(segment, next_seq, "update", after)?
+                encoder.write_row(segment, next_seq, "update", after)?;
+                seen(after);
             }
             Op::Truncate => {}
         }
         Ok(())
     }
+}
+
+/// A hash of the key columns' values of `row`.
+fn key_hash(row: &[Value], key: &[usize]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    for &k in key {
+        match row.get(k) {
+            Some(Value::Int(i)) => (0u8, i).hash(&mut hasher),
+            Some(Value::UInt(u)) => (1u8, u).hash(&mut hasher),
+            Some(Value::Text(t) | Value::Decimal(t) | Value::Enum(t) | Value::Json(t)) => {
+                (2u8, t).hash(&mut hasher)
+            }
+            Some(Value::Bytes(b)) => (3u8, b).hash(&mut hasher),
+            // Rare key types: their debug text is stable and distinct enough for a hint.
+            other => (4u8, format!("{other:?}")).hash(&mut hasher),
+        }
+    }
+    hasher.finish()
 }
 
 /// The row image an operation needs, or the error naming the change that lacks it.

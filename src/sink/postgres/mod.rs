@@ -567,7 +567,7 @@ async fn load_table(
     let statement = if shape.key.is_empty() {
         sql::append(target, &stage, &columns)
     } else {
-        sql::merge(target, &stage, &columns, &shape.key)
+        sql::merge(target, &stage, &columns, &shape.key, !changes.repeated_keys)
     };
     tx.batch_execute(&statement)
         .await

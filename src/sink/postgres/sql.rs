@@ -146,8 +146,15 @@ pub fn discard_before(stage: &str, seq: u64) -> String {
     format!("DELETE FROM {} WHERE {SEQ} < {seq}", ident(stage))
 }
 
-/// Applies the last staged change per key: delete, update or insert.
-pub fn merge(t: &TargetTable, stage: &str, columns: &[String], key: &[String]) -> String {
+/// Applies the last staged change per key: delete, update or insert. `unique_keys` says the
+/// stage holds each key once, so no "last change per key" step is needed.
+pub fn merge(
+    t: &TargetTable,
+    stage: &str,
+    columns: &[String],
+    key: &[String],
+    unique_keys: bool,
+) -> String {
     let keys = list(key);
     let on = key
         .iter()
@@ -170,16 +177,23 @@ pub fn merge(t: &TargetTable, stage: &str, columns: &[String], key: &[String]) -
         .map(|c| format!("s.{}", ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
+    let source = if unique_keys {
+        ident(stage)
+    } else {
+        format!(
+            "(SELECT DISTINCT ON ({keys}) * FROM {} ORDER BY {keys}, {SEQ} DESC)",
+            ident(stage)
+        )
+    };
     format!(
         "MERGE INTO {target} AS t
-USING (SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {SEQ} DESC) AS s
+USING {source} AS s
 ON {on}
 WHEN MATCHED AND s.{OP} = 'delete' THEN DELETE
 WHEN MATCHED THEN UPDATE SET {set}, {LOADED_AT} = now()
 WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN
   INSERT ({insert_columns}, {LOADED_AT}) VALUES ({insert_values}, now())",
         target = table(t),
-        stage = ident(stage),
     )
 }
 
@@ -219,8 +233,16 @@ mod tests {
             table: "order".into(),
         };
         assert_eq!(table(&t), "\"acme_in_txn\".\"order\"");
-        let merge = merge(&t, "stage_0", &["id".into(), "v".into()], &["id".into()]);
+        let merge = merge(
+            &t,
+            "stage_0",
+            &["id".into(), "v".into()],
+            &["id".into()],
+            false,
+        );
         assert!(merge.contains("ON t.\"id\" = s.\"id\""), "{merge}");
         assert!(merge.contains("DISTINCT ON (\"id\")"), "{merge}");
+        let unique = super::merge(&t, "stage_0", &["id".into()], &["id".into()], true);
+        assert!(unique.contains("USING \"stage_0\" AS s"), "{unique}");
     }
 }
