@@ -321,3 +321,211 @@ impl Batcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{ByteSize, Config};
+    use crate::event::{
+        ChangeEvent, Column, ColumnType, DdlEvent, Op, Position, TableSchema, Transaction, Value,
+    };
+
+    fn batcher(max_rows: u64) -> Batcher {
+        let text = r#"
+[group]
+name = "g"
+[warehouse]
+kind = "postgres"
+url = "postgres://wh"
+[[sources]]
+id = "s"
+kind = "mysql"
+url = "mysql://src"
+tenant = "t"
+region = "r"
+function = "f"
+include = ["shop.*"]
+snapshot = "never"
+"#;
+        let config = Config::from_str_with_env(text, Path::new("t.toml"), &|_| None).unwrap();
+        let limits = BatchConfig {
+            max_rows,
+            max_bytes: ByteSize(1 << 30),
+            max_delay: Duration::from_millis(500),
+        };
+        Batcher::new(
+            "s".into(),
+            Router::new(&config.sources[0]),
+            limits,
+            std::env::temp_dir(),
+        )
+    }
+
+    fn table(name: &str) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: TableId::new("shop", name),
+            columns: vec![Column {
+                name: "id".into(),
+                ty: ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+                nullable: false,
+            }],
+            primary_key: vec![0],
+        })
+    }
+
+    fn txn(n: u64) -> Arc<Transaction> {
+        Arc::new(Transaction {
+            id: n.to_string(),
+            gtid: None,
+            commit_ts_micros: n as i64,
+            log_coordinate: n,
+        })
+    }
+
+    fn insert(t: &Arc<TableSchema>, n: u64, id: i64) -> SourceMessage {
+        SourceMessage::Change(ChangeEvent {
+            source: "s".into(),
+            table: t.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(vec![Value::Int(id)]),
+            position: Position { txn: n, seq: 0 },
+            transaction: txn(n),
+        })
+    }
+
+    fn commit(pos: u64) -> SourceMessage {
+        SourceMessage::Commit(ResumePoint::Binlog {
+            file: "b.000001".into(),
+            pos,
+            gtid: None,
+        })
+    }
+
+    fn feed(b: &mut Batcher, messages: Vec<SourceMessage>) -> Vec<Batch> {
+        let mut cut = Vec::new();
+        for m in messages {
+            b.push(m, &mut cut).unwrap();
+        }
+        cut
+    }
+
+    fn summary(batch: &Batch) -> Vec<(String, u64)> {
+        batch
+            .tables
+            .iter()
+            .map(|t| (t.target.table.clone(), t.changes))
+            .collect()
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_leaves_no_trace() {
+        let (a, b) = (table("a"), table("b"));
+        let mut batcher = batcher(1000);
+        feed(
+            &mut batcher,
+            vec![SourceMessage::Begin(txn(1)), insert(&a, 1, 1), commit(100)],
+        );
+        feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(txn(2)),
+                insert(&a, 2, 2),
+                insert(&b, 2, 3),
+                SourceMessage::Rollback,
+            ],
+        );
+        let batch = batcher.take().unwrap();
+        assert_eq!(summary(&batch), vec![("a".to_string(), 1)]);
+        assert_eq!(
+            batch.checkpoint.resume_point,
+            ResumePoint::Binlog {
+                file: "b.000001".into(),
+                pos: 100,
+                gtid: None
+            }
+        );
+    }
+
+    #[test]
+    fn batches_are_cut_only_between_transactions() {
+        let a = table("a");
+        let mut batcher = batcher(2);
+        feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(txn(1)),
+                insert(&a, 1, 1),
+                insert(&a, 1, 2),
+            ],
+        );
+        assert!(!batcher.is_full(), "full mid-transaction");
+        assert!(batcher.take().is_none());
+        feed(&mut batcher, vec![insert(&a, 1, 3), commit(100)]);
+        assert!(batcher.is_full());
+        assert_eq!(
+            summary(&batcher.take().unwrap()),
+            vec![("a".to_string(), 3)]
+        );
+        assert!(batcher.take().is_none(), "nothing left after a cut");
+    }
+
+    #[test]
+    fn a_rename_cuts_the_batch_in_front_of_it_and_excluded_tables_are_skipped() {
+        let (a, other) = (
+            table("a"),
+            Arc::new(TableSchema {
+                id: TableId::new("elsewhere", "x"),
+                ..(*table("x")).clone()
+            }),
+        );
+        let mut batcher = batcher(1000);
+        feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(txn(1)),
+                insert(&a, 1, 1),
+                insert(&other, 1, 1),
+                commit(100),
+            ],
+        );
+        let cut = feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(txn(2)),
+                SourceMessage::Ddl(DdlEvent {
+                    namespace: "shop".into(),
+                    statement: "RENAME TABLE a TO b".into(),
+                    position: Position { txn: 2, seq: 0 },
+                    renamed: vec![(TableId::new("shop", "a"), TableId::new("shop", "b"))],
+                }),
+                commit(200),
+            ],
+        );
+        assert_eq!(cut.len(), 1);
+        assert_eq!(summary(&cut[0]), vec![("a".to_string(), 1)]);
+        feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(txn(3)),
+                insert(&table("b"), 3, 2),
+                commit(300),
+            ],
+        );
+        let batch = batcher.take().unwrap();
+        assert_eq!(batch.renames.len(), 1);
+        assert_eq!(
+            (
+                batch.renames[0].0.table.as_str(),
+                batch.renames[0].1.table.as_str()
+            ),
+            ("a", "b")
+        );
+        assert_eq!(summary(&batch), vec![("b".to_string(), 1)]);
+    }
+}
