@@ -35,6 +35,8 @@ const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Wait before retrying a source that needs an operator (bad setting, lost position).
 const OPERATOR_RETRY: Duration = Duration::from_secs(60);
+/// Longest a stop request waits for the last batches to load.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How often each source logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -261,14 +263,25 @@ async fn run_source(
             }
         }
     }
-    // Shutdown: finish the load in flight, then load every whole transaction received so far.
-    if loader.is_busy() {
+    // Shutdown: finish the load in flight, then load every whole transaction received so far,
+    // within a grace period: a warehouse that stays down must not hold the process hostage.
+    // Whatever is not committed is simply read again at the next start.
+    let drain = async {
         loader.wait().await?;
-    }
-    batcher.abandon_open_transaction()?;
-    for batch in cut.into_iter().chain(batcher.take()) {
-        loader.start(batch);
-        loader.wait().await?;
+        batcher.abandon_open_transaction()?;
+        for batch in cut.into_iter().chain(batcher.take()) {
+            loader.start(batch);
+            loader.wait().await?;
+        }
+        Ok::<(), SourceError>(())
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
+        Ok(result) => result?,
+        Err(_) => {
+            loader.abort();
+            warn!(source = %source.id, grace = ?SHUTDOWN_GRACE, "stopping without loading the last batch (the warehouse did not take it in time); it is read again at the next start");
+            return Ok(());
+        }
     }
     info!(source = %source.id, "source stopped cleanly");
     Ok(())
@@ -344,6 +357,13 @@ impl Loader {
         };
         let source_id = self.source_id.clone();
         self.busy = Some(tokio::spawn(load_with_retry(sink, batch, source_id)));
+    }
+
+    /// Gives up the batch in flight (its transaction rolls back with the connection).
+    fn abort(&mut self) {
+        if let Some(handle) = self.busy.take() {
+            handle.abort();
+        }
     }
 
     /// Waits for the batch in flight; errors are the ones retrying did not fix.
