@@ -1,0 +1,937 @@
+//! End-to-end benchmark: `tidemark run` from MariaDB into Postgres, against a hand-written
+//! load of the same rows, plus commit-to-visible latency under a steady writer.
+//!
+//! - (a) W1 (see `workload.rs`: 1M inserts, 500k updates, 100k deletes on `bench.orders`, 1000-row
+//!   transactions; 900k rows left) streamed by the release `tidemark` binary into a fresh
+//!   Postgres database. The checkpoint row is first created by tidemark itself (a short run that
+//!   records the end of the binlog), then moved to W1's start, so the timed run replays exactly
+//!   W1. Timed from spawning `tidemark run` until the checkpoint in `tidemark.checkpoints`
+//!   reaches W1's end (polled every 50 ms); the target must then hold exactly the source's rows
+//!   (count and a content checksum, checked untimed). Peak RSS is tidemark's `VmHWM`, read just
+//!   before SIGTERM.
+//! - (b) The reference: the same final rows selected from the source (`mariadb --batch --quick`)
+//!   piped into `psql`, which in one transaction COPYs them into a temporary staging table and
+//!   MERGEs that into an empty target table of the same shape (source columns plus tidemark's
+//!   four metadata columns). Timed from spawning `mariadb` until `psql` exits.
+//!
+//!   Both (a) and (b) are reported in final rows per second (rows in the target at the end /
+//!   seconds), so the ratio tidemark/reference is reference time / tidemark time; tidemark's
+//!   source row changes applied per second are printed too. Best of N repetitions per side,
+//!   alternating; target ratio >= 0.70.
+//! - (c) Latency: with `max_delay = "500ms"`, a writer commits small transactions (6 inserts and
+//!   4 updates of earlier rows each) at 5000 changes/s for 30 s. For every transaction it
+//!   records the largest id it inserted and the instant COMMIT returned; a poller reads
+//!   `max(id)` of the target table every 20 ms. A transaction's latency is the time from its
+//!   COMMIT returning until the first poll that saw its id. Targets: p99 <= 2 s, tidemark
+//!   RSS <= 150 MB.
+//!
+//! Servers: the private `scripts/mariadb-instance.sh bench` and `scripts/postgres-instance.sh
+//! bench` (started when needed). Environment: `TIDEMARK_BENCH_REPS` (default 3),
+//! `TIDEMARK_BENCH_SCALE` (W1 size, default 1), `TIDEMARK_BENCH_PARTS` (`throughput`,
+//! `latency` or `all`, the default), `TIDEMARK_BENCH_LATENCY_SECS` (30),
+//! `TIDEMARK_BENCH_LATENCY_RATE` (changes/s, 5000), `TIDEMARK_BENCH_BIN` (the tidemark binary;
+//! default: the one cargo built for this benchmark, `target/release/tidemark`),
+//! `TIDEMARK_BENCH_URL` / `TIDEMARK_BENCH_PG_URL` (other servers), `TIDEMARK_BENCH_RELOAD=1`.
+//! See `bench/README.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use tidemark::event::ResumePoint;
+use tokio_postgres::{Client, NoTls};
+
+#[allow(dead_code)] // shared by two benchmarks; each uses part of it
+mod workload;
+
+use workload::{BinlogPos, W1, W1Range, connect, ensure_w1, host_port, source_revision};
+
+const RATIO_TARGET: f64 = 0.70;
+const P99_TARGET_SECS: f64 = 2.0;
+const RSS_TARGET_MB: f64 = 150.0;
+/// Changes per latency-writer transaction: this many inserts, the rest updates.
+const LAT_TXN_CHANGES: u64 = 10;
+const LAT_TXN_INSERTS: u64 = 6;
+
+fn main() {
+    // `cargo bench` passes `--bench` (and maybe a filter); there is nothing to select.
+    let env = Env::from_env();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    println!(
+        "pipeline_e2e: tidemark {} ({}), source {}, warehouse {}",
+        source_revision(),
+        env.bin.display(),
+        env.mysql_url,
+        env.pg_url
+    );
+    if env.parts.throughput {
+        runtime.block_on(throughput(&env));
+    }
+    if env.parts.latency {
+        runtime.block_on(latency(&env));
+    }
+}
+
+/// Which parts run.
+struct Parts {
+    throughput: bool,
+    latency: bool,
+}
+
+/// Settings and servers.
+struct Env {
+    bin: PathBuf,
+    mysql_url: String,
+    pg_url: String,
+    /// Configs, logs and state of the tidemark runs.
+    work: PathBuf,
+    reps: usize,
+    parts: Parts,
+    latency_secs: u64,
+    latency_rate: u64,
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| {
+        v.parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name} must be a positive integer, not {v:?}"))
+    })
+}
+
+impl Env {
+    fn from_env() -> Env {
+        let bin = std::env::var_os("TIDEMARK_BENCH_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_tidemark")),
+            PathBuf::from,
+        );
+        let help = Command::new(&bin)
+            .args(["run", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !help.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "pipeline_e2e: {} has no working `run` command; nothing to measure",
+                bin.display()
+            );
+            std::process::exit(1);
+        }
+        let parts = match std::env::var("TIDEMARK_BENCH_PARTS").as_deref() {
+            Err(_) | Ok("all") => Parts {
+                throughput: true,
+                latency: true,
+            },
+            Ok("throughput") => Parts {
+                throughput: true,
+                latency: false,
+            },
+            Ok("latency") => Parts {
+                throughput: false,
+                latency: true,
+            },
+            Ok(other) => {
+                panic!("TIDEMARK_BENCH_PARTS must be throughput, latency or all, not {other:?}")
+            }
+        };
+        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline_e2e");
+        std::fs::create_dir_all(&work).expect("creating the benchmark's work directory");
+        Env {
+            bin,
+            mysql_url: workload::server_url(),
+            pg_url: std::env::var("TIDEMARK_BENCH_PG_URL").unwrap_or_else(|_| {
+                workload::instance_url("postgres-instance.sh", "bench", "postgres://")
+            }),
+            work,
+            reps: env_number("TIDEMARK_BENCH_REPS", 3) as usize,
+            parts,
+            latency_secs: env_number("TIDEMARK_BENCH_LATENCY_SECS", 30),
+            latency_rate: env_number("TIDEMARK_BENCH_LATENCY_RATE", 5000),
+        }
+    }
+
+    /// The URL of database `db` on the warehouse server.
+    fn db_url(&self, db: &str) -> String {
+        let (server, _) = self
+            .pg_url
+            .rsplit_once('/')
+            .expect("a postgres:// URL ends in /DATABASE");
+        format!("{server}/{db}")
+    }
+
+    /// Drops and creates database `db` on the warehouse server; returns a client connected to it.
+    async fn fresh_database(&self, db: &str) -> Client {
+        let admin = pg_connect(&self.pg_url).await;
+        // Two statements: DROP DATABASE cannot run inside the implicit transaction of a
+        // multi-statement query.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", pg_error(&e)));
+        }
+        pg_connect(&self.db_url(db)).await
+    }
+}
+
+/// The server's message when there is one (`tokio_postgres::Error` displays only "db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+async fn pg_connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {}", pg_error(&e)));
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("pipeline_e2e: postgres connection: {e}");
+        }
+    });
+    client
+}
+
+/// One source of one tidemark config.
+struct SourceSpec<'a> {
+    /// Name of the config file and of the tidemark log, under the work directory.
+    name: &'a str,
+    id: &'a str,
+    /// The `function` part of the staging schema `bench_e2e_{function}`.
+    function: &'a str,
+    include: &'a str,
+    /// Extra `[batch]` lines.
+    batch: &'a str,
+}
+
+impl SourceSpec<'_> {
+    fn schema(&self) -> String {
+        format!("bench_e2e_{}", self.function)
+    }
+
+    /// Writes the config file (URLs inline: the bench servers have no passwords).
+    fn write_config(&self, env: &Env, wh_db: &str) -> PathBuf {
+        let path = env.work.join(format!("{}.toml", self.name));
+        let text = format!(
+            "[group]\nname = \"bench-{name}\"\nstate_dir = {state:?}\n\n\
+             [warehouse]\nkind = \"postgres\"\nurl = {wh:?}\n\n\
+             [batch]\n{batch}\n\n\
+             [[sources]]\nid = {id:?}\nkind = \"mysql\"\nurl = {src:?}\n\
+             tenant = \"bench\"\nregion = \"e2e\"\nfunction = {function:?}\n\
+             include = [{include:?}]\nsnapshot = \"never\"\n",
+            name = self.name,
+            state = env.work.join("state").join(self.name),
+            wh = env.db_url(wh_db),
+            batch = self.batch,
+            id = self.id,
+            src = env.mysql_url,
+            function = self.function,
+            include = self.include,
+        );
+        std::fs::write(&path, text).expect("writing a tidemark config");
+        path
+    }
+}
+
+/// A running `tidemark run`.
+struct Tidemark {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Tidemark {
+    fn start(env: &Env, config: &Path, name: &str) -> Tidemark {
+        let log = env.work.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("creating the tidemark log");
+        let started = Instant::now();
+        let child = Command::new(&env.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("cloning the log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", env.bin.display()));
+        Tidemark {
+            child,
+            log,
+            started,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics with the log's tail if the process has exited.
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("polling tidemark") {
+            panic!(
+                "tidemark exited early ({status}); last lines of {}:\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Peak RSS (`VmHWM`) in MB.
+    fn peak_rss_mb(&self) -> f64 {
+        workload::vm_hwm_kb(Some(self.pid())).unwrap_or(0) as f64 / 1024.0
+    }
+
+    /// Current RSS (`VmRSS`) in MB.
+    fn rss_mb(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    /// SIGTERM, then waits (at most 60 s, then SIGKILL); panics unless it exited 0.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status: ExitStatus = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for tidemark") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "tidemark did not exit within 60 s of SIGTERM; log {}:\n{}",
+                    self.log.display(),
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "tidemark exited with {status} after SIGTERM; last lines of {}:\n{}",
+            self.log.display(),
+            self.log_tail()
+        );
+    }
+}
+
+/// The source's checkpoint, as `(file, pos)`, or `None` before tidemark wrote it.
+async fn checkpoint(client: &Client, source_id: &str) -> Option<(String, u64)> {
+    let row = client
+        .query_opt(
+            "SELECT resume_point->>'file', (resume_point->>'pos')::bigint
+             FROM tidemark.checkpoints WHERE source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .ok()??;
+    let file: Option<String> = row.get(0);
+    let pos: Option<i64> = row.get(1);
+    Some((file?, pos? as u64))
+}
+
+/// Waits (at most 60 s) until tidemark has recorded its start position.
+async fn wait_for_checkpoint_row(client: &Client, tidemark: &mut Tidemark, source_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checkpoint(client, source_id).await.is_none() {
+        tidemark.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "tidemark wrote no checkpoint row within 60 s; log:\n{}",
+            tidemark.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// --- (a) and (b): W1 throughput -------------------------------------------------------------
+
+/// The target table, as tidemark's Postgres type mapping makes it (docs/warehouse-postgres.md).
+const ORDERS_DDL: &str = "
+    CREATE TABLE bench_e2e_w1.orders (
+        id bigint PRIMARY KEY,
+        qty integer,
+        sku text,
+        status_code smallint,
+        amount numeric(12,2),
+        state text,
+        note text,
+        created_at timestamp(6) without time zone,
+        updated_at timestamp(3) with time zone,
+        flags bit varying(64),
+        attrs jsonb,
+        _tidemark_op text,
+        _tidemark_position numeric(30,0),
+        _tidemark_commit_ts timestamp with time zone,
+        _tidemark_loaded_at timestamp with time zone
+    )";
+
+/// The reference load: psql reads the rows on stdin.
+const REFERENCE_SQL: &str = r"\set ON_ERROR_STOP 1
+SET timezone = 'UTC';
+BEGIN;
+CREATE TEMP TABLE stage (
+    id bigint, qty integer, sku text, status_code smallint, amount numeric(12,2), state text,
+    note text, created_at timestamp(6) without time zone, updated_at timestamp(3) with time zone,
+    flags bit varying(64), attrs jsonb
+) ON COMMIT DROP;
+\copy stage FROM pstdin WITH (FORMAT text, NULL 'NULL')
+MERGE INTO bench_e2e_w1.orders t USING stage s ON t.id = s.id
+WHEN MATCHED THEN UPDATE SET
+    qty = s.qty, sku = s.sku, status_code = s.status_code, amount = s.amount, state = s.state,
+    note = s.note, created_at = s.created_at, updated_at = s.updated_at, flags = s.flags,
+    attrs = s.attrs, _tidemark_op = 'update', _tidemark_position = 0,
+    _tidemark_commit_ts = now(), _tidemark_loaded_at = now()
+WHEN NOT MATCHED THEN INSERT
+    (id, qty, sku, status_code, amount, state, note, created_at, updated_at, flags, attrs,
+     _tidemark_op, _tidemark_position, _tidemark_commit_ts, _tidemark_loaded_at)
+    VALUES (s.id, s.qty, s.sku, s.status_code, s.amount, s.state, s.note, s.created_at,
+     s.updated_at, s.flags, s.attrs, 'insert', 0, now(), now());
+COMMIT;
+";
+
+/// The source rows the reference loads, in the text form `COPY` reads.
+const REFERENCE_SELECT: &str = "SET time_zone = '+00:00';
+    SELECT id, qty, sku, status_code, amount, state, note, created_at, updated_at,
+        LPAD(BIN(flags), 8, '0'), attrs
+    FROM bench.orders";
+
+/// Row count and content checksum of `bench.orders` at the source: per row, the md5 of a text
+/// rendering both servers produce identically; summed over rows as two 32-bit halves.
+const SOURCE_CHECKSUM: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(h1), 0) AS CHAR),
+        CAST(COALESCE(SUM(h2), 0) AS CHAR)
+    FROM (SELECT CAST(CONV(SUBSTR(m, 1, 8), 16, 10) AS UNSIGNED) AS h1,
+                 CAST(CONV(SUBSTR(m, 9, 8), 16, 10) AS UNSIGNED) AS h2
+          FROM (SELECT MD5(CONCAT_WS('|', id, qty, sku, status_code, amount, state, note,
+                    DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'),
+                    LEFT(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), 23),
+                    LPAD(BIN(flags), 8, '0'), JSON_VALUE(attrs, '$.k'),
+                    JSON_VALUE(attrs, '$.src'))) AS m
+                FROM bench.orders) AS r) AS s";
+
+/// The same checksum of the target table.
+const TARGET_CHECKSUM: &str =
+    "SELECT count(*), coalesce(sum(h1), 0)::text, coalesce(sum(h2), 0)::text
+    FROM (SELECT ('x' || substr(m, 1, 8))::bit(32)::bigint AS h1,
+                 ('x' || substr(m, 9, 8))::bit(32)::bigint AS h2
+          FROM (SELECT md5(concat_ws('|', id, qty, sku, status_code, amount, state, note,
+                    to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'),
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
+                    flags::text, attrs->>'k', attrs->>'src')) AS m
+                FROM bench_e2e_w1.orders) AS r) AS s";
+
+/// Rows and checksum of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contents {
+    rows: u64,
+    sum1: String,
+    sum2: String,
+}
+
+async fn source_contents(url: &str) -> Contents {
+    let mut conn = connect(url).await;
+    let (rows, sum1, sum2): (u64, String, String) = conn
+        .query_first(SOURCE_CHECKSUM)
+        .await
+        .expect("checksumming bench.orders")
+        .expect("one row");
+    Contents { rows, sum1, sum2 }
+}
+
+async fn target_contents(client: &Client) -> Contents {
+    let row = client
+        .query_one(TARGET_CHECKSUM, &[])
+        .await
+        .unwrap_or_else(|e| panic!("checksumming bench_e2e_w1.orders: {}", pg_error(&e)));
+    Contents {
+        rows: row.get::<_, i64>(0) as u64,
+        sum1: row.get(1),
+        sum2: row.get(2),
+    }
+}
+
+/// Column names and types of a table, for comparing shapes.
+async fn table_shape(client: &Client, schema: &str, table: &str) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_attribute a
+             WHERE a.attrelid = ($1 || '.' || $2)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading a table's columns: {}", pg_error(&e)))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// One timed run of either side.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    secs: f64,
+    rss_mb: f64,
+}
+
+const W1_SPEC: SourceSpec<'static> = SourceSpec {
+    name: "w1",
+    id: "bench-w1",
+    function: "w1",
+    include: "bench.orders",
+    batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+};
+const TIDEMARK_DB: &str = "tidemark_e2e";
+const REFERENCE_DB: &str = "tidemark_e2e_ref";
+
+async fn throughput(env: &Env) {
+    let w1 = W1::from_env();
+    let range = ensure_w1(&env.mysql_url, &w1).await;
+    println!("(a) tidemark run vs (b) COPY + MERGE by hand, on {w1}");
+    println!("  {}", range.describe());
+    let started = Instant::now();
+    let source = source_contents(&env.mysql_url).await;
+    println!(
+        "  source: bench.orders has {} rows, checksum {}/{} ({:.1} s, untimed)",
+        source.rows,
+        source.sum1,
+        source.sum2,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        source.rows,
+        w1.final_rows(),
+        "bench.orders does not hold W1's final rows; rerun with TIDEMARK_BENCH_RELOAD=1"
+    );
+
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for rep in 1..=env.reps {
+        let t = tidemark_w1(env, &range, &source).await;
+        println!(
+            "  run {rep}/{}: tidemark  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s {:>8.0} rows/s  peak RSS {:.1} MB",
+            env.reps,
+            w1.changes(),
+            source.rows,
+            t.secs,
+            w1.changes() as f64 / t.secs,
+            source.rows as f64 / t.secs,
+            t.rss_mb
+        );
+        ours.push(t);
+        let r = reference_w1(env, &source, rep == 1).await;
+        println!(
+            "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
+            env.reps,
+            source.rows,
+            r.secs,
+            source.rows as f64 / r.secs,
+        );
+        theirs.push(r);
+    }
+    let best = |runs: &[Run]| {
+        *runs
+            .iter()
+            .min_by(|a, b| a.secs.total_cmp(&b.secs))
+            .expect("at least one run")
+    };
+    let (t, r) = (best(&ours), best(&theirs));
+    let peak_rss = ours.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    let ratio = r.secs / t.secs;
+    println!();
+    println!(
+        "result (best of {} per side; peak RSS is the max over tidemark runs):",
+        env.reps
+    );
+    println!(
+        "  tidemark:  {:>7.2} s  {:>9.0} source row changes applied/s  {:>8.0} final rows/s  peak RSS {:.1} MB",
+        t.secs,
+        w1.changes() as f64 / t.secs,
+        source.rows as f64 / t.secs,
+        peak_rss
+    );
+    println!(
+        "  reference: {:>7.2} s  {:>41.0} final rows/s",
+        r.secs,
+        source.rows as f64 / r.secs
+    );
+    println!(
+        "  ratio tidemark/reference (final rows/s): {ratio:.2}  (target >= {RATIO_TARGET:.2}) {}",
+        verdict(ratio >= RATIO_TARGET)
+    );
+    println!(
+        "  definitions: final rows = {} rows in bench.orders after W1; source row changes = {} \
+         row events of W1;",
+        source.rows,
+        w1.changes()
+    );
+    println!(
+        "    tidemark time = spawn of `tidemark run` (checkpoint at W1's start) until its checkpoint \
+         reaches W1's end;"
+    );
+    println!(
+        "    reference time = spawn of `mariadb --batch --quick -e SELECT` piped to `psql` (COPY to a \
+         temp table + one MERGE, one transaction) until psql exits;"
+    );
+    println!("    ratio = reference time / tidemark time.");
+}
+
+/// Side (a): tidemark replays W1 into a fresh warehouse database.
+async fn tidemark_w1(env: &Env, range: &W1Range, source: &Contents) -> Run {
+    let client = env.fresh_database(TIDEMARK_DB).await;
+    let config = W1_SPEC.write_config(env, TIDEMARK_DB);
+
+    // A first, short run creates tidemark's control tables and its checkpoint row.
+    let mut first = Tidemark::start(env, &config, "w1-setup");
+    wait_for_checkpoint_row(&client, &mut first, W1_SPEC.id).await;
+    first.stop();
+    let start = ResumePoint::Binlog {
+        file: range.start.file.clone(),
+        pos: range.start.pos,
+        gtid: None,
+    };
+    let moved = client
+        .execute(
+            "UPDATE tidemark.checkpoints SET resume_point = $1, position = $2 WHERE source_id = $3",
+            &[
+                &serde_json::to_value(&start).expect("serialising a resume point"),
+                &start.to_string(),
+                &W1_SPEC.id,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("moving the checkpoint to W1's start: {}", pg_error(&e)));
+    assert_eq!(moved, 1, "no checkpoint row to move");
+
+    let end = BinlogPos::key(&range.end.file, range.end.pos);
+    let mut tidemark = Tidemark::start(env, &config, "w1");
+    let mut last_progress = (Instant::now(), (0, 0));
+    let secs = loop {
+        if let Some((file, pos)) = checkpoint(&client, W1_SPEC.id).await {
+            let at = BinlogPos::key(&file, pos);
+            if at >= end {
+                break tidemark.started.elapsed().as_secs_f64();
+            }
+            if at != last_progress.1 {
+                last_progress = (Instant::now(), at);
+            }
+        }
+        tidemark.assert_alive();
+        assert!(
+            last_progress.0.elapsed() < Duration::from_secs(120),
+            "tidemark's checkpoint has not moved for 120 s (at {:?}, W1 ends at {}); log:\n{}",
+            last_progress.1,
+            range.end,
+            tidemark.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rss_mb = tidemark.peak_rss_mb();
+    tidemark.stop();
+    let target = target_contents(&client).await;
+    assert_eq!(
+        &target, source,
+        "after W1, bench_e2e_w1.orders differs from bench.orders (rows, checksum)"
+    );
+    Run { secs, rss_mb }
+}
+
+/// Side (b): the final rows, selected from the source and loaded by psql (COPY + MERGE).
+async fn reference_w1(env: &Env, source: &Contents, compare_shape: bool) -> Run {
+    let client = env.fresh_database(REFERENCE_DB).await;
+    client
+        .batch_execute(&format!("CREATE SCHEMA bench_e2e_w1; {ORDERS_DDL}"))
+        .await
+        .unwrap_or_else(|e| panic!("creating the reference target table: {}", pg_error(&e)));
+    if compare_shape {
+        let ours = pg_connect(&env.db_url(TIDEMARK_DB)).await;
+        let (theirs, tidemarks) = (
+            table_shape(&client, "bench_e2e_w1", "orders").await,
+            table_shape(&ours, "bench_e2e_w1", "orders").await,
+        );
+        if theirs != tidemarks {
+            println!(
+                "  NOTE: the reference table's columns differ from tidemark's:\n    reference: {theirs:?}\n    tidemark:  {tidemarks:?}"
+            );
+        }
+    }
+    let script = env.work.join("reference.sql");
+    std::fs::write(&script, REFERENCE_SQL).expect("writing reference.sql");
+    let (host, port) = host_port(&env.mysql_url);
+    let psql = ["/usr/lib/postgresql/15/bin/psql", "psql"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || Path::new(p).exists())
+        .expect("psql");
+
+    let started = Instant::now();
+    let mut select = Command::new("mariadb")
+        .args(["--no-defaults", "--batch", "--skip-column-names", "--quick"])
+        .arg(format!("--host={host}"))
+        .arg(format!("--port={port}"))
+        .args(["--user=root", "--default-character-set=utf8mb4", "-e"])
+        .arg(REFERENCE_SELECT)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting mariadb (is the MariaDB client installed?)");
+    let rows = select.stdout.take().expect("piped stdout");
+    let load = Command::new(psql)
+        .args(["-X", "-q", "-d"])
+        .arg(env.db_url(REFERENCE_DB))
+        .arg("-f")
+        .arg(&script)
+        .stdin(rows)
+        .stdout(Stdio::null())
+        .status()
+        .expect("starting psql");
+    let selected = select.wait().expect("waiting for mariadb");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(selected.success(), "mariadb SELECT failed: {selected}");
+    assert!(load.success(), "psql COPY + MERGE failed: {load}");
+
+    let target = target_contents(&client).await;
+    assert_eq!(
+        &target, source,
+        "the reference load differs from bench.orders (rows, checksum)"
+    );
+    Run { secs, rss_mb: 0.0 }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+// --- (c): commit-to-visible latency ---------------------------------------------------------
+
+const LAT_SPEC: SourceSpec<'static> = SourceSpec {
+    name: "latency",
+    id: "bench-latency",
+    function: "lat",
+    include: "lat.events",
+    batch: "max_delay = \"500ms\"",
+};
+const LATENCY_DB: &str = "tidemark_e2e_lat";
+
+/// A transaction the writer committed: the largest id it inserted and when COMMIT returned.
+type Committed = (u64, Instant);
+
+async fn latency(env: &Env) {
+    let rate = env.latency_rate;
+    println!();
+    println!(
+        "(c) commit-to-visible latency: {rate} changes/s for {} s, transactions of {LAT_TXN_INSERTS} inserts + {} updates, max_delay = 500ms",
+        env.latency_secs,
+        LAT_TXN_CHANGES - LAT_TXN_INSERTS
+    );
+    let mut conn = connect(&env.mysql_url).await;
+    conn.query_drop(
+        "DROP DATABASE IF EXISTS lat; CREATE DATABASE lat;
+         CREATE TABLE lat.events (id BIGINT PRIMARY KEY, k INT NOT NULL, v VARCHAR(64) NOT NULL,
+             amount DECIMAL(12,2) NOT NULL, updated_at DATETIME(6) NOT NULL)",
+    )
+    .await
+    .expect("creating lat.events");
+    let client = env.fresh_database(LATENCY_DB).await;
+    let config = LAT_SPEC.write_config(env, LATENCY_DB);
+    let mut tidemark = Tidemark::start(env, &config, "latency");
+    wait_for_checkpoint_row(&client, &mut tidemark, LAT_SPEC.id).await;
+
+    // The poller: max(id) of the target every 20 ms, with the instant each answer arrived.
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = tokio::spawn(poll_max_id(
+        pg_connect(&env.db_url(LATENCY_DB)).await,
+        format!("{}.events", LAT_SPEC.schema()),
+        done.clone(),
+    ));
+
+    let writing = Instant::now();
+    let committed = write_steadily(&mut conn, rate, Duration::from_secs(env.latency_secs)).await;
+    let wrote_secs = writing.elapsed().as_secs_f64();
+    let last_id = committed.last().map_or(0, |c| c.0);
+
+    // Wait (at most 60 s) for the last transaction to become visible.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: Option<i64> = client
+            .query_one(
+                &format!("SELECT max(id) FROM {}.events", LAT_SPEC.schema()),
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get(0));
+        if seen.unwrap_or(0) as u64 >= last_id {
+            break;
+        }
+        tidemark.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "the last write (id {last_id}) was not visible 60 s after the writer stopped; log:\n{}",
+            tidemark.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let polls = poller.await.expect("the poller task");
+    let (peak_mb, now_mb) = (tidemark.peak_rss_mb(), tidemark.rss_mb());
+    tidemark.stop();
+
+    let rows: u64 = conn
+        .query_first("SELECT COUNT(*) FROM lat.events")
+        .await
+        .expect("counting lat.events")
+        .expect("one row");
+    let target_rows: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {}.events", LAT_SPEC.schema()),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("counting the target: {}", pg_error(&e)))
+        .get(0);
+
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .filter_map(|&(id, at)| {
+            let i = polls.partition_point(|p| p.1 < id);
+            polls
+                .get(i)
+                .map(|p| p.0.saturating_duration_since(at).as_secs_f64())
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let changes = committed.len() as u64 * LAT_TXN_CHANGES;
+    println!(
+        "  writer: {changes} changes in {} transactions over {wrote_secs:.1} s ({:.0} changes/s achieved); {} polls of the target",
+        committed.len(),
+        changes as f64 / wrote_secs,
+        polls.len()
+    );
+    println!(
+        "  rows: source {rows}, warehouse {target_rows} {}",
+        if rows == target_rows as u64 {
+            "(equal)"
+        } else {
+            "(DIFFERENT)"
+        }
+    );
+    assert!(!latencies.is_empty(), "no transaction was sampled");
+    let p99 = pct(0.99);
+    println!(
+        "  commit-to-visible over {} transactions: p50 {:.3} s  p90 {:.3} s  p99 {p99:.3} s  max {:.3} s  (target p99 <= {P99_TARGET_SECS:.1} s) {}",
+        latencies.len(),
+        pct(0.50),
+        pct(0.90),
+        latencies[latencies.len() - 1],
+        verdict(p99 <= P99_TARGET_SECS)
+    );
+    println!(
+        "  tidemark RSS: peak {peak_mb:.1} MB, at the end {now_mb:.1} MB  (target <= {RSS_TARGET_MB:.0} MB) {}",
+        verdict(peak_mb <= RSS_TARGET_MB)
+    );
+    println!(
+        "  definitions: latency = from COMMIT returning to the writer until the first 20 ms poll \
+         of max(id) in the warehouse that includes the transaction's last insert (so it includes \
+         up to one poll interval plus the poll's own query time)."
+    );
+}
+
+/// Commits `LAT_TXN_CHANGES`-change transactions at `rate` changes/s for `length`, one multi-
+/// statement round trip each; returns what each committed.
+async fn write_steadily(
+    conn: &mut mysql_async::Conn,
+    rate: u64,
+    length: Duration,
+) -> Vec<Committed> {
+    let interval = Duration::from_secs_f64(LAT_TXN_CHANGES as f64 / rate as f64);
+    let mut rng = workload::Gen::new(0x006c_6174_656e_6379);
+    let mut committed = Vec::new();
+    let mut next_id = 1u64;
+    let started = Instant::now();
+    let mut due = started;
+    while started.elapsed() < length {
+        let mut sql = String::from("START TRANSACTION; INSERT INTO lat.events VALUES ");
+        for i in 0..LAT_TXN_INSERTS {
+            if i > 0 {
+                sql.push(',');
+            }
+            let id = next_id + i;
+            sql.push_str(&format!("({id},{},'", rng.range(1, 1_000_000)));
+            rng.text(&mut sql, 10, 40);
+            sql.push_str(&format!(
+                "',{}.{:02},NOW(6))",
+                rng.range(1, 99_999),
+                rng.range(0, 99)
+            ));
+        }
+        if next_id > 1 {
+            let ids: Vec<String> = (0..LAT_TXN_CHANGES - LAT_TXN_INSERTS)
+                .map(|_| rng.range(1, next_id - 1).to_string())
+                .collect();
+            sql.push_str(&format!(
+                "; UPDATE lat.events SET k = k + 1, amount = amount + 1, updated_at = NOW(6) WHERE id IN ({})",
+                ids.join(",")
+            ));
+        }
+        sql.push_str("; COMMIT");
+        conn.query_drop(sql)
+            .await
+            .expect("a latency-writer transaction");
+        next_id += LAT_TXN_INSERTS;
+        committed.push((next_id - 1, Instant::now()));
+        due += interval;
+        match due.checked_duration_since(Instant::now()) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            // More than 100 ms behind: stop catching up in a burst (the achieved rate shows it).
+            None if Instant::now() - due > Duration::from_millis(100) => due = Instant::now(),
+            None => {}
+        }
+    }
+    committed
+}
+
+/// Polls `max(id)` of `table` every 20 ms until `done`; returns `(answer arrived, max id)`.
+async fn poll_max_id(client: Client, table: String, done: Arc<AtomicBool>) -> Vec<(Instant, u64)> {
+    let query = format!("SELECT coalesce(max(id), 0) FROM {table}");
+    let mut polls = Vec::new();
+    let mut due = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        // The table appears with tidemark's first batch; until then the query fails.
+        if let Ok(row) = client.query_one(&query, &[]).await {
+            let max: i64 = row.get(0);
+            polls.push((Instant::now(), max as u64));
+        }
+        due += Duration::from_millis(20);
+        match due.checked_duration_since(Instant::now()) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => due = Instant::now(),
+        }
+    }
+    polls
+}
