@@ -219,7 +219,10 @@ pub async fn pg_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String
     let messages = client
         .simple_query(sql)
         .await
-        .map_err(|e| format!("{sql}: {e}"))?;
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{sql}: {}: {}", db.code().code(), db.message()),
+            None => format!("{sql}: {e}"),
+        })?;
     Ok(messages
         .into_iter()
         .filter_map(|m| match m {
@@ -1357,12 +1360,16 @@ pub async fn wait_equal(
     }
 }
 
-/// Creates database `db` on the MariaDB at `url` (a private instance) and returns a
-/// connection using it.
+/// (Re)creates database `db`, empty, on the MariaDB at `url` (a private instance) and returns
+/// a connection using it.
 pub async fn create_database_on(url: &str, db: &str) -> mysql_async::Conn {
     let mut admin = super::mysql_conn(url).await;
     admin
-        .query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}`"))
+        .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .unwrap();
+    admin
+        .query_drop(format!("CREATE DATABASE `{db}`"))
         .await
         .unwrap();
     admin.disconnect().await.ok();

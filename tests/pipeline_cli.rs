@@ -1,0 +1,309 @@
+//! `tidemark run` as an operator runs it: config errors exit 2 naming key and line; an
+//! unreachable warehouse fails fast naming the host without the password; SIGTERM exits 0
+//! having loaded what it read, and a restart loses nothing; one source's MySQL server being down
+//! (at start, or lost mid-run) neither stops the other source nor goes unreported.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use support::pipeline::{
+    GroupConfig, Rng, SourceConfig, Tidemark, Writer, closed_port, create_database_on,
+    create_workload_tables, fresh_warehouse, seed, stop_instance, wait_checkpoint,
+    wait_tables_equal, wait_until,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn output(tm: &Tidemark) -> String {
+    let out =
+        std::fs::read_to_string(tm.dir().join(format!("run{}.out", tm.runs()))).unwrap_or_default();
+    format!("{out}{}", tm.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_config_key_exits_2_naming_key_and_line() {
+    let wh_url = format!("postgres://postgres@127.0.0.1:{}/wh", closed_port());
+    let source = SourceConfig::mysql("cli", &support::mysql_url(), "shop");
+    let group = GroupConfig::new(&wh_url, vec![source]);
+    let mut tm = Tidemark::prepare(|state| {
+        group.render(state).replace(
+            "max_rows = 10000\n",
+            "max_rows = 10000\nmax_colour = \"blue\"\n",
+        )
+    });
+    let text = std::fs::read_to_string(&tm.config_path).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("max_colour"))
+        .unwrap()
+        + 1;
+    tm.spawn();
+    let status = tm.wait_exit(Duration::from_secs(15)).await;
+    let out = output(&tm);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "exit status for an unknown key; output:\n{out}"
+    );
+    assert!(
+        out.contains("max_colour") && out.contains(&format!(":{line}")),
+        "message names the key `max_colour` and line {line}:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_warehouse_fails_fast_naming_host_without_password() {
+    let port = closed_port();
+    let wh_url = format!("postgres://tidemark:Sup3rSecretPw@127.0.0.1:{port}/warehouse");
+    let (_conn, db) = support::fresh_mysql_database("pl_cli_nowh").await;
+    let source = SourceConfig::mysql("cli", &support::mysql_url(), &db);
+    let mut tm = Tidemark::start(&GroupConfig::new(&wh_url, vec![source]));
+    let started = Instant::now();
+    let status = tm.wait_exit(Duration::from_secs(15)).await;
+    let out = output(&tm);
+    let Some(status) = status else {
+        panic!("still running 15 s after start with an unreachable warehouse; output:\n{out}");
+    };
+    eprintln!("exited {status} after {:?}", started.elapsed());
+    assert!(!out.contains("Sup3rSecretPw"), "password printed:\n{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")) || out.contains("127.0.0.1"),
+        "message names the warehouse host:\n{out}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status (docs/warehouse-postgres.md: exits 1); output:\n{out}"
+    );
+}
+
+/// A source database with the writer's tables, a warehouse, and tidemark started on them.
+async fn steady_setup(
+    hint: &str,
+    tables: &[&str],
+    configure: impl FnOnce(&mut GroupConfig),
+) -> (
+    mysql_async::Conn,
+    String,
+    support::pipeline::Warehouse,
+    Tidemark,
+    String,
+) {
+    let (mut conn, db) = support::fresh_mysql_database(hint).await;
+    create_workload_tables(&mut conn, tables).await;
+    let wh = fresh_warehouse(hint).await;
+    let source = SourceConfig::mysql("cli", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let mut group = GroupConfig::new(&wh.url, vec![source]);
+    configure(&mut group);
+    let mut tm = Tidemark::start(&group);
+    wait_checkpoint(&mut tm, &wh, "cli", Duration::from_secs(30)).await;
+    (conn, db, wh, tm, schema)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_steady_writes_exits_0_and_restart_loses_nothing() {
+    let tables = ["a", "b", "c"];
+    let (mut conn, db, wh, mut tm, schema) = steady_setup("pl_cli_term", &tables, |_| {}).await;
+    let mut rng = Rng::new(seed("sigterm_during_steady_writes"));
+    let writer = Writer::start(
+        support::mysql_url_for(&db),
+        tables.iter().map(|t| t.to_string()).collect(),
+        rng.next_u64(),
+        200,
+        Duration::from_millis(2),
+    );
+    writer.wait_commits(200).await;
+    let status = tm.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM; stderr:\n{}",
+        tm.stderr()
+    );
+    let at_exit = wh.checkpoint("cli").await;
+    writer.wait_commits(100).await;
+    let stats = writer.stop().await;
+    assert!(stats.commits > 300, "writer too slow: {stats:?}");
+    tm.spawn();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    assert_ne!(
+        wh.checkpoint("cli").await,
+        at_exit,
+        "checkpoint moves on after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_loads_the_changes_already_read_before_exiting() {
+    // A long max_delay: only the SIGTERM drain can load these changes.
+    let (mut conn, db, wh, mut tm, schema) = steady_setup("pl_cli_drain", &["d"], |g| {
+        g.max_delay = "60s".into();
+        g.max_rows = 1_000_000;
+    })
+    .await;
+    for i in 1..=50 {
+        conn.query_drop(format!(
+            "INSERT INTO d (id, v, s) VALUES ({i}, {i}, 'row {i}')"
+        ))
+        .await
+        .unwrap();
+    }
+    conn.query_drop("UPDATE d SET v = v + 1 WHERE id <= 10")
+        .await
+        .unwrap();
+    conn.query_drop("DELETE FROM d WHERE id > 45")
+        .await
+        .unwrap();
+    // Give the reader a moment to receive the committed events (setup, not an assertion).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = tm.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM; stderr:\n{}",
+        tm.stderr()
+    );
+    // No restart: what tidemark had read must be in the warehouse now.
+    let diff = support::pipeline::table_diff(&mut conn, &wh.client, &db, "d", &schema, "d").await;
+    if let Err(diff) = diff {
+        panic!(
+            "after SIGTERM (exit 0) the target lacks changes committed 1 s before:\n{diff}\nstderr:\n{}",
+            tm.stderr()
+        );
+    }
+}
+
+/// Source `ok` flows; source `down` points at a closed port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_source_at_start_does_not_stop_the_other() {
+    let (mut conn, db) = support::fresh_mysql_database("pl_cli_2src").await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    let wh = fresh_warehouse("pl_cli_2src").await;
+    let ok = SourceConfig::mysql("ok-src", &support::mysql_url(), &db);
+    let mut down = SourceConfig::mysql(
+        "down-src",
+        &format!("mysql://root:Sup3rSecretPw@127.0.0.1:{}", closed_port()),
+        "shop",
+    );
+    down.function = "lookup".into();
+    let schema = ok.schema();
+    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![ok, down]));
+    wait_checkpoint(&mut tm, &wh, "ok-src", Duration::from_secs(30)).await;
+    for i in 1..=20 {
+        conn.query_drop(format!("INSERT INTO t VALUES ({i}, 'v{i}')"))
+            .await
+            .unwrap();
+    }
+    conn.query_drop("UPDATE t SET v = 'changed' WHERE id < 5")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+    let warned = wait_until(Duration::from_secs(20), async || {
+        warning_about(&tm.stderr(), "down-src").is_some()
+    })
+    .await;
+    tm.assert_running("with one source down");
+    let log = tm.stderr();
+    assert!(
+        warned,
+        "no WARN/ERROR line naming source down-src within 20 s:\n{log}"
+    );
+    assert!(!log.contains("Sup3rSecretPw"), "password printed:\n{log}");
+}
+
+/// The first log line at WARN or ERROR level naming `source`.
+fn warning_about(log: &str, source: &str) -> Option<String> {
+    log.lines()
+        .find(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && l.contains(source))
+        .map(String::from)
+}
+
+/// Source `lost` is a private MariaDB that is stopped while tidemark runs, then started again:
+/// the other source keeps flowing meanwhile, and `lost` catches up after it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
+    const INSTANCE: &str = "pipeline-cli-lost-source";
+    let private = support::mariadb_instance(INSTANCE, &[]);
+    let lost_db = "lost".to_string();
+    let mut lost_conn = create_database_on(&private, &lost_db).await;
+    lost_conn
+        .query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    let (mut conn, db) = support::fresh_mysql_database("pl_cli_lost").await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    let wh = fresh_warehouse("pl_cli_lost").await;
+    let ok = SourceConfig::mysql("ok-src", &support::mysql_url(), &db);
+    let mut lost = SourceConfig::mysql("lost-src", &private, &lost_db);
+    lost.function = "lookup".into();
+    let (ok_schema, lost_schema) = (ok.schema(), lost.schema());
+    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![ok, lost]));
+    wait_checkpoint(&mut tm, &wh, "ok-src", Duration::from_secs(30)).await;
+    wait_checkpoint(&mut tm, &wh, "lost-src", Duration::from_secs(30)).await;
+    for c in [&mut conn, &mut lost_conn] {
+        c.query_drop("INSERT INTO t VALUES (1, 'before'), (2, 'before')")
+            .await
+            .unwrap();
+    }
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    wait_tables_equal(
+        &mut tm,
+        &mut lost_conn,
+        &wh,
+        &lost_db,
+        &["t"],
+        &lost_schema,
+        CONVERGE,
+    )
+    .await;
+    drop(lost_conn);
+
+    stop_instance("mariadb-instance.sh", INSTANCE);
+    for i in 3..=30 {
+        conn.query_drop(format!("INSERT INTO t VALUES ({i}, 'during')"))
+            .await
+            .unwrap();
+    }
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    let warned = wait_until(Duration::from_secs(20), async || {
+        warning_about(&tm.stderr(), "lost-src").is_some()
+    })
+    .await;
+    tm.assert_running("with source lost-src down");
+    assert!(
+        warned,
+        "no WARN/ERROR line naming source lost-src within 20 s of its server stopping:\n{}",
+        tm.stderr()
+    );
+
+    let restarted = support::mariadb_instance(INSTANCE, &[]);
+    assert_eq!(restarted, private, "the instance keeps its port");
+    let mut lost_conn = support::mysql_conn(&format!("{private}/{lost_db}")).await;
+    for sql in [
+        "INSERT INTO t VALUES (3, 'after')",
+        "UPDATE t SET v = 'after' WHERE id = 1",
+    ] {
+        lost_conn.query_drop(sql).await.unwrap();
+    }
+    conn.query_drop("DELETE FROM t WHERE id > 20")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    wait_tables_equal(
+        &mut tm,
+        &mut lost_conn,
+        &wh,
+        &lost_db,
+        &["t"],
+        &lost_schema,
+        CONVERGE,
+    )
+    .await;
+}

@@ -1,0 +1,286 @@
+//! `tidemark run` end to end, schema changes while rows flow: ADD COLUMN, wider types (INT ->
+//! BIGINT, VARCHAR(10) -> VARCHAR(100), DECIMAL(10,2) -> DECIMAL(14,4)), DROP COLUMN, a renamed
+//! column, RENAME TABLE / ALTER TABLE ... RENAME, TRUNCATE. After each change the target must
+//! follow as docs/warehouse-postgres.md ("Schema changes") documents, while a writer keeps
+//! changing another table of the same source.
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::pipeline::{
+    GroupConfig, Rng, SourceConfig, Writer, create_workload_tables, fresh_warehouse, pg_rows, seed,
+    wait_checkpoint, wait_equal, wait_tables_equal, wait_until,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+async fn exec(conn: &mut mysql_async::Conn, statements: &[&str]) {
+    for sql in statements {
+        conn.query_drop(*sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_follows_schema_changes_while_rows_flow() {
+    let mut rng = Rng::new(seed("target_follows_schema_changes_while_rows_flow"));
+    let (mut conn, db) = support::fresh_mysql_database("pl_ddl").await;
+    conn.query_drop(
+        "CREATE TABLE t (id INT PRIMARY KEY, a INT, s VARCHAR(10), d DECIMAL(10,2), x INT) \
+         CHARACTER SET utf8mb4",
+    )
+    .await
+    .unwrap();
+    create_workload_tables(&mut conn, &["flow"]).await;
+    let wh = fresh_warehouse("pl_ddl").await;
+    let source = SourceConfig::mysql("ddl", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let mut tm = support::pipeline::Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
+    wait_checkpoint(&mut tm, &wh, "ddl", Duration::from_secs(30)).await;
+    let writer = Writer::start(
+        support::mysql_url_for(&db),
+        vec!["flow".into()],
+        rng.next_u64(),
+        100,
+        Duration::from_millis(5),
+    );
+
+    let rows: Vec<String> = (1..=20)
+        .map(|i| format!("({i}, {i}, 's{i}', {i}.25, {})", i * 10))
+        .collect();
+    conn.query_drop(format!("INSERT INTO t VALUES {}", rows.join(", ")))
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+
+    // ADD COLUMN between rows of the same batch.
+    exec(
+        &mut conn,
+        &[
+            "INSERT INTO t (id, a, s, d, x) VALUES (21, 21, 's21', 1.5, 210)",
+            "ALTER TABLE t ADD COLUMN n INT",
+            "INSERT INTO t (id, a, s, d, x, n) VALUES (22, 22, 's22', 2.5, 220, 5)",
+            "UPDATE t SET n = id * 100 WHERE id <= 5",
+        ],
+    )
+    .await;
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+
+    // ADD COLUMN with a DEFAULT: the binlog does not log the backfill, so rows that have not
+    // changed since may hold NULL in the target; changed rows must hold the value.
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE t ADD COLUMN dflt INT NOT NULL DEFAULT 7",
+            "UPDATE t SET a = a + 1 WHERE id <= 3",
+            "INSERT INTO t (id, a, s, d, x) VALUES (23, 23, 's23', 3.5, 230)",
+        ],
+    )
+    .await;
+    let pair = [("t", "t".to_string())];
+    wait_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &pair,
+        &schema,
+        &["dflt"],
+        CONVERGE,
+    )
+    .await;
+    let dflt = wh
+        .rows(&format!(
+            "SELECT id::text, dflt::text FROM \"{schema}\".t ORDER BY id"
+        ))
+        .await;
+    for row in &dflt {
+        let id: i64 = row[0].as_deref().unwrap().parse().unwrap();
+        let changed = id <= 3 || id == 23;
+        let ok = match row[1].as_deref() {
+            Some("7") => true,
+            None => !changed,
+            Some(_) => false,
+        };
+        assert!(
+            ok,
+            "dflt of row {id} (changed after ADD COLUMN: {changed}): {row:?}"
+        );
+    }
+
+    // Wider types, with values only the wider types hold, in the same batch as the ALTER.
+    exec(
+        &mut conn,
+        &[
+            "UPDATE t SET a = a + 1 WHERE id = 6",
+            "ALTER TABLE t MODIFY a BIGINT, MODIFY s VARCHAR(100), MODIFY d DECIMAL(14,4)",
+            "INSERT INTO t (id, a, s, d, x) VALUES (30, 5000000000000, REPEAT('w', 100), 1234567890.1234, 300)",
+            "UPDATE t SET d = d + 0.0001, a = a * 1000000000 WHERE id = 1",
+        ],
+    )
+    .await;
+    wait_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &pair,
+        &schema,
+        &["dflt"],
+        CONVERGE,
+    )
+    .await;
+    let types: std::collections::HashMap<String, String> =
+        wh.column_types(&schema, "t").await.into_iter().collect();
+    assert_eq!(
+        types.get("a").map(String::as_str),
+        Some("bigint"),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.get("d").map(String::as_str),
+        Some("numeric(14,4)"),
+        "{types:?}"
+    );
+
+    // DROP COLUMN: kept in the target; rows changed afterwards get NULL; others keep theirs.
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE t DROP COLUMN x",
+            "UPDATE t SET a = a + 1 WHERE id = 2",
+            "INSERT INTO t (id, a, s, d) VALUES (31, 31, 's31', 31)",
+        ],
+    )
+    .await;
+    wait_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &pair,
+        &schema,
+        &["dflt"],
+        CONVERGE,
+    )
+    .await;
+    let x = wh
+        .rows(&format!(
+            "SELECT id::text, x::text FROM \"{schema}\".t WHERE id IN (2, 4, 31) ORDER BY t.id"
+        ))
+        .await;
+    let expect = |id: &str, v: Option<&str>| vec![Some(id.to_string()), v.map(String::from)];
+    assert_eq!(
+        x,
+        vec![
+            expect("2", None),
+            expect("4", Some("40")),
+            expect("31", None)
+        ],
+        "dropped column x: NULL for rows changed after the drop, old value otherwise"
+    );
+
+    // A renamed column is a dropped column plus a new one: rows that have not changed since
+    // hold NULL in the new column, so it is compared for changed rows only.
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE t CHANGE COLUMN s label VARCHAR(100)",
+            "UPDATE t SET label = CONCAT(label, '!') WHERE id = 7",
+        ],
+    )
+    .await;
+    let skip = ["dflt", "label"];
+    wait_equal(
+        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
+    )
+    .await;
+    let expected = vec![vec![Some("s7!".to_string()), None]];
+    let mut renamed = Err(String::new());
+    wait_until(CONVERGE, async || {
+        let sql = format!("SELECT label, s FROM \"{schema}\".t WHERE id = 7");
+        renamed = pg_rows(&wh.client, &sql).await;
+        renamed.as_ref() == Ok(&expected)
+    })
+    .await;
+    assert_eq!(
+        renamed,
+        Ok(expected),
+        "row changed after renaming s to label: (label, s)"
+    );
+
+    // RENAME TABLE keeps the target's rows under the new name.
+    exec(
+        &mut conn,
+        &[
+            "RENAME TABLE t TO t_renamed",
+            "INSERT INTO t_renamed (id, a, label, d) VALUES (40, 40, 'r40', 40)",
+            "UPDATE t_renamed SET a = 0 WHERE id = 5",
+        ],
+    )
+    .await;
+    let pair = [("t_renamed", "t_renamed".to_string())];
+    wait_equal(
+        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
+    )
+    .await;
+    assert!(
+        !wh.table_exists(&schema, "t").await,
+        "old target table t still exists after the rename"
+    );
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE t_renamed RENAME TO t2",
+            "UPDATE t2 SET a = 1 WHERE id = 8",
+        ],
+    )
+    .await;
+    let pair = [("t2", "t2".to_string())];
+    wait_equal(
+        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
+    )
+    .await;
+
+    // TRUNCATE empties the target, in order with the changes around it.
+    exec(
+        &mut conn,
+        &[
+            "UPDATE t2 SET a = 2 WHERE id = 9",
+            "TRUNCATE TABLE t2",
+            "INSERT INTO t2 (id, a, label, d) VALUES (50, 50, 'after', 5)",
+        ],
+    )
+    .await;
+    wait_equal(
+        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
+    )
+    .await;
+    let after = wh
+        .rows(&format!(
+            "SELECT id::text, label, dflt::text FROM \"{schema}\".t2"
+        ))
+        .await;
+    assert_eq!(
+        after,
+        vec![vec![
+            Some("50".to_string()),
+            Some("after".to_string()),
+            Some("7".to_string())
+        ]],
+        "t2 after TRUNCATE and one insert"
+    );
+    conn.query_drop("TRUNCATE TABLE t2").await.unwrap();
+    wait_equal(
+        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
+    )
+    .await;
+
+    let stats = writer.stop().await;
+    assert!(stats.commits > 10, "writer too slow: {stats:?}");
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["flow"], &schema, CONVERGE).await;
+    tm.assert_running("after the schema changes");
+}
