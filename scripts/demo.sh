@@ -239,7 +239,7 @@ show() {
     printf '  MariaDB 127.0.0.1:%s acme_shop  ->  Postgres %s, schema %s\n\n' "$mysql_port" "$wh_db" "$schema"
     printf '  %-12s %10s %10s   %s\n' table source warehouse contents
     for t in "${tables[@]}"; do
-      mark="catching up"
+      mark=behind
       [[ "${src_sum[$t]:-x}" == "${wh_sum[$t]:-y}" && "${src_rows[$t]:-x}" == "${wh_rows[$t]:-y}" ]] && mark=equal
       printf '  %-12s %10s %10s   %s\n' "$t" "${src_rows[$t]:-?}" "${wh_rows[$t]:-?}" "$mark"
     done
