@@ -369,49 +369,38 @@ async fn wait_for_checkpoint_row(client: &Client, tidemark: &mut Tidemark, sourc
 
 // --- (a) and (b): W1 throughput -------------------------------------------------------------
 
-/// The target table, as tidemark's Postgres type mapping makes it (docs/warehouse-postgres.md).
-const ORDERS_DDL: &str = "
-    CREATE TABLE bench_e2e_w1.orders (
-        id bigint PRIMARY KEY,
-        qty integer,
-        sku text,
-        status_code smallint,
-        amount numeric(12,2),
-        state text,
-        note text,
-        created_at timestamp(6) without time zone,
-        updated_at timestamp(3) with time zone,
-        flags bit varying(64),
-        attrs jsonb,
-        _tidemark_op text,
-        _tidemark_position numeric(30,0),
-        _tidemark_commit_ts timestamp with time zone,
-        _tidemark_loaded_at timestamp with time zone
-    )";
-
-/// The reference load: psql reads the rows on stdin.
-const REFERENCE_SQL: &str = r"\set ON_ERROR_STOP 1
+/// The reference load, a psql script reading the rows on stdin: COPY into a temporary staging
+/// table, one MERGE into the target, one transaction. `columns` are the target's source columns
+/// (name, type); the target also has tidemark's four metadata columns.
+fn reference_sql(columns: &[(String, String)]) -> String {
+    let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
+    let stage: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let set: Vec<String> = names
+        .iter()
+        .filter(|n| **n != "id")
+        .map(|n| format!("{n} = s.{n}"))
+        .collect();
+    let values: Vec<String> = names.iter().map(|n| format!("s.{n}")).collect();
+    format!(
+        r"\set ON_ERROR_STOP 1
 SET timezone = 'UTC';
 BEGIN;
-CREATE TEMP TABLE stage (
-    id bigint, qty integer, sku text, status_code smallint, amount numeric(12,2), state text,
-    note text, created_at timestamp(6) without time zone, updated_at timestamp(3) with time zone,
-    flags bit varying(64), attrs jsonb
-) ON COMMIT DROP;
+CREATE TEMP TABLE stage ({stage}) ON COMMIT DROP;
 \copy stage FROM pstdin WITH (FORMAT text, NULL 'NULL')
 MERGE INTO bench_e2e_w1.orders t USING stage s ON t.id = s.id
-WHEN MATCHED THEN UPDATE SET
-    qty = s.qty, sku = s.sku, status_code = s.status_code, amount = s.amount, state = s.state,
-    note = s.note, created_at = s.created_at, updated_at = s.updated_at, flags = s.flags,
-    attrs = s.attrs, _tidemark_op = 'update', _tidemark_position = 0,
+WHEN MATCHED THEN UPDATE SET {set}, _tidemark_op = 'update', _tidemark_position = 0,
     _tidemark_commit_ts = now(), _tidemark_loaded_at = now()
-WHEN NOT MATCHED THEN INSERT
-    (id, qty, sku, status_code, amount, state, note, created_at, updated_at, flags, attrs,
-     _tidemark_op, _tidemark_position, _tidemark_commit_ts, _tidemark_loaded_at)
-    VALUES (s.id, s.qty, s.sku, s.status_code, s.amount, s.state, s.note, s.created_at,
-     s.updated_at, s.flags, s.attrs, 'insert', 0, now(), now());
+WHEN NOT MATCHED THEN INSERT ({names}, _tidemark_op, _tidemark_position, _tidemark_commit_ts,
+    _tidemark_loaded_at)
+    VALUES ({values}, 'insert', 0, now(), now());
 COMMIT;
-";
+",
+        stage = stage.join(", "),
+        set = set.join(", "),
+        names = names.join(", "),
+        values = values.join(", "),
+    )
+}
 
 /// The source rows the reference loads, in the text form `COPY` reads.
 const REFERENCE_SELECT: &str = "SET time_zone = '+00:00';
@@ -440,7 +429,7 @@ const TARGET_CHECKSUM: &str =
           FROM (SELECT md5(concat_ws('|', id, qty, sku, status_code, amount, state, note,
                     to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'),
                     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
-                    flags::text, attrs->>'k', attrs->>'src')) AS m
+                    flags::text, attrs::jsonb->>'k', attrs::jsonb->>'src')) AS m
                 FROM bench_e2e_w1.orders) AS r) AS s";
 
 /// Rows and checksum of a table.
@@ -473,7 +462,7 @@ async fn target_contents(client: &Client) -> Contents {
     }
 }
 
-/// Column names and types of a table, for comparing shapes.
+/// Column names and types of a table, in order.
 async fn table_shape(client: &Client, schema: &str, table: &str) -> Vec<(String, String)> {
     client
         .query(
@@ -529,6 +518,7 @@ async fn throughput(env: &Env) {
 
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut shape = Vec::new();
     for rep in 1..=env.reps {
         let t = tidemark_w1(env, &range, &source).await;
         println!(
@@ -542,7 +532,16 @@ async fn throughput(env: &Env) {
             t.rss_mb
         );
         ours.push(t);
-        let r = reference_w1(env, &source, rep == 1).await;
+        if rep == 1 {
+            let client = pg_connect(&env.db_url(TIDEMARK_DB)).await;
+            shape = table_shape(&client, "bench_e2e_w1", "orders").await;
+            let listed: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            println!(
+                "  target table, as tidemark created it (the reference creates the same): {}",
+                listed.join(", ")
+            );
+        }
+        let r = reference_w1(env, &source, &shape).await;
         println!(
             "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
             env.reps,
@@ -660,26 +659,24 @@ async fn tidemark_w1(env: &Env, range: &W1Range, source: &Contents) -> Run {
 }
 
 /// Side (b): the final rows, selected from the source and loaded by psql (COPY + MERGE).
-async fn reference_w1(env: &Env, source: &Contents, compare_shape: bool) -> Run {
+async fn reference_w1(env: &Env, source: &Contents, shape: &[(String, String)]) -> Run {
     let client = env.fresh_database(REFERENCE_DB).await;
+    let columns: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
     client
-        .batch_execute(&format!("CREATE SCHEMA bench_e2e_w1; {ORDERS_DDL}"))
+        .batch_execute(&format!(
+            "CREATE SCHEMA bench_e2e_w1;
+             CREATE TABLE bench_e2e_w1.orders ({}, PRIMARY KEY (id))",
+            columns.join(", ")
+        ))
         .await
         .unwrap_or_else(|e| panic!("creating the reference target table: {}", pg_error(&e)));
-    if compare_shape {
-        let ours = pg_connect(&env.db_url(TIDEMARK_DB)).await;
-        let (theirs, tidemarks) = (
-            table_shape(&client, "bench_e2e_w1", "orders").await,
-            table_shape(&ours, "bench_e2e_w1", "orders").await,
-        );
-        if theirs != tidemarks {
-            println!(
-                "  NOTE: the reference table's columns differ from tidemark's:\n    reference: {theirs:?}\n    tidemark:  {tidemarks:?}"
-            );
-        }
-    }
+    let source_columns: Vec<(String, String)> = shape
+        .iter()
+        .filter(|(n, _)| !n.starts_with("_tidemark_"))
+        .cloned()
+        .collect();
     let script = env.work.join("reference.sql");
-    std::fs::write(&script, REFERENCE_SQL).expect("writing reference.sql");
+    std::fs::write(&script, reference_sql(&source_columns)).expect("writing reference.sql");
     let (host, port) = host_port(&env.mysql_url);
     let psql = ["/usr/lib/postgresql/15/bin/psql", "psql"]
         .into_iter()
