@@ -209,6 +209,7 @@ async fn unreachable_source_at_start_does_not_stop_the_other() {
     .await;
     tm.assert_running("with one source down");
     let log = tm.stderr();
+    eprintln!("reported: {:?}", warning_about(&log, "down-src"));
     assert!(
         warned,
         "no WARN/ERROR line naming source down-src within 20 s:\n{log}"

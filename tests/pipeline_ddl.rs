@@ -284,3 +284,63 @@ async fn target_follows_schema_changes_while_rows_flow() {
     wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["flow"], &schema, CONVERGE).await;
     tm.assert_running("after the schema changes");
 }
+
+/// docs/warehouse-postgres.md: a changed primary key is an error naming the table (the target's
+/// key is fixed when it is created) - never rows silently merged by the old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_primary_key_is_an_error_naming_the_table() {
+    let (mut conn, db) = support::fresh_mysql_database("pl_ddl_pk").await;
+    conn.query_drop(
+        "CREATE TABLE keyed (id INT NOT NULL, k INT NOT NULL, v VARCHAR(10), PRIMARY KEY (id))",
+    )
+    .await
+    .unwrap();
+    let wh = fresh_warehouse("pl_ddl_pk").await;
+    let source = SourceConfig::mysql("ddlpk", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let mut tm = support::pipeline::Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
+    wait_checkpoint(&mut tm, &wh, "ddlpk", Duration::from_secs(30)).await;
+    conn.query_drop("INSERT INTO keyed VALUES (1, 1, 'a'), (2, 1, 'b')")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["keyed"], &schema, CONVERGE).await;
+    exec(
+        &mut conn,
+        &[
+            "ALTER TABLE keyed DROP PRIMARY KEY, ADD PRIMARY KEY (id, k)",
+            "INSERT INTO keyed VALUES (1, 2, 'c')",
+        ],
+    )
+    .await;
+    let reported = wait_until(Duration::from_secs(30), async || {
+        tm.stderr().lines().any(|l| {
+            (l.contains(" ERROR ") || l.contains(" WARN "))
+                && l.contains("keyed")
+                && l.to_lowercase().contains("key")
+        })
+    })
+    .await;
+    if let Some(line) = tm
+        .stderr()
+        .lines()
+        .find(|l| l.contains("keyed") && !l.contains(" INFO "))
+    {
+        eprintln!("reported: {line}");
+    }
+    let rows = wh
+        .rows(&format!(
+            "SELECT id::text, v FROM \"{schema}\".keyed ORDER BY keyed.id, v"
+        ))
+        .await;
+    let silently_merged = rows.iter().filter(|r| r[0].as_deref() == Some("1")).count() == 1
+        && rows.iter().any(|r| r[1].as_deref() == Some("c"));
+    assert!(
+        !silently_merged,
+        "the new row (1, 2, 'c') overwrote (1, 1, 'a') in the target: {rows:?}"
+    );
+    assert!(
+        reported,
+        "no ERROR/WARN line naming table `keyed` and its key within 30 s of the key change:\n{}",
+        tm.stderr()
+    );
+}

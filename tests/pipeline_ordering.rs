@@ -21,6 +21,15 @@ async fn setup(
     hint: &str,
     ddl: &[&str],
 ) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
+    setup_with(hint, ddl, |_| {}).await
+}
+
+/// As `setup`, with the group config adjusted by `configure`.
+async fn setup_with(
+    hint: &str,
+    ddl: &[&str],
+    configure: impl FnOnce(&mut GroupConfig),
+) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
     let (mut conn, db) = support::fresh_mysql_database(hint).await;
     for stmt in ddl {
         conn.query_drop(*stmt).await.unwrap();
@@ -28,7 +37,9 @@ async fn setup(
     let wh = fresh_warehouse(hint).await;
     let source = SourceConfig::mysql("ordering", &support::mysql_url(), &db);
     let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
+    let mut group = GroupConfig::new(&wh.url, vec![source]);
+    configure(&mut group);
+    let mut tm = Tidemark::start(&group);
     wait_checkpoint(&mut tm, &wh, "ordering", Duration::from_secs(30)).await;
     (conn, db, wh, tm, schema)
 }
@@ -427,5 +438,71 @@ async fn multi_table_transactions_land_whole() {
         vec!["40000"],
         "sum of acct_a + acct_b in the warehouse while transfers ran (value: times seen): \
          anything but 40000 is a source transaction applied in part: {observed:?}"
+    );
+}
+
+/// Transactions of 60 row changes over two tables with `max_rows = 20`: a batch limit must not
+/// make a warehouse commit show part of a source transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_larger_than_max_rows_land_whole() {
+    let (mut conn, db, wh, mut tm, schema) = setup_with(
+        "pl_bigtx",
+        &[
+            "CREATE TABLE left_side (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
+            "CREATE TABLE right_side (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
+        ],
+        |g| g.max_rows = 20,
+    )
+    .await;
+    conn.query_drop("BEGIN").await.unwrap();
+    for t in ["left_side", "right_side"] {
+        let rows: Vec<String> = (1..=30).map(|i| format!("({i}, 100)")).collect();
+        conn.query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
+            .await
+            .unwrap();
+    }
+    conn.query_drop("COMMIT").await.unwrap();
+    let tables = ["left_side", "right_side"];
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+
+    let url = support::mysql_url_for(&db);
+    let writer = tokio::spawn(async move {
+        let mut c = support::mysql_conn(&url).await;
+        for n in 0..60i64 {
+            // Every row of one side gives 1 to the same row of the other side: 60 row changes.
+            let (from, to) = if n % 2 == 0 {
+                ("left_side", "right_side")
+            } else {
+                ("right_side", "left_side")
+            };
+            c.query_drop("BEGIN").await.unwrap();
+            c.query_drop(format!("UPDATE {from} SET bal = bal - 1"))
+                .await
+                .unwrap();
+            c.query_drop(format!("UPDATE {to} SET bal = bal + 1"))
+                .await
+                .unwrap();
+            c.query_drop("COMMIT").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let probe = format!(
+        "SELECT ((SELECT sum(bal) FROM \"{schema}\".left_side) + \
+         (SELECT sum(bal) FROM \"{schema}\".right_side))::text"
+    );
+    let mut observed = std::collections::BTreeMap::new();
+    while !writer.is_finished() {
+        let total = wh.value(&probe).await.unwrap_or_default();
+        *observed.entry(total).or_insert(0u32) += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    assert_eq!(
+        observed.keys().collect::<Vec<_>>(),
+        vec!["6000"],
+        "sum of both tables in the warehouse while 60-row transactions ran with max_rows = 20 \
+         (value: times seen); anything but 6000 is a source transaction applied in part: \
+         {observed:?}"
     );
 }

@@ -275,6 +275,14 @@ fn insert(id: i64, values: &[&str]) -> String {
 /// A source database with the matrix table, a fresh warehouse and tidemark running on them,
 /// its start position checkpointed.
 async fn setup(hint: &str) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
+    setup_with(hint, |_| {}).await
+}
+
+/// As `setup`, with the group config adjusted by `configure`.
+async fn setup_with(
+    hint: &str,
+    configure: impl FnOnce(&mut GroupConfig),
+) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
     let (mut conn, db) = support::fresh_mysql_database(hint).await;
     conn.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
         .await
@@ -292,7 +300,9 @@ async fn setup(hint: &str) -> (mysql_async::Conn, String, Warehouse, Tidemark, S
     let wh = fresh_warehouse(hint).await;
     let source = SourceConfig::mysql("types", &support::mysql_url(), &db);
     let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
+    let mut group = GroupConfig::new(&wh.url, vec![source]);
+    configure(&mut group);
+    let mut tm = Tidemark::start(&group);
     wait_checkpoint(&mut tm, &wh, "types", Duration::from_secs(30)).await;
     (conn, db, wh, tm, schema)
 }
@@ -470,4 +480,37 @@ fn gtid_seq(gtid: &str) -> u64 {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Values bigger than `max_bytes` (a 3 MB LONGBLOB and LONGTEXT with `max_bytes = "64KiB"`)
+/// still land whole, and the small rows around them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_larger_than_max_bytes_land_whole() {
+    let (mut conn, db, wh, mut tm, schema) =
+        setup_with("pl_bigval", |g| g.max_bytes = "64KiB".into()).await;
+    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (20, 'before')")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "INSERT INTO matrix (id, lb, mtx) VALUES (21, REPEAT(x'00ff10', 1000000), REPEAT('ü', 1000000))",
+    )
+    .await
+    .unwrap();
+    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (22, 'after')")
+        .await
+        .unwrap();
+    conn.query_drop("UPDATE matrix SET lb = CONCAT(lb, x'00') WHERE id = 21")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
+    let len = wh
+        .value(&format!(
+            "SELECT octet_length(lb)::text FROM \"{schema}\".matrix WHERE id = 21"
+        ))
+        .await;
+    assert_eq!(
+        len.as_deref(),
+        Some("3000001"),
+        "LONGBLOB length in the target"
+    );
 }

@@ -1390,3 +1390,230 @@ pub fn stop_instance(script: &str, name: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Append mode under replay: a journal of unique rows
+// ------------------------------------------------------------------------------------------
+
+/// The key-less journal table: append mode in the target.
+pub const JOURNAL_TABLE: &str = "CREATE TABLE journal (seq BIGINT NOT NULL, note VARCHAR(40))";
+
+/// Inserts into the key-less (append-mode) table `journal`: 1-5 rows per transaction with
+/// unique `seq` values, 10% rolled back. Create it first with [`JOURNAL_TABLE`].
+pub struct JournalWriter {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl JournalWriter {
+    /// Starts writing to `journal` of the database at `url`.
+    pub fn start(url: String, seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut rng = Rng::new(seed);
+            let mut conn = super::mysql_conn(&url).await;
+            let mut seq = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let rows: Vec<String> = (0..rng.between(1, 5))
+                    .map(|_| {
+                        seq += 1;
+                        format!("({seq}, 'note {seq}')")
+                    })
+                    .collect();
+                conn.query_drop("BEGIN").await.unwrap();
+                conn.query_drop(format!("INSERT INTO journal VALUES {}", rows.join(", ")))
+                    .await
+                    .unwrap();
+                let end = if rng.chance(10) { "ROLLBACK" } else { "COMMIT" };
+                conn.query_drop(end).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        JournalWriter { stop, handle }
+    }
+
+    /// Stops after the current transaction.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.expect("journal writer panicked");
+    }
+}
+
+/// Waits until the append-mode target `journal` holds each committed source row exactly once
+/// (as an insert) and nothing else.
+pub async fn wait_journal_equal(
+    tm: &mut Tidemark,
+    conn: &mut mysql_async::Conn,
+    wh: &Warehouse,
+    schema: &str,
+) {
+    let source: Vec<(u64, String)> = conn.query("SELECT seq, note FROM journal").await.unwrap();
+    let result = poll(Duration::from_secs(60), async || {
+        let rows = pg_rows(
+            &wh.client,
+            &format!("SELECT seq::text, note, _tidemark_op FROM \"{schema}\".journal"),
+        )
+        .await?;
+        let mut counts: BTreeMap<(u64, String), Vec<String>> = BTreeMap::new();
+        for r in rows {
+            let seq = r[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
+            counts
+                .entry((seq, r[1].clone().unwrap_or_default()))
+                .or_default()
+                .push(r[2].clone().unwrap_or_default());
+        }
+        let mut problems = Vec::new();
+        for key in &source {
+            match counts.get(key) {
+                None => problems.push(format!("missing seq {}", key.0)),
+                Some(ops) if ops != &["insert"] => {
+                    problems.push(format!("seq {} appears as {ops:?}", key.0))
+                }
+                Some(_) => {}
+            }
+        }
+        let source_keys: std::collections::HashSet<&(u64, String)> = source.iter().collect();
+        for key in counts.keys().filter(|k| !source_keys.contains(k)) {
+            problems.push(format!("seq {} in target only (rolled back?)", key.0));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else if let Some(status) = tm.try_exit() {
+            Err(format!("tidemark exited ({status})"))
+        } else {
+            Err(format!(
+                "{} problems in append-mode journal ({} source rows): {:?}",
+                problems.len(),
+                source.len(),
+                &problems[..problems.len().min(12)]
+            ))
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        panic!("journal (no primary key) after kill -9 restarts: {e}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// A Postgres proxy that loses the connection right after COMMIT succeeded
+// ------------------------------------------------------------------------------------------
+
+/// A TCP proxy in front of a Postgres server that, for the first `drops` COMMITs it sees
+/// succeed (every `every`-th one), closes the client connection instead of passing on the
+/// server's `CommandComplete("COMMIT")`: the transaction has landed but the client only sees a
+/// broken connection.
+pub struct CommitDropProxy {
+    /// Port the proxy listens on (127.0.0.1).
+    pub port: u16,
+    dropped: Arc<AtomicU32>,
+    commits: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CommitDropProxy {
+    /// Starts the proxy in front of `upstream` (`host:port`).
+    pub async fn start(upstream: String, every: u32, drops: u32) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dropped = Arc::new(AtomicU32::new(0));
+        let commits = Arc::new(AtomicU32::new(0));
+        let (d, c) = (dropped.clone(), commits.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(proxy_connection(
+                    client,
+                    server,
+                    every,
+                    drops,
+                    d.clone(),
+                    c.clone(),
+                ));
+            }
+        });
+        CommitDropProxy {
+            port,
+            dropped,
+            commits,
+            task,
+        }
+    }
+
+    /// Connections closed right after a successful COMMIT so far.
+    pub fn dropped(&self) -> u32 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// COMMITs seen so far.
+    pub fn commits(&self) -> u32 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for CommitDropProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy_connection(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    every: u32,
+    drops: u32,
+    dropped: Arc<AtomicU32>,
+    commits: Arc<AtomicU32>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    });
+    // Server -> client, message by message: type byte, i32 length (including itself), payload.
+    let mut first = true;
+    loop {
+        let mut kind = [0u8; 1];
+        if server_read.read_exact(&mut kind).await.is_err() {
+            break;
+        }
+        if first && (kind[0] == b'N' || kind[0] == b'S') {
+            // The one-byte answer to an SSLRequest.
+            first = false;
+            if client_write.write_all(&kind).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        first = false;
+        let mut len = [0u8; 4];
+        if server_read.read_exact(&mut len).await.is_err() {
+            break;
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        let mut payload = vec![0u8; n.saturating_sub(4)];
+        if server_read.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        if kind[0] == b'C' && payload.starts_with(b"COMMIT\0") {
+            let seen = commits.fetch_add(1, Ordering::Relaxed) + 1;
+            if seen % every == 0 && dropped.load(Ordering::Relaxed) < drops {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        let mut message = Vec::with_capacity(5 + payload.len());
+        message.extend_from_slice(&kind);
+        message.extend_from_slice(&len);
+        message.extend_from_slice(&payload);
+        if client_write.write_all(&message).await.is_err() {
+            break;
+        }
+    }
+    upstream.abort();
+}
