@@ -1602,7 +1602,7 @@ async fn proxy_connection(
         }
         if kind[0] == b'C' && payload.starts_with(b"COMMIT\0") {
             let seen = commits.fetch_add(1, Ordering::Relaxed) + 1;
-            if seen % every == 0 && dropped.load(Ordering::Relaxed) < drops {
+            if seen.is_multiple_of(every) && dropped.load(Ordering::Relaxed) < drops {
                 dropped.fetch_add(1, Ordering::Relaxed);
                 break;
             }
