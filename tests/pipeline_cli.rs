@@ -308,3 +308,40 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     )
     .await;
 }
+
+/// `--log-format json`: every stderr line is one JSON object; SIGINT stops like SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_sigint_exits_0() {
+    let (mut conn, db) = support::fresh_mysql_database("pl_cli_json").await;
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    let wh = fresh_warehouse("pl_cli_json").await;
+    let source = SourceConfig::mysql("json", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let group = GroupConfig::new(&wh.url, vec![source]);
+    let mut tm = Tidemark::prepare(|state| group.render(state));
+    tm.extra_args = vec!["--log-format".into(), "json".into()];
+    tm.spawn();
+    wait_checkpoint(&mut tm, &wh, "json", Duration::from_secs(30)).await;
+    conn.query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+    tm.signal("INT");
+    let status = tm.wait_exit(Duration::from_secs(20)).await;
+    let log = tm.stderr();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status after SIGINT; stderr:\n{log}"
+    );
+    assert!(!log.trim().is_empty(), "no log lines at all");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(
+            parsed.as_ref().is_ok_and(|v| v.is_object()),
+            "not a JSON object: {line}"
+        );
+    }
+}

@@ -575,11 +575,16 @@ impl Tidemark {
 
     /// Sends SIGTERM to the running process.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, ...) to the running process.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Waits up to `timeout` for the process to exit; its status, or None if still running.
@@ -1030,7 +1035,12 @@ impl Kind {
                 Ok(f) => format!("{f:?}"),
                 Err(_) => format!("unparsable float {v:?}"),
             }),
-            Kind::Date | Kind::DateTime | Kind::Timestamp if v.starts_with("0000-00-00") => None,
+            // Zero dates and dates with zero parts (`2024-00-10`) cannot be stored: NULL.
+            Kind::Date | Kind::DateTime | Kind::Timestamp
+                if v.get(5..7) == Some("00") || v.get(8..10) == Some("00") =>
+            {
+                None
+            }
             Kind::Json => Some(match serde_json::from_str::<serde_json::Value>(&v) {
                 Ok(j) => j.to_string(),
                 Err(_) => format!("invalid JSON {v:?}"),
