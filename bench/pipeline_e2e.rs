@@ -37,7 +37,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -756,43 +756,29 @@ async fn latency(env: &Env) {
     let mut tidemark = Tidemark::start(env, &config, "latency");
     wait_for_checkpoint_row(&client, &mut tidemark, LAT_SPEC.id).await;
 
-    // The poller: max(id) of the target every 20 ms, with the instant each answer arrived.
-    let done = Arc::new(AtomicBool::new(false));
+    // The poller: max(id) of the target every 20 ms, with the instant each answer arrived,
+    // until it has seen the writer's last id (`u64::MAX` while the writer runs).
+    let last = Arc::new(AtomicU64::new(u64::MAX));
     let poller = tokio::spawn(poll_max_id(
         pg_connect(&env.db_url(LATENCY_DB)).await,
         format!("{}.events", LAT_SPEC.schema()),
-        done.clone(),
+        last.clone(),
     ));
 
     let writing = Instant::now();
     let committed = write_steadily(&mut conn, rate, Duration::from_secs(env.latency_secs)).await;
     let wrote_secs = writing.elapsed().as_secs_f64();
-    let last_id = committed.last().map_or(0, |c| c.0);
-
-    // Wait (at most 60 s) for the last transaction to become visible.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen: Option<i64> = client
-            .query_one(
-                &format!("SELECT max(id) FROM {}.events", LAT_SPEC.schema()),
-                &[],
-            )
-            .await
-            .ok()
-            .and_then(|r| r.get(0));
-        if seen.unwrap_or(0) as u64 >= last_id {
-            break;
+    last.store(committed.last().map_or(0, |c| c.0), Ordering::Relaxed);
+    let polls = match tokio::time::timeout(Duration::from_secs(60), poller).await {
+        Ok(polls) => polls.expect("the poller task"),
+        Err(_) => {
+            tidemark.assert_alive();
+            panic!(
+                "the last write was not visible 60 s after the writer stopped; log:\n{}",
+                tidemark.log_tail()
+            );
         }
-        tidemark.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "the last write (id {last_id}) was not visible 60 s after the writer stopped; log:\n{}",
-            tidemark.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    done.store(true, Ordering::Relaxed);
-    let polls = poller.await.expect("the poller task");
+    };
     let (peak_mb, now_mb) = (tidemark.peak_rss_mb(), tidemark.rss_mb());
     tidemark.stop();
 
@@ -913,16 +899,20 @@ async fn write_steadily(
     committed
 }
 
-/// Polls `max(id)` of `table` every 20 ms until `done`; returns `(answer arrived, max id)`.
-async fn poll_max_id(client: Client, table: String, done: Arc<AtomicBool>) -> Vec<(Instant, u64)> {
+/// Polls `max(id)` of `table` every 20 ms until it reaches `last`; returns
+/// `(answer arrived, max id)` per poll.
+async fn poll_max_id(client: Client, table: String, last: Arc<AtomicU64>) -> Vec<(Instant, u64)> {
     let query = format!("SELECT coalesce(max(id), 0) FROM {table}");
     let mut polls = Vec::new();
     let mut due = Instant::now();
-    while !done.load(Ordering::Relaxed) {
+    loop {
         // The table appears with tidemark's first batch; until then the query fails.
         if let Ok(row) = client.query_one(&query, &[]).await {
-            let max: i64 = row.get(0);
-            polls.push((Instant::now(), max as u64));
+            let max = row.get::<_, i64>(0) as u64;
+            polls.push((Instant::now(), max));
+            if max >= last.load(Ordering::Relaxed) {
+                return polls;
+            }
         }
         due += Duration::from_millis(20);
         match due.checked_duration_since(Instant::now()) {
@@ -930,5 +920,4 @@ async fn poll_max_id(client: Client, table: String, done: Arc<AtomicBool>) -> Ve
             None => due = Instant::now(),
         }
     }
-    polls
 }
