@@ -506,3 +506,47 @@ async fn transactions_larger_than_max_rows_land_whole() {
          {observed:?}"
     );
 }
+
+/// Composite keys over non-integer types (VARBINARY, DATETIME(6), DECIMAL, utf8mb4 text), with
+/// the key not in the first columns: updates, key changes and deletes by each part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_and_non_integer_keys() {
+    let (mut conn, db, wh, mut tm, schema) = setup(
+        "pl_ckey",
+        &[
+            "CREATE TABLE ck (note VARCHAR(20), sku VARBINARY(16) NOT NULL, at DATETIME(6) NOT NULL, \
+             amt DECIMAL(10,2) NOT NULL, name VARCHAR(20) CHARACTER SET utf8mb4 NOT NULL, \
+             PRIMARY KEY (name, sku, at, amt)) CHARACTER SET utf8mb4",
+        ],
+    )
+    .await;
+    let mut rows = Vec::new();
+    for (i, name) in ["a", "b", "🎉", "é", "a b"].iter().enumerate() {
+        for j in 0..4 {
+            rows.push(format!(
+                "('n{i}{j}', x'00{j:02x}00', '2024-01-0{} 00:00:00.00000{j}', {j}.5{i}, '{name}')",
+                j + 1
+            ));
+        }
+    }
+    conn.query_drop(format!("INSERT INTO ck VALUES {}", rows.join(", ")))
+        .await
+        .unwrap();
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["ck"], &schema, CONVERGE).await;
+    for sql in [
+        "UPDATE ck SET note = 'upd' WHERE sku = x'000100'",
+        "UPDATE ck SET at = at + INTERVAL 1 MICROSECOND WHERE name = '🎉'",
+        "UPDATE ck SET sku = x'ff', amt = amt + 100 WHERE name = 'é' AND sku = x'000200'",
+        "DELETE FROM ck WHERE name = 'a b' AND amt < 2",
+        "UPDATE ck SET name = 'moved' WHERE name = 'b' AND sku = x'000000'",
+        "INSERT INTO ck VALUES ('re', x'000000', '2024-01-01 00:00:00.000000', 0.51, 'b')",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["ck"], &schema, CONVERGE).await;
+    assert_eq!(
+        wh.primary_key(&schema, "ck").await,
+        ["name", "sku", "at", "amt"].map(String::from).to_vec(),
+        "target primary key in source key order"
+    );
+}

@@ -539,3 +539,72 @@ async fn values_larger_than_max_bytes_land_whole() {
         "LONGBLOB length in the target"
     );
 }
+
+/// Table and column names that need quoting (reserved words, spaces, dashes, a double quote,
+/// upper case, non-ASCII) land lowercased and intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_identifiers_land_quoted_and_lowercased() {
+    let (mut conn, db, wh, mut tm, schema) = setup("pl_idents").await;
+    for sql in [
+        "CREATE TABLE `order` (`select` INT PRIMARY KEY, `my col` VARCHAR(10), `a\"b` INT, \
+         `Group` TEXT, `Üml` INT, `from` DATE)",
+        "CREATE TABLE `My-Table` (`ID` INT PRIMARY KEY, `Value` VARCHAR(10))",
+        "INSERT INTO `order` VALUES (1, 'x', 2, 'g', 3, '2024-01-01'), (2, NULL, NULL, NULL, NULL, NULL)",
+        "INSERT INTO `My-Table` VALUES (1, 'v1'), (2, 'v2')",
+        "UPDATE `order` SET `my col` = 'y', `a\"b` = 5 WHERE `select` = 1",
+        "DELETE FROM `My-Table` WHERE `ID` = 2",
+    ] {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    wait_tables_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &["order", "My-Table"],
+        &schema,
+        CONVERGE,
+    )
+    .await;
+}
+
+/// docs/warehouse-postgres.md: two source tables that land on the same target name (`Dup` and
+/// `dup`: distinct tables on a case-sensitive MariaDB) are an error naming both - never one
+/// table's rows merged into the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_source_tables_on_one_target_name_is_an_error_naming_both() {
+    let (mut conn, _db, wh, mut tm, schema) = setup("pl_dupname").await;
+    for sql in [
+        "CREATE TABLE `Dup` (id INT PRIMARY KEY, v VARCHAR(10))",
+        "CREATE TABLE `dup` (id INT PRIMARY KEY, v VARCHAR(10))",
+        "INSERT INTO `Dup` VALUES (1, 'upper')",
+        "INSERT INTO `dup` VALUES (1, 'lower')",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let reported = wait_until(Duration::from_secs(30), async || {
+        tm.stderr().lines().any(|l| {
+            (l.contains(" ERROR ") || l.contains(" WARN "))
+                && l.contains("Dup")
+                && l.contains("dup")
+        })
+    })
+    .await;
+    let rows = if wh.table_exists(&schema, "dup").await {
+        wh.rows(&format!("SELECT id::text, v FROM \"{schema}\".dup"))
+            .await
+    } else {
+        Vec::new()
+    };
+    assert!(
+        rows.len() <= 1 && !(rows.len() == 1 && reported),
+        "rows of both source tables in target dup, or loaded despite the error: {rows:?}"
+    );
+    assert!(
+        reported,
+        "no ERROR/WARN line naming both `Dup` and `dup` within 30 s:\n{}",
+        tm.stderr()
+    );
+}

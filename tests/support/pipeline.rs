@@ -992,7 +992,7 @@ impl Kind {
 
     /// The MySQL expression printing column `name` canonically.
     pub fn mysql_expr(self, name: &str) -> String {
-        let c = format!("`{name}`");
+        let c = format!("`{}`", name.replace('`', "``"));
         match self {
             Kind::Int => format!("CAST({c} + 0 AS CHAR)"),
             Kind::Decimal | Kind::Label | Kind::Json => format!("CAST({c} AS CHAR)"),
@@ -1011,7 +1011,7 @@ impl Kind {
 
     /// The Postgres expression printing target column `name` in the same form.
     pub fn pg_expr(self, name: &str) -> String {
-        let p = format!("\"{name}\"");
+        let p = pg_ident(name);
         match self {
             Kind::Int | Kind::Decimal | Kind::Label | Kind::Text | Kind::Bit(_) | Kind::Json => {
                 format!("{p}::text")
@@ -1048,6 +1048,11 @@ impl Kind {
             _ => Some(v),
         }
     }
+}
+
+/// `name` as a quoted Postgres identifier.
+pub fn pg_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A source column as the comparison sees it.
@@ -1109,7 +1114,11 @@ pub async fn source_rows(
         .await
         .unwrap();
     let exprs: Vec<String> = columns.iter().map(|c| c.kind.mysql_expr(&c.name)).collect();
-    let sql = format!("SELECT {} FROM `{db}`.`{table}`", exprs.join(", "));
+    let sql = format!(
+        "SELECT {} FROM `{db}`.`{}`",
+        exprs.join(", "),
+        table.replace('`', "``")
+    );
     let rows: Vec<mysql_async::Row> = my
         .query(&sql)
         .await
@@ -1168,7 +1177,12 @@ pub async fn target_rows(
         .iter()
         .map(|c| c.kind.pg_expr(&c.name.to_lowercase()))
         .collect();
-    let sql = format!("SELECT {} FROM \"{schema}\".\"{target}\"", exprs.join(", "));
+    let sql = format!(
+        "SELECT {} FROM {}.{}",
+        exprs.join(", "),
+        pg_ident(schema),
+        pg_ident(target)
+    );
     let rows = pg_rows(pg, &sql).await?;
     Ok(rows
         .into_iter()
