@@ -575,7 +575,7 @@ async fn awkward_identifiers_land_quoted_and_lowercased() {
 /// table's rows merged into the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_source_tables_on_one_target_name_is_an_error_naming_both() {
-    let (mut conn, _db, wh, mut tm, schema) = setup("pl_dupname").await;
+    let (mut conn, _db, wh, tm, schema) = setup("pl_dupname").await;
     for sql in [
         "CREATE TABLE `Dup` (id INT PRIMARY KEY, v VARCHAR(10))",
         "CREATE TABLE `dup` (id INT PRIMARY KEY, v VARCHAR(10))",
