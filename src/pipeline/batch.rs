@@ -110,7 +110,8 @@ impl Batcher {
         }
     }
 
-    /// Takes one message; when a rename forces a cut, the batch before it goes to `cut`.
+    /// Takes one message; a batch completed by it (a limit reached at a commit, or a rename
+    /// that must apply between two batches) goes to `cut`.
     pub fn push(&mut self, message: SourceMessage, cut: &mut Vec<Batch>) -> Result<(), BatchError> {
         match message {
             SourceMessage::Begin(txn) => {
@@ -186,6 +187,14 @@ impl Batcher {
                 };
                 self.last_commit_ts = Some(open.commit_ts_micros);
                 self.record_position(resume_point, !open.untouched(self.tables.len()));
+                // A full batch is cut right here, at the first boundary past the limit: the
+                // rest of this read chunk starts the next batch, so limits hold however the
+                // reader's chunks fall across transactions.
+                if self.is_full()
+                    && let Some(batch) = self.take()
+                {
+                    cut.push(batch);
+                }
             }
             SourceMessage::Rollback => {
                 if let Some(open) = self.open.take() {
@@ -466,12 +475,12 @@ snapshot = "never"
         );
         assert!(!batcher.is_full(), "full mid-transaction");
         assert!(batcher.take().is_none());
-        feed(&mut batcher, vec![insert(&a, 1, 3), commit(100)]);
-        assert!(batcher.is_full());
-        assert_eq!(
-            summary(&batcher.take().unwrap()),
-            vec![("a".to_string(), 3)]
+        let cut = feed(
+            &mut batcher,
+            vec![insert(&a, 1, 3), commit(100), SourceMessage::Begin(txn(2))],
         );
+        assert_eq!(cut.len(), 1, "cut at the commit that reached the limit");
+        assert_eq!(summary(&cut[0]), vec![("a".to_string(), 3)]);
         assert!(batcher.take().is_none(), "nothing left after a cut");
     }
 
