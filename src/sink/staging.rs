@@ -9,7 +9,8 @@
 //!
 //! `seq` orders the rows of one batch (arrival order, which is source commit order); `op` is
 //! `insert`, `update` or `delete`; `position` packs the change's [`Position`] into one sortable
-//! number (`txn * 2^32 + seq`). A delete carries the before image; an update the after image;
+//! number (`txn * 2^32 + seq`). A delete carries the before image (only its key columns when the
+//! table has a key; the others are `\N`); an update the after image;
 //! an update that changes a keyed table's primary key is written as a delete of the old key
 //! followed by an update of the new one, so "last change per key" stays a simple rule.
 //!
@@ -430,9 +431,16 @@ impl RowEncoder<'_> {
                 ),
             ));
         }
-        for (value, column) in row.iter().zip(columns) {
+        // A keyed delete needs only its key: the rest would be parsed by the warehouse for nothing.
+        let key = &event.table.primary_key;
+        let key_only = op == "delete" && !key.is_empty();
+        for (i, (value, column)) in row.iter().zip(columns).enumerate() {
             out.push(b'\t');
-            self.value(out, value, &column.ty, &column.name)?;
+            if key_only && !key.contains(&i) {
+                out.extend_from_slice(b"\\N");
+            } else {
+                self.value(out, value, &column.ty, &column.name)?;
+            }
         }
         out.push(b'\n');
         Ok(())

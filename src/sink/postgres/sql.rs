@@ -166,8 +166,10 @@ pub fn merge(
         .map(String::as_str)
         .chain([OP, POSITION, COMMIT_TS])
         .collect();
+    // The key columns are equal by the join: setting them would only cost work.
     let set = data
         .iter()
+        .filter(|c| !key.iter().any(|k| k == *c))
         .map(|c| format!("{c} = s.{c}", c = ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
