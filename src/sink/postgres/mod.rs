@@ -276,6 +276,9 @@ impl PostgresSink {
             .await
             .map_err(sql_error("starting a transaction"))?;
         let tx = &mut client_tx;
+        tx.batch_execute(sql::LOAD_SETTINGS)
+            .await
+            .map_err(sql_error("setting up the load transaction"))?;
         for (from, to) in &batch.renames {
             rename(tx, shapes, from, to).await?;
         }
