@@ -69,9 +69,14 @@ pub enum EncodeError {
     Spill(#[from] io::Error),
 }
 
-/// Bytes held in memory, or (once spilled) in an anonymous temporary file plus a memory tail.
+/// Bytes held in memory as a list of ~1 MiB chunks (so growth never copies what is already
+/// written), or, once spilled, in an anonymous temporary file followed by a memory tail.
 #[derive(Debug, Default)]
 pub struct SpillBuffer {
+    /// Completed chunks, in order, after the file's bytes.
+    full: Vec<Bytes>,
+    full_len: u64,
+    /// The chunk being written.
     mem: Vec<u8>,
     file: Option<File>,
     file_len: u64,
@@ -80,7 +85,7 @@ pub struct SpillBuffer {
 impl SpillBuffer {
     /// Total bytes written and kept.
     pub fn len(&self) -> u64 {
-        self.file_len + self.mem.len() as u64
+        self.file_len + self.full_len + self.mem.len() as u64
     }
 
     /// True when nothing is kept.
@@ -90,7 +95,7 @@ impl SpillBuffer {
 
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> usize {
-        self.mem.capacity()
+        self.full_len as usize + self.mem.capacity()
     }
 
     /// True once the buffer writes to a file.
@@ -105,29 +110,65 @@ impl SpillBuffer {
             std::fs::create_dir_all(dir)?;
             self.file = Some(tempfile::tempfile_in(dir)?);
         }
+        self.seal();
         self.flush_to_file()
+    }
+
+    /// Moves the chunk being written to the completed ones.
+    fn seal(&mut self) {
+        if !self.mem.is_empty() {
+            let mut chunk = std::mem::take(&mut self.mem);
+            // A chunk lives until its batch commits: do not keep a doubling's spare half.
+            if chunk.capacity() > chunk.len() + chunk.len() / 4 {
+                chunk.shrink_to_fit();
+            }
+            self.full_len += chunk.len() as u64;
+            self.full.push(Bytes::from(chunk));
+        }
     }
 
     fn flush_to_file(&mut self) -> io::Result<()> {
         if let Some(file) = self.file.as_mut() {
             file.seek(SeekFrom::Start(self.file_len))?;
-            file.write_all(&self.mem)?;
-            self.file_len += self.mem.len() as u64;
-            self.mem.clear();
-            self.mem.shrink_to(SPILL_CHUNK);
+            for chunk in self.full.drain(..) {
+                file.write_all(&chunk)?;
+                self.file_len += chunk.len() as u64;
+            }
+            self.full_len = 0;
         }
         Ok(())
     }
 
     /// Cuts the buffer back to `len` bytes (a length it had before).
     pub fn truncate(&mut self, len: u64) -> io::Result<()> {
-        if len >= self.file_len {
-            self.mem.truncate((len - self.file_len) as usize);
-        } else if let Some(file) = self.file.as_mut() {
+        let mut keep_in_memory = len.saturating_sub(self.file_len);
+        if len < self.file_len
+            && let Some(file) = self.file.as_mut()
+        {
             file.set_len(len)?;
             self.file_len = len;
-            self.mem.clear();
+            keep_in_memory = 0;
         }
+        if keep_in_memory >= self.full_len {
+            self.mem.truncate((keep_in_memory - self.full_len) as usize);
+            return Ok(());
+        }
+        // The cut falls inside a completed chunk: reopen it (rare: a rollback of a big
+        // transaction) as the chunk being written.
+        let mut kept = 0u64;
+        let mut reopened = Vec::new();
+        let mut chunks = std::mem::take(&mut self.full).into_iter();
+        for chunk in chunks.by_ref() {
+            let chunk_len = chunk.len() as u64;
+            if kept + chunk_len >= keep_in_memory {
+                reopened = chunk[..(keep_in_memory - kept) as usize].to_vec();
+                break;
+            }
+            kept += chunk_len;
+            self.full.push(chunk);
+        }
+        self.full_len = kept;
+        self.mem = reopened;
         Ok(())
     }
 
@@ -142,17 +183,29 @@ impl SpillBuffer {
             file.read_exact(&mut chunk)?;
             return Ok(Some(Bytes::from(chunk)));
         }
-        let from = (offset.saturating_sub(self.file_len)) as usize;
-        if from >= self.mem.len() {
-            return Ok(None);
+        self.seal();
+        let mut start = self.file_len;
+        for chunk in &self.full {
+            let end = start + chunk.len() as u64;
+            if offset < end {
+                return Ok(Some(chunk.slice((offset - start) as usize..)));
+            }
+            start = end;
         }
-        let to = self.mem.len().min(from + SPILL_CHUNK);
-        Ok(Some(Bytes::copy_from_slice(&self.mem[from..to])))
+        Ok(None)
+    }
+
+    /// The chunk rows are written to.
+    fn writer(&mut self) -> &mut Vec<u8> {
+        &mut self.mem
     }
 
     fn after_write(&mut self) -> io::Result<()> {
-        if self.file.is_some() && self.mem.len() >= SPILL_CHUNK {
-            self.flush_to_file()?;
+        if self.mem.len() >= SPILL_CHUNK {
+            self.seal();
+            if self.file.is_some() {
+                self.flush_to_file()?;
+            }
         }
         Ok(())
     }
@@ -190,6 +243,8 @@ pub struct TableChanges {
     /// False when no primary key was written twice: each key's only row is its last change,
     /// and the loader can skip the "last change per key" step.
     pub repeated_keys: bool,
+    /// True when a delete was written (a key-changing update writes one too).
+    pub has_deletes: bool,
     /// Hashes of the keys written (a collision only costs the skipped step).
     keys_seen: HashSet<u64>,
 }
@@ -218,6 +273,7 @@ impl TableChanges {
             zero_dates_nulled: 0,
             positions: None,
             repeated_keys: false,
+            has_deletes: false,
             keys_seen: HashSet::new(),
         }
     }
@@ -321,6 +377,7 @@ impl TableChanges {
                 let before = image(&event.before)?;
                 encoder.write_row(segment, next_seq, "delete", before)?;
                 seen(before);
+                self.has_deletes = true;
             }
             Op::Update => {
                 let after = image(&event.after)?;
@@ -335,6 +392,7 @@ impl TableChanges {
                     if key_changed {
                         encoder.write_row(segment, next_seq, "delete", before)?;
                         seen(before);
+                        self.has_deletes = true;
                     }
                 }
                 encoder.write_row(segment, next_seq, "update", after)?;
@@ -389,7 +447,7 @@ impl RowEncoder<'_> {
         op: &str,
         row: &[Value],
     ) -> Result<(), EncodeError> {
-        let out = &mut segment.data.mem;
+        let out = segment.data.writer();
         let start = out.len();
         let result = self.encode(out, *next_seq, op, row);
         if result.is_err() {

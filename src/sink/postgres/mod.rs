@@ -567,16 +567,25 @@ async fn load_table(
             .map_err(sql_error(format_args!("truncating {target}")))?;
     }
     let columns = shape.user_columns();
-    let statement = if shape.key.is_empty() {
-        sql::append(target, &stage, &columns)
+    let statements = if shape.key.is_empty() {
+        vec![sql::append(target, &stage, &columns)]
     } else {
-        sql::merge(target, &stage, &columns, &shape.key, !changes.repeated_keys)
+        sql::apply_by_key(
+            target,
+            &stage,
+            &columns,
+            &shape.key,
+            !changes.repeated_keys,
+            changes.has_deletes,
+        )
     };
-    tx.batch_execute(&statement)
-        .await
-        .map_err(sql_error(format_args!(
-            "applying changes to {target}{range}"
-        )))?;
+    for statement in statements {
+        tx.batch_execute(&statement)
+            .await
+            .map_err(sql_error(format_args!(
+                "applying changes to {target}{range}"
+            )))?;
+    }
     Ok(())
 }
 
