@@ -250,16 +250,23 @@ mod tests {
             table: "order".into(),
         };
         assert_eq!(table(&t), "\"acme_in_txn\".\"order\"");
-        let merge = merge(
+        let both = apply_by_key(
             &t,
             "stage_0",
             &["id".into(), "v".into()],
             &["id".into()],
             false,
+            true,
         );
-        assert!(merge.contains("ON t.\"id\" = s.\"id\""), "{merge}");
-        assert!(merge.contains("DISTINCT ON (\"id\")"), "{merge}");
-        let unique = super::merge(&t, "stage_0", &["id".into()], &["id".into()], true);
-        assert!(unique.contains("USING \"stage_0\" AS s"), "{unique}");
+        assert_eq!(both.len(), 2);
+        assert!(both[0].contains("t.\"id\" = s.\"id\""), "{both:?}");
+        assert!(both[1].contains("DISTINCT ON (\"id\")"), "{both:?}");
+        assert!(
+            both[1].contains("ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\","),
+            "{both:?}"
+        );
+        let unique = apply_by_key(&t, "stage_0", &["id".into()], &["id".into()], true, false);
+        assert_eq!(unique.len(), 1, "no deletes, no DELETE");
+        assert!(unique[0].contains("FROM \"stage_0\" AS s"), "{unique:?}");
     }
 }
