@@ -3,7 +3,7 @@
 //!
 //! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
 //! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
-//! stages the rows, keeps the last change per key, merges, and records the checkpoint, all or
+//! stages the rows, applies the last change per key, and records the checkpoint, all or
 //! nothing. Sinks see only `event/` types and the batch; they know nothing about sources.
 
 pub mod postgres;

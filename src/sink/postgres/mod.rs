@@ -1,5 +1,6 @@
-//! The Postgres warehouse sink: COPY into a staging table, MERGE the last change per key, and
-//! record the checkpoint, in one transaction per batch (docs/warehouse-postgres.md).
+//! The Postgres warehouse sink: COPY into a staging table, apply the last change per key
+//! (DELETE + INSERT ... ON CONFLICT) and record the checkpoint, in one transaction per batch
+//! (docs/warehouse-postgres.md).
 //!
 //! The sink keeps a cache of target table shapes (columns and key) so that evolving a table
 //! costs no catalog query per batch; the cache is dropped whenever a transaction fails, because
@@ -517,7 +518,7 @@ async fn rename(
     Ok(())
 }
 
-/// Stages one table's rows and merges (or appends) them.
+/// Stages one table's rows and applies them by key (or appends them).
 async fn load_table(
     tx: &Transaction<'_>,
     changes: &mut TableChanges,
