@@ -285,6 +285,21 @@ fn with_source_line(line: &str) -> String {
     )
 }
 
+/// Parses [`BASE`] with `line` (`key = value`) added to its source, expecting an invalid-value
+/// error naming `sources[0].<key>` and that line; returns it for checks of its message.
+fn invalid_source_line(line: &str) -> ConfigError {
+    let key = line.split(" = ").next().unwrap();
+    let text = with_source_line(line);
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        &format!("sources[0].{key}"),
+        line_of(&text, key),
+    );
+    e
+}
+
 #[test]
 fn target_schema_template_is_rendered_and_lowercased() {
     let text = with_source_line("target_schema = \"CDC_{tenant}_{function}\"");
@@ -314,14 +329,7 @@ fn target_schema_template_is_rendered_and_lowercased() {
 
 #[test]
 fn target_schema_unknown_placeholder_names_key_and_line() {
-    let text = with_source_line("target_schema = \"{tenant}_{zone}\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    let e = invalid_source_line("target_schema = \"{tenant}_{zone}\"");
     assert!(e.message().contains("`{zone}`"), "{e}");
     assert!(
         e.message()
@@ -329,58 +337,23 @@ fn target_schema_unknown_placeholder_names_key_and_line() {
         "lists the placeholders: {e}"
     );
 
-    let text = with_source_line("target_schema = \"{tenant}_{region\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    let e = invalid_source_line("target_schema = \"{tenant}_{region\"");
     assert!(e.message().contains("not closed"), "{e}");
 
-    let text = with_source_line("target_schema = \"\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    invalid_source_line("target_schema = \"\"");
 }
 
 #[test]
 fn invalid_rendered_target_schema_names_the_key() {
     // The id `acme-in-txn` has `-`, which no schema name may hold.
-    let text = with_source_line("target_schema = \"src_{id}\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    let e = invalid_source_line("target_schema = \"src_{id}\"");
     assert!(e.message().contains("`src_acme-in-txn`"), "{e}");
     assert!(e.message().contains("contains `-`"), "{e}");
 
-    let text = with_source_line("target_schema = \"Public\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    let e = invalid_source_line("target_schema = \"Public\"");
     assert!(e.message().contains("reserved"), "{e}");
 
-    let text = with_source_line("target_schema = \"9_{tenant}\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_schema",
-        line_of(&text, "target_schema"),
-    );
+    let e = invalid_source_line("target_schema = \"9_{tenant}\"");
     assert!(e.message().contains("digit"), "{e}");
 }
 
@@ -411,38 +384,17 @@ fn target_table_template_is_checked() {
         "shop_orders"
     );
 
-    let text = with_source_line("target_table = \"{db}__{table}\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_table",
-        line_of(&text, "target_table"),
-    );
+    let e = invalid_source_line("target_table = \"{db}__{table}\"");
     assert!(e.message().contains("unknown placeholder `{db}`"), "{e}");
     assert!(
         e.message().contains("{database}, {schema} and {table}"),
         "{e}"
     );
 
-    let text = with_source_line("target_table = \"{database}_{table\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_table",
-        line_of(&text, "target_table"),
-    );
+    let e = invalid_source_line("target_table = \"{database}_{table\"");
     assert!(e.message().contains("not closed"), "{e}");
 
-    let text = with_source_line("target_table = \"{database}_all\"");
-    let e = parse_err(&text);
-    assert_error(
-        &e,
-        ConfigErrorKind::Invalid,
-        "sources[0].target_table",
-        line_of(&text, "target_table"),
-    );
+    let e = invalid_source_line("target_table = \"{database}_all\"");
     assert!(e.message().contains("must contain {table}"), "{e}");
 }
 

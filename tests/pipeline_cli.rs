@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     GroupConfig, Rng, SourceConfig, Tidemark, Writer, closed_port, create_database_on,
-    create_workload_tables, fresh_warehouse, seed, stop_instance, wait_checkpoint,
+    create_workload_tables, fresh_warehouse, seed, start_pipeline, stop_instance, wait_checkpoint,
     wait_tables_equal, wait_until,
 };
 
@@ -93,13 +93,7 @@ async fn steady_setup(
 ) {
     let (mut conn, db) = support::fresh_mysql_database(hint).await;
     create_workload_tables(&mut conn, tables).await;
-    let wh = fresh_warehouse(hint).await;
-    let source = SourceConfig::mysql("cli", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    configure(&mut group);
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "cli", Duration::from_secs(30)).await;
+    let (wh, tm, schema) = start_pipeline(hint, "cli", &db, configure).await;
     (conn, db, wh, tm, schema)
 }
 
@@ -110,7 +104,7 @@ async fn sigterm_during_steady_writes_exits_0_and_restart_loses_nothing() {
     let mut rng = Rng::new(seed("sigterm_during_steady_writes"));
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        tables.iter().map(|t| t.to_string()).collect(),
+        &tables,
         rng.next_u64(),
         200,
         Duration::from_millis(2),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     GroupConfig, JOURNAL_TABLE, JournalWriter, Rng, SourceConfig, Tidemark, Writer,
-    create_workload_tables, fresh_warehouse, seed, wait_checkpoint, wait_journal_equal,
-    wait_tables_equal,
+    create_workload_tables, fresh_warehouse, seed, start_pipeline, wait_checkpoint,
+    wait_journal_equal, wait_tables_equal,
 };
 
 const TABLES: [&str; 4] = ["orders", "items", "Customers", "events"];
@@ -23,20 +23,17 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let mut rng = Rng::new(seed);
     let (mut conn, db) = support::fresh_mysql_database("pl_crash").await;
     create_workload_tables(&mut conn, &TABLES).await;
-    let wh = fresh_warehouse("pl_crash").await;
-    let source = SourceConfig::mysql("crash", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    group.max_delay = "100ms".into();
-    group.max_rows = 500;
     conn.query_drop(JOURNAL_TABLE).await.unwrap();
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "crash", Duration::from_secs(30)).await;
+    let (wh, mut tm, schema) = start_pipeline("pl_crash", "crash", &db, |g| {
+        g.max_delay = "100ms".into();
+        g.max_rows = 500;
+    })
+    .await;
 
     let journal = JournalWriter::start(support::mysql_url_for(&db), rng.next_u64());
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        TABLES.iter().map(|t| t.to_string()).collect(),
+        &TABLES,
         rng.next_u64(),
         300,
         Duration::from_millis(2),

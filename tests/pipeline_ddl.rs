@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, Rng, SourceConfig, Writer, create_workload_tables, fresh_warehouse, pg_rows, seed,
-    wait_checkpoint, wait_equal, wait_tables_equal, wait_until,
+    Rng, Writer, create_workload_tables, pg_rows, seed, start_pipeline, wait_equal,
+    wait_tables_equal, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -35,14 +35,10 @@ async fn target_follows_schema_changes_while_rows_flow() {
     .await
     .unwrap();
     create_workload_tables(&mut conn, &["flow"]).await;
-    let wh = fresh_warehouse("pl_ddl").await;
-    let source = SourceConfig::mysql("ddl", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut tm = support::pipeline::Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "ddl", Duration::from_secs(30)).await;
+    let (wh, mut tm, schema) = start_pipeline("pl_ddl", "ddl", &db, |_| {}).await;
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        vec!["flow".into()],
+        &["flow"],
         rng.next_u64(),
         100,
         Duration::from_millis(5),
@@ -295,11 +291,7 @@ async fn changed_primary_key_is_an_error_naming_the_table() {
     )
     .await
     .unwrap();
-    let wh = fresh_warehouse("pl_ddl_pk").await;
-    let source = SourceConfig::mysql("ddlpk", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut tm = support::pipeline::Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "ddlpk", Duration::from_secs(30)).await;
+    let (wh, mut tm, schema) = start_pipeline("pl_ddl_pk", "ddlpk", &db, |_| {}).await;
     conn.query_drop("INSERT INTO keyed VALUES (1, 1, 'a'), (2, 1, 'b')")
         .await
         .unwrap();

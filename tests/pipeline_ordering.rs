@@ -5,12 +5,12 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, seed, wait_checkpoint,
-    wait_tables_equal, wait_until,
+    GroupConfig, Rng, Tidemark, Warehouse, seed, start_pipeline, wait_tables_equal, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -34,13 +34,7 @@ async fn setup_with(
     for stmt in ddl {
         conn.query_drop(*stmt).await.unwrap();
     }
-    let wh = fresh_warehouse(hint).await;
-    let source = SourceConfig::mysql("ordering", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    configure(&mut group);
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "ordering", Duration::from_secs(30)).await;
+    let (wh, tm, schema) = start_pipeline(hint, "ordering", &db, configure).await;
     (conn, db, wh, tm, schema)
 }
 
@@ -53,6 +47,24 @@ async fn ops(wh: &Warehouse, schema: &str, table: &str) -> Vec<(String, String)>
     .into_iter()
     .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap_or_default()))
     .collect()
+}
+
+/// Reads the single value of `probe` every `every` until `writer` has finished (then awaits it):
+/// how many times each value was seen.
+async fn sample_until_done(
+    wh: &Warehouse,
+    probe: &str,
+    writer: tokio::task::JoinHandle<()>,
+    every: Duration,
+) -> BTreeMap<String, u32> {
+    let mut observed = BTreeMap::new();
+    while !writer.is_finished() {
+        let value = wh.value(probe).await.unwrap_or_default();
+        *observed.entry(value).or_insert(0) += 1;
+        tokio::time::sleep(every).await;
+    }
+    writer.await.unwrap();
+    observed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,13 +437,7 @@ async fn multi_table_transactions_land_whole() {
         "SELECT ((SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_a) + \
          (SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_b))::text"
     );
-    let mut observed = std::collections::BTreeMap::new();
-    while !writer.is_finished() {
-        let total = wh.value(&probe).await.unwrap_or_default();
-        *observed.entry(total).or_insert(0u32) += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    writer.await.unwrap();
+    let observed = sample_until_done(&wh, &probe, writer, Duration::from_millis(20)).await;
     wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
     assert_eq!(
         observed.keys().collect::<Vec<_>>(),
@@ -490,13 +496,7 @@ async fn transactions_larger_than_max_rows_land_whole() {
         "SELECT ((SELECT sum(bal) FROM \"{schema}\".left_side) + \
          (SELECT sum(bal) FROM \"{schema}\".right_side))::text"
     );
-    let mut observed = std::collections::BTreeMap::new();
-    while !writer.is_finished() {
-        let total = wh.value(&probe).await.unwrap_or_default();
-        *observed.entry(total).or_insert(0u32) += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    writer.await.unwrap();
+    let observed = sample_until_done(&wh, &probe, writer, Duration::from_millis(5)).await;
     wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
     assert_eq!(
         observed.keys().collect::<Vec<_>>(),

@@ -1,7 +1,8 @@
 //! `tidemark run` end to end, the type matrix: every MySQL/MariaDB column type with edge values
 //! (NULL vs empty, extremes, zero dates, microseconds, negative and >24 h TIME, emoji, zero
 //! bytes) is inserted, updated and deleted at the source; the warehouse table must hold the same
-//! values, column by column, in the Postgres types docs/warehouse-postgres.md documents.
+//! values, column by column, in the Postgres types docs/warehouse-postgres.md documents. The
+//! matrix (columns and rows) is `tests/support/type_matrix.rs`, shared with tests/mysql_types.rs.
 
 mod support;
 
@@ -9,293 +10,13 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, table_diff, wait_checkpoint,
-    wait_tables_equal, wait_until,
+    GroupConfig, Tidemark, Warehouse, start_pipeline, table_diff, wait_tables_equal, wait_until,
+};
+use support::type_matrix::{
+    COLUMNS, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// The matrix of tests/mysql_types.rs: name, MySQL type, documented Postgres type
-/// (`format_type`).
-const COLUMNS: &[(&str, &str, &str)] = &[
-    ("ti", "TINYINT", "smallint"),
-    ("tiu", "TINYINT UNSIGNED", "smallint"),
-    ("si", "SMALLINT", "smallint"),
-    ("siu", "SMALLINT UNSIGNED", "integer"),
-    ("mi", "MEDIUMINT", "integer"),
-    ("miu", "MEDIUMINT UNSIGNED", "integer"),
-    ("i", "INT", "integer"),
-    ("iu", "INT UNSIGNED", "bigint"),
-    ("bi", "BIGINT", "bigint"),
-    ("biu", "BIGINT UNSIGNED", "numeric(20,0)"),
-    ("d65", "DECIMAL(65,30)", "numeric(65,30)"),
-    ("d10", "DECIMAL(10,0)", "numeric(10,0)"),
-    ("d52", "DECIMAL(5,2)", "numeric(5,2)"),
-    ("f", "FLOAT", "real"),
-    ("dbl", "DOUBLE", "double precision"),
-    ("b1", "BIT(1)", "bit varying(64)"),
-    ("b8", "BIT(8)", "bit varying(64)"),
-    ("b64", "BIT(64)", "bit varying(64)"),
-    ("dt", "DATE", "date"),
-    ("dtm0", "DATETIME", "timestamp(0) without time zone"),
-    ("dtm3", "DATETIME(3)", "timestamp(3) without time zone"),
-    ("dtm6", "DATETIME(6)", "timestamp(6) without time zone"),
-    ("ts0", "TIMESTAMP NULL", "timestamp(0) with time zone"),
-    ("ts3", "TIMESTAMP(3) NULL", "timestamp(3) with time zone"),
-    ("ts6", "TIMESTAMP(6) NULL", "timestamp(6) with time zone"),
-    ("tm0", "TIME", "interval"),
-    ("tm2", "TIME(2)", "interval"),
-    ("tm6", "TIME(6)", "interval"),
-    ("y", "YEAR", "smallint"),
-    ("c", "CHAR(10) CHARACTER SET utf8mb4", "text"),
-    ("vc", "VARCHAR(300) CHARACTER SET utf8mb4", "text"),
-    ("tx", "TEXT CHARACTER SET utf8mb4", "text"),
-    ("mtx", "MEDIUMTEXT CHARACTER SET utf8mb4", "text"),
-    ("l1", "VARCHAR(20) CHARACTER SET latin1", "text"),
-    ("bn", "BINARY(8)", "bytea"),
-    ("vb", "VARBINARY(50)", "bytea"),
-    ("bl", "BLOB", "bytea"),
-    ("lb", "LONGBLOB", "bytea"),
-    ("e", "ENUM('a','b','c')", "text"),
-    ("st", "SET('x','y','z')", "text"),
-    // MariaDB's JSON is LONGTEXT and its binlog cannot tell them apart (docs/types.md).
-    ("j", "JSON", "text"),
-    ("g", "GEOMETRY", "bytea"),
-    ("pt", "POINT", "bytea"),
-    ("gen", "INT AS (i * 2) VIRTUAL", "integer"),
-    ("gens", "INT AS (i + 1) STORED", "integer"),
-    ("inv", "INT INVISIBLE", "integer"),
-    ("u2", "VARCHAR(10) CHARACTER SET ucs2", "text"),
-    ("u16", "VARCHAR(10) CHARACTER SET utf16", "text"),
-    ("u32", "VARCHAR(10) CHARACTER SET utf32", "text"),
-    ("asc7", "VARCHAR(10) CHARACTER SET ascii", "text"),
-    ("u3", "VARCHAR(10) CHARACTER SET utf8mb3", "text"),
-];
-
-/// Rows: one value per non-generated column, in COLUMNS order.
-const MINIMUM: &[&str] = &[
-    "-128",
-    "0",
-    "-32768",
-    "0",
-    "-8388608",
-    "0",
-    "-2147483648",
-    "0",
-    "-9223372036854775808",
-    "0",
-    "-99999999999999999999999999999999999.999999999999999999999999999999",
-    "-9999999999",
-    "-999.99",
-    "-3.40282e38",
-    "-1.7976931348623157e308",
-    "b'0'",
-    "b'00000000'",
-    "b'0'",
-    "'1000-01-01'",
-    "'1000-01-01 00:00:00'",
-    "'1000-01-01 00:00:00.000'",
-    "'1000-01-01 00:00:00.000000'",
-    "'1970-01-01 00:00:01'",
-    "'1970-01-01 00:00:01.000'",
-    "'1970-01-01 00:00:01.000000'",
-    "'-838:59:59'",
-    "'-838:59:59.99'",
-    "'-838:59:59.000000'",
-    "1901",
-    "''",
-    "''",
-    "''",
-    "''",
-    "''",
-    "x''",
-    "x''",
-    "x''",
-    "x''",
-    "'a'",
-    "''",
-    "'[]'",
-    "ST_GeomFromText('POINT(0 0)')",
-    "ST_GeomFromText('POINT(-1.5 2.25)', 4326)",
-    "0",
-    "''",
-    "''",
-    "''",
-    "''",
-    "''",
-];
-
-const MAXIMUM: &[&str] = &[
-    "127",
-    "255",
-    "32767",
-    "65535",
-    "8388607",
-    "16777215",
-    "2147483647",
-    "4294967295",
-    "9223372036854775807",
-    "18446744073709551615",
-    "99999999999999999999999999999999999.999999999999999999999999999999",
-    "9999999999",
-    "999.99",
-    "3.40282e38",
-    "1.7976931348623157e308",
-    "b'1'",
-    "b'11111111'",
-    "b'1111111111111111111111111111111111111111111111111111111111111111'",
-    "'9999-12-31'",
-    "'9999-12-31 23:59:59'",
-    "'9999-12-31 23:59:59.999'",
-    "'9999-12-31 23:59:59.999999'",
-    "'2038-01-19 03:14:07'",
-    "'2038-01-19 03:14:07.999'",
-    "'2038-01-19 03:14:07.999999'",
-    "'838:59:59'",
-    "'838:59:59.99'",
-    "'838:59:59.000000'",
-    "2155",
-    "'abcdefghij'",
-    "REPEAT('€', 300)",
-    "REPEAT('x', 65535)",
-    "REPEAT('y', 100000)",
-    "'Ünïcödé àçcents'",
-    "x'0001020300fffe00'",
-    "x'00'",
-    "x'00ff00ff'",
-    "REPEAT(x'00ff', 50000)",
-    "'c'",
-    "'x,y,z'",
-    "'{\"k\": [1, 2.5, \"s\", null, true], \"nested\": {\"deep\": {}}}'",
-    "ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0))')",
-    "ST_GeomFromText('POINT(179.999 -89.5)')",
-    "2147483647",
-    "'é中€ÿ'",
-    "'𝄞🎉 ok'",
-    "'𝄞🎉 ok'",
-    "'~!@ \\t'",
-    "'ÿ中€'",
-];
-
-const TYPICAL: &[&str] = &[
-    "-5",
-    "200",
-    "-300",
-    "60000",
-    "-70000",
-    "70000",
-    "-123456",
-    "3000000000",
-    "-1234567890123",
-    "12345678901234567890",
-    "0.000000000000000000000000000001",
-    "42",
-    "-0.5",
-    "1.5",
-    "0.1",
-    "b'1'",
-    "b'00100000'",
-    "b'101'",
-    "'2024-02-29'",
-    "'2024-02-29 13:14:15'",
-    "'2024-02-29 13:14:15.120'",
-    "'2024-02-29 13:14:15.000001'",
-    "'2024-02-29 13:14:15'",
-    "'2024-02-29 13:14:15.123'",
-    "'2024-02-29 13:14:15.000001'",
-    "'100:00:00'",
-    "'-00:00:00.01'",
-    "'-01:02:03.000004'",
-    "2024",
-    "'emoji🎉'",
-    "'😀 multi 👩‍👩‍👧 byte'",
-    "'line\\nbreak\\ttab'",
-    "''",
-    "'café €‰'",
-    "x'ff'",
-    "x'000000'",
-    "''",
-    "x'00'",
-    "'b'",
-    "'x,z'",
-    "'{\"emoji\": \"🚀\", \"n\": -1}'",
-    "ST_GeomFromText('LINESTRING(0 0,1 1,2 1)')",
-    "ST_GeomFromText('POINT(1 2)')",
-    "-7",
-    "'abc'",
-    "'x'",
-    "'y'",
-    "'hello'",
-    "'z'",
-];
-
-/// Zero dates (and the partial zero date `2024-00-10`: NULL in the target, docs/types.md) and
-/// zero numbers; NULL text.
-const ZEROS: &[&str] = &[
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "0",
-    "b'0'",
-    "b'0'",
-    "b'0'",
-    "'0000-00-00'",
-    "'0000-00-00 00:00:00'",
-    "'0000-00-00 00:00:00'",
-    "'2024-00-10 00:00:00'",
-    "'0000-00-00 00:00:00'",
-    "'0000-00-00 00:00:00'",
-    "'0000-00-00 00:00:00'",
-    "'00:00:00'",
-    "'00:00:00'",
-    "'00:00:00'",
-    "0",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-    "NULL",
-];
-
-fn insert(id: i64, values: &[&str]) -> String {
-    let names: Vec<&str> = COLUMNS
-        .iter()
-        .filter(|c| !c.0.starts_with("gen"))
-        .map(|c| c.0)
-        .collect();
-    assert_eq!(names.len(), values.len(), "row {id}: one value per column");
-    format!(
-        "INSERT INTO matrix (id, {}) VALUES ({id}, {})",
-        names.join(", "),
-        values.join(", ")
-    )
-}
 
 /// A source database with the matrix table, a fresh warehouse and tidemark running on them,
 /// its start position checkpointed.
@@ -309,26 +30,8 @@ async fn setup_with(
     configure: impl FnOnce(&mut GroupConfig),
 ) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
     let (mut conn, db) = support::fresh_mysql_database(hint).await;
-    conn.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
-        .await
-        .unwrap();
-    let defs: Vec<String> = COLUMNS
-        .iter()
-        .map(|(n, t, _)| format!("`{n}` {t}"))
-        .collect();
-    conn.query_drop(format!(
-        "CREATE TABLE matrix (id INT PRIMARY KEY, {}) CHARACTER SET utf8mb4",
-        defs.join(", ")
-    ))
-    .await
-    .unwrap();
-    let wh = fresh_warehouse(hint).await;
-    let source = SourceConfig::mysql("types", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    configure(&mut group);
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "types", Duration::from_secs(30)).await;
+    support::type_matrix::create_table(&mut conn).await;
+    let (wh, tm, schema) = start_pipeline(hint, "types", &db, configure).await;
     (conn, db, wh, tm, schema)
 }
 
@@ -347,12 +50,7 @@ async fn every_type_lands_equal_through_insert_update_delete() {
     wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
 
     // NULL <-> empty, new extremes, and the edits of tests/mysql_types.rs.
-    conn.query_drop(
-        "UPDATE matrix SET biu = biu - 1, vc = CONCAT(vc, '✓'), e = 'a', st = 'y', b64 = b'1', \
-         j = '{\"a\": 1}', tm6 = '-12:00:00.5', ts6 = '2001-09-09 01:46:40.5' WHERE id IN (2, 4)",
-    )
-    .await
-    .unwrap();
+    conn.query_drop(UPDATE_ROWS_2_AND_4).await.unwrap();
     conn.query_drop(
         "UPDATE matrix SET c = '', vc = '', tx = '', bl = x'', vb = x'00', e = 'b', st = '', \
          dt = '2000-01-01', f = 0.25, dbl = 5e-324, tm0 = '-00:00:01' WHERE id = 3",
@@ -394,7 +92,7 @@ async fn target_columns_have_the_documented_types_and_key() {
     expected.extend(
         COLUMNS
             .iter()
-            .map(|(n, _, pg)| (n.to_string(), pg.to_string())),
+            .map(|c| (c.name.to_string(), c.pg_type.to_string())),
     );
     expected.extend(
         [

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     CommitDropProxy, GroupConfig, JOURNAL_TABLE, JournalWriter, Rng, SourceConfig, Tidemark,
-    Writer, create_workload_tables, fresh_warehouse_on, seed, stop_instance, wait_checkpoint,
-    wait_journal_equal, wait_tables_equal, wait_until,
+    Writer, create_workload_tables, fresh_warehouse_on, seed, start_pipeline, stop_instance,
+    wait_checkpoint, wait_journal_equal, wait_tables_equal, wait_until,
 };
 
 const INSTANCE: &str = "pipeline-warehouse-down";
@@ -32,7 +32,7 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
 
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        TABLES.iter().map(|t| t.to_string()).collect(),
+        &TABLES,
         rng.next_u64(),
         200,
         Duration::from_millis(5),
@@ -87,20 +87,15 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
     let mut rng = Rng::new(seed("warehouse_connections_killed_mid_load"));
-    let wh = support::pipeline::fresh_warehouse("pl_whkill").await;
     let (mut conn, db) = support::fresh_mysql_database("pl_whkill").await;
     create_workload_tables(&mut conn, &TABLES).await;
     conn.query_drop(JOURNAL_TABLE).await.unwrap();
-    let source = SourceConfig::mysql("whkill", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    group.max_delay = "50ms".into();
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "whkill", Duration::from_secs(30)).await;
+    let (wh, mut tm, schema) =
+        start_pipeline("pl_whkill", "whkill", &db, |g| g.max_delay = "50ms".into()).await;
     let journal = JournalWriter::start(support::mysql_url_for(&db), rng.next_u64());
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        TABLES.iter().map(|t| t.to_string()).collect(),
+        &TABLES,
         rng.next_u64(),
         200,
         Duration::from_millis(2),
@@ -176,7 +171,7 @@ async fn connection_lost_after_a_successful_commit_applies_nothing_twice() {
     let journal = JournalWriter::start(support::mysql_url_for(&db), rng.next_u64());
     let writer = Writer::start(
         support::mysql_url_for(&db),
-        TABLES.iter().map(|t| t.to_string()).collect(),
+        &TABLES,
         rng.next_u64(),
         200,
         Duration::from_millis(3),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 
 pub mod pipeline;
+pub mod type_matrix;
 
 /// Access key id the test S3 server accepts (moto accepts any).
 pub const S3_ACCESS_KEY_ID: &str = "testing";
@@ -145,7 +146,12 @@ pub async fn mysql_conn(url: &str) -> mysql_async::Conn {
 /// Database name `t<pid>_<n>_<hint>`: a valid unquoted identifier of at most
 /// 64 characters, unique per process and call.
 fn unique_db_name(hint: &str, n: usize) -> String {
-    let prefix = format!("t{}_{n}_", std::process::id());
+    name_with_hint(&format!("t{}_{n}_", std::process::id()), hint, 64)
+}
+
+/// `prefix` (kept as is) followed by `hint` lowercased, every character but ASCII letters and
+/// digits made `_`, cut to `max_len` characters in all.
+pub fn name_with_hint(prefix: &str, hint: &str, max_len: usize) -> String {
     let hint: String = hint
         .chars()
         .map(|c| {
@@ -155,7 +161,7 @@ fn unique_db_name(hint: &str, n: usize) -> String {
                 '_'
             }
         })
-        .take(64 - prefix.len())
+        .take(max_len - prefix.len())
         .collect();
     format!("{prefix}{hint}")
 }

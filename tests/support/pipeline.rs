@@ -146,18 +146,7 @@ pub async fn fresh_warehouse_on(server_url: &str, hint: &str) -> Warehouse {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let hint: String = hint
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(63 - prefix.len())
-        .collect();
-    let db = format!("{prefix}{hint}");
+    let db = super::name_with_hint(&prefix, hint, 63);
     let admin = pg_client(server_url).await;
     drop_warehouses_of_dead_processes(server_url, &admin).await;
     admin
@@ -260,21 +249,20 @@ impl Warehouse {
 
     /// The `position` of `source_id`'s checkpoint row, if the row exists.
     pub async fn checkpoint(&self, source_id: &str) -> Option<String> {
-        let sql = format!(
-            "SELECT coalesce(position, '') FROM tidemark.checkpoints WHERE source_id = {}",
-            sql_literal(source_id)
-        );
-        pg_rows(&self.client, &sql)
+        self.checkpoint_field(source_id, "coalesce(position, '')")
             .await
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .and_then(|r| r.into_iter().next().flatten())
     }
 
     /// The `resume_point` of `source_id`'s checkpoint (jsonb as text), if the row exists.
     pub async fn resume_point(&self, source_id: &str) -> Option<String> {
+        self.checkpoint_field(source_id, "resume_point::text").await
+    }
+
+    /// `expr` over `source_id`'s checkpoint row; None if there is no row (or no
+    /// `tidemark.checkpoints` table yet).
+    async fn checkpoint_field(&self, source_id: &str, expr: &str) -> Option<String> {
         let sql = format!(
-            "SELECT resume_point::text FROM tidemark.checkpoints WHERE source_id = {}",
+            "SELECT {expr} FROM tidemark.checkpoints WHERE source_id = {}",
             sql_literal(source_id)
         );
         pg_rows(&self.client, &sql)
@@ -721,6 +709,25 @@ pub async fn wait_checkpoint(
     }
 }
 
+/// A fresh warehouse (named after `hint`) and `tidemark run` loading source `source_id`, the
+/// database `db` of the shared MariaDB, into it, the group config adjusted by `configure`.
+/// Returns once the start position is checkpointed, with the target schema.
+pub async fn start_pipeline(
+    hint: &str,
+    source_id: &str,
+    db: &str,
+    configure: impl FnOnce(&mut GroupConfig),
+) -> (Warehouse, Tidemark, String) {
+    let wh = fresh_warehouse(hint).await;
+    let source = SourceConfig::mysql(source_id, &super::mysql_url(), db);
+    let schema = source.schema();
+    let mut group = GroupConfig::new(&wh.url, vec![source]);
+    configure(&mut group);
+    let mut tm = Tidemark::start(&group);
+    wait_checkpoint(&mut tm, &wh, source_id, Duration::from_secs(30)).await;
+    (wh, tm, schema)
+}
+
 // ------------------------------------------------------------------------------------------
 // Source side: a random multi-table writer
 // ------------------------------------------------------------------------------------------
@@ -765,12 +772,12 @@ pub struct Writer {
 impl Writer {
     /// Starts writing to `tables` of the database in `url`, pausing `pause` between
     /// transactions. Keys are drawn from 1..=`keys`.
-    pub fn start(url: String, tables: Vec<String>, seed: u64, keys: u64, pause: Duration) -> Self {
+    pub fn start(url: String, tables: &[&str], seed: u64, keys: u64, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU32::new(0));
         let handle = tokio::spawn(write_loop(
             url,
-            tables,
+            tables.iter().map(|t| t.to_string()).collect(),
             Rng::new(seed),
             keys,
             pause,
