@@ -581,6 +581,12 @@ async fn throughput(env: &Env) {
         "  ratio tidemark/reference (final rows/s): {ratio:.2}  (target >= {RATIO_TARGET:.2}) {}",
         verdict(ratio >= RATIO_TARGET)
     );
+    let per_row = (w1.changes() as f64 / t.secs) / (source.rows as f64 / r.secs);
+    println!(
+        "  ratio per row loaded (tidemark source row changes/s / reference rows/s): {per_row:.2}  \
+         (same target) {}",
+        verdict(per_row >= RATIO_TARGET)
+    );
     println!(
         "  definitions: final rows = {} rows in bench.orders after W1; source row changes = {} \
          row events of W1;",
