@@ -66,6 +66,9 @@ pub enum SourceError {
     /// Batching failed (a value the warehouse cannot hold, a name conflict).
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The reader task ended without saying why (it panicked): start the source again.
+    #[error("the binlog reader stopped unexpectedly")]
+    ReaderGone,
 }
 
 impl SourceError {
@@ -77,6 +80,7 @@ impl SourceError {
             SourceError::Batch(BatchError::Route(_)) => ErrorKind::Operator,
             SourceError::Batch(BatchError::Spill { .. }) => ErrorKind::Retry,
             SourceError::Batch(_) => ErrorKind::Fatal,
+            SourceError::ReaderGone => ErrorKind::Retry,
         }
     }
 }
@@ -249,7 +253,7 @@ async fn run_source(
                     }
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
+                None => return Err(SourceError::ReaderGone),
             },
             _ = sleep_until(deadline), if deadline.is_some() && !loader.is_busy() => {}
         }
