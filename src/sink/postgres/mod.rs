@@ -283,6 +283,7 @@ impl PostgresSink {
         for (from, to) in &batch.renames {
             rename(tx, shapes, from, to).await?;
         }
+        let mut append_tables = Vec::new();
         for (i, changes) in batch.tables.iter_mut().enumerate() {
             if !schemas.contains(&changes.target.schema) {
                 tx.batch_execute(&sql::create_schema(&changes.target.schema))
@@ -298,19 +299,8 @@ impl PostgresSink {
                 continue;
             };
             load_table(tx, changes, &shape, i).await?;
-            if shape.key.is_empty() && warned_append.insert(changes.target.clone()) {
-                warn!(
-                    table = %changes.target,
-                    source_table = %changes.source_table,
-                    "table has no primary key: loading in append mode (every change is a new row)"
-                );
-            }
-            if changes.zero_dates_nulled > 0 {
-                warn!(
-                    table = %changes.target,
-                    rows = changes.zero_dates_nulled,
-                    "zero dates written as NULL (Postgres has no zero date)"
-                );
+            if shape.key.is_empty() {
+                append_tables.push(i);
             }
         }
         write_checkpoint(tx, &batch.source_id, &batch.checkpoint).await?;
@@ -318,6 +308,24 @@ impl PostgresSink {
             .commit()
             .await
             .map_err(sql_error("committing the batch"))?;
+        // Warn once what landed, not per attempt.
+        for &i in &append_tables {
+            let changes = &batch.tables[i];
+            if warned_append.insert(changes.target.clone()) {
+                warn!(
+                    table = %changes.target,
+                    source_table = %changes.source_table,
+                    "table has no primary key: loading in append mode (every change is a new row)"
+                );
+            }
+        }
+        for changes in batch.tables.iter().filter(|t| t.zero_dates_nulled > 0) {
+            warn!(
+                table = %changes.target,
+                rows = changes.zero_dates_nulled,
+                "zero dates written as NULL (Postgres has no zero date)"
+            );
+        }
         Ok(())
     }
 }
