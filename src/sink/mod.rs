@@ -6,6 +6,7 @@
 //! stages the rows, applies the last change per key, and records the checkpoint, all or
 //! nothing. Sinks see only `event/` types and the batch; they know nothing about sources.
 
+pub mod last_change;
 pub mod postgres;
 pub mod staging;
 

@@ -18,10 +18,8 @@
 //! was); [`SpillBuffer::truncate`] restores any earlier length exactly (used to discard a rolled
 //! back transaction).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::TargetTable;
+use super::last_change::LastChange;
 use crate::event::{
     ChangeEvent, ColumnType, Op, Position, TableId, TableSchema, Value, format_time_micros,
     format_timestamp_micros,
@@ -240,18 +239,18 @@ pub struct TableChanges {
     pub zero_dates_nulled: u64,
     /// First and last position of the changes.
     pub positions: Option<(Position, Position)>,
-    /// False when no primary key was written twice: each key's only row is its last change,
-    /// and the loader can skip the "last change per key" step.
-    pub repeated_keys: bool,
     /// True when a delete was written (a key-changing update writes one too).
     pub has_deletes: bool,
-    /// Hashes of the keys written (a collision only costs the skipped step).
-    keys_seen: HashSet<u64>,
+    /// Rows written, all segments together (a row's number is its place in write order).
+    rows: u64,
+    /// Which rows are their key's last change (the others are never staged).
+    last_change: LastChange,
 }
 
 /// Where a table's buffers stood, so a rolled back transaction can be cut off exactly.
 #[derive(Debug, Clone, Copy)]
 pub struct TableMark {
+    rows: u64,
     segments: usize,
     last_len: u64,
     last_rows: u64,
@@ -272,9 +271,9 @@ impl TableChanges {
             changes: 0,
             zero_dates_nulled: 0,
             positions: None,
-            repeated_keys: false,
             has_deletes: false,
-            keys_seen: HashSet::new(),
+            rows: 0,
+            last_change: LastChange::default(),
         }
     }
 
@@ -297,6 +296,7 @@ impl TableChanges {
     pub fn mark(&self) -> TableMark {
         let last = self.segments.last();
         TableMark {
+            rows: self.rows,
             segments: self.segments.len(),
             last_len: last.map_or(0, |s| s.data.len()),
             last_rows: last.map_or(0, |s| s.rows),
@@ -309,6 +309,13 @@ impl TableChanges {
 
     /// Returns to `mark`, discarding everything recorded since.
     pub fn reset_to(&mut self, mark: TableMark) -> io::Result<()> {
+        if self.rows > mark.rows {
+            // The discarded rows may have superseded kept ones; undoing that exactly would cost
+            // memory on every transaction for a rare event, so this batch keeps every row and
+            // leaves the last change per key to the warehouse.
+            self.last_change.turn_off();
+        }
+        self.rows = mark.rows;
         self.segments.truncate(mark.segments);
         if let Some(last) = self.segments.last_mut() {
             last.data.truncate(mark.last_len)?;
@@ -319,6 +326,43 @@ impl TableChanges {
         self.zero_dates_nulled = mark.zero_dates_nulled;
         self.positions = mark.positions;
         Ok(())
+    }
+
+    /// True when the rows to stage may hold a key more than once, so the loader must keep the
+    /// last change per key itself. Otherwise each key's only live row is its last change.
+    pub fn needs_dedupe(&self) -> bool {
+        // Across a shape change a key column may have changed type (the same key, another
+        // value variant): the exact index cannot vouch for that, the warehouse can.
+        !self.last_change.live_rows_unique()
+            || (self.segments.len() > 1 && self.last_change.repeated())
+    }
+
+    /// Rows that will be staged: each key's last change (every row when the table has no key).
+    pub fn live_rows(&self) -> u64 {
+        self.rows - self.last_change.dead_rows()
+    }
+
+    /// Memory held by the last-change-per-key index.
+    pub fn key_index_bytes(&self) -> usize {
+        self.last_change.memory_bytes()
+    }
+
+    /// Reads segment `segment`'s live rows as `COPY` input, in chunks of about 1 MiB.
+    pub fn copy_chunks(&mut self, segment: usize) -> CopyChunks<'_> {
+        let first_row = self.segments[..segment.min(self.segments.len())]
+            .iter()
+            .map(|s| s.rows)
+            .sum();
+        let rows = self.segments.get(segment).map_or(0, |s| s.rows);
+        let filter = self.last_change.any_dead(first_row..first_row + rows);
+        CopyChunks {
+            changes: self,
+            segment,
+            offset: 0,
+            row: first_row,
+            filter,
+            partial: Vec::new(),
+        }
     }
 
     /// Moves every buffer of this table to disk under `dir`.
@@ -361,10 +405,13 @@ impl TableChanges {
             return Ok(());
         };
         let key = &event.table.primary_key;
+        let rows = &mut self.rows;
+        let last_change = &mut self.last_change;
         let mut seen = |row: &[Value]| {
-            if !key.is_empty() && !self.keys_seen.insert(key_hash(row, key)) {
-                self.repeated_keys = true;
+            if !key.is_empty() {
+                last_change.record(row, key, *rows);
             }
+            *rows += 1;
         };
         let image = |row| image_of(event, row);
         match event.op {
@@ -404,22 +451,53 @@ impl TableChanges {
     }
 }
 
-/// A hash of the key columns' values of `row`.
-fn key_hash(row: &[Value], key: &[usize]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    for &k in key {
-        match row.get(k) {
-            Some(Value::Int(i)) => (0u8, i).hash(&mut hasher),
-            Some(Value::UInt(u)) => (1u8, u).hash(&mut hasher),
-            Some(Value::Text(t) | Value::Decimal(t) | Value::Enum(t) | Value::Json(t)) => {
-                (2u8, t).hash(&mut hasher)
+/// A segment's rows as `COPY` input, without the rows a later change of their key supersedes.
+pub struct CopyChunks<'a> {
+    changes: &'a mut TableChanges,
+    segment: usize,
+    offset: u64,
+    /// Number of the next row to scan.
+    row: u64,
+    /// False when no row of the segment is dead: chunks pass through untouched.
+    filter: bool,
+    /// The start of a row that continues in the next chunk.
+    partial: Vec<u8>,
+}
+
+impl CopyChunks<'_> {
+    /// The next chunk of whole live rows; `None` at the end.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let Some(segment) = self.changes.segments.get_mut(self.segment) else {
+                return Ok(None);
+            };
+            let Some(raw) = segment.data.chunk_at(self.offset)? else {
+                return Ok(None);
+            };
+            self.offset += raw.len() as u64;
+            if !self.filter {
+                return Ok(Some(raw));
             }
-            Some(Value::Bytes(b)) => (3u8, b).hash(&mut hasher),
-            // Rare key types: their debug text is stable and distinct enough for a hint.
-            other => (4u8, format!("{other:?}")).hash(&mut hasher),
+            // Rows are single lines: COPY text escapes every newline inside a value.
+            let dead = &self.changes.last_change;
+            let mut live = Vec::with_capacity(raw.len());
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &raw) {
+                let line = &raw[start..=end];
+                if !dead.is_dead(self.row) {
+                    live.extend_from_slice(&self.partial);
+                    live.extend_from_slice(line);
+                }
+                self.partial.clear();
+                self.row += 1;
+                start = end + 1;
+            }
+            self.partial.extend_from_slice(&raw[start..]);
+            if !live.is_empty() {
+                return Ok(Some(Bytes::from(live)));
+            }
         }
     }
-    hasher.finish()
 }
 
 /// The row image an operation needs, or the error naming the change that lacks it.
@@ -690,12 +768,12 @@ mod tests {
         }
     }
 
+    /// What the loader would stage: the live rows of every segment.
     fn text_of(changes: &mut TableChanges) -> String {
         let mut all = Vec::new();
-        for segment in &mut changes.segments {
-            let mut offset = 0;
-            while let Some(chunk) = segment.data.chunk_at(offset).unwrap() {
-                offset += chunk.len() as u64;
+        for segment in 0..changes.segments.len() {
+            let mut chunks = changes.copy_chunks(segment);
+            while let Some(chunk) = chunks.next_chunk().unwrap() {
                 all.extend_from_slice(&chunk);
             }
         }
@@ -881,5 +959,85 @@ mod tests {
             assert_eq!(changes.changes, 1);
             assert_eq!(text_of(&mut changes).lines().count(), 1, "spill={spill}");
         }
+    }
+
+    #[test]
+    fn only_each_keys_last_change_is_staged_also_across_spilled_chunks() {
+        let int = ColumnType::Int {
+            bits: 64,
+            unsigned: false,
+        };
+        let t = schema(&[("id", int.clone()), ("v", int)], &[0]);
+        let row = |id: i64, v: i64| Some(vec![Value::Int(id), Value::Int(v)]);
+        let dir = tempfile::tempdir().unwrap();
+        for spill in [false, true] {
+            let mut changes = TableChanges::new(t.id.clone(), target());
+            if spill {
+                changes.spill(dir.path()).unwrap();
+            }
+            let mut seq = 0;
+            // Enough rows that spilled chunks (1 MiB) split rows; every id changes 3 times.
+            let ids = 40_000;
+            for round in 0..3 {
+                for id in 0..ids {
+                    let op = if round == 0 { Op::Insert } else { Op::Update };
+                    let before = (round > 0).then(|| vec![Value::Int(id), Value::Int(round - 1)]);
+                    changes
+                        .push(&change(&t, op, before, row(id, round)), &mut seq)
+                        .unwrap();
+                }
+            }
+            // Delete the even ids.
+            for id in (0..ids).step_by(2) {
+                changes
+                    .push(&change(&t, Op::Delete, row(id, 2), None), &mut seq)
+                    .unwrap();
+            }
+            assert_eq!(changes.live_rows(), ids as u64, "spill={spill}");
+            assert!(!changes.needs_dedupe());
+            let text = text_of(&mut changes);
+            let staged: Vec<(String, String)> = text
+                .lines()
+                .map(|line| {
+                    let fields: Vec<&str> = line.split('\t').collect();
+                    (fields[1].to_owned(), format!("{}={}", fields[4], fields[5]))
+                })
+                .collect();
+            assert_eq!(staged.len(), ids as usize, "spill={spill}");
+            for (i, (op, values)) in staged.iter().enumerate() {
+                let id = i as i64;
+                // Odd ids: their last update, in write order; then the even ids' deletes.
+                let (want_op, want) = if i < ids as usize / 2 {
+                    ("update", format!("{}=2", 2 * id + 1))
+                } else {
+                    ("delete", format!("{}=\\N", 2 * (id - ids / 2)))
+                };
+                assert_eq!((op.as_str(), values.as_str()), (want_op, want.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_rollback_keeps_every_row_and_leaves_the_last_change_to_the_warehouse() {
+        let t = schema(
+            &[(
+                "id",
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+            )],
+            &[0],
+        );
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        let mut seq = 0;
+        let insert = |id| change(&t, Op::Insert, None, Some(vec![Value::Int(id)]));
+        changes.push(&insert(1), &mut seq).unwrap();
+        changes.push(&insert(1), &mut seq).unwrap();
+        let mark = changes.mark();
+        changes.push(&insert(1), &mut seq).unwrap();
+        changes.reset_to(mark).unwrap();
+        assert!(changes.needs_dedupe());
+        assert_eq!(text_of(&mut changes).lines().count(), 2);
     }
 }

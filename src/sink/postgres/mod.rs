@@ -533,7 +533,7 @@ async fn load_table(
     shape: &Shape,
     index: usize,
 ) -> Result<(), PostgresSinkError> {
-    let target = &changes.target;
+    let target = &changes.target.clone();
     let stage = format!("tidemark_stage_{index}");
     let range = match changes.positions {
         Some((first, last)) => format!(" (source positions {first} to {last})"),
@@ -544,7 +544,9 @@ async fn load_table(
         .map_err(sql_error(format_args!(
             "creating the staging table for {target}"
         )))?;
-    for segment in &mut changes.segments {
+    let live_rows = changes.live_rows();
+    for index in 0..changes.segments.len() {
+        let segment = &changes.segments[index];
         if segment.rows == 0 {
             continue;
         }
@@ -554,15 +556,14 @@ async fn load_table(
             .iter()
             .map(|c| c.name.to_lowercase())
             .collect();
-        let context = || format!("COPY of {} rows for {target}{range}", segment.rows);
+        let context = || format!("COPY of {live_rows} rows for {target}{range}");
         let sink = tx
             .copy_in(&sql::copy_stage(&stage, &columns))
             .await
             .map_err(sql_error(context()))?;
         futures_util::pin_mut!(sink);
-        let mut offset = 0;
-        while let Some(chunk) = segment.data.chunk_at(offset)? {
-            offset += chunk.len() as u64;
+        let mut chunks = changes.copy_chunks(index);
+        while let Some(chunk) = chunks.next_chunk()? {
             sink.send(chunk).await.map_err(sql_error(context()))?;
         }
         sink.finish().await.map_err(sql_error(context()))?;
@@ -584,7 +585,7 @@ async fn load_table(
             &stage,
             &columns,
             &shape.key,
-            !changes.repeated_keys,
+            !changes.needs_dedupe(),
             changes.has_deletes,
         )
     };

@@ -1,0 +1,234 @@
+//! Which staged row is each key's last change, so a batch stages only those rows.
+//!
+//! A batch may change one key many times (a backlog read after an outage often does: insert,
+//! several updates, delete). The warehouse only needs the last change of each key, so the staging
+//! buffer keeps every row as written (rows are appended, never moved) and this index marks the
+//! earlier ones dead; the loader skips dead rows when it streams the buffer to `COPY`.
+//!
+//! Keys compare exactly: one integer column by value, anything else by an unambiguous byte
+//! encoding of its values. When exactness cannot be kept cheaply (an unusual key value, a rolled
+//! back transaction whose rows were indexed, more rows than the index can number), the index
+//! turns itself off for the rest of the batch: every row stays live and the loader keeps the last
+//! change per key in the warehouse instead, as it always could.
+
+use std::collections::HashMap;
+use std::mem::size_of;
+
+use crate::event::Value;
+
+/// The last change per key of one table's staged rows.
+#[derive(Debug, Default)]
+pub struct LastChange {
+    keys: Keys,
+    /// One bit per staged row: set when a later row has the same key.
+    dead: Vec<u64>,
+    dead_rows: u64,
+    /// Bytes of encoded keys held on the heap (the `Encoded` map's boxes).
+    key_heap_bytes: usize,
+    /// True when some key was written twice (dead rows exist, or would, had the index been on).
+    repeated: bool,
+}
+
+#[derive(Debug, Default)]
+enum Keys {
+    /// Nothing indexed yet; the first key chooses the representation.
+    #[default]
+    Empty,
+    /// A single signed integer column.
+    Int(HashMap<i64, u32>),
+    /// A single unsigned integer column.
+    UInt(HashMap<u64, u32>),
+    /// Any other key, as the exact encoding of [`encode_key`].
+    Encoded(HashMap<Box<[u8]>, u32>),
+    /// Exactness could not be kept: every row is live.
+    Off,
+}
+
+impl LastChange {
+    /// Records that staged row `row` (numbered from 0 in write order) changes the key made of
+    /// `key` columns of `values`, so any earlier row of that key is dead.
+    pub fn record(&mut self, values: &[Value], key: &[usize], row: u64) {
+        if matches!(self.keys, Keys::Off) {
+            return;
+        }
+        let Ok(row) = u32::try_from(row) else {
+            return self.turn_off();
+        };
+        if matches!(self.keys, Keys::Empty) {
+            self.keys = match key {
+                [k] if matches!(values.get(*k), Some(Value::Int(_))) => Keys::Int(HashMap::new()),
+                [k] if matches!(values.get(*k), Some(Value::UInt(_))) => {
+                    Keys::UInt(HashMap::new())
+                }
+                _ => Keys::Encoded(HashMap::new()),
+            };
+        }
+        let earlier = match (&mut self.keys, key) {
+            (Keys::Int(map), [k]) => match values.get(*k) {
+                Some(Value::Int(v)) => map.insert(*v, row),
+                _ => return self.turn_off(),
+            },
+            (Keys::UInt(map), [k]) => match values.get(*k) {
+                Some(Value::UInt(v)) => map.insert(*v, row),
+                _ => return self.turn_off(),
+            },
+            (Keys::Encoded(map), _) => {
+                let Some(encoded) = encode_key(values, key) else {
+                    return self.turn_off();
+                };
+                let len = encoded.len();
+                let earlier = map.insert(encoded, row);
+                if earlier.is_none() {
+                    self.key_heap_bytes += len;
+                }
+                earlier
+            }
+            _ => return self.turn_off(),
+        };
+        if let Some(earlier) = earlier {
+            self.repeated = true;
+            self.mark_dead(u64::from(earlier));
+        }
+    }
+
+    /// Forgets the index for the rest of the batch: every row is live from now on, and
+    /// [`LastChange::live_rows_unique`] is false.
+    pub fn turn_off(&mut self) {
+        self.keys = Keys::Off;
+        self.dead = Vec::new();
+        self.dead_rows = 0;
+        self.key_heap_bytes = 0;
+    }
+
+    /// True when the live rows hold each key at most once (false once the index is off: keys
+    /// may then repeat unseen).
+    pub fn live_rows_unique(&self) -> bool {
+        !matches!(self.keys, Keys::Off)
+    }
+
+    /// True when some key was written more than once.
+    pub fn repeated(&self) -> bool {
+        self.repeated
+    }
+
+    /// True when row `row` is superseded by a later row of its key.
+    pub fn is_dead(&self, row: u64) -> bool {
+        let word = (row / 64) as usize;
+        self.dead
+            .get(word)
+            .is_some_and(|bits| bits & (1 << (row % 64)) != 0)
+    }
+
+    /// True when any row in `rows` is dead.
+    pub fn any_dead(&self, rows: std::ops::Range<u64>) -> bool {
+        self.dead_rows > 0 && rows.clone().any(|row| self.is_dead(row))
+    }
+
+    /// Rows marked dead.
+    pub fn dead_rows(&self) -> u64 {
+        self.dead_rows
+    }
+
+    /// Memory the index holds, approximately.
+    pub fn memory_bytes(&self) -> usize {
+        // hashbrown: one control byte per bucket plus the entry.
+        fn table<K>(capacity: usize) -> usize {
+            capacity * (size_of::<K>() + size_of::<u32>() + 1)
+        }
+        let keys = match &self.keys {
+            Keys::Empty | Keys::Off => 0,
+            Keys::Int(map) => table::<i64>(map.capacity()),
+            Keys::UInt(map) => table::<u64>(map.capacity()),
+            // A boxed key: its pointer and length in the table, its bytes plus allocator
+            // rounding on the heap.
+            Keys::Encoded(map) => table::<Box<[u8]>>(map.capacity()) + map.len() * 8,
+        };
+        keys + self.key_heap_bytes + self.dead.capacity() * size_of::<u64>()
+    }
+
+    fn mark_dead(&mut self, row: u64) {
+        let word = (row / 64) as usize;
+        if self.dead.len() <= word {
+            self.dead.resize(word + 1, 0);
+        }
+        let bit = 1 << (row % 64);
+        if self.dead[word] & bit == 0 {
+            self.dead[word] |= bit;
+            self.dead_rows += 1;
+        }
+    }
+}
+
+/// An exact, unambiguous encoding of the key columns of `values`: a tag per value, and a length
+/// before every variable-length part. `None` for values a key should not hold (unchanged
+/// markers, missing columns).
+fn encode_key(values: &[Value], key: &[usize]) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(16);
+    fn bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    for &k in key {
+        match values.get(k)? {
+            Value::Unchanged => return None,
+            Value::Null => out.push(0),
+            Value::Int(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::UInt(v) => {
+                out.push(2);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Text(t) => bytes(&mut out, 3, t.as_bytes()),
+            Value::Decimal(t) => bytes(&mut out, 4, t.as_bytes()),
+            Value::Enum(t) => bytes(&mut out, 5, t.as_bytes()),
+            Value::Bytes(b) => bytes(&mut out, 6, b),
+            // Rarer key types: their Debug text is exact (derived, field by field).
+            other => bytes(&mut out, 7, format!("{other:?}").as_bytes()),
+        }
+    }
+    Some(out.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(index: &LastChange, rows: u64) -> Vec<u64> {
+        (0..rows).filter(|&r| !index.is_dead(r)).collect()
+    }
+
+    #[test]
+    fn only_the_last_row_of_each_key_stays_live() {
+        let mut index = LastChange::default();
+        for (row, id) in [1, 2, 1, 3, 1, 2].into_iter().enumerate() {
+            index.record(&[Value::Int(id), Value::Text("x".into())], &[0], row as u64);
+        }
+        assert_eq!(live(&index, 6), vec![3, 4, 5]);
+        assert!(index.repeated() && index.live_rows_unique());
+        assert!(index.any_dead(0..2) && !index.any_dead(3..6));
+    }
+
+    #[test]
+    fn composite_and_text_keys_compare_exactly() {
+        let mut index = LastChange::default();
+        let row = |a: &str, b: &str| [Value::Text(a.into()), Value::Text(b.into())];
+        // "ab"+"c" and "a"+"bc" must stay two keys.
+        index.record(&row("ab", "c"), &[0, 1], 0);
+        index.record(&row("a", "bc"), &[0, 1], 1);
+        index.record(&row("ab", "c"), &[0, 1], 2);
+        assert_eq!(live(&index, 3), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_unexpected_key_value_turns_the_index_off_and_keeps_every_row() {
+        let mut index = LastChange::default();
+        index.record(&[Value::Int(1)], &[0], 0);
+        index.record(&[Value::Int(1)], &[0], 1);
+        index.record(&[Value::UInt(1)], &[0], 2);
+        assert_eq!(live(&index, 3), vec![0, 1, 2]);
+        assert!(!index.live_rows_unique(), "the warehouse must dedupe");
+    }
+}
