@@ -87,6 +87,8 @@ fn valid_config_loads_typed_values() {
     assert_eq!(config.batch.max_rows, 100_000);
     assert_eq!(config.batch.max_bytes, ByteSize(64 << 20));
     assert_eq!(config.batch.max_delay, Duration::from_millis(500));
+    assert_eq!(config.batch.catch_up_lag, Duration::from_secs(10));
+    assert_eq!(config.batch.catch_up_max_bytes, ByteSize(1 << 30));
     let source = &config.sources[0];
     assert_eq!(source.kind, SourceKind::Mysql);
     assert_eq!(source.snapshot, SnapshotMode::Never);
@@ -219,6 +221,24 @@ fn bad_duration_and_size_are_rejected() {
         ConfigErrorKind::Invalid,
         "batch.max_bytes",
         line_of(&text, "max_bytes"),
+    );
+
+    let text = format!("{BASE}\n[batch]\ncatch_up_lag = \"0s\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "batch.catch_up_lag",
+        line_of(&text, "catch_up_lag"),
+    );
+
+    let text = format!("{BASE}\n[batch]\ncatch_up_max_bytes = \"lots\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "batch.catch_up_max_bytes",
+        line_of(&text, "catch_up_max_bytes"),
     );
 
     let text = format!("{BASE}\n[batch]\nmax_rows = \"many\"\n");

@@ -550,3 +550,123 @@ async fn composite_and_non_integer_keys() {
         "target primary key in source key order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
+    // Tiny normal batches, so only catch-up batching can load the backlog in one piece.
+    let (mut conn, db, wh, mut tm, schema) = setup_with(
+        "pl_backlog",
+        &[
+            "CREATE TABLE item (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20))",
+            "CREATE TABLE tag (name VARCHAR(20) PRIMARY KEY, n INT)",
+        ],
+        |g| {
+            g.max_rows = 20;
+            g.max_delay = "1s".into();
+            g.catch_up_lag = Some("2s".into());
+        },
+    )
+    .await;
+    let status = tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+
+    // The backlog, written while tidemark is down: every key changes several times, keys move,
+    // and some are deleted and inserted again.
+    let ids = 300;
+    let values: Vec<String> = (1..=ids).map(|i| format!("({i}, 0, 's{i}')")).collect();
+    conn.query_drop(format!("INSERT INTO item VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    for round in 1..=4 {
+        for first in (1..=ids).step_by(50) {
+            conn.query_drop(format!(
+                "UPDATE item SET v = {round}, s = 'r{round}' WHERE id BETWEEN {first} AND {}",
+                first + 49
+            ))
+            .await
+            .unwrap();
+        }
+        conn.query_drop(format!(
+            "INSERT INTO tag VALUES ('t{round}', {round}) ON DUPLICATE KEY UPDATE n = n + 1"
+        ))
+        .await
+        .unwrap();
+    }
+    for stmt in [
+        "UPDATE item SET id = id + 1000 WHERE id % 7 = 0",
+        "DELETE FROM item WHERE id % 5 = 0",
+        "INSERT INTO item VALUES (5, 50, 'back'), (10, 100, 'back')",
+        "UPDATE item SET id = 1 WHERE id = 1007",
+        "DELETE FROM tag WHERE name = 't2'",
+        "INSERT INTO tag VALUES ('t2', 22)",
+    ] {
+        // Key 1 must be free before 1007 takes it.
+        if stmt.contains("id = 1 WHERE") {
+            conn.query_drop("DELETE FROM item WHERE id = 1")
+                .await
+                .unwrap();
+        }
+        conn.query_drop(stmt).await.unwrap();
+    }
+    // Old enough to be behind by more than catch_up_lag.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tm.spawn();
+    wait_tables_equal(
+        &mut tm,
+        &mut conn,
+        &wh,
+        &db,
+        &["item", "tag"],
+        &schema,
+        CONVERGE,
+    )
+    .await;
+    assert!(
+        tm.logs().contains("behind the source"),
+        "no catch-up mode:\n{}",
+        tm.logs()
+    );
+    // Each key was written to the target once: its last change, inserted (the table was
+    // empty); nothing was updated or deleted on the way.
+    let final_rows: i64 = conn
+        .query_first("SELECT COUNT(*) FROM item")
+        .await
+        .unwrap()
+        .unwrap();
+    let written = format!("{final_rows}/0/0");
+    assert!(
+        wait_until(Duration::from_secs(10), async || {
+            wh.value(&format!(
+                "SELECT n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del \
+                 FROM pg_stat_user_tables WHERE schemaname = '{schema}' AND relname = 'item'"
+            ))
+            .await
+            .as_deref()
+                == Some(written.as_str())
+        })
+        .await,
+        "target writes (ins/upd/del) {:?}, want {written}",
+        wh.value(&format!(
+            "SELECT n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del \
+             FROM pg_stat_user_tables WHERE schemaname = '{schema}' AND relname = 'item'"
+        ))
+        .await
+    );
+
+    // Caught up: a new change arrives at the normal pace.
+    conn.query_drop("INSERT INTO item VALUES (5000, 1, 'live')")
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), async || {
+            wh.value(&format!(
+                "SELECT count(*) FROM \"{schema}\".item WHERE id = 5000"
+            ))
+            .await
+            .as_deref()
+                == Some("1")
+        })
+        .await,
+        "a live change after the backlog did not arrive within 10 s"
+    );
+}

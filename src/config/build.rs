@@ -428,6 +428,12 @@ impl Builder<'_> {
         if let Some(delay) = &raw.max_delay {
             batch.max_delay = self.duration(delay, "batch.max_delay")?;
         }
+        if let Some(lag) = &raw.catch_up_lag {
+            batch.catch_up_lag = self.duration(lag, "batch.catch_up_lag")?;
+        }
+        if let Some(bytes) = &raw.catch_up_max_bytes {
+            batch.catch_up_max_bytes = self.size(bytes, "batch.catch_up_max_bytes")?;
+        }
         Ok(batch)
     }
 

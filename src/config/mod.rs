@@ -69,6 +69,12 @@ pub struct BatchConfig {
     pub max_bytes: ByteSize,
     /// Longest a committed change waits before its batch is loaded (default 500ms).
     pub max_delay: Duration,
+    /// Lag behind the source (now minus the last commit's timestamp) past which the source is
+    /// catching up: batches then grow past `max_rows`/`max_bytes`, spilled to disk, so each
+    /// key's many changes load as one row (default 10s).
+    pub catch_up_lag: Duration,
+    /// Largest catch-up batch, in encoded bytes on disk (default 1GiB).
+    pub catch_up_max_bytes: ByteSize,
 }
 
 impl Default for BatchConfig {
@@ -77,6 +83,8 @@ impl Default for BatchConfig {
             max_rows: 100_000,
             max_bytes: ByteSize(64 << 20),
             max_delay: Duration::from_millis(500),
+            catch_up_lag: Duration::from_secs(10),
+            catch_up_max_bytes: ByteSize(1 << 30),
         }
     }
 }

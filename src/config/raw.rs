@@ -53,6 +53,8 @@ pub(crate) struct RawBatch {
     pub max_rows: Option<Spanned<i64>>,
     pub max_bytes: Option<Str>,
     pub max_delay: Option<Str>,
+    pub catch_up_lag: Option<Str>,
+    pub catch_up_max_bytes: Option<Str>,
 }
 
 /// One `[[sources]]` entry.

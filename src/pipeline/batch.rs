@@ -9,11 +9,20 @@
 //!   after: the batch is cut in front of the renaming statement.
 //! - Memory: once the batch's encoded rows exceed `max_bytes` while a transaction is still open
 //!   (so the batch cannot be cut yet), the buffers move to files under the spill directory.
+//!
+//! Catching up: when the last commit is more than `catch_up_lag` old, the source is behind and
+//! throughput matters more than latency. The batch then grows past `max_rows`/`max_bytes`
+//! (spilled to disk) up to `catch_up_max_bytes`, or until its last-change-per-key index holds half
+//! of `max_bytes`, so the many changes of one key load as one row. It is cut early when the reader
+//! goes quiet for `max_delay` (the source has nothing more for now) or the lag falls back under
+//! `catch_up_lag`, after which the normal limits apply again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tracing::info;
 
 use super::route::{RouteConflict, Router};
 use crate::config::BatchConfig;
@@ -82,6 +91,8 @@ pub struct Batcher {
     data_since: Option<Instant>,
     position_since: Option<Instant>,
     spilled: bool,
+    catching_up: bool,
+    last_message: Option<Instant>,
 }
 
 impl Batcher {
@@ -107,12 +118,15 @@ impl Batcher {
             data_since: None,
             position_since: None,
             spilled: false,
+            catching_up: false,
+            last_message: None,
         }
     }
 
     /// Takes one message; a batch completed by it (a limit reached at a commit, or a rename
     /// that must apply between two batches) goes to `cut`.
     pub fn push(&mut self, message: SourceMessage, cut: &mut Vec<Batch>) -> Result<(), BatchError> {
+        self.last_message = Some(Instant::now());
         match message {
             SourceMessage::Begin(txn) => {
                 if self.open.is_some() {
@@ -186,6 +200,7 @@ impl Batcher {
                     return Err(self.grammar("Commit outside a transaction"));
                 };
                 self.last_commit_ts = Some(open.commit_ts_micros);
+                self.set_catching_up(lag_of(open.commit_ts_micros) >= self.limits.catch_up_lag);
                 self.record_position(resume_point, !open.untouched(self.tables.len()));
                 // A full batch is cut right here, at the first boundary past the limit: the
                 // rest of this read chunk starts the next batch, so limits hold however the
@@ -202,6 +217,8 @@ impl Batcher {
                 }
             }
             SourceMessage::Heartbeat(resume_point) => {
+                // The server sends heartbeats only when it has nothing else to send.
+                self.set_catching_up(false);
                 if self.open.is_none() {
                     self.record_position(resume_point, false);
                 }
@@ -245,13 +262,41 @@ impl Batcher {
 
     /// True when a limit is reached and the batch can be cut (no transaction half-way).
     pub fn is_full(&self) -> bool {
-        self.can_cut()
-            && (self.changes() >= self.limits.max_rows || self.bytes() >= self.limits.max_bytes.0)
+        if !self.can_cut() {
+            return false;
+        }
+        if self.catching_up {
+            self.bytes() >= self.limits.catch_up_max_bytes.0
+                || self.key_index_bytes() as u64 >= self.limits.max_bytes.0 / 2
+        } else {
+            self.changes() >= self.limits.max_rows || self.bytes() >= self.limits.max_bytes.0
+        }
+    }
+
+    /// True while the source is behind by more than `catch_up_lag` (large batches).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up
+    }
+
+    fn set_catching_up(&mut self, behind: bool) {
+        if behind != self.catching_up {
+            self.catching_up = behind;
+            let lag = self.last_commit_ts.map(lag_of);
+            if behind {
+                info!(source = %self.source_id, lag = ?lag, "behind the source: loading large batches until caught up");
+            } else {
+                info!(source = %self.source_id, lag = ?lag, "caught up: back to the configured batch limits");
+            }
+        }
     }
 
     /// When the pending batch must be loaded by, if anything is pending.
     pub fn deadline(&self) -> Option<Instant> {
         self.committed.as_ref()?;
+        if self.catching_up {
+            // Behind: wait for as much as the reader has, not for the clock.
+            return self.last_message.map(|at| at + self.limits.max_delay);
+        }
         match self.data_since {
             Some(since) => Some(since + self.limits.max_delay),
             None => self
@@ -284,6 +329,10 @@ impl Batcher {
 
     fn memory_bytes(&self) -> usize {
         self.tables.iter().map(TableChanges::memory_bytes).sum()
+    }
+
+    fn key_index_bytes(&self) -> usize {
+        self.tables.iter().map(TableChanges::key_index_bytes).sum()
     }
 
     /// Cuts the batch of everything committed so far, if anything is pending and no
@@ -331,6 +380,14 @@ impl Batcher {
     }
 }
 
+/// Time since a source commit timestamp (µs since the epoch), as seen by this host's clock.
+pub(super) fn lag_of(commit_ts_micros: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Duration::from_micros(now.saturating_sub(commit_ts_micros).max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -363,6 +420,8 @@ snapshot = "never"
             max_rows,
             max_bytes: ByteSize(1 << 30),
             max_delay: Duration::from_millis(500),
+            catch_up_lag: Duration::MAX,
+            catch_up_max_bytes: ByteSize(1 << 30),
         };
         Batcher::new(
             "s".into(),
@@ -536,5 +595,56 @@ snapshot = "never"
             ("a", "b")
         );
         assert_eq!(summary(&batch), vec![("b".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_source_far_behind_grows_its_batch_until_caught_up() {
+        let a = table("a");
+        let mut batcher = batcher(2);
+        // Commit timestamps near the epoch: decades behind.
+        batcher.limits.catch_up_lag = Duration::from_secs(10);
+        batcher.limits.catch_up_max_bytes = ByteSize(1 << 20);
+        for n in 1..=5 {
+            let cut = feed(
+                &mut batcher,
+                vec![
+                    SourceMessage::Begin(txn(n)),
+                    insert(&a, n, 2 * n as i64),
+                    insert(&a, n, 2 * n as i64 + 1),
+                    commit(100 * n),
+                ],
+            );
+            assert!(cut.is_empty(), "cut while catching up");
+        }
+        assert!(batcher.is_catching_up() && !batcher.is_full());
+        assert!(
+            !batcher.is_due(Instant::now()),
+            "due while the reader is busy"
+        );
+        assert!(
+            batcher.is_due(Instant::now() + Duration::from_secs(1)),
+            "not due once the reader went quiet"
+        );
+        // A heartbeat: the server has nothing more; the normal limits apply again.
+        feed(
+            &mut batcher,
+            vec![SourceMessage::Heartbeat(ResumePoint::Binlog {
+                file: "b.000001".into(),
+                pos: 600,
+                gtid: None,
+            })],
+        );
+        assert!(!batcher.is_catching_up() && batcher.is_full());
+        let batch = batcher.take().unwrap();
+        assert_eq!(summary(&batch), vec![("a".to_string(), 10)]);
+
+        // The byte limit still bounds a catch-up batch.
+        batcher.limits.catch_up_max_bytes = ByteSize(1);
+        let cut = feed(
+            &mut batcher,
+            vec![SourceMessage::Begin(txn(7)), insert(&a, 7, 1), commit(700)],
+        );
+        assert!(batcher.is_catching_up());
+        assert_eq!(cut.len(), 1);
     }
 }

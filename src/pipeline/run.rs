@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use super::batch::{BatchError, Batcher};
+use super::batch::{BatchError, Batcher, lag_of};
 use super::route::Router;
 use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, SourceKind, WarehouseConfig};
 use crate::error::ErrorKind;
@@ -407,14 +407,6 @@ impl Loader {
         }
         Ok(())
     }
-}
-
-/// Time since a source commit timestamp (µs since the epoch), as seen by this host's clock.
-fn lag_of(commit_ts_micros: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    Duration::from_micros(now.saturating_sub(commit_ts_micros).max(0) as u64)
 }
 
 /// Applies `batch`, riding out connection failures: after each, reconnect and check whether

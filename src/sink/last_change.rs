@@ -57,9 +57,7 @@ impl LastChange {
         if matches!(self.keys, Keys::Empty) {
             self.keys = match key {
                 [k] if matches!(values.get(*k), Some(Value::Int(_))) => Keys::Int(HashMap::new()),
-                [k] if matches!(values.get(*k), Some(Value::UInt(_))) => {
-                    Keys::UInt(HashMap::new())
-                }
+                [k] if matches!(values.get(*k), Some(Value::UInt(_))) => Keys::UInt(HashMap::new()),
                 _ => Keys::Encoded(HashMap::new()),
             };
         }

@@ -373,6 +373,8 @@ pub struct GroupConfig {
     pub max_bytes: String,
     /// `[batch] max_delay`.
     pub max_delay: String,
+    /// `[batch] catch_up_lag`, when not the default.
+    pub catch_up_lag: Option<String>,
     /// The sources.
     pub sources: Vec<SourceConfig>,
 }
@@ -386,6 +388,7 @@ impl GroupConfig {
             max_rows: 10_000,
             max_bytes: "16MiB".into(),
             max_delay: "200ms".into(),
+            catch_up_lag: None,
             sources,
         }
     }
@@ -402,6 +405,9 @@ impl GroupConfig {
             toml_str(&self.max_bytes),
             toml_str(&self.max_delay),
         );
+        if let Some(lag) = &self.catch_up_lag {
+            writeln!(text, "catch_up_lag = {}", toml_str(lag)).unwrap();
+        }
         for s in &self.sources {
             let include: Vec<String> = s.include.iter().map(|p| toml_str(p)).collect();
             write!(

@@ -21,6 +21,7 @@ use super::{Batch, Checkpoint, TableChanges, TargetTable};
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, TableSchema};
+use sql::KeyedApply;
 pub use types::postgres_type;
 
 /// How long connecting may take before it counts as failed (unless the URL sets
@@ -580,6 +581,11 @@ async fn load_table(
     let statements = if shape.key.is_empty() {
         vec![sql::append(target, &stage, &columns)]
     } else {
+        let target_rows: i64 = tx
+            .query_one(sql::ESTIMATED_ROWS, &[&sql::table(target)])
+            .await
+            .map_err(sql_error(format_args!("estimating the size of {target}")))?
+            .get(0);
         sql::apply_by_key(
             target,
             &stage,
@@ -587,6 +593,7 @@ async fn load_table(
             &shape.key,
             !changes.needs_dedupe(),
             changes.has_deletes,
+            KeyedApply::choose(live_rows, target_rows.max(0) as u64),
         )
     };
     for statement in statements {
