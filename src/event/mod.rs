@@ -27,7 +27,10 @@ use serde::Serialize;
 
 pub use position::{GtidState, Position, ResumePoint, binlog_coordinate};
 pub use schema::{Column, ColumnType, TableId, TableSchema};
-pub use value::{Date, DateTime, Value, format_time_micros, format_timestamp_micros, to_hex};
+pub use value::{
+    Date, DateTime, Value, format_time_micros, format_timestamp_micros, to_hex,
+    write_timestamp_micros,
+};
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

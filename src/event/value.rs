@@ -117,6 +117,26 @@ pub struct DateTime {
     pub micros: u32,
 }
 
+impl DateTime {
+    /// Appends the [`fmt::Display`] text (`2024-01-02 03:04:05.000006`) without the formatting
+    /// machinery (the staging hot path writes one per datetime value).
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        push_digits(out, u32::from(self.date.year), 4);
+        out.push(b'-');
+        push_digits(out, u32::from(self.date.month), 2);
+        out.push(b'-');
+        push_digits(out, u32::from(self.date.day), 2);
+        out.push(b' ');
+        push_time(
+            out,
+            u32::from(self.hour),
+            u32::from(self.minute),
+            u32::from(self.second),
+            self.micros,
+        );
+    }
+}
+
 impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -146,21 +166,54 @@ pub fn format_time_micros(micros: i64) -> String {
 
 /// Formats microseconds since the epoch as an ISO-8601 UTC instant (`2024-01-02T03:04:05.123456Z`).
 pub fn format_timestamp_micros(micros: i64) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_timestamp_micros(&mut out, micros);
+    // Only ASCII digits and separators were written.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Appends [`format_timestamp_micros`]'s text to `out` without allocating (the staging hot path
+/// writes two per row).
+pub fn write_timestamp_micros(out: &mut Vec<u8>, micros: i64) {
     let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
     let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
+    let tod = secs.rem_euclid(86_400) as u32;
     let (y, mo, d) = civil_from_days(days);
-    let base = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    );
-    if frac == 0 {
-        format!("{base}Z")
-    } else {
-        format!("{base}.{frac:06}Z")
+    match u32::try_from(y) {
+        Ok(y) if y <= 9999 => push_digits(out, y, 4),
+        // Beyond four-digit years (never a real timestamp): the general formatter.
+        _ => out.extend_from_slice(format!("{y:04}").as_bytes()),
+    }
+    out.push(b'-');
+    push_digits(out, mo, 2);
+    out.push(b'-');
+    push_digits(out, d, 2);
+    out.push(b'T');
+    push_time(out, tod / 3600, (tod / 60) % 60, tod % 60, frac);
+    out.push(b'Z');
+}
+
+/// Appends `hh:mm:ss` and, when not zero, `.micros` (six digits).
+fn push_time(out: &mut Vec<u8>, h: u32, m: u32, s: u32, micros: u32) {
+    push_digits(out, h, 2);
+    out.push(b':');
+    push_digits(out, m, 2);
+    out.push(b':');
+    push_digits(out, s, 2);
+    if micros != 0 {
+        out.push(b'.');
+        push_digits(out, micros, 6);
+    }
+}
+
+/// Appends the last `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -260,6 +313,26 @@ mod tests {
             format_timestamp_micros(2_147_483_647_999_999),
             "2038-01-19T03:14:07.999999Z"
         );
+    }
+
+    #[test]
+    fn datetime_text_matches_its_display() {
+        for (year, micros) in [(1, 0), (2024, 6), (9999, 999_999)] {
+            let dt = DateTime {
+                date: Date {
+                    year,
+                    month: 2,
+                    day: 29,
+                },
+                hour: 23,
+                minute: 5,
+                second: 9,
+                micros,
+            };
+            let mut out = Vec::new();
+            dt.write_text(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), dt.to_string());
+        }
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! turns itself off for the rest of the batch: every row stays live and the loader keeps the last
 //! change per key in the warehouse instead, as it always could.
 
-use std::collections::HashMap;
 use std::mem::size_of;
+
+// A fast seeded hasher: the index takes every staged row, and its keys come from the source.
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use crate::event::Value;
 

@@ -30,7 +30,7 @@ use super::TargetTable;
 use super::last_change::LastChange;
 use crate::event::{
     ChangeEvent, ColumnType, Op, Position, TableId, TableSchema, Value, format_time_micros,
-    format_timestamp_micros,
+    write_timestamp_micros,
 };
 
 /// Bytes a spilled buffer keeps in memory before writing them to its file.
@@ -555,7 +555,7 @@ impl RowEncoder<'_> {
         out.push(b'\t');
         out.extend_from_slice(num.format(packed).as_bytes());
         out.push(b'\t');
-        write_timestamp(out, event.transaction.commit_ts_micros);
+        write_timestamp_micros(out, event.transaction.commit_ts_micros);
         let columns = &event.table.columns;
         if row.len() != columns.len() {
             return Err(self.problem(
@@ -632,13 +632,11 @@ impl RowEncoder<'_> {
                 let _ = write!(Utf8Out(out), "{date}");
             }
             Value::DateTime(dt) if dt.date.is_zero() => self.zero_date(out),
-            Value::DateTime(dt) => {
-                let _ = write!(Utf8Out(out), "{dt}");
-            }
+            Value::DateTime(dt) => dt.write_text(out),
             Value::Timestamp(0) if matches!(ty, ColumnType::Timestamp { .. }) => {
                 self.zero_date(out)
             }
-            Value::Timestamp(micros) => write_timestamp(out, *micros),
+            Value::Timestamp(micros) => write_timestamp_micros(out, *micros),
             Value::Time(micros) => out.extend_from_slice(format_time_micros(*micros).as_bytes()),
             Value::Bit { bits, width } => {
                 for i in (0..*width).rev() {
@@ -688,10 +686,6 @@ impl std::fmt::Write for Utf8Out<'_> {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
-}
-
-fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
-    out.extend_from_slice(format_timestamp_micros(micros).as_bytes());
 }
 
 fn write_float(out: &mut Vec<u8>, value: f64, finite: bool, text: impl FnOnce() -> String) {
