@@ -7,15 +7,16 @@
 //!   `Begin`.
 //! - A table rename is applied after every change that came before it and before any that came
 //!   after: the batch is cut in front of the renaming statement.
-//! - Memory: once the batch's encoded rows exceed `max_bytes` while a transaction is still open
-//!   (so the batch cannot be cut yet), the buffers move to files under the spill directory.
+//! - Memory: once the batch's encoded rows and its last-change-per-key index exceed `max_bytes`
+//!   while the batch cannot be cut (a transaction is still open, or the source is catching up),
+//!   the buffers move to files under the spill directory.
 //!
 //! Catching up: when the last commit is more than `catch_up_lag` old, the source is behind and
 //! throughput matters more than latency. The batch then grows past `max_rows`/`max_bytes`
 //! (spilled to disk) up to `catch_up_max_bytes`, or until its last-change-per-key index holds half
 //! of `max_bytes`, so the many changes of one key load as one row. It is cut early when the reader
-//! goes quiet for `max_delay` (the source has nothing more for now) or the lag falls back under
-//! `catch_up_lag`, after which the normal limits apply again.
+//! goes quiet for 100 ms (or `max_delay`, if shorter: the source has nothing more for now) or the
+//! lag falls back under `catch_up_lag`, after which the normal limits apply again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ use crate::sink::{Batch, Checkpoint, EncodeError, TableChanges, TargetTable};
 /// How long a position-only change (transactions that touched no replicated table, heartbeats)
 /// waits before it is recorded: often enough that a restart does not re-read much.
 const CHECKPOINT_ONLY_DELAY: Duration = Duration::from_secs(10);
+
+/// A pause of the reader this long, while catching up, means it has read all there is.
+const READER_QUIET: Duration = Duration::from_millis(100);
 
 /// Why the stream cannot be batched.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +170,7 @@ impl Batcher {
                 self.tables[index].push(&event, &mut self.next_seq)?;
                 if self.spilled {
                     self.spill_table(index)?;
-                } else if self.memory_bytes() as u64 > self.limits.max_bytes.0 {
+                } else if self.should_spill() {
                     self.spilled = true;
                     for index in 0..self.tables.len() {
                         self.spill_table(index)?;
@@ -294,8 +298,10 @@ impl Batcher {
     pub fn deadline(&self) -> Option<Instant> {
         self.committed.as_ref()?;
         if self.catching_up {
-            // Behind: wait for as much as the reader has, not for the clock.
-            return self.last_message.map(|at| at + self.limits.max_delay);
+            // Behind: wait for as much as the reader has, not for the clock. During a backlog
+            // the reader delivers every few milliseconds; a pause means it has reached the end.
+            let quiet = self.limits.max_delay.min(READER_QUIET);
+            return self.last_message.map(|at| at + quiet);
         }
         match self.data_since {
             Some(since) => Some(since + self.limits.max_delay),
@@ -329,6 +335,14 @@ impl Batcher {
 
     fn memory_bytes(&self) -> usize {
         self.tables.iter().map(TableChanges::memory_bytes).sum()
+    }
+
+    /// True when the batch must move its buffers to disk: its memory (buffers and key index)
+    /// passed `max_bytes`, or it is a catch-up batch past the normal limits, which will grow far
+    /// beyond memory anyway (spilling it early keeps room for the reader's read-ahead).
+    fn should_spill(&self) -> bool {
+        (self.memory_bytes() + self.key_index_bytes()) as u64 > self.limits.max_bytes.0
+            || (self.catching_up && self.changes() >= self.limits.max_rows)
     }
 
     fn key_index_bytes(&self) -> usize {

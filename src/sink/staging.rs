@@ -105,10 +105,13 @@ impl SpillBuffer {
     /// From now on, keep the bytes in a temporary file under `dir` (memory holds at most one
     /// chunk).
     pub fn spill(&mut self, dir: &Path) -> io::Result<()> {
-        if self.file.is_none() {
-            std::fs::create_dir_all(dir)?;
-            self.file = Some(tempfile::tempfile_in(dir)?);
+        if self.file.is_some() {
+            // Already spilled: full chunks go to the file as they fill (`after_write`); writing
+            // the partial one now would cost a system call per row.
+            return Ok(());
         }
+        std::fs::create_dir_all(dir)?;
+        self.file = Some(tempfile::tempfile_in(dir)?);
         self.seal();
         self.flush_to_file()
     }
