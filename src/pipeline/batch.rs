@@ -144,12 +144,13 @@ impl Batcher {
             }
             SourceMessage::Schema(_) => {}
             SourceMessage::Change(event) => {
-                let Some(target) = self.router.route(&event.table.id)?.cloned() else {
-                    return Ok(());
-                };
                 let Some(open) = self.open.as_mut() else {
+                    if self.router.route(&event.table.id)?.is_none() {
+                        return Ok(());
+                    }
                     return Err(self.grammar("a change outside a transaction"));
                 };
+                // A table already in the batch was routed when it joined.
                 let index = match self.by_source.get(&event.table.id) {
                     Some(&index) => {
                         if index < open.tables_before
@@ -160,6 +161,9 @@ impl Batcher {
                         index
                     }
                     None => {
+                        let Some(target) = self.router.route(&event.table.id)?.cloned() else {
+                            return Ok(());
+                        };
                         self.tables
                             .push(TableChanges::new(event.table.id.clone(), target));
                         self.by_source
