@@ -15,8 +15,9 @@
 //! throughput matters more than latency. The batch then grows past `max_rows`/`max_bytes`
 //! (spilled to disk) up to `catch_up_max_bytes`, or until its last-change-per-key index holds half
 //! of `max_bytes`, so the many changes of one key load as one row. It is cut early when the reader
-//! goes quiet for 100 ms (or `max_delay`, if shorter: the source has nothing more for now) or the
-//! lag falls back under `catch_up_lag`, after which the normal limits apply again.
+//! goes quiet for 100 ms (or `max_delay`, if shorter: the source has nothing more for now), when
+//! its first change was read `catch_up_lag` ago, or when the lag falls back under `catch_up_lag`,
+//! after which the normal limits apply again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -304,8 +305,15 @@ impl Batcher {
         if self.catching_up {
             // Behind: wait for as much as the reader has, not for the clock. During a backlog
             // the reader delivers every few milliseconds; a pause means it has reached the end.
+            // Never longer than `catch_up_lag` from its first change, so a source clock far
+            // behind this host's (a lag that never shrinks) costs latency, not an unbounded wait.
             let quiet = self.limits.max_delay.min(READER_QUIET);
-            return self.last_message.map(|at| at + quiet);
+            let drained = self.last_message.map(|at| at + quiet);
+            let oldest = self.data_since.map(|at| at + self.limits.catch_up_lag);
+            return match (drained, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         match self.data_since {
             Some(since) => Some(since + self.limits.max_delay),
