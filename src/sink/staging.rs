@@ -765,6 +765,20 @@ mod tests {
         }
     }
 
+    /// A table whose only column is its INT key `id`.
+    fn id_only_table() -> Arc<TableSchema> {
+        schema(
+            &[(
+                "id",
+                ColumnType::Int {
+                    bits: 32,
+                    unsigned: false,
+                },
+            )],
+            &[0],
+        )
+    }
+
     fn target() -> TargetTable {
         TargetTable {
             schema: "s".into(),
@@ -859,16 +873,7 @@ mod tests {
 
     #[test]
     fn key_changing_updates_become_delete_then_update() {
-        let t = schema(
-            &[(
-                "id",
-                ColumnType::Int {
-                    bits: 32,
-                    unsigned: false,
-                },
-            )],
-            &[0],
-        );
+        let t = id_only_table();
         let mut changes = TableChanges::new(t.id.clone(), target());
         let mut seq = 10;
         let update = change(
@@ -923,16 +928,7 @@ mod tests {
 
     #[test]
     fn rollback_marks_restore_memory_and_spilled_buffers() {
-        let t = schema(
-            &[(
-                "id",
-                ColumnType::Int {
-                    bits: 32,
-                    unsigned: false,
-                },
-            )],
-            &[0],
-        );
+        let t = id_only_table();
         let dir = tempfile::tempdir().unwrap();
         for spill in [false, true] {
             let mut changes = TableChanges::new(t.id.clone(), target());
@@ -1023,16 +1019,7 @@ mod tests {
 
     #[test]
     fn a_rollback_keeps_every_row_and_leaves_the_last_change_to_the_warehouse() {
-        let t = schema(
-            &[(
-                "id",
-                ColumnType::Int {
-                    bits: 32,
-                    unsigned: false,
-                },
-            )],
-            &[0],
-        );
+        let t = id_only_table();
         let mut changes = TableChanges::new(t.id.clone(), target());
         let mut seq = 0;
         let insert = |id| change(&t, Op::Insert, None, Some(vec![Value::Int(id)]));
