@@ -671,3 +671,55 @@ fn json_schema_matches_the_accepted_keys() {
         accepted(BASE.replace("[[sources]]\n", &format!("[[sources]]\n{bogus}")))
     );
 }
+
+#[test]
+fn postgres_sources_get_a_slot_and_publication_named_after_their_id() {
+    let postgres = |extra: &str| {
+        format!(
+            "{BASE}{extra}",
+            extra = SECOND
+                .replace("kind = \"mysql\"", "kind = \"postgres\"")
+                .replace(
+                    "mysql://repl:${ACME_PASSWORD}@10.0.0.6:3306",
+                    "postgres://repl:${ACME_PASSWORD}@10.0.0.6:5432/app"
+                )
+                + extra
+        )
+    };
+    let config = parse(&postgres("")).unwrap();
+    let source = &config.sources[1];
+    assert_eq!(source.slot, "tidemark_globex_sg_txn");
+    assert_eq!(source.publication, "tidemark_globex_sg_txn");
+    assert!(!source.publish_all_tables);
+
+    let config = parse(&postgres(
+        "slot = \"acme_slot\"\npublication = \"acme_pub\"\npublish_all_tables = true\n",
+    ))
+    .unwrap();
+    let source = &config.sources[1];
+    assert_eq!(
+        (source.slot.as_str(), source.publication.as_str()),
+        ("acme_slot", "acme_pub")
+    );
+    assert!(source.publish_all_tables);
+
+    let text = postgres("slot = \"Acme-Slot\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[1].slot",
+        line_of(&text, "slot ="),
+    );
+    assert!(e.message().contains("lowercase letters"), "{e}");
+
+    // A MySQL source has no slot.
+    let text = format!("{BASE}publication = \"p\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].publication",
+        line_of(&text, "publication ="),
+    );
+}

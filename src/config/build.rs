@@ -17,8 +17,9 @@ use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
 use super::source::{
     DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, StartPosition,
-    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_target_table,
-    derived_server_id, render_target_schema, schema_name_problem,
+    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_slot_name,
+    default_target_table, derived_server_id, render_target_schema, schema_name_problem,
+    slot_name_problem,
 };
 use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
@@ -568,6 +569,23 @@ impl Builder<'_> {
             },
             None => StartPosition::End,
         };
+        let slot = self
+            .postgres_name(raw.slot.as_ref(), kind, &key("slot"))?
+            .unwrap_or_else(|| default_slot_name(&id));
+        let publication = self
+            .postgres_name(raw.publication.as_ref(), kind, &key("publication"))?
+            .unwrap_or_else(|| slot.clone());
+        let publish_all_tables = match &raw.publish_all_tables {
+            Some(value) if kind != SourceKind::Postgres => {
+                return Err(self.invalid(
+                    value.span(),
+                    &key("publish_all_tables"),
+                    "applies only to kind = \"postgres\"",
+                ));
+            }
+            Some(value) => *value.get_ref(),
+            None => false,
+        };
         Ok(SourceConfig {
             id,
             kind,
@@ -583,7 +601,31 @@ impl Builder<'_> {
             server_id,
             heartbeat,
             start,
+            slot,
+            publication,
+            publish_all_tables,
         })
+    }
+
+    /// A Postgres slot or publication name at `key`, if given: only for Postgres sources, and
+    /// only in the characters Postgres accepts.
+    fn postgres_name(
+        &self,
+        value: Option<&Str>,
+        kind: SourceKind,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        if kind != SourceKind::Postgres {
+            return Err(self.invalid(value.span(), key, "applies only to kind = \"postgres\""));
+        }
+        let name = self.string(value, key)?;
+        match slot_name_problem(&name) {
+            Some(problem) => Err(self.invalid(value.span(), key, problem)),
+            None => Ok(Some(name)),
+        }
     }
 
     /// The source's staging schema: `target_schema` (default `{tenant}_{region}_{function}`)

@@ -75,4 +75,7 @@ pub(crate) struct RawSource {
     pub server_id: Option<Spanned<i64>>,
     pub heartbeat: Option<Str>,
     pub start: Option<Str>,
+    pub slot: Option<Str>,
+    pub publication: Option<Str>,
+    pub publish_all_tables: Option<Spanned<bool>>,
 }

@@ -203,6 +203,12 @@ pub struct SourceConfig {
     pub heartbeat: Duration,
     /// Where to start when the source has no checkpoint yet (default: the end of the log).
     pub start: StartPosition,
+    /// Postgres: the logical replication slot (default `tidemark_` + the id, `-` as `_`).
+    pub slot: String,
+    /// Postgres: the publication the slot streams (default: the slot's name).
+    pub publication: String,
+    /// Postgres: create the publication `FOR ALL TABLES` instead of for the included tables.
+    pub publish_all_tables: bool,
 }
 
 impl SourceConfig {
@@ -233,6 +239,28 @@ impl SourceConfig {
     pub fn includes_schema(&self, schema: &str) -> bool {
         !self.kind.is_system_schema(schema) && self.include.iter().any(|p| p.matches_schema(schema))
     }
+}
+
+/// The default slot (and publication) name of source `id`: `tidemark_` + the id with `-` as `_`,
+/// lowercased (slot names allow only lowercase letters, digits and underscores).
+pub fn default_slot_name(id: &str) -> String {
+    format!("tidemark_{}", id.replace('-', "_")).to_lowercase()
+}
+
+/// Why `name` cannot be a Postgres replication slot or publication name, if it cannot.
+pub fn slot_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 63 {
+        return Some("must be 1 to 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Some(
+            "may hold only lowercase letters, digits and underscores (Postgres slot name rules)",
+        );
+    }
+    None
 }
 
 /// A checked `target_schema` template rendered with a source's values and lowercased, not yet
