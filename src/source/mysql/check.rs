@@ -14,130 +14,13 @@
 //! What is checked and why is documented in `docs/check.md`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
 use crate::config::{SecretUrl, SourceConfig, SourceKind};
-
-/// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CheckStatus {
-    /// The prerequisite is met.
-    Pass,
-    /// Information only (GTID mode, server version); never a problem.
-    Info,
-    /// Works, but risky (short binlog retention, ...); the fix is advised.
-    Warn,
-    /// tidemark cannot replicate this source until it is fixed.
-    Fail,
-}
-
-impl CheckStatus {
-    /// Fixed-width label used in the report.
-    pub fn label(self) -> &'static str {
-        match self {
-            CheckStatus::Pass => "PASS",
-            CheckStatus::Info => "INFO",
-            CheckStatus::Warn => "WARN",
-            CheckStatus::Fail => "FAIL",
-        }
-    }
-}
-
-/// One checked prerequisite.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckItem {
-    /// What was checked: a server variable name (`binlog_format`), `connection`, `server_id`,
-    /// `binlog_retention`, `gtid`, or `privilege <NAME>` / `privilege SELECT on <db>`.
-    pub name: String,
-    /// Outcome.
-    pub status: CheckStatus,
-    /// What was found, in words.
-    pub detail: String,
-    /// The exact statement or setting that fixes a failure or warning.
-    pub fix: Option<String>,
-}
-
-impl CheckItem {
-    fn new(name: impl Into<String>, status: CheckStatus, detail: impl Into<String>) -> Self {
-        CheckItem {
-            name: name.into(),
-            status,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    fn with_fix(mut self, fix: impl Into<String>) -> Self {
-        self.fix = Some(fix.into());
-        self
-    }
-}
-
-/// Everything found about one source, in check order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckReport {
-    /// The source's id.
-    pub source_id: String,
-    /// The source URL with its password masked.
-    pub server: String,
-    /// One entry per prerequisite.
-    pub items: Vec<CheckItem>,
-}
-
-impl CheckReport {
-    /// True when no item failed (warnings and info do not count).
-    pub fn passed(&self) -> bool {
-        !self.items.iter().any(|i| i.status == CheckStatus::Fail)
-    }
-
-    /// The first item with this name.
-    pub fn item(&self, name: &str) -> Option<&CheckItem> {
-        self.items.iter().find(|i| i.name == name)
-    }
-
-    /// Items with the given status.
-    pub fn with_status(&self, status: CheckStatus) -> impl Iterator<Item = &CheckItem> {
-        self.items.iter().filter(move |i| i.status == status)
-    }
-
-    fn count(&self, status: CheckStatus) -> usize {
-        self.with_status(status).count()
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.passed() { "ready" } else { "NOT READY" };
-        let warnings = self.count(CheckStatus::Warn);
-        writeln!(
-            f,
-            "source `{}` ({}): {verdict}: {} failed, {warnings} {}, {} passed",
-            self.source_id,
-            self.server,
-            self.count(CheckStatus::Fail),
-            if warnings == 1 { "warning" } else { "warnings" },
-            self.count(CheckStatus::Pass),
-        )?;
-        let width = self.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
-        for item in &self.items {
-            writeln!(
-                f,
-                "  {}  {:width$}  {}",
-                item.status.label(),
-                item.name,
-                item.detail
-            )?;
-            if let Some(fix) = &item.fix {
-                writeln!(f, "        {:width$}  fix: {fix}", "")?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Knobs of [`check_mysql_source_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
