@@ -21,6 +21,7 @@ use tidemark::source::mysql::check::check_mysql_source;
 use tidemark::source::mysql::file::FileError;
 use tidemark::source::mysql::inspect::{InspectOptions, inspect_binlog_files, inspect_stream};
 use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+use tidemark::source::postgres::check::check_postgres_source;
 
 /// Change-data-capture from MySQL/MariaDB and Postgres into Postgres and Redshift.
 #[derive(Debug, Parser)]
@@ -213,11 +214,9 @@ async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
                 println!("{report}");
             }
             SourceKind::Postgres => {
-                all_passed = false;
-                println!(
-                    "source {}: Postgres sources cannot be checked yet (the Postgres source is not built yet)\n",
-                    source.id
-                );
+                let report = check_postgres_source(source).await;
+                all_passed &= report.passed();
+                println!("{report}");
             }
         }
     }

@@ -1,0 +1,202 @@
+//! `tidemark check` for Postgres sources against the real dev Postgres 15: tables whose changes
+//! cannot be applied, publications that miss tables, slots and roles are reported with the
+//! statement that fixes them, and passwords never show.
+
+mod support;
+
+use std::path::Path;
+
+use support::pipeline::{Warehouse, fresh_warehouse, with_database};
+use tidemark::config::{Config, SourceConfig};
+use tidemark::source::postgres::check::check_postgres_source;
+use tidemark::source::report::{CheckReport, CheckStatus};
+
+/// A validated Postgres source reading `url`, including `shop.*`, with its own slot and
+/// publication names.
+fn source(url: &str, names: &str) -> SourceConfig {
+    let text = format!(
+        r#"[group]
+name = "check-test"
+[warehouse]
+kind = "postgres"
+url = "postgres://unused@127.0.0.1:1/warehouse"
+[[sources]]
+id = "check-test"
+kind = "postgres"
+url = "${{SOURCE_URL}}"
+tenant = "t"
+region = "r"
+function = "f"
+include = ["shop.*"]
+snapshot = "never"
+slot = "{names}_slot"
+publication = "{names}_pub"
+"#
+    );
+    let env = |name: &str| (name == "SOURCE_URL").then(|| url.to_string());
+    let config = Config::from_str_with_env(&text, Path::new("postgres_check.toml"), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.sources.into_iter().next().unwrap()
+}
+
+/// A source database with the tables every case uses: a keyed table, a keyless one, one with
+/// REPLICA IDENTITY FULL, and one outside `include`.
+async fn source_database(hint: &str) -> Warehouse {
+    let db = fresh_warehouse(hint).await;
+    db.client
+        .batch_execute(
+            "CREATE SCHEMA shop; CREATE SCHEMA other;
+             CREATE TABLE shop.orders (id bigint PRIMARY KEY, v text);
+             CREATE TABLE shop.notes (body text);
+             CREATE TABLE shop.audit (at timestamptz, what text);
+             ALTER TABLE shop.audit REPLICA IDENTITY FULL;
+             CREATE TABLE other.skip (id int PRIMARY KEY);",
+        )
+        .await
+        .unwrap();
+    db
+}
+
+fn status(report: &CheckReport, item: &str) -> CheckStatus {
+    report
+        .item(item)
+        .unwrap_or_else(|| panic!("no item `{item}` in:\n{report}"))
+        .status
+}
+
+fn fix(report: &CheckReport, item: &str) -> String {
+    report
+        .item(item)
+        .and_then(|i| i.fix.clone())
+        .unwrap_or_else(|| panic!("no fix for `{item}` in:\n{report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gap_is_reported_with_its_fix_until_the_source_is_ready() {
+    let db = source_database("pgchk_ready").await;
+    let names = db.db.replace('-', "_").to_lowercase();
+    let source = source(&db.url, &names);
+    let (slot, publication) = (source.slot.clone(), source.publication.clone());
+
+    let report = check_postgres_source(&source).await;
+    assert!(!report.passed(), "{report}");
+    assert_eq!(status(&report, "connection"), CheckStatus::Pass);
+    assert_eq!(status(&report, "wal_level"), CheckStatus::Pass, "{report}");
+    assert_eq!(status(&report, "privilege REPLICATION"), CheckStatus::Pass);
+    assert_eq!(status(&report, "replica identity"), CheckStatus::Fail);
+    assert_eq!(
+        status(&report, "replica identity shop.notes"),
+        CheckStatus::Fail
+    );
+    assert!(
+        fix(&report, "replica identity shop.notes")
+            .contains("ALTER TABLE shop.notes REPLICA IDENTITY FULL;"),
+        "{report}"
+    );
+    assert!(
+        report.item("replica identity shop.audit").is_none()
+            && report.item("replica identity other.skip").is_none(),
+        "only the keyless, identity-less included table is a problem:\n{report}"
+    );
+    // A superuser may create both at first start.
+    assert_eq!(
+        status(&report, &format!("publication {publication}")),
+        CheckStatus::Info
+    );
+    assert_eq!(status(&report, &format!("slot {slot}")), CheckStatus::Info);
+
+    // A publication that misses tables.
+    db.client
+        .batch_execute(&format!(
+            "ALTER TABLE shop.notes REPLICA IDENTITY FULL;
+             CREATE PUBLICATION {publication} FOR TABLE shop.orders;"
+        ))
+        .await
+        .unwrap();
+    let report = check_postgres_source(&source).await;
+    assert_eq!(status(&report, "replica identity"), CheckStatus::Pass);
+    let item = format!("publication {publication}");
+    assert_eq!(status(&report, &item), CheckStatus::Fail, "{report}");
+    let add = fix(&report, &item);
+    assert_eq!(
+        add,
+        format!("ALTER PUBLICATION {publication} ADD TABLE shop.audit, shop.notes;")
+    );
+
+    // Apply the fix as printed, create the slot: ready.
+    db.client.batch_execute(&add).await.unwrap();
+    db.client
+        .batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+        ))
+        .await
+        .unwrap();
+    let report = check_postgres_source(&source).await;
+    let slot_item = report.item(&format!("slot {slot}")).unwrap().clone();
+    db.client
+        .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+        .await
+        .unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!(slot_item.status, CheckStatus::Pass, "{report}");
+    assert!(
+        slot_item.detail.contains("wal_status reserved"),
+        "{slot_item:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
+    let db = source_database("pgchk_role").await;
+    let names = db.db.replace('-', "_").to_lowercase();
+    let role = format!("{names}_u");
+    let password = "Pg-Check-Secret-77";
+    db.client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}';
+             GRANT USAGE ON SCHEMA shop TO {role};
+             GRANT SELECT ON shop.orders TO {role};"
+        ))
+        .await
+        .unwrap();
+    let url = with_database(&support::pg_url(), &db.db).replacen(
+        "://postgres@",
+        &format!("://{role}:{password}@"),
+        1,
+    );
+    let source = source(&url, &names);
+
+    let report = check_postgres_source(&source).await;
+    let text = report.to_string();
+    db.client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await
+        .unwrap();
+    assert!(!text.contains(password), "password in the report:\n{text}");
+    assert_eq!(
+        status(&report, "privilege REPLICATION"),
+        CheckStatus::Fail,
+        "{text}"
+    );
+    assert_eq!(
+        fix(&report, "privilege REPLICATION"),
+        format!("ALTER ROLE {role} WITH REPLICATION;")
+    );
+    // Not the tables' owner: it cannot create the publication itself.
+    let publication = format!("publication {}", source.publication);
+    assert_eq!(status(&report, &publication), CheckStatus::Fail, "{text}");
+    assert!(
+        fix(&report, &publication).starts_with(&format!(
+            "as the tables' owner: CREATE PUBLICATION {} FOR TABLE shop.audit, shop.notes, shop.orders;",
+            source.publication
+        )),
+        "{text}"
+    );
+    assert_eq!(status(&report, "privilege SELECT"), CheckStatus::Warn);
+    assert!(
+        fix(&report, "privilege SELECT").starts_with(&format!(
+            "GRANT SELECT ON shop.audit, shop.notes TO {role};"
+        )),
+        "{text}"
+    );
+}
