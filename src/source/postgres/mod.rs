@@ -8,3 +8,5 @@
 
 pub mod check;
 pub mod pgoutput;
+pub mod slot;
+pub mod stream;
