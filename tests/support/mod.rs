@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+pub mod pg_source;
 pub mod pipeline;
 pub mod type_matrix;
 

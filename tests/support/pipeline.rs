@@ -322,7 +322,9 @@ impl Warehouse {
 pub struct SourceConfig {
     /// `id`.
     pub id: String,
-    /// `url` (MySQL server, no database).
+    /// `kind`: `mysql` or `postgres`.
+    pub kind: &'static str,
+    /// `url` (MySQL: the server, no database; Postgres: the source database).
     pub url: String,
     /// `tenant`.
     pub tenant: String,
@@ -344,6 +346,7 @@ impl SourceConfig {
     pub fn mysql(id: &str, url: &str, db: &str) -> Self {
         SourceConfig {
             id: id.to_string(),
+            kind: "mysql",
             url: url.to_string(),
             tenant: "acme".into(),
             region: "in".into(),
@@ -351,6 +354,16 @@ impl SourceConfig {
             include: vec![format!("{db}.*")],
             server_id: server_id(),
             extra: "heartbeat = \"1s\"\n".into(),
+        }
+    }
+
+    /// A Postgres source `id` reading the database at `url`, tables `include`, with its own
+    /// slot and publication named after `id`, and 1 s status updates.
+    pub fn postgres(id: &str, url: &str, include: &[&str]) -> Self {
+        SourceConfig {
+            kind: "postgres",
+            include: include.iter().map(|p| p.to_string()).collect(),
+            ..SourceConfig::mysql(id, url, "unused")
         }
     }
 
@@ -412,15 +425,20 @@ impl GroupConfig {
             let include: Vec<String> = s.include.iter().map(|p| toml_str(p)).collect();
             write!(
                 text,
-                "\n[[sources]]\nid = {}\nkind = \"mysql\"\nurl = {}\ntenant = {}\nregion = {}\n\
-                 function = {}\ninclude = [{}]\nsnapshot = \"never\"\nserver_id = {}\n{}",
+                "\n[[sources]]\nid = {}\nkind = \"{}\"\nurl = {}\ntenant = {}\nregion = {}\n\
+                 function = {}\ninclude = [{}]\nsnapshot = \"never\"\n{}{}",
                 toml_str(&s.id),
+                s.kind,
                 toml_str(&s.url),
                 toml_str(&s.tenant),
                 toml_str(&s.region),
                 toml_str(&s.function),
                 include.join(", "),
-                s.server_id,
+                if s.kind == "mysql" {
+                    format!("server_id = {}\n", s.server_id)
+                } else {
+                    String::new()
+                },
                 s.extra,
             )
             .unwrap();
