@@ -107,6 +107,69 @@ pub enum ColumnType {
     Json,
     /// Spatial value (SRID + WKB).
     Geometry,
+    /// An instant (Postgres `timestamptz`), `fsp` fractional digits. Values are
+    /// [`Value::Timestamp`](crate::event::Value::Timestamp) (µs since the epoch, UTC) or
+    /// [`Value::Infinity`](crate::event::Value::Infinity). Unlike [`ColumnType::Timestamp`],
+    /// every value is a real instant: 0 is 1970-01-01 00:00:00 UTC, never a zero date.
+    TimestampTz {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// A time of day from 00:00:00 to 24:00:00 (Postgres `time`), `fsp` fractional digits.
+    /// Values are [`Value::Time`](crate::event::Value::Time): µs since midnight.
+    TimeOfDay {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// A time of day with a UTC offset (Postgres `timetz`), `fsp` fractional digits. Values are
+    /// [`Value::Text`](crate::event::Value::Text) in ISO form: `HH:MM:SS[.ffffff]±HH[:MM[:SS]]`.
+    TimeTz {
+        /// Fractional-second digits, 0..=6.
+        fsp: u8,
+    },
+    /// A calendar interval (Postgres `interval`): months, days and microseconds kept apart.
+    /// Values are [`Value::Interval`](crate::event::Value::Interval).
+    Interval,
+    /// A UUID. Values are [`Value::Text`](crate::event::Value::Text): 36 lower-case characters,
+    /// `8-4-4-4-12` hex digits.
+    Uuid,
+    /// JSON kept exactly as written (Postgres `json`: whitespace, key order and duplicate keys
+    /// are part of the value). Values are [`Value::Json`](crate::event::Value::Json).
+    JsonText,
+    /// An IPv4 or IPv6 host address with an optional netmask (Postgres `inet`). Values are
+    /// [`Value::Text`](crate::event::Value::Text) as Postgres prints them (`192.168.1.5/24`).
+    Inet,
+    /// An IPv4 or IPv6 network (Postgres `cidr`). Values are
+    /// [`Value::Text`](crate::event::Value::Text) as Postgres prints them (`10.0.0.0/8`).
+    Cidr,
+    /// A 6-byte MAC address (Postgres `macaddr`). Values are
+    /// [`Value::Text`](crate::event::Value::Text): `08:00:2b:01:02:03`.
+    MacAddr,
+    /// An 8-byte (EUI-64) MAC address (Postgres `macaddr8`). Values are
+    /// [`Value::Text`](crate::event::Value::Text): `08:00:2b:01:02:03:04:05`.
+    MacAddr8,
+    /// A currency amount (Postgres `money`). Values are
+    /// [`Value::Text`](crate::event::Value::Text) exactly as the source prints them
+    /// (`-$1,234.56`): the text, and even the number of fraction digits, follow the source's
+    /// `lc_monetary`, so no reading of it as a number is safe for every locale.
+    Money,
+    /// A bit string of any length (Postgres `bit(n)`, `bit varying(n)`, `bit varying`). Values
+    /// are [`Value::Text`](crate::event::Value::Text) of `0` and `1` characters.
+    BitString {
+        /// Declared length in bits (exact for `bit`, the maximum for `bit varying`); `None`
+        /// when unlimited.
+        length: Option<u32>,
+        /// True for `bit varying`.
+        varying: bool,
+    },
+    /// An array of `element` values, of any number of dimensions (Postgres `elem[]`). Values are
+    /// [`Value::Text`](crate::event::Value::Text) holding the Postgres array literal
+    /// (`{1,NULL,"a b"}`, `[0:1]={1,2}`), which a target column of the same element type reads
+    /// back exactly.
+    Array {
+        /// The type of every element.
+        element: Box<ColumnType>,
+    },
 }
 
 /// One column of a source table.

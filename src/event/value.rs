@@ -7,6 +7,7 @@
 //! explicit policy when a value does not fit.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::{Serialize, Serializer};
 
@@ -29,7 +30,9 @@ pub enum Value {
     Float(f32),
     /// Double-precision float.
     Double(f64),
-    /// Exact decimal number as canonical text (`-12.340`, scale kept as declared).
+    /// Exact decimal number as canonical text (`-12.340`, scale kept as declared). A Postgres
+    /// `numeric` may also be `NaN`, `Infinity` or `-Infinity`, carried as those words: a sink
+    /// whose target cannot hold them fails or applies a documented policy, as for zero dates.
     Decimal(String),
     /// Character data, already converted from the column's charset to UTF-8.
     Text(String),
@@ -39,9 +42,11 @@ pub enum Value {
     Date(Date),
     /// Wall-clock date and time without a time zone (MySQL `DATETIME`).
     DateTime(DateTime),
-    /// An instant, in microseconds since the Unix epoch, UTC (MySQL `TIMESTAMP`).
+    /// An instant, in microseconds since the Unix epoch, UTC (MySQL `TIMESTAMP`, Postgres
+    /// `timestamptz`).
     Timestamp(i64),
-    /// Signed duration in microseconds (MySQL `TIME`, which may be negative or over 24 h).
+    /// Signed duration in microseconds (MySQL `TIME`, which may be negative or over 24 h; Postgres
+    /// `time`: microseconds since midnight, up to 24 h).
     Time(i64),
     /// MySQL `YEAR` (0 for the zero year, else 1901..=2155).
     Year(u16),
@@ -56,7 +61,7 @@ pub enum Value {
         /// Declared width, 1..=64.
         width: u8,
     },
-    /// JSON document as compact JSON text.
+    /// JSON document as compact JSON text (Postgres `json` and `jsonb`: the server's text as sent).
     Json(String),
     /// Spatial value: SRID plus the geometry in WKB.
     Geometry {
@@ -64,6 +69,22 @@ pub enum Value {
         srid: u32,
         /// Well-known binary of the geometry.
         wkb: Vec<u8>,
+    },
+    /// A Postgres `interval`: months, days and microseconds, kept apart as Postgres keeps them
+    /// (a month is not a fixed number of days, nor a day a fixed number of hours across DST).
+    Interval {
+        /// Months (years are 12 months).
+        months: i32,
+        /// Days.
+        days: i32,
+        /// Microseconds.
+        micros: i64,
+    },
+    /// Postgres `infinity`, or `-infinity` when `negative`, of a `date`, `timestamp` or
+    /// `timestamptz` column: later (earlier) than every other value of the column.
+    Infinity {
+        /// True for `-infinity`.
+        negative: bool,
     },
 }
 
@@ -162,6 +183,60 @@ pub fn format_time_micros(micros: i64) -> String {
     } else {
         format!("{sign}{h:02}:{m:02}:{s:02}.{frac:06}")
     }
+}
+
+/// Formats an interval the way Postgres prints it with `IntervalStyle = postgres` (its default):
+/// `-1 years -2 mons +3 days -04:05:06.000007`, `1 mon -1 days`, `00:00:00`.
+pub(crate) fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    /// Appends one `N unit(s)` part the way Postgres' `AddPostgresIntPart` does: a `+` marks a
+    /// positive part after a negative one.
+    fn part(out: &mut String, before_negative: &mut bool, value: i64, unit: &str) {
+        if value == 0 {
+            return;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if *before_negative && value > 0 {
+            out.push('+');
+        }
+        let plural = if value == 1 { "" } else { "s" };
+        let _ = write!(out, "{value} {unit}{plural}");
+        *before_negative = value < 0;
+    }
+    let mut out = String::new();
+    let mut before_negative = false;
+    part(
+        &mut out,
+        &mut before_negative,
+        i64::from(months / 12),
+        "year",
+    );
+    part(
+        &mut out,
+        &mut before_negative,
+        i64::from(months % 12),
+        "mon",
+    );
+    part(&mut out, &mut before_negative, i64::from(days), "day");
+    if out.is_empty() || micros != 0 {
+        let sign = match (micros < 0, before_negative) {
+            (true, _) => "-",
+            (false, true) => "+",
+            (false, false) => "",
+        };
+        let separator = if out.is_empty() { "" } else { " " };
+        let abs = micros.unsigned_abs();
+        let (secs, frac) = (abs / 1_000_000, abs % 1_000_000);
+        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+        let _ = write!(out, "{separator}{sign}{h:02}:{m:02}:{s:02}");
+        if frac != 0 {
+            let digits = format!("{frac:06}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+    }
+    out
 }
 
 /// Formats microseconds since the epoch as an ISO-8601 UTC instant (`2024-01-02T03:04:05.123456Z`).
@@ -280,6 +355,13 @@ impl Serialize for Value {
             Value::Geometry { srid, wkb } => {
                 s.serialize_str(&format!("SRID={srid};{}", to_hex(wkb)))
             }
+            Value::Interval {
+                months,
+                days,
+                micros,
+            } => s.serialize_str(&format_interval(*months, *days, *micros)),
+            Value::Infinity { negative: false } => s.serialize_str("infinity"),
+            Value::Infinity { negative: true } => s.serialize_str("-infinity"),
         }
     }
 }
@@ -340,6 +422,26 @@ mod tests {
         let v = serde_json::to_string(&Value::UInt(u64::MAX)).unwrap();
         assert_eq!(v, "\"18446744073709551615\"");
         assert_eq!(serde_json::to_string(&Value::Int(-5)).unwrap(), "-5");
+    }
+
+    #[test]
+    fn intervals_format_as_postgres_prints_them() {
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(
+            format_interval(-14, 3, -14_706_000_007),
+            "-1 years -2 mons +3 days -04:05:06.000007"
+        );
+        assert_eq!(format_interval(1, -1, 0), "1 mon -1 days");
+        assert_eq!(format_interval(14, 0, 0), "1 year 2 mons");
+        assert_eq!(format_interval(0, 0, -1), "-00:00:00.000001");
+        assert_eq!(format_interval(0, -1, 7_200_000_000), "-1 days +02:00:00");
+        assert_eq!(format_interval(0, 0, 1_500_000), "00:00:01.5");
+        assert_eq!(
+            format_interval(i32::MIN, i32::MIN, i64::MIN),
+            "-178956970 years -8 mons -2147483648 days -2562047788:00:54.775808"
+        );
+        let v = Value::Infinity { negative: true };
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"-infinity\"");
     }
 
     #[test]

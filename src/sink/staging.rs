@@ -646,6 +646,20 @@ impl RowEncoder<'_> {
                     out.push(if bits >> i & 1 == 1 { b'1' } else { b'0' });
                 }
             }
+            // Exact for every interval, whatever the warehouse's IntervalStyle.
+            Value::Interval {
+                months,
+                days,
+                micros,
+            } => {
+                let _ = write!(
+                    Utf8Out(out),
+                    "{months} mons {days} days {micros} microseconds"
+                );
+            }
+            Value::Infinity { negative } => {
+                out.extend_from_slice(if *negative { b"-infinity" } else { b"infinity" })
+            }
         }
         Ok(())
     }

@@ -29,6 +29,35 @@ pub fn postgres_type(ty: &ColumnType) -> String {
         ColumnType::Year => "smallint".into(),
         ColumnType::Bit { .. } => "bit varying(64)".into(),
         ColumnType::Json => "jsonb".into(),
+        ColumnType::TimestampTz { fsp } => format!("timestamp({fsp}) with time zone"),
+        ColumnType::TimeOfDay { fsp } => format!("time({fsp}) without time zone"),
+        ColumnType::TimeTz { fsp } => format!("time({fsp}) with time zone"),
+        ColumnType::Interval => "interval".into(),
+        ColumnType::Uuid => "uuid".into(),
+        ColumnType::JsonText => "json".into(),
+        ColumnType::Inet => "inet".into(),
+        ColumnType::Cidr => "cidr".into(),
+        ColumnType::MacAddr => "macaddr".into(),
+        ColumnType::MacAddr8 => "macaddr8".into(),
+        // The text as the source printed it: see `ColumnType::Money`.
+        ColumnType::Money => "text".into(),
+        ColumnType::BitString {
+            length: Some(n),
+            varying: false,
+        } => format!("bit({n})"),
+        ColumnType::BitString {
+            length: None,
+            varying: false,
+        } => "bit".into(),
+        ColumnType::BitString {
+            length: Some(n),
+            varying: true,
+        } => format!("bit varying({n})"),
+        ColumnType::BitString {
+            length: None,
+            varying: true,
+        } => "bit varying".into(),
+        ColumnType::Array { element } => format!("{}[]", postgres_type(element)),
     }
 }
 
@@ -54,6 +83,36 @@ mod tests {
         assert_eq!(
             postgres_type(&ColumnType::DateTime { fsp: 0 }),
             "timestamp(0) without time zone"
+        );
+    }
+
+    #[test]
+    fn postgres_source_types_land_in_the_same_types() {
+        let array = |element| ColumnType::Array {
+            element: Box::new(element),
+        };
+        assert_eq!(
+            postgres_type(&array(ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            })),
+            "numeric(10,2)[]"
+        );
+        assert_eq!(
+            postgres_type(&array(ColumnType::TimestampTz { fsp: 3 })),
+            "timestamp(3) with time zone[]"
+        );
+        assert_eq!(
+            postgres_type(&ColumnType::BitString {
+                length: Some(8),
+                varying: true
+            }),
+            "bit varying(8)"
+        );
+        assert_eq!(postgres_type(&ColumnType::Money), "text");
+        assert_eq!(
+            postgres_type(&ColumnType::TimeTz { fsp: 6 }),
+            "time(6) with time zone"
         );
     }
 }
