@@ -10,3 +10,6 @@ pub mod check;
 pub mod pgoutput;
 pub mod slot;
 pub mod stream;
+pub mod assemble;
+pub mod catalog;
+pub mod types;
