@@ -71,7 +71,7 @@ fn mariadb_commits_carry_the_gtid_position() {
         .into_iter()
         .map(|p| match p {
             ResumePoint::Binlog { gtid, .. } => gtid,
-            ResumePoint::Lsn(_) => None,
+            ResumePoint::Lsn { .. } => None,
         })
         .collect();
     assert_eq!(

@@ -60,7 +60,7 @@ async fn read_until_marker(reader: &mut BinlogReader, db: &str, marker: i64) -> 
                         id: t.id.clone(),
                         changes: vec![],
                         ddl: vec![],
-                        resume: ResumePoint::Lsn(0),
+                        resume: ResumePoint::Lsn { lsn: 0 },
                     });
                 }
                 SourceMessage::Change(c) if &*c.table.id.namespace == db => {

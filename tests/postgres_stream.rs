@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::pg_source::SlotGuard;
 use support::pipeline::{Warehouse, fresh_warehouse, wait_until};
 use tidemark::config::{Config, SecretUrl, SourceConfig};
 use tidemark::source::postgres::pgoutput::PgOutputMessage;
@@ -41,35 +42,6 @@ publication = "{names}_pub"
     let config = Config::from_str_with_env(&text, Path::new("postgres_stream.toml"), &env)
         .unwrap_or_else(|e| panic!("{e}"));
     config.sources.into_iter().next().unwrap()
-}
-
-/// Drops the slot when the test ends, even by a panic: a forgotten slot holds WAL forever.
-struct DropSlot {
-    url: String,
-    slot: String,
-}
-
-impl Drop for DropSlot {
-    fn drop(&mut self) {
-        let (url, slot) = (self.url.clone(), self.slot.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = support::pipeline::pg_client(&url).await;
-                let _ = client
-                    .execute(
-                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                         WHERE slot_name = $1 AND NOT active",
-                        &[&slot],
-                    )
-                    .await;
-            });
-        })
-        .join();
-    }
 }
 
 /// Reads items until `enough` says so, or panics after 30 s.
@@ -148,7 +120,7 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         .unwrap();
     let names = db.db.to_lowercase();
     let source = source(&db.url, &names);
-    let _cleanup = DropSlot {
+    let _cleanup = SlotGuard {
         url: db.url.clone(),
         slot: source.slot.clone(),
     };

@@ -56,8 +56,12 @@ pub enum ResumePoint {
         /// GTID state including the last committed transaction.
         gtid: Option<GtidState>,
     },
-    /// Postgres: LSN up to which everything is applied.
-    Lsn(u64),
+    /// Postgres: LSN up to which everything is applied. (A struct variant: the serde form is
+    /// internally tagged, `{"kind":"lsn","lsn":N}`, which a bare integer cannot be.)
+    Lsn {
+        /// The WAL position.
+        lsn: u64,
+    },
 }
 
 impl fmt::Display for ResumePoint {
@@ -72,7 +76,7 @@ impl fmt::Display for ResumePoint {
                     None => Ok(()),
                 }
             }
-            ResumePoint::Lsn(lsn) => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+            ResumePoint::Lsn { lsn } => write!(f, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
         }
     }
 }
@@ -93,5 +97,27 @@ mod tests {
         };
         assert!(a < b);
         assert!(Position { txn: 5, seq: 1 } > Position { txn: 5, seq: 0 });
+    }
+
+    #[test]
+    fn resume_points_round_trip_through_their_stored_json() {
+        let lsn = ResumePoint::Lsn {
+            lsn: 0x16_B374_D848,
+        };
+        let json = serde_json::to_string(&lsn).unwrap();
+        assert_eq!(json, r#"{"kind":"lsn","lsn":97500059720}"#);
+        assert_eq!(serde_json::from_str::<ResumePoint>(&json).unwrap(), lsn);
+        assert_eq!(lsn.to_string(), "16/B374D848");
+        let binlog = ResumePoint::Binlog {
+            file: "b.000004".into(),
+            pos: 379,
+            gtid: None,
+        };
+        let json = serde_json::to_string(&binlog).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"binlog","file":"b.000004","pos":379,"gtid":null}"#
+        );
+        assert_eq!(serde_json::from_str::<ResumePoint>(&json).unwrap(), binlog);
     }
 }

@@ -2,11 +2,12 @@
 //! coordination for a group of sources.
 //!
 //! The pipeline is the only place that knows both sides: it reads [`crate::event`] messages
-//! from a source, routes each table to its target ([`route`]), gathers whole transactions into
-//! batches ([`batch`]) and hands them to a sink, which commits rows and checkpoint together
-//! ([`run`]).
+//! from a source of either kind ([`reader`]), routes each table to its target ([`route`]),
+//! gathers whole transactions into batches ([`batch`]) and hands them to a sink, which commits
+//! rows and checkpoint together ([`run`]); committed positions go back to the reader.
 
 pub mod batch;
+pub mod reader;
 pub mod route;
 pub mod run;
 

@@ -19,14 +19,13 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::batch::{BatchError, Batcher, lag_of};
+use super::reader::{ReadError, SourceReader, read_source};
 use super::route::Router;
-use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, SourceKind, WarehouseConfig};
+use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, WarehouseConfig};
 use crate::error::ErrorKind;
-use crate::event::SourceMessage;
+use crate::event::ResumePoint;
 use crate::sink::postgres::{PostgresSink, PostgresSinkError};
 use crate::sink::{Batch, Checkpoint};
-use crate::source::mysql::error::BinlogError;
-use crate::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
@@ -59,7 +58,7 @@ pub enum RunError {
 pub enum SourceError {
     /// Reading the source failed.
     #[error(transparent)]
-    Read(#[from] BinlogError),
+    Read(#[from] ReadError),
     /// Loading into the warehouse failed.
     #[error(transparent)]
     Load(#[from] PostgresSinkError),
@@ -67,7 +66,7 @@ pub enum SourceError {
     #[error(transparent)]
     Batch(#[from] BatchError),
     /// The reader task ended without saying why (it panicked): start the source again.
-    #[error("the binlog reader stopped unexpectedly")]
+    #[error("the source reader stopped unexpectedly")]
     ReaderGone,
 }
 
@@ -93,16 +92,6 @@ pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Resu
             "warehouse kind = \"redshift\" cannot be loaded yet (the Redshift sink arrives in a later release); use kind = \"postgres\"".into(),
         ));
     };
-    if let Some(source) = config
-        .sources
-        .iter()
-        .find(|s| s.kind == SourceKind::Postgres)
-    {
-        return Err(RunError::Unsupported(format!(
-            "source {}: kind = \"postgres\" cannot be replicated yet (the Postgres source arrives in a later release)",
-            source.id
-        )));
-    }
     let sink = PostgresSink::connect(url).await?;
     sink.ensure_control_tables().await?;
     drop(sink);
@@ -194,29 +183,21 @@ async fn run_source(
     let source_id: Arc<str> = Arc::from(source.id.as_str());
     let mut sink = PostgresSink::connect(&context.warehouse).await?;
     let checkpoint = sink.read_checkpoint(&source.id).await?;
-    let start = match &checkpoint {
-        Some(point) => StartPosition::Resume(point.clone()),
-        None => StartPosition::End,
-    };
-    let mut options = ReaderOptions::new(
-        source_id.clone(),
-        source.url.expose().to_owned(),
-        source.server_id,
-    );
-    options.heartbeat = source.heartbeat;
-    let reader = tokio::select! {
-        reader = BinlogReader::connect(options, start) => reader?,
+    let opened = tokio::select! {
+        opened = SourceReader::open(source, checkpoint.as_ref()) => opened?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     };
-    if checkpoint.is_none() {
-        // Record where "the end" was before reading on: a crash before the first batch must
+    let reader = opened.reader;
+    let confirm = opened.confirm;
+    if let Some(resume_point) = opened.first_checkpoint {
+        // Record where reading starts before reading on: a crash before the first batch must
         // resume here, not at a later end.
         let mut first = Batch {
             source_id: source_id.clone(),
             renames: Vec::new(),
             tables: Vec::new(),
             checkpoint: Checkpoint {
-                resume_point: reader.resume_point(),
+                resume_point,
                 source_commit_ts_micros: None,
             },
         };
@@ -245,7 +226,7 @@ async fn run_source(
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            loaded = loader.wait(), if loader.is_busy() => loaded?,
+            loaded = loader.wait(), if loader.is_busy() => confirm_loaded(&confirm, loaded?),
             received = rx.recv(), if may_read => match received {
                 Some(Ok(messages)) => {
                     for message in messages {
@@ -271,11 +252,11 @@ async fn run_source(
     // within a grace period: a warehouse that stays down must not hold the process hostage.
     // Whatever is not committed is simply read again at the next start.
     let drain = async {
-        loader.wait().await?;
+        confirm_loaded(&confirm, loader.wait().await?);
         batcher.abandon_open_transaction()?;
         for batch in cut.into_iter().chain(batcher.take()) {
             loader.start(batch);
-            loader.wait().await?;
+            confirm_loaded(&confirm, loader.wait().await?);
         }
         Ok::<(), SourceError>(())
     };
@@ -303,28 +284,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Reads until the channel closes or the reader fails; the failure is the last item sent.
-async fn read_source(
-    mut reader: BinlogReader,
-    tx: mpsc::Sender<Result<Vec<SourceMessage>, BinlogError>>,
-) {
-    loop {
-        let mut messages = Vec::with_capacity(256);
-        match reader.next_batch(&mut messages).await {
-            Ok(()) => {
-                if tx.send(Ok(messages)).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                break;
-            }
-        }
-    }
-    reader.close().await;
 }
 
 type LoadResult = (PostgresSink, Batch, Result<Duration, PostgresSinkError>);
@@ -370,10 +329,11 @@ impl Loader {
         }
     }
 
-    /// Waits for the batch in flight; errors are the ones retrying did not fix.
-    async fn wait(&mut self) -> Result<(), SourceError> {
+    /// Waits for the batch in flight and returns the position it committed; errors are the
+    /// ones retrying did not fix.
+    async fn wait(&mut self) -> Result<Option<ResumePoint>, SourceError> {
         let Some(handle) = self.busy.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let joined = handle.await;
         self.busy = None;
@@ -405,7 +365,16 @@ impl Loader {
             self.loaded_batches = 0;
             self.last_report = Instant::now();
         }
-        Ok(())
+        Ok(Some(batch.checkpoint.resume_point))
+    }
+}
+
+/// Passes a position the warehouse committed on to the reader (a Postgres slot may then release
+/// the WAL before it).
+fn confirm_loaded(confirm: &watch::Sender<Option<ResumePoint>>, loaded: Option<ResumePoint>) {
+    if loaded.is_some() {
+        // The reader may be gone (shutting down): nothing to confirm to then.
+        let _ = confirm.send(loaded);
     }
 }
 

@@ -71,13 +71,16 @@ pub async fn pg_table_diff(
     ))
 }
 
+/// A source table `(schema, table)` and its warehouse table `(schema, table)`.
+pub type TablePair<'a> = ((&'a str, &'a str), (&'a str, &'a str));
+
 /// Waits until every `(schema.table, target)` pair is equal, or panics with the differences
 /// (also when tidemark exits).
 pub async fn wait_pg_tables_equal(
     tm: &mut Tidemark,
     source: &Client,
     warehouse: &Client,
-    tables: &[((&str, &str), (&str, &str))],
+    tables: &[TablePair<'_>],
     timeout: Duration,
 ) {
     let started = Instant::now();
@@ -103,5 +106,55 @@ pub async fn wait_pg_tables_equal(
     match result {
         Ok(()) => eprintln!("equal after {:.1}s", started.elapsed().as_secs_f64()),
         Err(diff) => panic!("target did not converge within {timeout:?}:\n{diff}"),
+    }
+}
+
+/// Drops a replication slot when dropped itself, even by a panic: a forgotten slot holds WAL
+/// forever. Declare it before whatever still uses the slot (a running tidemark), so it drops last.
+pub struct SlotGuard {
+    /// A URL of the slot's database.
+    pub url: String,
+    /// The slot.
+    pub slot: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let (url, slot) = (self.url.clone(), self.slot.clone());
+        // A fresh runtime on its own thread: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(client) = super::pipeline::try_pg_client(&url).await else {
+                    return;
+                };
+                // The walsender of a killed tidemark may take a moment to notice.
+                for _ in 0..50 {
+                    let dropped = client
+                        .execute(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                             WHERE slot_name = $1 AND NOT active",
+                            &[&slot],
+                        )
+                        .await;
+                    let left = client
+                        .query_opt(
+                            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&slot],
+                        )
+                        .await;
+                    if dropped.is_err() || matches!(left, Ok(None)) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        })
+        .join();
     }
 }

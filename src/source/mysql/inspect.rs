@@ -107,7 +107,7 @@ pub async fn inspect_stream(
         }
         let file = match reader.resume_point() {
             ResumePoint::Binlog { file, .. } => file,
-            ResumePoint::Lsn(_) => String::new(),
+            ResumePoint::Lsn { .. } => String::new(),
         };
         for message in batch.drain(..) {
             txn.handle(&message, &file, &mut summary, out)?;

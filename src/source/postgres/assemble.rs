@@ -8,7 +8,7 @@
 //! Guarantees, on top of the stream grammar in [`crate::event`]:
 //! - `Begin` carries the commit LSN (`Transaction::log_coordinate`, every change's
 //!   `Position::txn`) and the commit time; changes are numbered from 0 in stream order;
-//!   `Commit` carries `ResumePoint::Lsn(end LSN)`, where streaming resumes after the transaction.
+//!   `Commit` carries `ResumePoint::Lsn { lsn: end LSN }`, where streaming resumes after the transaction.
 //! - A `Schema` is sent when a Relation message gives a table a shape it did not have (the first
 //!   time, and after every change), before the next change of the table.
 //! - The primary key is the replica identity (the primary key, or the index of REPLICA IDENTITY
@@ -242,7 +242,7 @@ impl Assembler {
         }
         let lsn = self.resume_lsn.map_or(wal_end, |last| last.max(wal_end));
         self.resume_lsn = Some(lsn);
-        out.push(SourceMessage::Heartbeat(ResumePoint::Lsn(lsn.0)));
+        out.push(SourceMessage::Heartbeat(ResumePoint::Lsn { lsn: lsn.0 }));
     }
 
     /// Columns carried as text because their type is not supported, in the order found.
@@ -370,7 +370,9 @@ impl Assembler {
             });
         }
         self.resume_lsn = Some(commit.end_lsn);
-        out.push(SourceMessage::Commit(ResumePoint::Lsn(commit.end_lsn.0)));
+        out.push(SourceMessage::Commit(ResumePoint::Lsn {
+            lsn: commit.end_lsn.0,
+        }));
         Ok(())
     }
 
@@ -932,7 +934,7 @@ mod tests {
         let SourceMessage::Commit(resume) = &out[5] else {
             unreachable!()
         };
-        assert_eq!(*resume, ResumePoint::Lsn(END_LSN));
+        assert_eq!(*resume, ResumePoint::Lsn { lsn: END_LSN });
     }
 
     #[test]
@@ -1443,7 +1445,7 @@ mod tests {
         let SourceMessage::Heartbeat(last) = &out[3] else {
             unreachable!()
         };
-        assert_eq!(*last, ResumePoint::Lsn(END_LSN));
+        assert_eq!(*last, ResumePoint::Lsn { lsn: END_LSN });
         assert_eq!(asm.resume_lsn(), Some(Lsn(END_LSN)));
     }
 

@@ -132,11 +132,15 @@ pub enum SlotError {
 }
 
 impl SlotError {
-    /// How the supervisor should react.
+    /// How the supervisor should react. A missing, lost or ahead slot means changes are gone:
+    /// waiting cannot bring them back, so the source stops until an operator recovers it.
     pub fn kind(&self) -> ErrorKind {
         match self {
             SlotError::Sql { kind, .. } => *kind,
-            _ => ErrorKind::Operator,
+            SlotError::Foreign { .. } => ErrorKind::Operator,
+            SlotError::Missing { .. } | SlotError::Lost { .. } | SlotError::Ahead { .. } => {
+                ErrorKind::Fatal
+            }
         }
     }
 }
@@ -391,7 +395,8 @@ mod tests {
         ));
         assert_eq!(
             decide(Some(700), None).unwrap_err().kind(),
-            ErrorKind::Operator
+            ErrorKind::Fatal,
+            "changes are gone: waiting cannot help"
         );
     }
 }

@@ -17,6 +17,7 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 
 use super::pgoutput::{self, Begin, Commit, PgOutputError, PgOutputMessage};
 use super::slot::WalPosition;
+use super::types;
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 
@@ -168,7 +169,9 @@ impl PgStream {
         .with_ack_lsn(Lsn::from_u64(options.start.0))
         .with_status_interval(options.status_interval)
         .with_wakeup_interval(options.status_interval)
-        .with_application_name(format!("tidemark {}", options.source_id));
+        .with_application_name(format!("tidemark {}", options.source_id))
+        // The text formats the type readers parse (ISO dates, exact floats, hex bytea, ...).
+        .with_options(types::session_options());
         let mut client = ReplicationClient::connect(config)
             .await
             .map_err(|e| connection_error(&options.source_id, &options.url, &e))?;

@@ -1,0 +1,281 @@
+//! A Postgres source as the pipeline sees it: opened at the source's checkpoint (creating the
+//! publication and slot on first start), read as `SourceMessage`s, and told which positions the
+//! warehouse holds so the slot can release WAL.
+//!
+//! Positions: a committed transaction resumes after its commit's end LSN; a keepalive outside a
+//! transaction becomes a [`SourceMessage::Heartbeat`] at the server's WAL end, so a source whose
+//! tables are idle still records (and then confirms) progress while the server writes WAL for
+//! other tables.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+use tracing::info;
+
+use super::assemble::{AssembleError, Assembler};
+use super::catalog::{self, CatalogError};
+use super::pgoutput::{Lsn, PgOutputMessage};
+use super::slot::{self, SlotError, StartDecision, WalPosition};
+use super::stream::{PgStream, StreamError, StreamItem, StreamOptions};
+use crate::config::SourceConfig;
+use crate::error::ErrorKind;
+use crate::event::{ResumePoint, SourceMessage};
+
+/// Why a Postgres source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PgReadError {
+    /// The slot or publication cannot be used (or made).
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    /// The replication connection failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The source catalog could not be read.
+    #[error("source {source_id}: {error}")]
+    Catalog {
+        /// The source.
+        source_id: String,
+        /// What failed.
+        error: CatalogError,
+    },
+    /// A message that does not fit the stream (a bug, or a protocol change).
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    /// The source's normal (SQL) connection failed.
+    #[error("source {source_id}: connecting to {server}: {message}")]
+    Connect {
+        /// The source.
+        source_id: String,
+        /// The server, password masked.
+        server: String,
+        /// The scrubbed message.
+        message: String,
+    },
+    /// The checkpoint is not a Postgres position.
+    #[error(
+        "source {source_id}: the checkpoint {checkpoint} is not a Postgres WAL position (was the source's kind changed?)"
+    )]
+    NotAnLsn {
+        /// The source.
+        source_id: String,
+        /// The checkpoint as stored.
+        checkpoint: String,
+    },
+}
+
+impl PgReadError {
+    /// How the supervisor should react.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PgReadError::Slot(e) => e.kind(),
+            PgReadError::Stream(e) => e.kind(),
+            PgReadError::Catalog { error, .. } => error.kind(),
+            PgReadError::Assemble(e) => e.kind(),
+            PgReadError::Connect { .. } => ErrorKind::Retry,
+            PgReadError::NotAnLsn { .. } => ErrorKind::Operator,
+        }
+    }
+}
+
+/// An open Postgres source.
+pub struct PgReader {
+    source_id: Arc<str>,
+    stream: PgStream,
+    sql: Client,
+    assembler: Assembler,
+    confirmations: watch::Receiver<Option<ResumePoint>>,
+    items: Vec<StreamItem>,
+    start: WalPosition,
+}
+
+impl std::fmt::Debug for PgReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgReader")
+            .field("source_id", &self.source_id)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A source just opened, and the checkpoint to record before reading when it had none.
+#[derive(Debug)]
+pub struct Opened {
+    /// The reader.
+    pub reader: PgReader,
+    /// First start: the position the new slot starts at, to be committed as the checkpoint
+    /// before anything is read (a crash before the first batch then resumes there).
+    pub first_checkpoint: Option<ResumePoint>,
+}
+
+impl PgReader {
+    /// Opens `source` at `checkpoint`, creating the publication and the slot when this is the
+    /// first start. Positions the warehouse has committed arrive on `confirmations`.
+    pub async fn open(
+        source: &SourceConfig,
+        checkpoint: Option<&ResumePoint>,
+        confirmations: watch::Receiver<Option<ResumePoint>>,
+    ) -> Result<Opened, PgReadError> {
+        let source_id: Arc<str> = Arc::from(source.id.as_str());
+        let checkpoint = match checkpoint {
+            None => None,
+            Some(ResumePoint::Lsn { lsn }) => Some(WalPosition(*lsn)),
+            Some(other) => {
+                return Err(PgReadError::NotAnLsn {
+                    source_id: source.id.clone(),
+                    checkpoint: other.to_string(),
+                });
+            }
+        };
+        let sql = connect_sql(source).await?;
+        let database: String = sql
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| PgReadError::Connect {
+                source_id: source.id.clone(),
+                server: source.url.to_string(),
+                message: source.url.scrub(&e.to_string()),
+            })?
+            .get(0);
+        if slot::ensure_publication(&sql, source).await? {
+            info!(source = %source.id, publication = %source.publication, "created the publication");
+        }
+        let existing = slot::read_slot(&sql, source).await?;
+        let decision = slot::decide_start(
+            &source.id,
+            &source.slot,
+            &database,
+            checkpoint,
+            existing.as_ref(),
+        )?;
+        let start = match decision {
+            StartDecision::CreateSlot => {
+                let at = slot::create_slot(&sql, source).await?;
+                info!(source = %source.id, slot = %source.slot, position = %at, "created the replication slot");
+                at
+            }
+            StartDecision::Resume(at) => at,
+        };
+        let options = StreamOptions {
+            source_id: source_id.clone(),
+            url: source.url.clone(),
+            slot: source.slot.clone(),
+            publication: source.publication.clone(),
+            start,
+            status_interval: source.heartbeat,
+        };
+        let stream = PgStream::connect(&options).await?;
+        info!(source = %source.id, position = %start, "replication stream started");
+        let reader = PgReader {
+            source_id: source_id.clone(),
+            stream,
+            sql,
+            assembler: Assembler::new(source_id),
+            confirmations,
+            items: Vec::new(),
+            start,
+        };
+        Ok(Opened {
+            first_checkpoint: checkpoint
+                .is_none()
+                .then_some(ResumePoint::Lsn { lsn: start.0 }),
+            reader,
+        })
+    }
+
+    /// The position after the last transaction handed out as committed (or the last keepalive
+    /// between transactions).
+    pub fn resume_point(&self) -> ResumePoint {
+        let at = self
+            .assembler
+            .resume_lsn()
+            .map_or(self.start.0, |lsn| lsn.0);
+        ResumePoint::Lsn { lsn: at }
+    }
+
+    /// Appends at least one message to `out` (as many as have arrived), confirming committed
+    /// positions to the server while it waits.
+    pub async fn next_batch(&mut self, out: &mut Vec<SourceMessage>) -> Result<(), PgReadError> {
+        let start_len = out.len();
+        while out.len() == start_len {
+            self.items.clear();
+            // Only the stream's first receive waits; everything after it runs to completion, so
+            // a confirmation arriving first loses nothing.
+            tokio::select! {
+                biased;
+                changed = self.confirmations.changed() => {
+                    if changed.is_ok()
+                        && let Some(ResumePoint::Lsn { lsn }) = self.confirmations.borrow_and_update().clone()
+                    {
+                        self.stream.confirm(WalPosition(lsn));
+                    }
+                    continue;
+                }
+                read = self.stream.next_items(&mut self.items) => read?,
+            }
+            let items = std::mem::take(&mut self.items);
+            for item in items {
+                self.take(item, out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn take(
+        &mut self,
+        item: StreamItem,
+        out: &mut Vec<SourceMessage>,
+    ) -> Result<(), PgReadError> {
+        let (message, at) = match item {
+            StreamItem::KeepAlive { wal_end } => {
+                // Only past what was already handed out: the start position is the floor.
+                if wal_end > self.start {
+                    self.assembler.heartbeat(Lsn(wal_end.0), out);
+                }
+                return Ok(());
+            }
+            StreamItem::Message { message, at } => (message, at),
+        };
+        if let PgOutputMessage::Relation(relation) = &message {
+            let needs = self.assembler.catalog_needs(relation);
+            if !needs.is_empty() {
+                let learned = catalog::fetch(&self.sql, &needs).await.map_err(|error| {
+                    PgReadError::Catalog {
+                        source_id: self.source_id.to_string(),
+                        error,
+                    }
+                })?;
+                self.assembler.learn(learned);
+            }
+        }
+        self.assembler.feed(&message, Lsn(at.0), out)?;
+        Ok(())
+    }
+
+    /// Ends the replication stream cleanly.
+    pub async fn close(self) {
+        self.stream.close().await;
+    }
+}
+
+async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
+    let error = |message: String| PgReadError::Connect {
+        source_id: source.id.clone(),
+        server: source.url.to_string(),
+        message: source.url.scrub(&message),
+    };
+    let mut config: tokio_postgres::Config = source
+        .url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| error(e.to_string()))?;
+    config
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .application_name(format!("tidemark {} (catalog)", source.id));
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    tokio::spawn(connection);
+    Ok(client)
+}

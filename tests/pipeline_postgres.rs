@@ -1,0 +1,204 @@
+//! `tidemark run` with a Postgres source (pgoutput) into the Postgres warehouse, against the dev
+//! Postgres 15 (source and warehouse in different databases): every kind of change lands equal,
+//! a dropped slot stops the source with the ways to recover, and the slot keeps advancing while
+//! only tables outside the publication are written.
+
+mod support;
+
+use std::time::Duration;
+
+use support::pg_source::{SlotGuard, wait_pg_tables_equal};
+use support::pipeline::{
+    GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, wait_checkpoint, wait_until,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A source database made by `ddl`, a fresh warehouse, and tidemark running with the source's
+/// slot created and its start checkpointed.
+struct Setup {
+    // Fields drop in this order: tidemark stops before its slot is dropped.
+    tm: Tidemark,
+    _slot: SlotGuard,
+    source: Warehouse,
+    warehouse: Warehouse,
+    group: GroupConfig,
+    source_id: String,
+    slot: String,
+}
+
+async fn setup(hint: &str, ddl: &str) -> Setup {
+    let source = fresh_warehouse(&format!("{hint}_src")).await;
+    source.client.batch_execute(ddl).await.unwrap();
+    let warehouse = fresh_warehouse(&format!("{hint}_wh")).await;
+    let source_id = format!("pg-{hint}");
+    // Unique per database: concurrent test processes share the server's slots.
+    let slot = format!("{}_slot", source.db.to_lowercase());
+    let mut config = SourceConfig::postgres(&source_id, &source.url, &["shop.*"]);
+    config.extra.push_str(&format!("slot = \"{slot}\"\n"));
+    let group = GroupConfig::new(&warehouse.url, vec![config]);
+    let guard = SlotGuard {
+        url: source.url.clone(),
+        slot: slot.clone(),
+    };
+    let mut tm = Tidemark::start(&group);
+    wait_checkpoint(&mut tm, &warehouse, &source_id, Duration::from_secs(30)).await;
+    Setup {
+        tm,
+        _slot: guard,
+        source,
+        warehouse,
+        group,
+        source_id,
+        slot,
+    }
+}
+
+async fn run(db: &Warehouse, statements: &[&str]) {
+    for statement in statements {
+        db.client
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_lands_equal() {
+    let mut s = setup(
+        "pgpl_kinds",
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.orders (id bigint PRIMARY KEY, qty int NOT NULL, note text,
+             amount numeric(12,2), placed timestamptz, tags text[], doc jsonb);
+         CREATE TABLE shop.events (at timestamptz, what text);",
+    )
+    .await;
+    run(
+        &s.source,
+        &[
+            "INSERT INTO shop.orders
+             SELECT g, g % 7, 'note ' || g, g * 1.25, '2024-02-29 12:00:00+00'::timestamptz + g * interval '1 minute',
+                    ARRAY['a', NULL, 'b c'], jsonb_build_object('g', g, 'tab', E'x\\ty')
+             FROM generate_series(1, 300) g",
+            "UPDATE shop.orders SET qty = qty + 100, note = NULL WHERE id % 3 = 0",
+            "UPDATE shop.orders SET qty = -1 WHERE id = 7",
+            "UPDATE shop.orders SET qty = -2 WHERE id = 7",
+            "DELETE FROM shop.orders WHERE id % 10 = 0",
+            // Key changes, including onto a key deleted just before.
+            "UPDATE shop.orders SET id = id + 1000 WHERE id BETWEEN 1 AND 5",
+            "UPDATE shop.orders SET id = 10 WHERE id = 1001",
+            "INSERT INTO shop.events VALUES (now(), 'started'), (now(), E'multi\\nline')",
+        ],
+    )
+    .await;
+    let schema = "acme_in_txn";
+    let tables = [
+        (("shop", "orders"), (schema, "orders")),
+        (("shop", "events"), (schema, "events")),
+    ];
+    wait_pg_tables_equal(
+        &mut s.tm,
+        &s.source.client,
+        &s.warehouse.client,
+        &tables,
+        CONVERGE,
+    )
+    .await;
+
+    // TRUNCATE, then rows again; a new column.
+    run(
+        &s.source,
+        &[
+            "TRUNCATE shop.orders",
+            "INSERT INTO shop.orders (id, qty) VALUES (1, 1), (2, 2)",
+            "ALTER TABLE shop.orders ADD COLUMN extra text",
+            "UPDATE shop.orders SET extra = 'x' || id",
+        ],
+    )
+    .await;
+    wait_pg_tables_equal(
+        &mut s.tm,
+        &s.source.client,
+        &s.warehouse.client,
+        &tables[..1],
+        CONVERGE,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_stops_the_source_with_the_ways_to_recover() {
+    let mut s = setup(
+        "pgpl_noslot",
+        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
+    )
+    .await;
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    run(
+        &s.source,
+        &[&format!("SELECT pg_drop_replication_slot('{}')", s.slot)],
+    )
+    .await;
+
+    let mut tm = Tidemark::start(&s.group);
+    let status = tm
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("tidemark kept running without its slot:\n{}", tm.logs()));
+    assert!(!status.success(), "{status:?}");
+    let logs = tm.logs();
+    assert!(
+        logs.contains(&format!("replication slot `{}` does not exist", s.slot))
+            && logs.contains("To recover")
+            && logs.contains(&s.source_id),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_keeps_advancing_while_only_unpublished_tables_are_written() {
+    let s = setup(
+        "pgpl_idle",
+        "CREATE SCHEMA shop; CREATE SCHEMA noise;
+         CREATE TABLE shop.t (id int PRIMARY KEY);
+         CREATE TABLE noise.busy (id bigserial PRIMARY KEY, pad text);",
+    )
+    .await;
+    let retained = async || -> i64 {
+        s.source
+            .client
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&s.slot],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // About 64 MB of WAL for a table tidemark does not replicate.
+    for _ in 0..16 {
+        run(
+            &s.source,
+            &[
+                "INSERT INTO noise.busy (pad) SELECT repeat(md5(g::text), 32)
+               FROM generate_series(1, 4000) g",
+            ],
+        )
+        .await;
+    }
+    let written = retained().await;
+    assert!(
+        written > 48 << 20,
+        "the writes made only {written} bytes of WAL"
+    );
+    // Checkpoint-only progress is recorded every 10 s and then confirmed to the slot.
+    assert!(
+        wait_until(Duration::from_secs(40), async || retained().await
+            < 24 << 20)
+        .await,
+        "the slot still retains {} bytes",
+        retained().await
+    );
+}
