@@ -5,6 +5,12 @@
 //! buffer keeps every row as written (rows are appended, never moved) and this index marks the
 //! earlier ones dead; the loader skips dead rows when it streams the buffer to `COPY`.
 //!
+//! Unchanged values (a Postgres update that left a TOASTed column out) cannot replace an earlier
+//! change of their key: the column's value must come from that earlier change, or from the
+//! target. Such a row keeps the previous live row of its key alive and goes one *generation*
+//! later; the loader applies generation by generation, each holding a key at most once. A later
+//! complete change supersedes the whole chain again.
+//!
 //! Keys compare exactly: one integer column by value, anything else by an unambiguous byte
 //! encoding of its values. When exactness cannot be kept cheaply (an unusual key value, a rolled
 //! back transaction whose rows were indexed, more rows than the index can number), the index
@@ -30,6 +36,10 @@ pub struct LastChange {
     key_heap_bytes: usize,
     /// True when some key was written twice (dead rows exist, or would, had the index been on).
     repeated: bool,
+    /// Rows of generation 1 and later: their generation and the live row before them.
+    chained: HashMap<u32, (u32, u32)>,
+    /// The highest generation handed out.
+    max_generation: u32,
 }
 
 #[derive(Debug, Default)]
@@ -49,13 +59,17 @@ enum Keys {
 
 impl LastChange {
     /// Records that staged row `row` (numbered from 0 in write order) changes the key made of
-    /// `key` columns of `values`, so any earlier row of that key is dead.
-    pub fn record(&mut self, values: &[Value], key: &[usize], row: u64) {
+    /// `key` columns of `values`: any earlier row of that key is dead, unless this row is
+    /// `partial` (it leaves columns unchanged), which chains it one generation after the key's
+    /// previous live row. Returns the row's generation (0 when the index is off: the caller
+    /// orders such rows itself).
+    pub fn record(&mut self, values: &[Value], key: &[usize], row: u64, partial: bool) -> u32 {
         if matches!(self.keys, Keys::Off) {
-            return;
+            return 0;
         }
         let Ok(row) = u32::try_from(row) else {
-            return self.turn_off();
+            self.turn_off();
+            return 0;
         };
         if matches!(self.keys, Keys::Empty) {
             self.keys = match key {
@@ -67,15 +81,15 @@ impl LastChange {
         let earlier = match (&mut self.keys, key) {
             (Keys::Int(map), [k]) => match values.get(*k) {
                 Some(Value::Int(v)) => map.insert(*v, row),
-                _ => return self.turn_off(),
+                _ => return self.off(),
             },
             (Keys::UInt(map), [k]) => match values.get(*k) {
                 Some(Value::UInt(v)) => map.insert(*v, row),
-                _ => return self.turn_off(),
+                _ => return self.off(),
             },
             (Keys::Encoded(map), _) => {
                 let Some(encoded) = encode_key(values, key) else {
-                    return self.turn_off();
+                    return self.off();
                 };
                 let len = encoded.len();
                 let earlier = map.insert(encoded, row);
@@ -84,12 +98,41 @@ impl LastChange {
                 }
                 earlier
             }
-            _ => return self.turn_off(),
+            _ => return self.off(),
         };
-        if let Some(earlier) = earlier {
-            self.repeated = true;
-            self.mark_dead(u64::from(earlier));
+        let Some(earlier) = earlier else {
+            return 0;
+        };
+        self.repeated = true;
+        if partial {
+            let generation = self.generation(earlier) + 1;
+            self.chained.insert(row, (generation, earlier));
+            self.max_generation = self.max_generation.max(generation);
+            return generation;
         }
+        // A complete change: the whole chain before it is superseded.
+        let mut dead = Some(earlier);
+        while let Some(row) = dead {
+            self.mark_dead(u64::from(row));
+            dead = self.chained.remove(&row).map(|(_, before)| before);
+        }
+        0
+    }
+
+    fn off(&mut self) -> u32 {
+        self.turn_off();
+        0
+    }
+
+    fn generation(&self, row: u32) -> u32 {
+        self.chained
+            .get(&row)
+            .map_or(0, |(generation, _)| *generation)
+    }
+
+    /// The highest generation of a live row (0: one pass applies everything).
+    pub fn max_generation(&self) -> u32 {
+        self.max_generation
     }
 
     /// Forgets the index for the rest of the batch: every row is live from now on, and
@@ -99,6 +142,7 @@ impl LastChange {
         self.dead = Vec::new();
         self.dead_rows = 0;
         self.key_heap_bytes = 0;
+        self.chained = HashMap::new();
     }
 
     /// True when the live rows hold each key at most once (false once the index is off: keys
@@ -205,7 +249,12 @@ mod tests {
     fn only_the_last_row_of_each_key_stays_live() {
         let mut index = LastChange::default();
         for (row, id) in [1, 2, 1, 3, 1, 2].into_iter().enumerate() {
-            index.record(&[Value::Int(id), Value::Text("x".into())], &[0], row as u64);
+            index.record(
+                &[Value::Int(id), Value::Text("x".into())],
+                &[0],
+                row as u64,
+                false,
+            );
         }
         assert_eq!(live(&index, 6), vec![3, 4, 5]);
         assert!(index.repeated() && index.live_rows_unique());
@@ -217,19 +266,43 @@ mod tests {
         let mut index = LastChange::default();
         let row = |a: &str, b: &str| [Value::Text(a.into()), Value::Text(b.into())];
         // "ab"+"c" and "a"+"bc" must stay two keys.
-        index.record(&row("ab", "c"), &[0, 1], 0);
-        index.record(&row("a", "bc"), &[0, 1], 1);
-        index.record(&row("ab", "c"), &[0, 1], 2);
+        index.record(&row("ab", "c"), &[0, 1], 0, false);
+        index.record(&row("a", "bc"), &[0, 1], 1, false);
+        index.record(&row("ab", "c"), &[0, 1], 2, false);
         assert_eq!(live(&index, 3), vec![1, 2]);
     }
 
     #[test]
     fn an_unexpected_key_value_turns_the_index_off_and_keeps_every_row() {
         let mut index = LastChange::default();
-        index.record(&[Value::Int(1)], &[0], 0);
-        index.record(&[Value::Int(1)], &[0], 1);
-        index.record(&[Value::UInt(1)], &[0], 2);
+        index.record(&[Value::Int(1)], &[0], 0, false);
+        index.record(&[Value::Int(1)], &[0], 1, false);
+        index.record(&[Value::UInt(1)], &[0], 2, false);
         assert_eq!(live(&index, 3), vec![0, 1, 2]);
         assert!(!index.live_rows_unique(), "the warehouse must dedupe");
+    }
+
+    #[test]
+    fn partial_changes_chain_generations_until_a_complete_change() {
+        let mut index = LastChange::default();
+        let key = [Value::Int(7)];
+        assert_eq!(index.record(&key, &[0], 0, false), 0);
+        assert_eq!(
+            index.record(&key, &[0], 1, true),
+            1,
+            "needs row 0 applied first"
+        );
+        assert_eq!(index.record(&key, &[0], 2, true), 2);
+        assert_eq!(
+            index.record(&[Value::Int(8)], &[0], 3, true),
+            0,
+            "nothing before it"
+        );
+        assert_eq!(live(&index, 4), vec![0, 1, 2, 3]);
+        assert_eq!(index.max_generation(), 2);
+        // A complete change supersedes the whole chain.
+        assert_eq!(index.record(&key, &[0], 4, false), 0);
+        assert_eq!(live(&index, 5), vec![3, 4]);
+        assert_eq!(index.record(&key, &[0], 5, true), 1);
     }
 }

@@ -213,11 +213,15 @@ impl SpillBuffer {
     }
 }
 
-/// Rows of one table that share one shape (a new segment starts when the source's shape changes).
+/// Rows of one table that share one shape (a new segment starts when the source's shape changes,
+/// or when rows start to leave values unchanged).
 #[derive(Debug)]
 pub struct Segment {
     /// The source shape the rows follow; their columns are `schema.columns` in order.
     pub schema: Arc<TableSchema>,
+    /// Rows carry two more fields after `commit_ts`: the names of the columns they leave
+    /// unchanged (a text array, `\N` for none) and their generation (see [`TableChanges`]).
+    pub with_unchanged: bool,
     /// Encoded rows.
     pub data: SpillBuffer,
     /// Rows encoded.
@@ -244,6 +248,12 @@ pub struct TableChanges {
     pub positions: Option<(Position, Position)>,
     /// True when a delete was written (a key-changing update writes one too).
     pub has_deletes: bool,
+    /// True when some row leaves columns unchanged (a Postgres update without its TOASTed
+    /// values): the loader applies the rows generation by generation and keeps the target's
+    /// value for each unchanged column.
+    pub has_unchanged: bool,
+    /// Ordering of partial rows once the key index is off: each starts a new generation.
+    epoch: Option<u32>,
     /// Rows written, all segments together (a row's number is its place in write order).
     rows: u64,
     /// Which rows are their key's last change (the others are never staged).
@@ -275,6 +285,8 @@ impl TableChanges {
             zero_dates_nulled: 0,
             positions: None,
             has_deletes: false,
+            has_unchanged: false,
+            epoch: None,
             rows: 0,
             last_change: LastChange::default(),
         }
@@ -340,6 +352,14 @@ impl TableChanges {
             || (self.segments.len() > 1 && self.last_change.repeated())
     }
 
+    /// The highest generation of a staged row: the loader applies generations 0 to this one in
+    /// turn, each holding a key at most once (or deduplicated, when [`Self::needs_dedupe`]).
+    pub fn max_generation(&self) -> u32 {
+        self.epoch
+            .unwrap_or(0)
+            .max(self.last_change.max_generation())
+    }
+
     /// Rows that will be staged: each key's last change (every row when the table has no key).
     pub fn live_rows(&self) -> u64 {
         self.rows - self.last_change.dead_rows()
@@ -389,13 +409,30 @@ impl TableChanges {
             *next_seq += 1;
             return Ok(());
         }
-        let same_shape = self
-            .segments
-            .last()
-            .is_some_and(|s| Arc::ptr_eq(&s.schema, &event.table) || s.schema == event.table);
+        // An update may leave non-key columns out (Postgres: unchanged TOASTed values).
+        let unchanged: Vec<&str> = match (event.op, event.after.as_deref()) {
+            (Op::Update, Some(after)) => after
+                .iter()
+                .zip(&event.table.columns)
+                .enumerate()
+                .filter(|(i, (v, _))| {
+                    matches!(v, Value::Unchanged) && !event.table.primary_key.contains(i)
+                })
+                .map(|(_, (_, c))| &*c.name)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !unchanged.is_empty() {
+            self.has_unchanged = true;
+        }
+        let same_shape = self.segments.last().is_some_and(|s| {
+            (Arc::ptr_eq(&s.schema, &event.table) || s.schema == event.table)
+                && (s.with_unchanged || !self.has_unchanged)
+        });
         if !same_shape {
             self.segments.push(Segment {
                 schema: event.table.clone(),
+                with_unchanged: self.has_unchanged,
                 data: SpillBuffer::default(),
                 rows: 0,
             });
@@ -410,23 +447,42 @@ impl TableChanges {
         let key = &event.table.primary_key;
         let rows = &mut self.rows;
         let last_change = &mut self.last_change;
-        let mut seen = |row: &[Value]| {
-            if !key.is_empty() {
-                last_change.record(row, key, *rows);
+        let epoch = &mut self.epoch;
+        // Records the row in the key index and writes it with its generation.
+        let mut emit = |encoder: &mut RowEncoder,
+                        segment: &mut Segment,
+                        op: &str,
+                        values: &[Value],
+                        unchanged: &[&str]|
+         -> Result<(), EncodeError> {
+            let partial = !unchanged.is_empty();
+            let mut generation = if key.is_empty() {
+                0
+            } else {
+                last_change.record(values, key, *rows, partial)
+            };
+            if !key.is_empty() && !last_change.live_rows_unique() {
+                // Without the index, keep arrival order instead: every partial row starts a
+                // generation after everything staged before it.
+                let current = epoch.get_or_insert(last_change.max_generation() + 1);
+                if partial {
+                    *current += 1;
+                }
+                generation = *current;
             }
+            encoder.write_row(segment, next_seq, op, values, unchanged, generation)?;
             *rows += 1;
+            Ok(())
         };
         let image = |row| image_of(event, row);
         match event.op {
             Op::Insert | Op::Read => {
                 let after = image(&event.after)?;
-                encoder.write_row(segment, next_seq, "insert", after)?;
-                seen(after);
+                emit(&mut encoder, segment, "insert", after, &[])?;
             }
             Op::Delete => {
                 let before = image(&event.before)?;
-                encoder.write_row(segment, next_seq, "delete", before)?;
-                seen(before);
+                emit(&mut encoder, segment, "delete", before, &[])?;
                 self.has_deletes = true;
             }
             Op::Update => {
@@ -440,13 +496,11 @@ impl TableChanges {
                         )
                     });
                     if key_changed {
-                        encoder.write_row(segment, next_seq, "delete", before)?;
-                        seen(before);
+                        emit(&mut encoder, segment, "delete", before, &[])?;
                         self.has_deletes = true;
                     }
                 }
-                encoder.write_row(segment, next_seq, "update", after)?;
-                seen(after);
+                emit(&mut encoder, segment, "update", after, &unchanged)?;
             }
             Op::Truncate => {}
         }
@@ -527,10 +581,19 @@ impl RowEncoder<'_> {
         next_seq: &mut u64,
         op: &str,
         row: &[Value],
+        unchanged: &[&str],
+        generation: u32,
     ) -> Result<(), EncodeError> {
+        let with_unchanged = segment.with_unchanged;
         let out = segment.data.writer();
         let start = out.len();
-        let result = self.encode(out, *next_seq, op, row);
+        let result = self.encode(
+            out,
+            *next_seq,
+            op,
+            row,
+            with_unchanged.then_some((unchanged, generation)),
+        );
         if result.is_err() {
             out.truncate(start);
             return result;
@@ -541,12 +604,15 @@ impl RowEncoder<'_> {
         Ok(())
     }
 
+    /// Writes one row; `partial` holds the unchanged columns and the generation when the
+    /// segment carries them.
     fn encode(
         &mut self,
         out: &mut Vec<u8>,
         seq: u64,
         op: &str,
         row: &[Value],
+        partial: Option<(&[&str], u32)>,
     ) -> Result<(), EncodeError> {
         let event = self.event;
         let position = event.position;
@@ -559,6 +625,12 @@ impl RowEncoder<'_> {
         out.extend_from_slice(num.format(packed).as_bytes());
         out.push(b'\t');
         write_timestamp_micros(out, event.transaction.commit_ts_micros);
+        if let Some((unchanged, generation)) = partial {
+            out.push(b'\t');
+            write_name_array(out, unchanged);
+            out.push(b'\t');
+            out.extend_from_slice(num.format(generation).as_bytes());
+        }
         let columns = &event.table.columns;
         if row.len() != columns.len() {
             return Err(self.problem(
@@ -604,12 +676,8 @@ impl RowEncoder<'_> {
         let mut num = itoa::Buffer::new();
         match value {
             Value::Null => out.extend_from_slice(b"\\N"),
-            Value::Unchanged => {
-                return Err(self.problem(
-                    column,
-                    "the change does not carry this column's value (partial row image), which this sink cannot apply yet".into(),
-                ));
-            }
+            // The row's unchanged-columns field names it; the loader keeps the target's value.
+            Value::Unchanged => out.extend_from_slice(b"\\N"),
             Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
             Value::Int(i) => out.extend_from_slice(num.format(*i).as_bytes()),
             Value::UInt(u) => out.extend_from_slice(num.format(*u).as_bytes()),
@@ -699,6 +767,40 @@ impl RowEncoder<'_> {
         }
         out.extend_from_slice(&bytes[from..]);
         Ok(())
+    }
+}
+
+/// `names` as a Postgres `text[]` literal in COPY text form (`\N` when empty): each element
+/// double-quoted with `\` and `"` escaped for the array, then every backslash doubled and tab,
+/// newline and carriage return escaped for COPY.
+fn write_name_array(out: &mut Vec<u8>, names: &[&str]) {
+    if names.is_empty() {
+        out.extend_from_slice(b"\\N");
+        return;
+    }
+    let mut literal = String::from("{");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            literal.push(',');
+        }
+        literal.push('"');
+        for c in name.to_lowercase().chars() {
+            if c == '\\' || c == '"' {
+                literal.push('\\');
+            }
+            literal.push(c);
+        }
+        literal.push('"');
+    }
+    literal.push('}');
+    for b in literal.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            other => out.push(other),
+        }
     }
 }
 
@@ -1044,5 +1146,54 @@ mod tests {
         changes.reset_to(mark).unwrap();
         assert!(changes.needs_dedupe());
         assert_eq!(text_of(&mut changes).lines().count(), 2);
+    }
+
+    #[test]
+    fn rows_leaving_columns_unchanged_name_them_and_chain_their_key() {
+        let int = ColumnType::Int {
+            bits: 32,
+            unsigned: false,
+        };
+        let text = ColumnType::Text {
+            max_bytes: None,
+            charset: "utf8mb4".into(),
+        };
+        let t = schema(&[("id", int), ("Doc\"x", text.clone()), ("n", text)], &[0]);
+        let row = |id: i64, doc: Value, n: &str| vec![Value::Int(id), doc, Value::Text(n.into())];
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        let mut seq = 0;
+        let insert = change(
+            &t,
+            Op::Insert,
+            None,
+            Some(row(1, Value::Text("big".into()), "a")),
+        );
+        changes.push(&insert, &mut seq).unwrap();
+        let partial = change(
+            &t,
+            Op::Update,
+            Some(row(1, Value::Unchanged, "a")),
+            Some(row(1, Value::Unchanged, "b")),
+        );
+        changes.push(&partial, &mut seq).unwrap();
+        assert!(changes.has_unchanged);
+        assert_eq!(changes.max_generation(), 1);
+        assert_eq!(
+            changes.segments.len(),
+            2,
+            "partial rows start a segment with the fields"
+        );
+        let text = text_of(&mut changes);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "the insert stays: the update needs its value"
+        );
+        assert!(
+            lines[1].contains("\t{\"doc\\\\\"x\"}\t1\t1\t\\N\tb"),
+            "{:?}",
+            lines[1]
+        );
     }
 }

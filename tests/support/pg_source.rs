@@ -61,13 +61,15 @@ pub async fn pg_table_diff(
         return Ok(());
     }
     let first = want.iter().zip(&got).position(|(w, g)| w != g);
+    // Rows can hold TOASTed values of many kilobytes: show their start.
+    let show = |row: Option<&String>| row.map(|r| r.chars().take(300).collect::<String>());
     Err(format!(
         "{schema}.{table} ({} rows) vs {target_schema}.{target} ({} rows); first difference at \
          row {first:?}: source {:?} warehouse {:?}\n",
         want.len(),
         got.len(),
-        first.and_then(|i| want.get(i)),
-        first.and_then(|i| got.get(i)),
+        show(first.and_then(|i| want.get(i))),
+        show(first.and_then(|i| got.get(i))),
     ))
 }
 

@@ -21,7 +21,7 @@ use super::{Batch, Checkpoint, TableChanges, TargetTable};
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, TableSchema};
-use sql::KeyedApply;
+use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
 
 /// How long connecting may take before it counts as failed (unless the URL sets
@@ -285,6 +285,7 @@ impl PostgresSink {
             rename(tx, shapes, from, to).await?;
         }
         let mut append_tables = Vec::new();
+        let mut partial_skipped = Vec::new();
         for (i, changes) in batch.tables.iter_mut().enumerate() {
             if !schemas.contains(&changes.target.schema) {
                 tx.batch_execute(&sql::create_schema(&changes.target.schema))
@@ -299,7 +300,10 @@ impl PostgresSink {
             let Some(shape) = shape else {
                 continue;
             };
-            load_table(tx, changes, &shape, i).await?;
+            let skipped = load_table(tx, changes, &shape, i).await?;
+            if skipped > 0 {
+                partial_skipped.push((i, skipped));
+            }
             if shape.key.is_empty() {
                 append_tables.push(i);
             }
@@ -319,6 +323,13 @@ impl PostgresSink {
                     "table has no primary key: loading in append mode (every change is a new row)"
                 );
             }
+        }
+        for (i, rows) in partial_skipped {
+            warn!(
+                table = %batch.tables[i].target,
+                rows,
+                "updates that left TOASTed values unchanged were skipped: the warehouse does not have their rows (copy the table to get them)"
+            );
         }
         for changes in batch.tables.iter().filter(|t| t.zero_dates_nulled > 0) {
             warn!(
@@ -527,13 +538,14 @@ async fn rename(
     Ok(())
 }
 
-/// Stages one table's rows and applies them by key (or appends them).
+/// Stages one table's rows and applies them by key (or appends them). Returns how many rows
+/// that leave columns unchanged were skipped because the target lacks their row.
 async fn load_table(
     tx: &Transaction<'_>,
     changes: &mut TableChanges,
     shape: &Shape,
     index: usize,
-) -> Result<(), PostgresSinkError> {
+) -> Result<u64, PostgresSinkError> {
     let target = &changes.target.clone();
     let stage = format!("tidemark_stage_{index}");
     let range = match changes.positions {
@@ -557,9 +569,10 @@ async fn load_table(
             .iter()
             .map(|c| c.name.to_lowercase())
             .collect();
+        let with_unchanged = segment.with_unchanged;
         let context = || format!("COPY of {live_rows} rows for {target}{range}");
         let sink = tx
-            .copy_in(&sql::copy_stage(&stage, &columns))
+            .copy_in(&sql::copy_stage(&stage, &columns, with_unchanged))
             .await
             .map_err(sql_error(context()))?;
         futures_util::pin_mut!(sink);
@@ -578,32 +591,71 @@ async fn load_table(
             .map_err(sql_error(format_args!("truncating {target}")))?;
     }
     let columns = shape.user_columns();
-    let statements = if shape.key.is_empty() {
-        vec![sql::append(target, &stage, &columns)]
+    let mut statements = Vec::new();
+    let mut skipped = 0;
+    if shape.key.is_empty() {
+        statements.push(sql::append(target, &stage, &columns));
     } else {
         let target_rows: i64 = tx
             .query_one(sql::ESTIMATED_ROWS, &[&sql::table(target)])
             .await
             .map_err(sql_error(format_args!("estimating the size of {target}")))?
             .get(0);
-        sql::apply_by_key(
-            target,
-            &stage,
-            &columns,
-            &shape.key,
-            !changes.needs_dedupe(),
-            changes.has_deletes,
-            KeyedApply::choose(live_rows, target_rows.max(0) as u64),
-        )
-    };
-    for statement in statements {
-        tx.batch_execute(&statement)
-            .await
-            .map_err(sql_error(format_args!(
-                "applying changes to {target}{range}"
-            )))?;
+        let how = KeyedApply::choose(live_rows, target_rows.max(0) as u64);
+        let passes: Vec<Pass> = if changes.has_unchanged {
+            (0..=changes.max_generation())
+                .map(Pass::Generation)
+                .collect()
+        } else {
+            vec![Pass::All]
+        };
+        for pass in passes {
+            if let Pass::Generation(g) = pass {
+                // Each generation sees the target as the previous ones left it.
+                for statement in statements.drain(..) {
+                    apply_statement(tx, &statement, target, &range).await?;
+                }
+                let missing: i64 = tx
+                    .query_one(
+                        &sql::partial_rows_without_target(target, &stage, &shape.key, g),
+                        &[],
+                    )
+                    .await
+                    .map_err(sql_error(format_args!(
+                        "applying changes to {target}{range}"
+                    )))?
+                    .get(0);
+                skipped += missing.max(0) as u64;
+            }
+            statements.extend(sql::apply_by_key(
+                target,
+                &stage,
+                &columns,
+                &shape.key,
+                !changes.needs_dedupe(),
+                changes.has_deletes,
+                how,
+                pass,
+            ));
+        }
     }
-    Ok(())
+    for statement in statements {
+        apply_statement(tx, &statement, target, &range).await?;
+    }
+    Ok(skipped)
+}
+
+async fn apply_statement(
+    tx: &Transaction<'_>,
+    statement: &str,
+    target: &TargetTable,
+    range: &str,
+) -> Result<(), PostgresSinkError> {
+    tx.batch_execute(statement)
+        .await
+        .map_err(sql_error(format_args!(
+            "applying changes to {target}{range}"
+        )))
 }
 
 async fn write_checkpoint(

@@ -12,6 +12,10 @@ pub const COMMIT_TS: &str = "_tidemark_commit_ts";
 pub const LOADED_AT: &str = "_tidemark_loaded_at";
 /// Staging-only column: arrival order within the batch.
 pub const SEQ: &str = "_tidemark_seq";
+/// Staging-only column: the columns a row leaves unchanged (`text[]`, NULL for none).
+pub const UNCHANGED: &str = "_tidemark_unchanged";
+/// Staging-only column: the pass a row is applied in (NULL for 0).
+pub const GENERATION: &str = "_tidemark_generation";
 
 /// The metadata columns every target table ends with, and their types.
 pub const METADATA_COLUMNS: [(&str, &str); 4] = [
@@ -121,23 +125,28 @@ pub fn rename_table(from: &TargetTable, to: &str) -> String {
     format!("ALTER TABLE {} RENAME TO {}", table(from), ident(to))
 }
 
-/// A temporary staging table shaped like `t` plus the arrival-order column, dropped at commit.
+/// A temporary staging table shaped like `t` plus the staging-only columns, dropped at commit.
 pub fn create_stage(stage: &str, t: &TargetTable) -> String {
     format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT NULL::bigint AS {SEQ}, * FROM {} WITH NO DATA",
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT NULL::bigint AS {SEQ}, \
+         NULL::text[] AS {UNCHANGED}, NULL::integer AS {GENERATION}, * FROM {} WITH NO DATA",
         ident(stage),
         table(t)
     )
 }
 
-/// `COPY` of one segment's rows into the staging table.
-pub fn copy_stage(stage: &str, columns: &[String]) -> String {
+/// `COPY` of one segment's rows into the staging table; `with_unchanged` when its rows carry
+/// the unchanged columns and generation.
+pub fn copy_stage(stage: &str, columns: &[String], with_unchanged: bool) -> String {
     let mut all = vec![
         SEQ.to_owned(),
         OP.to_owned(),
         POSITION.to_owned(),
         COMMIT_TS.to_owned(),
     ];
+    if with_unchanged {
+        all.extend([UNCHANGED.to_owned(), GENERATION.to_owned()]);
+    }
     all.extend(columns.iter().cloned());
     format!("COPY {} ({}) FROM STDIN", ident(stage), list(&all))
 }
@@ -181,9 +190,21 @@ impl KeyedApply {
     }
 }
 
+/// Which staged rows one application takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Every row: no row leaves a column unchanged.
+    All,
+    /// The rows of one generation, some of which leave columns unchanged: those update the
+    /// existing row and keep its value in each unchanged column.
+    Generation(u32),
+}
+
 /// Applies the last staged change per key, `how` says by which statements.
-/// `unique_keys` says the stage holds each key once, so no "last change per key" step is
-/// needed. Either way the effect is the same: delete, update or insert by key, last change wins.
+/// `unique_keys` says the stage holds each key once (in `pass`), so no "last change per key"
+/// step is needed. Either way the effect is the same: delete, update or insert by key, last
+/// change wins.
+#[allow(clippy::too_many_arguments)]
 pub fn apply_by_key(
     t: &TargetTable,
     stage: &str,
@@ -192,15 +213,25 @@ pub fn apply_by_key(
     unique_keys: bool,
     has_deletes: bool,
     how: KeyedApply,
+    pass: Pass,
 ) -> Vec<String> {
     let keys = list(key);
-    let source = if unique_keys {
-        ident(stage)
-    } else {
-        format!(
-            "(SELECT DISTINCT ON ({keys}) * FROM {} ORDER BY {keys}, {SEQ} DESC)",
+    let rows = match pass {
+        Pass::All => ident(stage),
+        Pass::Generation(g) => format!(
+            "(SELECT * FROM {} WHERE coalesce({GENERATION}, 0) = {g})",
             ident(stage)
-        )
+        ),
+    };
+    let source = if unique_keys {
+        rows
+    } else {
+        format!("(SELECT DISTINCT ON ({keys}) * FROM {rows} AS r ORDER BY {keys}, {SEQ} DESC)")
+    };
+    // Partial rows never go through the upsert: they update what exists, column by column.
+    let (how, complete_only) = match pass {
+        Pass::All => (how, String::new()),
+        Pass::Generation(_) => (KeyedApply::Probe, format!(" AND s.{UNCHANGED} IS NULL")),
     };
     let target = table(t);
     let on = key
@@ -250,10 +281,42 @@ WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_A
         .join(", ");
     statements.push(format!(
         "INSERT INTO {target} AS t ({insert_columns}, {LOADED_AT})
-SELECT {insert_columns}, now() FROM {source} AS s WHERE s.{OP} <> 'delete'
+SELECT {insert_columns}, now() FROM {source} AS s WHERE s.{OP} <> 'delete'{complete_only}
 ON CONFLICT ({keys}) DO UPDATE SET {set}"
     ));
+    if matches!(pass, Pass::Generation(_)) {
+        let keep = updated()
+            .map(|c| {
+                let name = c.replace('\'', "''");
+                let c = ident(c);
+                format!("{c} = CASE WHEN '{name}' = ANY(s.{UNCHANGED}) THEN t.{c} ELSE s.{c} END")
+            })
+            .chain([format!("{LOADED_AT} = now()")])
+            .collect::<Vec<_>>()
+            .join(", ");
+        statements.push(format!(
+            "UPDATE {target} AS t SET {keep} FROM {source} AS s \
+             WHERE {on} AND s.{OP} <> 'delete' AND s.{UNCHANGED} IS NOT NULL"
+        ));
+    }
     statements
+}
+
+/// Partial rows of generation `g` whose key the target lacks: they cannot be applied (the
+/// unchanged values are not known anywhere) and are counted instead.
+pub fn partial_rows_without_target(t: &TargetTable, stage: &str, key: &[String], g: u32) -> String {
+    let on = key
+        .iter()
+        .map(|k| format!("t.{c} = s.{c}", c = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT count(*) FROM {} AS s WHERE coalesce(s.{GENERATION}, 0) = {g} \
+         AND s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete' \
+         AND NOT EXISTS (SELECT 1 FROM {} AS t WHERE {on})",
+        ident(stage),
+        table(t)
+    )
 }
 
 /// About how many rows a table holds: the statistics' live tuples, or the planner's count.
@@ -307,6 +370,7 @@ mod tests {
             false,
             true,
             KeyedApply::Probe,
+            Pass::All,
         );
         assert_eq!(both.len(), 2);
         assert!(both[0].contains("t.\"id\" = s.\"id\""), "{both:?}");
@@ -323,6 +387,7 @@ mod tests {
             true,
             false,
             KeyedApply::Probe,
+            Pass::All,
         );
         assert_eq!(unique.len(), 1, "no deletes, no DELETE");
         assert!(unique[0].contains("FROM \"stage_0\" AS s"), "{unique:?}");
@@ -334,6 +399,7 @@ mod tests {
             true,
             true,
             KeyedApply::Join,
+            Pass::All,
         );
         assert_eq!(merge.len(), 1, "one MERGE does it all");
         assert!(merge[0].contains("THEN DELETE"), "{merge:?}");
