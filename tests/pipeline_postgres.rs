@@ -259,3 +259,44 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
         "no partial update should have been skipped:\n{unchanged_seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_type_matrix_lands_equal_through_tidemark_run() {
+    let source = fresh_warehouse("pgpl_types_src").await;
+    source
+        .client
+        .batch_execute(support::pg_source::TYPE_MATRIX_SCHEMA)
+        .await
+        .unwrap();
+    let warehouse = fresh_warehouse("pgpl_types_wh").await;
+    let slot = format!("{}_slot", source.db.to_lowercase());
+    let mut config = SourceConfig::postgres("pg-types", &source.url, &["public.*"]);
+    config.extra.push_str(&format!("slot = \"{slot}\"\n"));
+    let group = GroupConfig::new(&warehouse.url, vec![config]);
+    let mut tm = Tidemark::start(&group);
+    let _slot = SlotGuard {
+        url: source.url.clone(),
+        slot: slot.clone(),
+    };
+    wait_checkpoint(&mut tm, &warehouse, "pg-types", Duration::from_secs(30)).await;
+    source
+        .client
+        .batch_execute(support::pg_source::TYPE_MATRIX_ROWS)
+        .await
+        .unwrap();
+    // Every row is updated once more: pgoutput sends the whole new row again.
+    run(
+        &source,
+        &["UPDATE every_type SET c_text = c_text || '!', c_bool = NOT c_bool"],
+    )
+    .await;
+    wait_pg_tables_equal(
+        &mut tm,
+        &source.client,
+        &warehouse.client,
+        &[(("public", "every_type"), ("acme_in_txn", "every_type"))],
+        CONVERGE,
+    )
+    .await;
+    tm.terminate(Duration::from_secs(20)).await;
+}

@@ -160,3 +160,113 @@ impl Drop for SlotGuard {
         .join();
     }
 }
+
+/// The Postgres type matrix: one column of every type the source reads (enums, domains,
+/// arrays and unsupported types included), plus REPLICA IDENTITY FULL tables with and without
+/// a key. Tables are created in the current schema.
+pub const TYPE_MATRIX_SCHEMA: &str = "
+    CREATE TYPE mood AS ENUM ('happy', 'sad', 'it''s complicated');
+    CREATE DOMAIN price AS numeric(10,2) CHECK (VALUE >= 0);
+    CREATE DOMAIN short_label AS varchar(8);
+    CREATE TABLE every_type (
+        id int PRIMARY KEY,
+        c_bool bool,
+        c_int2 int2,
+        c_int4 int4,
+        c_int8 int8,
+        c_numeric numeric,
+        c_numeric_10_2 numeric(10,2),
+        c_float4 float4,
+        c_float8 float8,
+        c_text text,
+        c_varchar varchar(10),
+        c_char char(5),
+        c_bytea bytea,
+        c_date date,
+        c_time time,
+        c_time3 time(3),
+        c_timetz timetz,
+        c_timestamp timestamp,
+        c_timestamp0 timestamp(0),
+        c_timestamptz timestamptz,
+        c_timestamptz3 timestamptz(3),
+        c_interval interval,
+        c_uuid uuid,
+        c_json json,
+        c_jsonb jsonb,
+        c_int_array int[],
+        c_text_array text[],
+        c_numeric_array numeric(6,2)[],
+        c_date_array date[],
+        c_timestamptz_array timestamptz[],
+        c_mood_array mood[],
+        c_price_array price[],
+        c_mood mood,
+        c_price price,
+        c_label short_label,
+        c_inet inet,
+        c_cidr cidr,
+        c_macaddr macaddr,
+        c_macaddr8 macaddr8,
+        c_money money,
+        c_bit bit(4),
+        c_varbit varbit(16),
+        c_varbit_any varbit,
+        c_oid oid,
+        c_point point,
+        c_tsvector tsvector,
+        c_int2vector int2vector
+    );
+    CREATE TABLE full_identity (
+        k int,
+        part text,
+        n int,
+        big text,
+        PRIMARY KEY (part, k)
+    );
+    ALTER TABLE full_identity REPLICA IDENTITY FULL;
+    CREATE TABLE full_no_key (a int, b text);
+    ALTER TABLE full_no_key REPLICA IDENTITY FULL;
+";
+
+/// Rows of edge-case values; every column is also NULL in one row.
+pub const TYPE_MATRIX_ROWS: &str = r#"
+    INSERT INTO every_type VALUES (
+        1, true, 1, 2, 3, 12345.678, 12.50, 1.5, 2.25, 'plain', 'varchar', 'ab', '\x00ff10',
+        '2024-02-29', '13:45:06.000123', '13:45:06.123', '13:45:06+05:30', '2024-02-29 23:59:58.000007',
+        '2024-02-29 23:59:58', '2024-06-01 12:00:00.5+00', '2024-06-01 12:00:00.123+02',
+        '1 year 2 mons 3 days 04:05:06.000007', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+        '{"b": 1,  "a": [1, 2], "b": 2}', '{"b": 1, "a": [1, 2]}',
+        '{1,2,3}', '{a,b}', '{1.50,2.25}', '{2024-01-01,2024-12-31}',
+        '{"2024-01-01 00:00:00+00","2024-06-01 12:00:00+05:30"}', '{happy,sad}', '{1.00,2.50}',
+        'happy', 9.99, 'label', '192.168.1.5/24', '10.0.0.0/8', '08:00:2b:01:02:03',
+        '08:00:2b:01:02:03:04:05', '1234.56', B'0101', B'1', B'10101', 42, '(1,2)', 'a fat cat', '1 2'
+    );
+    INSERT INTO every_type VALUES (
+        2, false, -32768, -2147483648, -9223372036854775808, 'NaN', 'NaN', 'NaN', 'Infinity',
+        E'tab\there\nnew line \\ backslash "quote" \u00e9\u4e2d\U0001F680', '', '  x  ',
+        E'\\x005c0a09ff', '0001-01-01', '00:00:00', '24:00:00', '00:00:00-15:59', '0001-01-01 00:00:00',
+        '9999-12-31 23:59:59', '1970-01-01 00:00:00+00', '9999-12-31 23:59:59.999+00',
+        '-1 years -2 mons +3 days -04:05:06.000007', '00000000-0000-0000-0000-000000000000',
+        '[]', '{}', '{NULL,-1,NULL}', '{"","NULL",NULL,"a,b","q\"x","back\\slash"," lead"}',
+        '{-9999.99,NULL}', '{infinity,-infinity}', '{NULL}', '{"it''s complicated",NULL}', '{}',
+        'it''s complicated', 0, '', '::1', '2001:db8::/32', 'ff:ff:ff:ff:ff:ff',
+        'ff:ff:ff:ff:ff:ff:ff:ff', '-92233720368547758.08', B'0000', B'', B'0', 4294967295,
+        '(-1.5,1e+300)', '', '0'
+    );
+    INSERT INTO every_type (id) VALUES (3);
+    INSERT INTO every_type VALUES (
+        4, true, 32767, 2147483647, 9223372036854775807, '-Infinity', 99999999.99, '-Infinity',
+        '-0', repeat('long ', 1000), 'x', '12345', '\x', 'infinity', '23:59:59.999999', '00:00:00.001',
+        '23:59:59.999999+14', 'infinity', '-infinity', '-infinity', 'infinity',
+        interval '-178956970 years -8 mons -2147483648 days' + interval '-2562047788 hours -54.775808 seconds',
+        'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '"just a string"', 'null',
+        '[0:1]={7,8}', '{{a,b},{c,NULL}}', '{{1.00},{2.00}}', '{}', '{}', '{}', '{0.01}',
+        'sad', 0.01, 'abcdefgh', '0.0.0.0/0', '0.0.0.0/0', '00:00:00:00:00:00', '00:00:00:00:00:00:00:00',
+        '92233720368547758.07', B'1111', B'1111111111111111', repeat('01', 100)::varbit, 0,
+        '(0,0)', 'z:1A', '1'
+    );
+    INSERT INTO every_type (id, c_numeric, c_float4, c_float8, c_timestamptz, c_interval, c_time)
+    VALUES (5, 'Infinity', '1e-45', '1.7976931348623157e+308', '1969-12-31 23:59:59.999999+00',
+            '-00:00:00.000001', '12:00:00.5');
+"#;
