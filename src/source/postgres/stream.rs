@@ -295,6 +295,9 @@ fn connection_error(
 ) -> StreamError {
     use pgwire_replication::PgWireError;
     let kind = match error {
+        // The previous connection's walsender still holds the slot (a restart right after a
+        // crash): it lets go as soon as the server notices the old connection is gone.
+        PgWireError::Server(message) if message.contains("is active for PID") => ErrorKind::Retry,
         // Authentication and server-side refusals (missing slot or publication, no
         // REPLICATION attribute) need an operator; transport problems may pass.
         PgWireError::Auth(_) | PgWireError::Server(_) => ErrorKind::Operator,
