@@ -243,8 +243,6 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
            COMMIT;"],
     )
     .await;
-    // And across batches: only a small column changes.
-    run(&s.source, &["UPDATE shop.docs SET n = 5 WHERE id = 3"]).await;
     wait_pg_tables_equal(
         &mut s.tm,
         &s.source.client,
@@ -253,6 +251,26 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
         CONVERGE,
     )
     .await;
+    // Later batches: only a small column changes; then keys change, the TOASTed values (sent as
+    // unchanged) moving with their rows, also two in one transaction.
+    for statement in [
+        "UPDATE shop.docs SET n = 5 WHERE id = 3",
+        "UPDATE shop.docs SET id = 30 WHERE id = 3",
+        "BEGIN;
+         UPDATE shop.docs SET id = 40, n = 6 WHERE id = 30;
+         UPDATE shop.docs SET id = 10 WHERE id = 1;
+         COMMIT;",
+    ] {
+        run(&s.source, &[statement]).await;
+        wait_pg_tables_equal(
+            &mut s.tm,
+            &s.source.client,
+            &s.warehouse.client,
+            &tables,
+            CONVERGE,
+        )
+        .await;
+    }
     let unchanged_seen = s.tm.logs();
     assert!(
         !unchanged_seen.contains("were skipped"),

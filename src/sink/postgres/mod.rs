@@ -609,12 +609,26 @@ async fn load_table(
         } else {
             vec![Pass::All]
         };
+        if changes.has_unchanged && changes.has_deletes {
+            statements.push(sql::capture_moved_rows(target, &stage, &shape.key));
+        }
         for pass in passes {
+            statements.extend(sql::apply_by_key(
+                target,
+                &stage,
+                &columns,
+                &shape.key,
+                !changes.needs_dedupe(),
+                changes.has_deletes,
+                how,
+                pass,
+            ));
             if let Pass::Generation(g) = pass {
                 // Each generation sees the target as the previous ones left it.
                 for statement in statements.drain(..) {
                     apply_statement(tx, &statement, target, &range).await?;
                 }
+                // Partial rows still without a target row could not be applied.
                 let missing: i64 = tx
                     .query_one(
                         &sql::partial_rows_without_target(target, &stage, &shape.key, g),
@@ -627,16 +641,6 @@ async fn load_table(
                     .get(0);
                 skipped += missing.max(0) as u64;
             }
-            statements.extend(sql::apply_by_key(
-                target,
-                &stage,
-                &columns,
-                &shape.key,
-                !changes.needs_dedupe(),
-                changes.has_deletes,
-                how,
-                pass,
-            ));
         }
     }
     for statement in statements {

@@ -268,10 +268,39 @@ pub fn apply_by_key(
 WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_AT}) VALUES ({values}, now())"
         )];
     }
-    let mut statements = Vec::with_capacity(2);
+    let mut statements = Vec::with_capacity(5);
+    // A key change whose new row leaves columns unchanged is staged as the delete of the old
+    // key right before the partial row of the new one; the old row's values were kept in
+    // `moved_rows` (see [`capture_moved_rows`]) before any pass deleted it.
+    let moved = match pass {
+        Pass::Generation(_) if has_deletes => Some(moved_rows(stage)),
+        _ => None,
+    };
     if has_deletes {
         statements.push(format!(
             "DELETE FROM {target} AS t USING {source} AS s WHERE {on} AND s.{OP} = 'delete'"
+        ));
+    }
+    if let Some(moved) = &moved {
+        let values = data
+            .iter()
+            .map(|c| {
+                let name = c.replace('\'', "''");
+                let q = ident(c);
+                if key.iter().any(|k| k == *c) || [OP, POSITION, COMMIT_TS].contains(c) {
+                    format!("s.{q}")
+                } else {
+                    format!("CASE WHEN '{name}' = ANY(s.{UNCHANGED}) THEN m.{q} ELSE s.{q} END")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        statements.push(format!(
+            "INSERT INTO {target} ({insert_columns}, {LOADED_AT}) \
+             SELECT {values}, now() FROM {source} AS s JOIN {} AS m ON m.{MOVED_SEQ} = s.{SEQ} \
+             WHERE s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete' \
+             ON CONFLICT ({keys}) DO NOTHING",
+            ident(moved)
         ));
     }
     let set = updated()
@@ -300,6 +329,33 @@ ON CONFLICT ({keys}) DO UPDATE SET {set}"
         ));
     }
     statements
+}
+
+/// Column of [`moved_rows`] naming the partial row a kept row belongs to.
+const MOVED_SEQ: &str = "_tidemark_moved_seq";
+
+/// The temporary table of rows kept for key changes (see [`capture_moved_rows`]).
+fn moved_rows(stage: &str) -> String {
+    format!("{stage}_moved")
+}
+
+/// Before any pass: for every partial row that changes a key (staged right after the delete of
+/// its old key), the target's row under the old key, so the unchanged values can move with it.
+pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String]) -> String {
+    let old_on = key
+        .iter()
+        .map(|k| format!("o.{c} = d.{c}", c = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "CREATE TEMP TABLE {moved} ON COMMIT DROP AS SELECT s.{SEQ} AS {MOVED_SEQ}, o.* \
+         FROM {stage} AS s JOIN {stage} AS d ON d.{SEQ} = s.{SEQ} - 1 AND d.{OP} = 'delete' \
+         JOIN {target} AS o ON {old_on} \
+         WHERE s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete'",
+        moved = ident(&moved_rows(stage)),
+        stage = ident(stage),
+        target = table(t),
+    )
 }
 
 /// Partial rows of generation `g` whose key the target lacks: they cannot be applied (the
