@@ -4,39 +4,16 @@
 
 mod support;
 
-use std::path::Path;
-
+use support::pg_source::validated_pg_source;
 use support::pipeline::{Warehouse, fresh_warehouse, with_database};
-use tidemark::config::{Config, SourceConfig};
+use tidemark::config::SourceConfig;
 use tidemark::source::postgres::check::check_postgres_source;
 use tidemark::source::report::{CheckReport, CheckStatus};
 
 /// A validated Postgres source reading `url`, including `shop.*`, with its own slot and
 /// publication names.
 fn source(url: &str, names: &str) -> SourceConfig {
-    let text = format!(
-        r#"[group]
-name = "check-test"
-[warehouse]
-kind = "postgres"
-url = "postgres://unused@127.0.0.1:1/warehouse"
-[[sources]]
-id = "check-test"
-kind = "postgres"
-url = "${{SOURCE_URL}}"
-tenant = "t"
-region = "r"
-function = "f"
-include = ["shop.*"]
-snapshot = "never"
-slot = "{names}_slot"
-publication = "{names}_pub"
-"#
-    );
-    let env = |name: &str| (name == "SOURCE_URL").then(|| url.to_string());
-    let config = Config::from_str_with_env(&text, Path::new("postgres_check.toml"), &env)
-        .unwrap_or_else(|e| panic!("{e}"));
-    config.sources.into_iter().next().unwrap()
+    validated_pg_source("check-test", url, names)
 }
 
 /// A source database with the tables every case uses: a keyed table, a keyless one, one with

@@ -5,13 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::pg_source::SlotGuard;
+use support::pg_source::{SlotGuard, validated_pg_source};
 use support::pipeline::{Warehouse, fresh_warehouse, wait_until};
-use tidemark::config::{Config, SecretUrl, SourceConfig};
+use tidemark::config::{SecretUrl, SourceConfig};
 use tidemark::source::postgres::pgoutput::PgOutputMessage;
 use tidemark::source::postgres::slot::{
     StartDecision, WalPosition, create_slot, decide_start, ensure_publication, read_slot,
@@ -19,29 +18,7 @@ use tidemark::source::postgres::slot::{
 use tidemark::source::postgres::stream::{PgStream, StreamItem, StreamOptions};
 
 fn source(url: &str, names: &str) -> SourceConfig {
-    let text = format!(
-        r#"[group]
-name = "stream-test"
-[warehouse]
-kind = "postgres"
-url = "postgres://unused@127.0.0.1:1/warehouse"
-[[sources]]
-id = "stream-test"
-kind = "postgres"
-url = "${{SOURCE_URL}}"
-tenant = "t"
-region = "r"
-function = "f"
-include = ["shop.*"]
-snapshot = "never"
-slot = "{names}_slot"
-publication = "{names}_pub"
-"#
-    );
-    let env = |name: &str| (name == "SOURCE_URL").then(|| url.to_string());
-    let config = Config::from_str_with_env(&text, Path::new("postgres_stream.toml"), &env)
-        .unwrap_or_else(|e| panic!("{e}"));
-    config.sources.into_iter().next().unwrap()
+    validated_pg_source("stream-test", url, names)
 }
 
 /// Reads items until `enough` says so, or panics after 30 s.

@@ -4,7 +4,41 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use tidemark::config::{Config, SourceConfig};
+
 use super::pipeline::{Tidemark, pg_rows, poll};
+
+/// A validated Postgres source `id` reading the database at `url`, including `shop.*`, with slot
+/// `{names}_slot` and publication `{names}_pub` (unique names: test processes share the server).
+pub fn validated_pg_source(id: &str, url: &str, names: &str) -> SourceConfig {
+    let text = format!(
+        r#"[group]
+name = "{id}"
+[warehouse]
+kind = "postgres"
+url = "postgres://unused@127.0.0.1:1/warehouse"
+[[sources]]
+id = "{id}"
+kind = "postgres"
+url = "${{SOURCE_URL}}"
+tenant = "t"
+region = "r"
+function = "f"
+include = ["shop.*"]
+snapshot = "never"
+slot = "{names}_slot"
+publication = "{names}_pub"
+"#
+    );
+    let env = |name: &str| (name == "SOURCE_URL").then(|| url.to_string());
+    let config = Config::from_str_with_env(&text, std::path::Path::new("test.toml"), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    config
+        .sources
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no source in {text}"))
+}
 
 /// Every row of `table` (`schema.table` on the source, or `schema.table` in the warehouse) as
 /// the text of its `columns`, in a stable order.
