@@ -7,7 +7,8 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use support::pipeline::{Rng, Warehouse, fresh_warehouse, pg_client};
+use support::pg_source::incompressible_text;
+use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::source::postgres::pgoutput::{
     Begin, ColumnData, Commit, DataType, Lsn, OldTuple, Origin, PgOutputMessage, Relation,
     ReplicaIdentity, Truncate, TupleData, decode,
@@ -87,7 +88,7 @@ async fn scenario(db: &Warehouse, slot: &str) {
         .await
         .expect("create slot");
 
-    let blob = incompressible_text(10_000);
+    let blob = incompressible_text(10_000, 0x5EED);
     write_workload(client, slot, &blob).await;
 
     let text_rows = peek(client, slot, false).await;
@@ -575,15 +576,6 @@ async fn peek(client: &Client, slot: &str, binary: bool) -> Vec<(String, Bytes)>
         .expect("peek")
         .into_iter()
         .map(|row| (row.get(0), Bytes::from(row.get::<_, Vec<u8>>(1))))
-        .collect()
-}
-
-/// `len` letters and digits no compressor can shrink by much, so Postgres stores them TOASTed.
-fn incompressible_text(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = Rng::new(0x5EED);
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]))
         .collect()
 }
 

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::pg_source::{SlotGuard, wait_pg_tables_equal};
+use support::pg_source::{SlotGuard, parse_lsn, wait_pg_tables_equal};
 use support::pipeline::{
     GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, wait_checkpoint, wait_until,
 };
@@ -178,8 +178,7 @@ async fn the_slot_keeps_advancing_while_only_unpublished_tables_are_written() {
             .await
             .unwrap()
             .get(0);
-        let (high, low) = text.split_once('/').unwrap();
-        (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+        parse_lsn(&text)
     };
     let before = slot_position("restart_lsn").await;
     // About 64 MB of WAL for a table tidemark does not replicate.
@@ -200,9 +199,7 @@ async fn the_slot_keeps_advancing_while_only_unpublished_tables_are_written() {
         .await
         .unwrap()
         .get(0);
-    let (high, low) = written_to.split_once('/').unwrap();
-    let written_to =
-        (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap();
+    let written_to = parse_lsn(&written_to);
     assert!(
         written_to - before > 48 << 20,
         "the writes made only {} bytes of WAL",

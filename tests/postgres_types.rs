@@ -13,8 +13,10 @@ use std::pin::pin;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
-use support::pg_source::{TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, pg_table_diff};
-use support::pipeline::{Rng, Warehouse, fresh_warehouse, pg_client, pg_rows};
+use support::pg_source::{
+    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, incompressible_text, parse_lsn, pg_table_diff,
+};
+use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
 use tidemark::sink::postgres::postgres_type;
 use tidemark::sink::{TableChanges, TargetTable};
@@ -86,7 +88,7 @@ async fn scenario(source: &Warehouse, target: &Warehouse, slot: &str) {
         .await
         .expect("create slot");
     client.batch_execute(TYPE_MATRIX_ROWS).await.expect("rows");
-    let big = incompressible_text(10_000);
+    let big = incompressible_text(10_000, 0x7E57);
     client
         .execute("INSERT INTO full_identity VALUES (1, 'p', 1, $1)", &[&big])
         .await
@@ -367,21 +369,6 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .await
         .expect("time zone");
     pg_rows(client, sql).await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn parse_lsn(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').expect("an LSN");
-    (u64::from_str_radix(high, 16).expect("LSN high") << 32)
-        | u64::from_str_radix(low, 16).expect("LSN low")
-}
-
-/// `len` letters and digits no compressor can shrink by much, so Postgres stores them TOASTed.
-fn incompressible_text(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = Rng::new(0x7E57);
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]))
-        .collect()
 }
 
 async fn drop_slot(admin: &Client, name: &str) {

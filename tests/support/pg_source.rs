@@ -304,3 +304,21 @@ pub const TYPE_MATRIX_ROWS: &str = r#"
     VALUES (5, 'Infinity', '1e-45', '1.7976931348623157e+308', '1969-12-31 23:59:59.999999+00',
             '-00:00:00.000001', '12:00:00.5');
 "#;
+
+/// A Postgres LSN printed as `X/Y`, as a number.
+pub fn parse_lsn(text: &str) -> u64 {
+    let (high, low) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {text}"));
+    let part = |p: &str| u64::from_str_radix(p, 16).unwrap_or_else(|e| panic!("LSN {text}: {e}"));
+    (part(high) << 32) | part(low)
+}
+
+/// `len` letters and digits no compressor can shrink by much, so Postgres stores them TOASTed.
+pub fn incompressible_text(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = super::pipeline::Rng::new(seed);
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]))
+        .collect()
+}
