@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use support::pg_source::incompressible_text;
+use support::pg_source::{drop_slot, incompressible_text, named_for_dead_process};
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::source::postgres::pgoutput::{
     Begin, ColumnData, Commit, DataType, Lsn, OldTuple, Origin, PgOutputMessage, Relation,
@@ -581,14 +581,7 @@ async fn peek(client: &Client, slot: &str, binary: bool) -> Vec<(String, Bytes)>
 
 /// Drops the slot and the replication origin called `name`, if they exist.
 async fn drop_slot_and_origin(admin: &Client, name: &str) {
-    admin
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE slot_name = $1",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
+    drop_slot(admin, name).await;
     admin
         .execute(
             "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin \
@@ -611,11 +604,7 @@ async fn drop_leftovers_of_dead_processes(admin: &Client) {
         .expect("listing leftover slots");
     for row in rows {
         let name: String = row.get(0);
-        let dead = name
-            .strip_prefix(NAME_PREFIX)
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if dead {
+        if named_for_dead_process(&name, NAME_PREFIX) {
             drop_slot_and_origin(admin, &name).await;
         }
     }

@@ -14,7 +14,8 @@ use std::pin::pin;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, incompressible_text, parse_lsn, pg_table_diff,
+    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_slot, incompressible_text, named_for_dead_process,
+    parse_lsn, pg_table_diff,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
@@ -371,17 +372,6 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     pg_rows(client, sql).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn drop_slot(admin: &Client, name: &str) {
-    admin
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE slot_name = $1",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
-}
-
 /// Drops the slots this test left behind in processes that no longer run.
 async fn drop_slots_of_dead_processes(admin: &Client) {
     let rows = admin
@@ -393,11 +383,7 @@ async fn drop_slots_of_dead_processes(admin: &Client) {
         .expect("listing leftover slots");
     for row in rows {
         let name: String = row.get(0);
-        let dead = name
-            .strip_prefix(SLOT_PREFIX)
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if dead {
+        if named_for_dead_process(&name, SLOT_PREFIX) {
             drop_slot(admin, &name).await;
         }
     }

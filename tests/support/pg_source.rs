@@ -322,3 +322,23 @@ pub fn incompressible_text(len: usize, seed: u64) -> String {
         .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]))
         .collect()
 }
+
+/// Drops replication slot `name` if it exists (a slot holds WAL until dropped).
+pub async fn drop_slot(admin: &Client, name: &str) {
+    admin
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
+}
+
+/// True when `name` is `prefix` followed by the id of a process that no longer runs: what a
+/// test run that died left behind.
+pub fn named_for_dead_process(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
