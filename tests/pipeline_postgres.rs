@@ -267,13 +267,35 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
     )
     .await;
     // Later batches: only a small column changes; then keys change, the TOASTed values (sent as
-    // unchanged) moving with their rows, also two in one transaction.
+    // unchanged) moving with their rows, also two in one transaction. Each transaction is one
+    // batch, so the later ones move rows that the same batch changed before.
     for statement in [
         "UPDATE shop.docs SET n = 5 WHERE id = 3",
         "UPDATE shop.docs SET id = 30 WHERE id = 3",
         "BEGIN;
          UPDATE shop.docs SET id = 40, n = 6 WHERE id = 30;
          UPDATE shop.docs SET id = 10 WHERE id = 1;
+         COMMIT;",
+        // Changed, then moved, then changed again under its new key.
+        "BEGIN;
+         UPDATE shop.docs SET a = 'fresh ' || repeat('y', 9000) WHERE id = 10;
+         UPDATE shop.docs SET id = 11 WHERE id = 10;
+         UPDATE shop.docs SET n = 7 WHERE id = 11;
+         COMMIT;",
+        // Two rows swap keys through a temporary one.
+        "BEGIN;
+         UPDATE shop.docs SET id = -1 WHERE id = 11;
+         UPDATE shop.docs SET id = 11 WHERE id = 40;
+         UPDATE shop.docs SET id = 40 WHERE id = -1;
+         COMMIT;",
+        // Inserted and moved in one batch; a moved row's old key reused at once.
+        "BEGIN;
+         INSERT INTO shop.docs VALUES (50, repeat('p', 9000), repeat('q', 9000), 0);
+         UPDATE shop.docs SET id = 51 WHERE id = 50;
+         UPDATE shop.docs SET n = 8 WHERE id = 51;
+         UPDATE shop.docs SET id = 60 WHERE id = 2;
+         INSERT INTO shop.docs VALUES (2, repeat('r', 9000), 'two', 9);
+         UPDATE shop.docs SET n = 10 WHERE id = 2;
          COMMIT;",
     ] {
         run(&s.source, &[statement]).await;

@@ -11,6 +11,13 @@
 //! later; the loader applies generation by generation, each holding a key at most once. A later
 //! complete change supersedes the whole chain again.
 //!
+//! A key change whose new row leaves values unchanged (a *move*: the delete of the old key and the
+//! partial row of the new one) takes those values from the old key's row as the warehouse holds
+//! it when the move's generation is applied. Both halves therefore go one generation after
+//! everything staged before for either key, and the old key's chain up to the move is *pinned*:
+//! a later complete change of the old key supersedes only what came after the move, and goes a
+//! generation after it, so the moved values are read before they are overwritten.
+//!
 //! Keys compare exactly: one integer column by value, anything else by an unambiguous byte
 //! encoding of its values. When exactness cannot be kept cheaply (an unusual key value, a rolled
 //! back transaction whose rows were indexed, more rows than the index can number), the index
@@ -36,8 +43,8 @@ pub struct LastChange {
     key_heap_bytes: usize,
     /// True when some key was written twice (dead rows exist, or would, had the index been on).
     repeated: bool,
-    /// Rows of generation 1 and later: their generation and the live row before them.
-    chained: HashMap<u32, (u32, u32)>,
+    /// Rows of generation 1 and later, and the old-key halves of moves: how they chain.
+    chained: HashMap<u32, Link>,
     /// The highest generation handed out.
     max_generation: u32,
 }
@@ -53,8 +60,19 @@ enum Keys {
     UInt(HashMap<u64, u32>),
     /// Any other key, as the exact encoding of [`encode_key`].
     Encoded(HashMap<Box<[u8]>, u32>),
-    /// Exactness could not be kept: every row is live.
+    /// Exactness could not be kept: no further row is marked dead.
     Off,
+}
+
+/// Where a chained row stands in its key's chain.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    generation: u32,
+    /// The key's live row before this one, if any.
+    before: Option<u32>,
+    /// The old-key half of a move: a later row of the key must not supersede it or the rows
+    /// before it, since the move reads the key's row as they leave it.
+    pinned: bool,
 }
 
 impl LastChange {
@@ -64,13 +82,84 @@ impl LastChange {
     /// previous live row. Returns the row's generation (0 when the index is off: the caller
     /// orders such rows itself).
     pub fn record(&mut self, values: &[Value], key: &[usize], row: u64, partial: bool) -> u32 {
-        if matches!(self.keys, Keys::Off) {
-            return 0;
-        }
-        let Ok(row) = u32::try_from(row) else {
-            self.turn_off();
+        let Some(row) = self.row_number(row) else {
             return 0;
         };
+        let Some(earlier) = self.replace_last(values, key, row) else {
+            return 0;
+        };
+        let Some(earlier) = earlier else {
+            return 0;
+        };
+        self.repeated = true;
+        if partial {
+            let generation = self.generation(earlier) + 1;
+            self.chain(row, generation, Some(earlier), false);
+            return generation;
+        }
+        // A complete change: the chain before it is superseded, back to the latest move that
+        // reads it.
+        let mut dead = Some(earlier);
+        while let Some(earlier) = dead {
+            let link = self.chained.get(&earlier).copied();
+            if let Some(move_out) = link.filter(|link| link.pinned) {
+                let generation = move_out.generation + 1;
+                self.chain(row, generation, Some(earlier), false);
+                return generation;
+            }
+            self.mark_dead(u64::from(earlier));
+            self.chained.remove(&earlier);
+            dead = link.and_then(|link| link.before);
+        }
+        0
+    }
+
+    /// Records a key change whose new row leaves values unchanged: `delete_row` deletes the old
+    /// key (`before`), `partial_row` writes the new one (`after`). Returns the generation both go
+    /// in (0 when the index is off).
+    pub fn record_move(
+        &mut self,
+        key: &[usize],
+        before: &[Value],
+        delete_row: u64,
+        after: &[Value],
+        partial_row: u64,
+    ) -> u32 {
+        let (Some(delete_row), Some(partial_row)) =
+            (self.row_number(delete_row), self.row_number(partial_row))
+        else {
+            return 0;
+        };
+        let Some(old) = self.replace_last(before, key, delete_row) else {
+            return 0;
+        };
+        let Some(new) = self.replace_last(after, key, partial_row) else {
+            return 0;
+        };
+        self.repeated |= old.is_some() || new.is_some();
+        let after_chain =
+            |index: &Self, earlier: Option<u32>| earlier.map_or(0, |row| index.generation(row) + 1);
+        let generation = after_chain(self, old).max(after_chain(self, new));
+        self.chain(delete_row, generation, old, true);
+        self.chain(partial_row, generation, new, false);
+        generation
+    }
+
+    /// `row` as the index numbers rows; turns the index off past `u32::MAX` rows.
+    fn row_number(&mut self, row: u64) -> Option<u32> {
+        if matches!(self.keys, Keys::Off) {
+            return None;
+        }
+        let number = u32::try_from(row).ok();
+        if number.is_none() {
+            self.turn_off();
+        }
+        number
+    }
+
+    /// Makes `row` the last row of its key; returns the key's previous last row, or `None` when
+    /// the key could not be indexed (the index is then off).
+    fn replace_last(&mut self, values: &[Value], key: &[usize], row: u32) -> Option<Option<u32>> {
         if matches!(self.keys, Keys::Empty) {
             self.keys = match key {
                 [k] if matches!(values.get(*k), Some(Value::Int(_))) => Keys::Int(HashMap::new()),
@@ -80,54 +169,43 @@ impl LastChange {
         }
         let earlier = match (&mut self.keys, key) {
             (Keys::Int(map), [k]) => match values.get(*k) {
-                Some(Value::Int(v)) => map.insert(*v, row),
-                _ => return self.off(),
+                Some(Value::Int(v)) => Some(map.insert(*v, row)),
+                _ => None,
             },
             (Keys::UInt(map), [k]) => match values.get(*k) {
-                Some(Value::UInt(v)) => map.insert(*v, row),
-                _ => return self.off(),
+                Some(Value::UInt(v)) => Some(map.insert(*v, row)),
+                _ => None,
             },
-            (Keys::Encoded(map), _) => {
-                let Some(encoded) = encode_key(values, key) else {
-                    return self.off();
-                };
+            (Keys::Encoded(map), _) => encode_key(values, key).map(|encoded| {
                 let len = encoded.len();
                 let earlier = map.insert(encoded, row);
                 if earlier.is_none() {
                     self.key_heap_bytes += len;
                 }
                 earlier
-            }
-            _ => return self.off(),
+            }),
+            _ => None,
         };
-        let Some(earlier) = earlier else {
-            return 0;
-        };
-        self.repeated = true;
-        if partial {
-            let generation = self.generation(earlier) + 1;
-            self.chained.insert(row, (generation, earlier));
-            self.max_generation = self.max_generation.max(generation);
-            return generation;
+        if earlier.is_none() {
+            self.stop_marking();
         }
-        // A complete change: the whole chain before it is superseded.
-        let mut dead = Some(earlier);
-        while let Some(row) = dead {
-            self.mark_dead(u64::from(row));
-            dead = self.chained.remove(&row).map(|(_, before)| before);
-        }
-        0
+        earlier
     }
 
-    fn off(&mut self) -> u32 {
-        self.turn_off();
-        0
+    fn chain(&mut self, row: u32, generation: u32, before: Option<u32>, pinned: bool) {
+        self.max_generation = self.max_generation.max(generation);
+        self.chained.insert(
+            row,
+            Link {
+                generation,
+                before,
+                pinned,
+            },
+        );
     }
 
     fn generation(&self, row: u32) -> u32 {
-        self.chained
-            .get(&row)
-            .map_or(0, |(generation, _)| *generation)
+        self.chained.get(&row).map_or(0, |link| link.generation)
     }
 
     /// The highest generation of a live row (0: one pass applies everything).
@@ -138,9 +216,15 @@ impl LastChange {
     /// Forgets the index for the rest of the batch: every row is live from now on, and
     /// [`LastChange::live_rows_unique`] is false.
     pub fn turn_off(&mut self) {
-        self.keys = Keys::Off;
+        self.stop_marking();
         self.dead = Vec::new();
         self.dead_rows = 0;
+    }
+
+    /// Marks no further row dead (the rows marked so far stay dead: the rows that superseded
+    /// them are still staged); [`LastChange::live_rows_unique`] is false from now on.
+    fn stop_marking(&mut self) {
+        self.keys = Keys::Off;
         self.key_heap_bytes = 0;
         self.chained = HashMap::new();
     }
@@ -273,13 +357,57 @@ mod tests {
     }
 
     #[test]
-    fn an_unexpected_key_value_turns_the_index_off_and_keeps_every_row() {
+    fn an_unexpected_key_value_stops_the_index_and_keeps_every_later_row() {
         let mut index = LastChange::default();
         index.record(&[Value::Int(1)], &[0], 0, false);
         index.record(&[Value::Int(1)], &[0], 1, false);
         index.record(&[Value::UInt(1)], &[0], 2, false);
-        assert_eq!(live(&index, 3), vec![0, 1, 2]);
+        index.record(&[Value::Int(1)], &[0], 3, false);
+        // Row 0 was superseded by row 1, which is still staged; nothing after is judged.
+        assert_eq!(live(&index, 4), vec![1, 2, 3]);
         assert!(!index.live_rows_unique(), "the warehouse must dedupe");
+    }
+
+    #[test]
+    fn a_rollback_turns_the_index_off_and_revives_every_row() {
+        let mut index = LastChange::default();
+        index.record(&[Value::Int(1)], &[0], 0, false);
+        index.record(&[Value::Int(1)], &[0], 1, false);
+        index.turn_off();
+        assert_eq!(live(&index, 2), vec![0, 1]);
+        assert!(!index.live_rows_unique());
+    }
+
+    #[test]
+    fn a_move_goes_after_both_keys_chains_and_pins_the_old_one() {
+        let mut index = LastChange::default();
+        let k = |id| [Value::Int(id)];
+        // Row 0 changes key 1; rows 1 and 2 move it to key 2, leaving values unchanged.
+        assert_eq!(index.record(&k(1), &[0], 0, false), 0);
+        assert_eq!(index.record_move(&[0], &k(1), 1, &k(2), 2), 1);
+        // A new row under key 1 must not supersede row 0: the move reads what it left.
+        assert_eq!(index.record(&k(1), &[0], 3, false), 2);
+        assert_eq!(live(&index, 4), vec![0, 1, 2, 3]);
+        // A complete change of key 2 supersedes the moved-in row only.
+        assert_eq!(index.record(&k(2), &[0], 4, false), 0);
+        assert_eq!(live(&index, 5), vec![0, 1, 3, 4]);
+        // Another complete change of key 1 supersedes row 3, back to the move.
+        assert_eq!(index.record(&k(1), &[0], 5, false), 2);
+        assert_eq!(live(&index, 6), vec![0, 1, 4, 5]);
+        assert_eq!(index.max_generation(), 2);
+    }
+
+    #[test]
+    fn a_swap_through_a_temporary_key_applies_one_move_per_generation() {
+        let mut index = LastChange::default();
+        let k = |id| [Value::Int(id)];
+        // 1 -> -1, 2 -> 1, -1 -> 2: each move reads the row the previous one left.
+        assert_eq!(index.record_move(&[0], &k(1), 0, &k(-1), 1), 0);
+        assert_eq!(index.record_move(&[0], &k(2), 2, &k(1), 3), 1);
+        assert_eq!(index.record_move(&[0], &k(-1), 4, &k(2), 5), 2);
+        assert_eq!(live(&index, 6), vec![0, 1, 2, 3, 4, 5]);
+        // A partial change of a moved-in row chains after its move.
+        assert_eq!(index.record(&k(2), &[0], 6, true), 3);
     }
 
     #[test]

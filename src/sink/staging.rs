@@ -327,7 +327,9 @@ impl TableChanges {
         if self.rows > mark.rows {
             // The discarded rows may have superseded kept ones; undoing that exactly would cost
             // memory on every transaction for a rare event, so this batch keeps every row and
-            // leaves the last change per key to the warehouse.
+            // leaves the last change per key to the warehouse. (Revived rows keep their
+            // generations, which is only exact without partial rows; no source sends both: the
+            // binlog never leaves values unchanged, pgoutput never sends a rolled back change.)
             self.last_change.turn_off();
         }
         self.rows = mark.rows;
@@ -487,20 +489,45 @@ impl TableChanges {
             }
             Op::Update => {
                 let after = image(&event.after)?;
-                if event.table.has_key() {
-                    let before = image(&event.before)?;
-                    let key_changed = event.table.primary_key.iter().any(|&k| {
+                let before = match event.table.has_key() {
+                    true => Some(image(&event.before)?),
+                    false => None,
+                };
+                let key_changed = before.is_some_and(|before| {
+                    key.iter().any(|&k| {
                         matches!(
                             (before.get(k), after.get(k)),
                             (Some(b), Some(a)) if b != a && !matches!(a, Value::Unchanged)
                         )
-                    });
-                    if key_changed {
+                    })
+                });
+                match before {
+                    Some(before) if key_changed && !unchanged.is_empty() => {
+                        // A move: the new row's unchanged values are the old key's, as the
+                        // warehouse holds them when this generation applies. The delete of the
+                        // old key is staged right before the new row, in the same generation.
+                        let mut generation =
+                            last_change.record_move(key, before, *rows, after, *rows + 1);
+                        if !last_change.live_rows_unique() {
+                            let current = epoch.get_or_insert(last_change.max_generation() + 1);
+                            *current += 1;
+                            generation = *current;
+                        }
+                        self.has_deletes = true;
+                        encoder.write_row(segment, next_seq, "delete", before, &[], generation)?;
+                        *rows += 1;
+                        encoder.write_row(
+                            segment, next_seq, "update", after, &unchanged, generation,
+                        )?;
+                        *rows += 1;
+                    }
+                    Some(before) if key_changed => {
                         emit(&mut encoder, segment, "delete", before, &[])?;
+                        emit(&mut encoder, segment, "update", after, &[])?;
                         self.has_deletes = true;
                     }
+                    _ => emit(&mut encoder, segment, "update", after, &unchanged)?,
                 }
-                emit(&mut encoder, segment, "update", after, &unchanged)?;
             }
             Op::Truncate => {}
         }
@@ -1146,6 +1173,74 @@ mod tests {
         changes.reset_to(mark).unwrap();
         assert!(changes.needs_dedupe());
         assert_eq!(text_of(&mut changes).lines().count(), 2);
+    }
+
+    #[test]
+    fn a_key_change_leaving_values_unchanged_stages_both_halves_in_one_generation() {
+        let int = ColumnType::Int {
+            bits: 32,
+            unsigned: false,
+        };
+        let text = ColumnType::Text {
+            max_bytes: None,
+            charset: "utf8mb4".into(),
+        };
+        let t = schema(&[("id", int), ("doc", text)], &[0]);
+        let row = |id: i64, doc: Value| vec![Value::Int(id), doc];
+        let moved = |from, to| {
+            change(
+                &t,
+                Op::Update,
+                Some(row(from, Value::Unchanged)),
+                Some(row(to, Value::Unchanged)),
+            )
+        };
+        let insert = |id| change(&t, Op::Insert, None, Some(row(id, Value::Text("d".into()))));
+        // (op, key, generation) of every staged row: seq, op, position and commit time come
+        // first, then (in segments with partial rows) the unchanged columns and the generation.
+        let staged = |changes: &mut TableChanges| -> Vec<(String, String, u32)> {
+            text_of(changes)
+                .lines()
+                .map(|line| {
+                    let fields: Vec<&str> = line.split('\t').collect();
+                    match fields[..] {
+                        [_, op, _, _, id, _] => (op.into(), id.into(), 0),
+                        [_, op, _, _, _, generation, id, _] => {
+                            (op.into(), id.into(), generation.parse().unwrap())
+                        }
+                        _ => panic!("unexpected row {line:?}"),
+                    }
+                })
+                .collect()
+        };
+        for rolled_back in [false, true] {
+            let mut changes = TableChanges::new(t.id.clone(), target());
+            let mut seq = 0;
+            changes.push(&insert(1), &mut seq).unwrap();
+            if rolled_back {
+                // The index is off for the rest of the batch; arrival order decides.
+                let mark = changes.mark();
+                changes.push(&insert(9), &mut seq).unwrap();
+                changes.reset_to(mark).unwrap();
+            }
+            changes.push(&moved(1, 2), &mut seq).unwrap();
+            changes.push(&insert(1), &mut seq).unwrap();
+            let rows = staged(&mut changes);
+            let generation = |i: usize| rows[i].2;
+            assert_eq!(rows.len(), 4, "{rows:?}");
+            assert_eq!((&*rows[1].0, &*rows[1].1), ("delete", "1"), "{rows:?}");
+            assert_eq!((&*rows[2].0, &*rows[2].1), ("update", "2"), "{rows:?}");
+            assert_eq!(generation(1), generation(2), "{rows:?}");
+            assert!(generation(0) < generation(1), "{rows:?}");
+            // The new row under the old key applies after the move has read the old one: in a
+            // later generation, or (without the index) in the same one, after the capture that
+            // starts it.
+            if rolled_back {
+                assert!(generation(1) <= generation(3), "{rows:?}");
+            } else {
+                assert!(generation(1) < generation(3), "{rows:?}");
+            }
+        }
     }
 
     #[test]

@@ -609,10 +609,10 @@ async fn load_table(
         } else {
             vec![Pass::All]
         };
-        if changes.has_unchanged && changes.has_deletes {
-            statements.push(sql::capture_moved_rows(target, &stage, &shape.key));
-        }
         for pass in passes {
+            if let (Pass::Generation(g), true) = (pass, changes.has_deletes) {
+                statements.push(sql::capture_moved_rows(target, &stage, &shape.key, g));
+            }
             statements.extend(sql::apply_by_key(
                 target,
                 &stage,

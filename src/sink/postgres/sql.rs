@@ -270,10 +270,10 @@ WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_A
     }
     let mut statements = Vec::with_capacity(5);
     // A key change whose new row leaves columns unchanged is staged as the delete of the old
-    // key right before the partial row of the new one; the old row's values were kept in
-    // `moved_rows` (see [`capture_moved_rows`]) before any pass deleted it.
+    // key right before the partial row of the new one, both in one generation; the old row's
+    // values were kept in `moved_rows` (see [`capture_moved_rows`]) before this pass deletes it.
     let moved = match pass {
-        Pass::Generation(_) if has_deletes => Some(moved_rows(stage)),
+        Pass::Generation(g) if has_deletes => Some(moved_rows(stage, g)),
         _ => None,
     };
     if has_deletes {
@@ -334,14 +334,16 @@ ON CONFLICT ({keys}) DO UPDATE SET {set}"
 /// Column of [`moved_rows`] naming the partial row a kept row belongs to.
 const MOVED_SEQ: &str = "_tidemark_moved_seq";
 
-/// The temporary table of rows kept for key changes (see [`capture_moved_rows`]).
-fn moved_rows(stage: &str) -> String {
-    format!("{stage}_moved")
+/// The temporary table of rows kept for generation `g`'s key changes (see
+/// [`capture_moved_rows`]).
+fn moved_rows(stage: &str, g: u32) -> String {
+    format!("{stage}_moved_{g}")
 }
 
-/// Before any pass: for every partial row that changes a key (staged right after the delete of
-/// its old key), the target's row under the old key, so the unchanged values can move with it.
-pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String]) -> String {
+/// Before generation `g` applies: for each of its partial rows that changes a key (staged right
+/// after the delete of its old key), the target's row under the old key as the earlier
+/// generations left it, so the unchanged values can move with it.
+pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String], g: u32) -> String {
     let old_on = key
         .iter()
         .map(|k| format!("o.{c} = d.{c}", c = ident(k)))
@@ -351,8 +353,9 @@ pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String]) -> Strin
         "CREATE TEMP TABLE {moved} ON COMMIT DROP AS SELECT s.{SEQ} AS {MOVED_SEQ}, o.* \
          FROM {stage} AS s JOIN {stage} AS d ON d.{SEQ} = s.{SEQ} - 1 AND d.{OP} = 'delete' \
          JOIN {target} AS o ON {old_on} \
-         WHERE s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete'",
-        moved = ident(&moved_rows(stage)),
+         WHERE s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete' \
+         AND coalesce(s.{GENERATION}, 0) = {g}",
+        moved = ident(&moved_rows(stage, g)),
         stage = ident(stage),
         target = table(t),
     )
