@@ -124,6 +124,51 @@ async fn every_kind_of_change_lands_equal() {
         CONVERGE,
     )
     .await;
+
+    // A dropped column (kept in the warehouse), a widened and a retyped one, then values only
+    // the new types hold.
+    run(
+        &s.source,
+        &[
+            "ALTER TABLE shop.orders DROP COLUMN note",
+            "ALTER TABLE shop.orders ALTER COLUMN qty TYPE bigint",
+            "ALTER TABLE shop.orders ALTER COLUMN amount TYPE numeric(20,4)",
+            "UPDATE shop.orders SET qty = 5000000000 + id, amount = 1234567890123.4567",
+            "INSERT INTO shop.orders (id, qty, amount) VALUES (3, -5000000000, 0.0001)",
+        ],
+    )
+    .await;
+    wait_pg_tables_equal(
+        &mut s.tm,
+        &s.source.client,
+        &s.warehouse.client,
+        &tables[..1],
+        CONVERGE,
+    )
+    .await;
+    let warehouse_types: Vec<(String, String)> = s
+        .warehouse
+        .client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = 'orders' AND column_name IN ('qty', 'amount', 'note')
+             ORDER BY column_name",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        warehouse_types,
+        [
+            ("amount".to_string(), "numeric".to_string()),
+            ("note".to_string(), "text".to_string()),
+            ("qty".to_string(), "bigint".to_string()),
+        ],
+        "retyped columns follow the source, the dropped one is kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
