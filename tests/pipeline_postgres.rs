@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::pg_source::{SlotGuard, parse_lsn, wait_pg_tables_equal};
+use support::pg_source::{SlotGuard, TablePair, parse_lsn, wait_pg_tables_equal};
 use support::pipeline::{
     GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, wait_checkpoint, wait_until,
 };
@@ -54,6 +54,18 @@ async fn setup(hint: &str, ddl: &str) -> Setup {
     }
 }
 
+/// Waits until each `(source, target)` table pair holds the same rows.
+async fn converge(s: &mut Setup, tables: &[TablePair<'_>]) {
+    wait_pg_tables_equal(
+        &mut s.tm,
+        &s.source.client,
+        &s.warehouse.client,
+        tables,
+        CONVERGE,
+    )
+    .await;
+}
+
 async fn run(db: &Warehouse, statements: &[&str]) {
     for statement in statements {
         db.client
@@ -96,14 +108,7 @@ async fn every_kind_of_change_lands_equal() {
         (("shop", "orders"), (schema, "orders")),
         (("shop", "events"), (schema, "events")),
     ];
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        &tables,
-        CONVERGE,
-    )
-    .await;
+    converge(&mut s, &tables).await;
 
     // TRUNCATE, then rows again; a new column.
     run(
@@ -116,14 +121,7 @@ async fn every_kind_of_change_lands_equal() {
         ],
     )
     .await;
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        &tables[..1],
-        CONVERGE,
-    )
-    .await;
+    converge(&mut s, &tables[..1]).await;
 
     // A dropped column (kept in the warehouse), a widened and a retyped one, then values only
     // the new types hold.
@@ -138,14 +136,7 @@ async fn every_kind_of_change_lands_equal() {
         ],
     )
     .await;
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        &tables[..1],
-        CONVERGE,
-    )
-    .await;
+    converge(&mut s, &tables[..1]).await;
     let warehouse_types: Vec<(String, String)> = s
         .warehouse
         .client
@@ -282,14 +273,7 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
            SELECT g, repeat('a', 9000) || g, repeat('b', 9000) || g, 0 FROM generate_series(1, 3) g"],
     )
     .await;
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        &tables,
-        CONVERGE,
-    )
-    .await;
+    converge(&mut s, &tables).await;
     // One transaction, so one batch: several updates of one row, each leaving a different set
     // of TOASTed columns unchanged.
     run(
@@ -303,14 +287,7 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
            COMMIT;"],
     )
     .await;
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        &tables,
-        CONVERGE,
-    )
-    .await;
+    converge(&mut s, &tables).await;
     // Later batches: only a small column changes; then keys change, the TOASTed values (sent as
     // unchanged) moving with their rows, also two in one transaction. Each transaction is one
     // batch, so the later ones move rows that the same batch changed before.
@@ -344,14 +321,7 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
          COMMIT;",
     ] {
         run(&s.source, &[statement]).await;
-        wait_pg_tables_equal(
-            &mut s.tm,
-            &s.source.client,
-            &s.warehouse.client,
-            &tables,
-            CONVERGE,
-        )
-        .await;
+        converge(&mut s, &tables).await;
     }
     let unchanged_seen = s.tm.logs();
     assert!(

@@ -908,6 +908,19 @@ mod tests {
         }
     }
 
+    /// The column types of the tables with unchanged values: INT and TEXT.
+    fn int_and_text() -> (ColumnType, ColumnType) {
+        let int = ColumnType::Int {
+            bits: 32,
+            unsigned: false,
+        };
+        let text = ColumnType::Text {
+            max_bytes: None,
+            charset: "utf8mb4".into(),
+        };
+        (int, text)
+    }
+
     /// A table whose only column is its INT key `id`.
     fn id_only_table() -> Arc<TableSchema> {
         schema(
@@ -1177,14 +1190,7 @@ mod tests {
 
     #[test]
     fn a_key_change_leaving_values_unchanged_stages_both_halves_in_one_generation() {
-        let int = ColumnType::Int {
-            bits: 32,
-            unsigned: false,
-        };
-        let text = ColumnType::Text {
-            max_bytes: None,
-            charset: "utf8mb4".into(),
-        };
+        let (int, text) = int_and_text();
         let t = schema(&[("id", int), ("doc", text)], &[0]);
         let row = |id: i64, doc: Value| vec![Value::Int(id), doc];
         let moved = |from, to| {
@@ -1245,14 +1251,7 @@ mod tests {
 
     #[test]
     fn rows_leaving_columns_unchanged_name_them_and_chain_their_key() {
-        let int = ColumnType::Int {
-            bits: 32,
-            unsigned: false,
-        };
-        let text = ColumnType::Text {
-            max_bytes: None,
-            charset: "utf8mb4".into(),
-        };
+        let (int, text) = int_and_text();
         let t = schema(&[("id", int), ("Doc\"x", text.clone()), ("n", text)], &[0]);
         let row = |id: i64, doc: Value, n: &str| vec![Value::Int(id), doc, Value::Text(n.into())];
         let mut changes = TableChanges::new(t.id.clone(), target());
