@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{SecretUrl, SourceConfig};
+use crate::source::postgres::slot::USER_TABLES;
 use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Longest wait for the connection, and then for all the queries.
@@ -210,14 +211,13 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
     };
     let tables = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
-                EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                pg_has_role(current_user, c.relowner, 'USAGE'),
-                has_table_privilege(c.oid, 'SELECT')
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-               AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-             ORDER BY 1, 2",
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                    pg_has_role(current_user, c.relowner, 'USAGE'),
+                    has_table_privilege(c.oid, 'SELECT')
+                 {USER_TABLES}"
+            ),
             &[],
         )
         .await

@@ -264,6 +264,13 @@ pub async fn create_slot(client: &Client, source: &SourceConfig) -> Result<WalPo
     })
 }
 
+/// The tables a publication may hold, as `c` (`pg_class`) and `n` (`pg_namespace`), by schema
+/// and name: tables and partitioned tables outside the system schemas, not their partitions.
+pub(super) const USER_TABLES: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+       AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+     ORDER BY 1, 2";
+
 /// Creates the source's publication when it does not exist: for the included tables that exist
 /// now, or `FOR ALL TABLES` when configured. An existing publication is used as it is (`tidemark
 /// check` reports included tables it lacks). Returns true when it was created.
@@ -285,11 +292,7 @@ pub async fn ensure_publication(client: &Client, source: &SourceConfig) -> Resul
     } else {
         let rows = client
             .query(
-                "SELECT n.nspname::text, c.relname::text
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-                   AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-                 ORDER BY 1, 2",
+                &format!("SELECT n.nspname::text, c.relname::text {USER_TABLES}"),
                 &[],
             )
             .await
