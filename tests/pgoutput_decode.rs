@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use support::pg_source::{drop_slot, incompressible_text, named_for_dead_process};
+use support::pg_source::{drop_slot, incompressible_text, leftovers_of_dead_processes, peek_slot};
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::source::postgres::pgoutput::{
     Begin, ColumnData, Commit, DataType, Lsn, OldTuple, Origin, PgOutputMessage, Relation,
@@ -565,18 +565,12 @@ async fn peek(client: &Client, slot: &str, binary: bool) -> Vec<(String, Bytes)>
         .await
         .expect("session settings");
     let binary = if binary { "true" } else { "false" };
-    client
-        .query(
-            "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-             'proto_version', '1', 'publication_names', 'tidemark_pub', 'messages', 'true', \
-             'binary', $2)",
-            &[&slot, &binary],
-        )
-        .await
-        .expect("peek")
-        .into_iter()
-        .map(|row| (row.get(0), Bytes::from(row.get::<_, Vec<u8>>(1))))
-        .collect()
+    let options = [
+        ("publication_names", "tidemark_pub"),
+        ("messages", "true"),
+        ("binary", binary),
+    ];
+    peek_slot(client, slot, &options).await
 }
 
 /// Drops the slot and the replication origin called `name`, if they exist.
@@ -594,18 +588,7 @@ async fn drop_slot_and_origin(admin: &Client, name: &str) {
 
 /// Drops the slots and origins this test left behind in processes that no longer run.
 async fn drop_leftovers_of_dead_processes(admin: &Client) {
-    let rows = admin
-        .query(
-            "SELECT slot_name::text FROM pg_replication_slots WHERE starts_with(slot_name::text, $1) \
-             UNION SELECT roname FROM pg_replication_origin WHERE starts_with(roname, $1)",
-            &[&NAME_PREFIX],
-        )
-        .await
-        .expect("listing leftover slots");
-    for row in rows {
-        let name: String = row.get(0);
-        if named_for_dead_process(&name, NAME_PREFIX) {
-            drop_slot_and_origin(admin, &name).await;
-        }
+    for name in leftovers_of_dead_processes(admin, NAME_PREFIX).await {
+        drop_slot_and_origin(admin, &name).await;
     }
 }

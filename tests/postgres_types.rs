@@ -14,8 +14,8 @@ use std::pin::pin;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_slot, incompressible_text, named_for_dead_process,
-    parse_lsn, pg_table_diff,
+    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_slot, incompressible_text,
+    leftovers_of_dead_processes, parse_lsn, peek_slot, pg_table_diff,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
@@ -186,18 +186,10 @@ async fn read_slot(client: &Client, slot: &str) -> Vec<(Lsn, PgOutputMessage)> {
         .batch_execute(&settings)
         .await
         .expect("session settings");
-    client
-        .query(
-            "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-             'proto_version', '1', 'publication_names', $2)",
-            &[&slot, &PUBLICATION],
-        )
+    peek_slot(client, slot, &[("publication_names", PUBLICATION)])
         .await
-        .expect("peek")
         .into_iter()
-        .map(|row| {
-            let lsn: String = row.get(0);
-            let data = Bytes::from(row.get::<_, Vec<u8>>(1));
+        .map(|(lsn, data)| {
             let message = decode(&data).unwrap_or_else(|e| panic!("at {lsn}: {e}"));
             (Lsn(parse_lsn(&lsn)), message)
         })
@@ -374,17 +366,7 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
 
 /// Drops the slots this test left behind in processes that no longer run.
 async fn drop_slots_of_dead_processes(admin: &Client) {
-    let rows = admin
-        .query(
-            "SELECT slot_name::text FROM pg_replication_slots WHERE starts_with(slot_name::text, $1)",
-            &[&SLOT_PREFIX],
-        )
-        .await
-        .expect("listing leftover slots");
-    for row in rows {
-        let name: String = row.get(0);
-        if named_for_dead_process(&name, SLOT_PREFIX) {
-            drop_slot(admin, &name).await;
-        }
+    for name in leftovers_of_dead_processes(admin, SLOT_PREFIX).await {
+        drop_slot(admin, &name).await;
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
 
 use tidemark::config::{Config, SourceConfig};
 
@@ -335,9 +337,53 @@ pub async fn drop_slot(admin: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
 }
 
+/// The slots and replication origins named `prefix` followed by the id of a process that no
+/// longer runs: what test runs that died left behind.
+pub async fn leftovers_of_dead_processes(admin: &Client, prefix: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE starts_with(slot_name::text, $1) \
+             UNION SELECT roname FROM pg_replication_origin WHERE starts_with(roname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("listing leftover slots: {e}"))
+        .into_iter()
+        .map(|row| row.get::<_, String>(0))
+        .filter(|name| named_for_dead_process(name, prefix))
+        .collect()
+}
+
+/// Every message in logical slot `slot`, without consuming them, as (LSN as text, message
+/// bytes); `options` are the pgoutput options (name, value) after `proto_version` 1.
+pub async fn peek_slot(
+    client: &Client,
+    slot: &str,
+    options: &[(&str, &str)],
+) -> Vec<(String, Bytes)> {
+    let mut sql = String::from(
+        "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+         'proto_version', '1'",
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&slot];
+    for (name, value) in options {
+        sql.push_str(&format!(", ${}, ${}", params.len() + 1, params.len() + 2));
+        params.push(name);
+        params.push(value);
+    }
+    sql.push(')');
+    client
+        .query(&sql, &params)
+        .await
+        .unwrap_or_else(|e| panic!("peeking at slot {slot}: {e}"))
+        .into_iter()
+        .map(|row| (row.get(0), Bytes::from(row.get::<_, Vec<u8>>(1))))
+        .collect()
+}
+
 /// True when `name` is `prefix` followed by the id of a process that no longer runs: what a
 /// test run that died left behind.
-pub fn named_for_dead_process(name: &str, prefix: &str) -> bool {
+fn named_for_dead_process(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
         .and_then(|pid| pid.parse::<u32>().ok())
         .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
