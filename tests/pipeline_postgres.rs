@@ -193,6 +193,71 @@ async fn a_dropped_slot_stops_the_source_with_the_ways_to_recover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover() {
+    let mut s = setup(
+        "pgpl_behind",
+        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
+    )
+    .await;
+    let first = s.warehouse.resume_point(&s.source_id).await.unwrap();
+    let first_lsn = parse_lsn(&s.warehouse.checkpoint(&s.source_id).await.unwrap());
+    run(
+        &s.source,
+        &["INSERT INTO shop.t SELECT generate_series(1, 10)"],
+    )
+    .await;
+    converge(&mut s, &[(("shop", "t"), ("acme_in_txn", "t"))]).await;
+    // The slot learns of the load at the next status update.
+    let confirmed = wait_until(CONVERGE, async || {
+        let rows = s
+            .source
+            .client
+            .query(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&s.slot],
+            )
+            .await
+            .unwrap();
+        rows.first()
+            .is_some_and(|row| parse_lsn(&row.get::<_, String>(0)) > first_lsn)
+    })
+    .await;
+    assert!(
+        confirmed,
+        "the slot never confirmed the load:\n{}",
+        s.tm.logs()
+    );
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    // As after restoring the warehouse from an older backup: the checkpoint is behind the slot.
+    s.warehouse
+        .client
+        .execute(
+            "UPDATE tidemark.checkpoints SET resume_point = $1::text::jsonb WHERE source_id = $2",
+            &[&first, &s.source_id],
+        )
+        .await
+        .unwrap();
+
+    let mut tm = Tidemark::start(&s.group);
+    let status = tm
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("tidemark skipped the changes it lost:\n{}", tm.logs()));
+    assert!(!status.success(), "{status:?}");
+    let logs = tm.logs();
+    assert!(
+        logs.contains(&format!(
+            "replication slot `{}` has confirmed up to",
+            s.slot
+        )) && logs.contains("past the checkpoint")
+            && logs.contains("To recover")
+            && logs.contains(&s.source_id),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_keeps_advancing_while_only_unpublished_tables_are_written() {
     let s = setup(
         "pgpl_idle",
