@@ -43,12 +43,15 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use tidemark::event::ResumePoint;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-#[allow(dead_code)] // shared by two benchmarks; each uses part of it
+#[allow(dead_code)] // shared by three benchmarks; each uses part of it
 mod workload;
+#[allow(dead_code)] // shared by two benchmarks; each uses part of it
+mod workload_pg;
 
 use workload::{BinlogPos, W1, W1Range, connect, ensure_w1, host_port, source_revision};
+use workload_pg::{PG_BIN, RunSlots, W2, W2Range, ensure_w2, pg_connect, pg_error};
 
 const RATIO_TARGET: f64 = 0.70;
 const P99_TARGET_SECS: f64 = 2.0;
@@ -65,7 +68,7 @@ fn main() {
         "pipeline_e2e: tidemark {} ({}), source {}, warehouse {}",
         source_revision(),
         env.bin.display(),
-        env.mysql_url,
+        env.mysql_url.as_deref().unwrap_or("(MariaDB not used)"),
         env.pg_url
     );
     if env.parts.throughput {
@@ -74,18 +77,59 @@ fn main() {
     if env.parts.latency {
         runtime.block_on(latency(&env));
     }
+    if env.parts.postgres {
+        runtime.block_on(postgres_throughput(&env));
+    }
 }
 
 /// Which parts run.
 struct Parts {
+    /// (a) and (b): W1 from MariaDB.
     throughput: bool,
+    /// (c): commit-to-visible latency from MariaDB.
     latency: bool,
+    /// (d) and (e): W2 from Postgres.
+    postgres: bool,
+}
+
+impl Parts {
+    /// Parses `TIDEMARK_BENCH_PARTS`: `all` (the default) or a comma-separated list of
+    /// `throughput`, `latency` and `postgres`.
+    fn from_env() -> Parts {
+        let text = std::env::var("TIDEMARK_BENCH_PARTS").unwrap_or_else(|_| "all".into());
+        let mut parts = Parts {
+            throughput: false,
+            latency: false,
+            postgres: false,
+        };
+        for part in text.split(',').map(str::trim) {
+            match part {
+                "all" => {
+                    parts = Parts {
+                        throughput: true,
+                        latency: true,
+                        postgres: true,
+                    }
+                }
+                "throughput" => parts.throughput = true,
+                "latency" => parts.latency = true,
+                "postgres" => parts.postgres = true,
+                other => panic!(
+                    "TIDEMARK_BENCH_PARTS must be all or a comma-separated list of throughput, \
+                     latency and postgres, not {other:?}"
+                ),
+            }
+        }
+        parts
+    }
 }
 
 /// Settings and servers.
 struct Env {
     bin: PathBuf,
-    mysql_url: String,
+    /// The MariaDB server, when a part that reads it runs.
+    mysql_url: Option<String>,
+    /// The Postgres server: the warehouse, and W2's source.
     pg_url: String,
     /// Configs, logs and state of the tidemark runs.
     work: PathBuf,
@@ -122,31 +166,13 @@ impl Env {
             );
             std::process::exit(1);
         }
-        let parts = match std::env::var("TIDEMARK_BENCH_PARTS").as_deref() {
-            Err(_) | Ok("all") => Parts {
-                throughput: true,
-                latency: true,
-            },
-            Ok("throughput") => Parts {
-                throughput: true,
-                latency: false,
-            },
-            Ok("latency") => Parts {
-                throughput: false,
-                latency: true,
-            },
-            Ok(other) => {
-                panic!("TIDEMARK_BENCH_PARTS must be throughput, latency or all, not {other:?}")
-            }
-        };
+        let parts = Parts::from_env();
         let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline_e2e");
         std::fs::create_dir_all(&work).expect("creating the benchmark's work directory");
         Env {
             bin,
-            mysql_url: workload::server_url(),
-            pg_url: std::env::var("TIDEMARK_BENCH_PG_URL").unwrap_or_else(|_| {
-                workload::instance_url("postgres-instance.sh", "bench", "postgres://")
-            }),
+            mysql_url: (parts.throughput || parts.latency).then(workload::server_url),
+            pg_url: workload_pg::pg_server_url(),
             work,
             reps: env_number("TIDEMARK_BENCH_REPS", 3) as usize,
             parts,
@@ -155,13 +181,16 @@ impl Env {
         }
     }
 
+    /// The MariaDB server's URL (only called by the parts that read it).
+    fn mysql_url(&self) -> &str {
+        self.mysql_url
+            .as_deref()
+            .expect("the MariaDB server of the MariaDB parts")
+    }
+
     /// The URL of database `db` on the warehouse server.
     fn db_url(&self, db: &str) -> String {
-        let (server, _) = self
-            .pg_url
-            .rsplit_once('/')
-            .expect("a postgres:// URL ends in /DATABASE");
-        format!("{server}/{db}")
+        workload_pg::db_url(&self.pg_url, db)
     }
 
     /// Drops and creates database `db` on the warehouse server; returns a client connected to it.
@@ -182,26 +211,6 @@ impl Env {
     }
 }
 
-/// The server's message when there is one (`tokio_postgres::Error` displays only "db error").
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
-}
-
-async fn pg_connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {}", pg_error(&e)));
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("pipeline_e2e: postgres connection: {e}");
-        }
-    });
-    client
-}
-
 /// One source of one tidemark config.
 struct SourceSpec<'a> {
     /// Name of the config file and of the tidemark log, under the work directory.
@@ -215,18 +224,37 @@ struct SourceSpec<'a> {
 }
 
 impl SourceSpec<'_> {
+    /// The staging schema tidemark loads this source into.
     fn schema(&self) -> String {
         format!("bench_e2e_{}", self.function)
     }
 
-    /// Writes the config file (URLs inline: the bench servers have no passwords).
+    /// Writes the config file `{name}.toml` for a MySQL source on the bench MariaDB.
     fn write_config(&self, env: &Env, wh_db: &str) -> PathBuf {
-        let path = env.work.join(format!("{}.toml", self.name));
+        let source = format!("kind = \"mysql\"\nurl = {:?}\n", env.mysql_url());
+        self.write(env, wh_db, self.name, &source)
+    }
+
+    /// Writes the config file `{file}.toml` for a Postgres source reading W2's database
+    /// through `slot` and W2's publication.
+    fn write_pg_config(&self, env: &Env, wh_db: &str, file: &str, slot: &str) -> PathBuf {
+        let source = format!(
+            "kind = \"postgres\"\nurl = {:?}\nslot = {slot:?}\npublication = {:?}\n",
+            env.db_url(workload_pg::SOURCE_DB),
+            workload_pg::PUBLICATION
+        );
+        self.write(env, wh_db, file, &source)
+    }
+
+    /// Writes `{file}.toml` with `source` as the source's kind, URL and kind-specific lines
+    /// (URLs inline: the bench servers have no passwords).
+    fn write(&self, env: &Env, wh_db: &str, file: &str, source: &str) -> PathBuf {
+        let path = env.work.join(format!("{file}.toml"));
         let text = format!(
             "[group]\nname = \"bench-{name}\"\nstate_dir = {state:?}\n\n\
              [warehouse]\nkind = \"postgres\"\nurl = {wh:?}\n\n\
              [batch]\n{batch}\n\n\
-             [[sources]]\nid = {id:?}\nkind = \"mysql\"\nurl = {src:?}\n\
+             [[sources]]\nid = {id:?}\n{source}\
              tenant = \"bench\"\nregion = \"e2e\"\nfunction = {function:?}\n\
              include = [{include:?}]\nsnapshot = \"never\"\n",
             name = self.name,
@@ -234,7 +262,6 @@ impl SourceSpec<'_> {
             wh = env.db_url(wh_db),
             batch = self.batch,
             id = self.id,
-            src = env.mysql_url,
             function = self.function,
             include = self.include,
         );
@@ -354,10 +381,35 @@ async fn checkpoint(client: &Client, source_id: &str) -> Option<(String, u64)> {
     Some((file?, pos? as u64))
 }
 
+/// A Postgres source's checkpoint LSN, or `None` before tidemark wrote it.
+async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<u64> {
+    let row = client
+        .query_opt(
+            "SELECT (resume_point->>'lsn')::bigint FROM tidemark.checkpoints
+             WHERE source_id = $1 AND resume_point->>'kind' = 'lsn'",
+            &[&source_id],
+        )
+        .await
+        .ok()??;
+    row.get::<_, Option<i64>>(0).map(|lsn| lsn as u64)
+}
+
+/// Whether tidemark has written the source's checkpoint row (false also before the control
+/// tables exist).
+async fn has_checkpoint_row(client: &Client, source_id: &str) -> bool {
+    client
+        .query_opt(
+            "SELECT 1 FROM tidemark.checkpoints WHERE source_id = $1",
+            &[&source_id],
+        )
+        .await
+        .is_ok_and(|row| row.is_some())
+}
+
 /// Waits (at most 60 s) until tidemark has recorded its start position.
 async fn wait_for_checkpoint_row(client: &Client, tidemark: &mut Tidemark, source_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while checkpoint(client, source_id).await.is_none() {
+    while !has_checkpoint_row(client, source_id).await {
         tidemark.assert_alive();
         assert!(
             Instant::now() < deadline,
@@ -370,10 +422,10 @@ async fn wait_for_checkpoint_row(client: &Client, tidemark: &mut Tidemark, sourc
 
 // --- (a) and (b): W1 throughput -------------------------------------------------------------
 
-/// The reference load, a psql script reading the rows on stdin: COPY into a temporary staging
-/// table, one MERGE into the target, one transaction. `columns` are the target's source columns
-/// (name, type); the target also has tidemark's four metadata columns.
-fn reference_sql(columns: &[(String, String)]) -> String {
+/// The reference load, a psql script reading the rows on stdin: COPY (with `copy_options`) into a
+/// temporary staging table, one MERGE into `target`, one transaction. `columns` are the target's
+/// source columns (name, type); the target also has tidemark's four metadata columns.
+fn reference_sql(target: &str, copy_options: &str, columns: &[(String, String)]) -> String {
     let names: Vec<&str> = columns.iter().map(|c| c.0.as_str()).collect();
     let stage: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
     let set: Vec<String> = names
@@ -387,8 +439,8 @@ fn reference_sql(columns: &[(String, String)]) -> String {
 SET timezone = 'UTC';
 BEGIN;
 CREATE TEMP TABLE stage ({stage}) ON COMMIT DROP;
-\copy stage FROM pstdin WITH (FORMAT text, NULL 'NULL')
-MERGE INTO bench_e2e_w1.orders t USING stage s ON t.id = s.id
+\copy stage FROM pstdin WITH ({copy_options})
+MERGE INTO {target} t USING stage s ON t.id = s.id
 WHEN MATCHED THEN UPDATE SET {set}, _tidemark_op = 'update', _tidemark_position = 0,
     _tidemark_commit_ts = now(), _tidemark_loaded_at = now()
 WHEN NOT MATCHED THEN INSERT ({names}, _tidemark_op, _tidemark_position, _tidemark_commit_ts,
@@ -499,11 +551,11 @@ const REFERENCE_DB: &str = "tidemark_e2e_ref";
 
 async fn throughput(env: &Env) {
     let w1 = W1::from_env();
-    let range = ensure_w1(&env.mysql_url, &w1).await;
+    let range = ensure_w1(env.mysql_url(), &w1).await;
     println!("(a) tidemark run vs (b) COPY + MERGE by hand, on {w1}");
     println!("  {}", range.describe());
     let started = Instant::now();
-    let source = source_contents(&env.mysql_url).await;
+    let source = source_contents(env.mysql_url()).await;
     println!(
         "  source: bench.orders has {} rows, checksum {}/{} ({:.1} s, untimed)",
         source.rows,
@@ -552,13 +604,50 @@ async fn throughput(env: &Env) {
         );
         theirs.push(r);
     }
+    print_result(
+        env,
+        &Workload {
+            name: "W1",
+            changes: w1.changes(),
+            change_kind: "row events",
+            final_rows: source.rows,
+            reference: "`mariadb --batch --quick -e SELECT`",
+        },
+        &ours,
+        &theirs,
+    );
+}
+
+/// What a throughput result is about.
+struct Workload<'a> {
+    /// `W1` or `W2`.
+    name: &'a str,
+    /// The source row changes tidemark reads.
+    changes: u64,
+    /// What the source calls them.
+    change_kind: &'a str,
+    /// Rows of the final table.
+    final_rows: u64,
+    /// The reference's reading command.
+    reference: &'a str,
+}
+
+/// Prints the best of each side's runs, the ratios and their definitions.
+fn print_result(env: &Env, workload: &Workload, ours: &[Run], theirs: &[Run]) {
     let best = |runs: &[Run]| {
         *runs
             .iter()
             .min_by(|a, b| a.secs.total_cmp(&b.secs))
             .expect("at least one run")
     };
-    let (t, r) = (best(&ours), best(&theirs));
+    let (t, r) = (best(ours), best(theirs));
+    let Workload {
+        name,
+        changes,
+        change_kind,
+        final_rows,
+        reference,
+    } = *workload;
     let peak_rss = ours.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
     let ratio = r.secs / t.secs;
     println!();
@@ -569,19 +658,20 @@ async fn throughput(env: &Env) {
     println!(
         "  tidemark:  {:>7.2} s  {:>9.0} source row changes applied/s  {:>8.0} final rows/s  peak RSS {:.1} MB",
         t.secs,
-        w1.changes() as f64 / t.secs,
-        source.rows as f64 / t.secs,
+        changes as f64 / t.secs,
+        final_rows as f64 / t.secs,
         peak_rss
     );
     println!(
         "  reference: {:>7.2} s  {:>41.0} final rows/s",
         r.secs,
-        source.rows as f64 / r.secs
+        final_rows as f64 / r.secs
     );
-    // The target compares rates: each side's rows per second. tidemark's rows are W1's row
-    // changes (it reads, collapses and applies all of them); the reference's are the final rows
-    // it copies. The time ratio for the same final table is printed too, as a stricter figure.
-    let per_row = (w1.changes() as f64 / t.secs) / (source.rows as f64 / r.secs);
+    // The target compares rates: each side's rows per second. tidemark's rows are the workload's
+    // row changes (it reads, collapses and applies all of them); the reference's are the final
+    // rows it copies. The time ratio for the same final table is printed too, as a stricter
+    // figure.
+    let per_row = (changes as f64 / t.secs) / (final_rows as f64 / r.secs);
     println!(
         "  ratio of rates (tidemark source row changes/s / reference rows/s): {per_row:.2}  \
          (target >= {RATIO_TARGET:.2}) {}",
@@ -592,18 +682,16 @@ async fn throughput(env: &Env) {
          (stricter; informational)"
     );
     println!(
-        "  definitions: final rows = {} rows in bench.orders after W1; source row changes = {} \
-         row events of W1;",
-        source.rows,
-        w1.changes()
+        "  definitions: final rows = {final_rows} rows in bench.orders after {name}; source row \
+         changes = {changes} {change_kind} of {name};"
     );
     println!(
-        "    tidemark time = spawn of `tidemark run` (checkpoint at W1's start) until its checkpoint \
-         reaches W1's end;"
+        "    tidemark time = spawn of `tidemark run` (checkpoint at {name}'s start) until its \
+         checkpoint reaches {name}'s end;"
     );
     println!(
-        "    reference time = spawn of `mariadb --batch --quick -e SELECT` piped to `psql` (COPY to a \
-         temp table + one MERGE, one transaction) until psql exits;"
+        "    reference time = spawn of {reference} piped to `psql` (COPY to a temp table + one \
+         MERGE, one transaction) until psql exits;"
     );
 }
 
@@ -685,12 +773,17 @@ async fn reference_w1(env: &Env, source: &Contents, shape: &[(String, String)]) 
         .cloned()
         .collect();
     let script = env.work.join("reference.sql");
-    std::fs::write(&script, reference_sql(&source_columns)).expect("writing reference.sql");
-    let (host, port) = host_port(&env.mysql_url);
-    let psql = ["/usr/lib/postgresql/15/bin/psql", "psql"]
-        .into_iter()
-        .find(|p| !p.starts_with('/') || Path::new(p).exists())
-        .expect("psql");
+    std::fs::write(
+        &script,
+        reference_sql(
+            "bench_e2e_w1.orders",
+            "FORMAT text, NULL 'NULL'",
+            &source_columns,
+        ),
+    )
+    .expect("writing reference.sql");
+    let (host, port) = host_port(env.mysql_url());
+    let psql = psql();
 
     let started = Instant::now();
     let mut select = Command::new("mariadb")
@@ -730,6 +823,262 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
 }
 
+// --- (d) and (e): W2 throughput, from Postgres -----------------------------------------------
+
+/// `psql` of Postgres 15 when installed where Debian puts it, else the one on `PATH`.
+fn psql() -> String {
+    let debian = format!("{PG_BIN}/psql");
+    if Path::new(&debian).exists() {
+        debian
+    } else {
+        "psql".to_owned()
+    }
+}
+
+const W2_SPEC: SourceSpec<'static> = SourceSpec {
+    name: "w2",
+    id: "bench-w2",
+    function: "w2",
+    include: "bench.orders",
+    batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+};
+const W2_TIDEMARK_DB: &str = "tidemark_e2e_w2";
+const W2_REFERENCE_DB: &str = "tidemark_e2e_w2_ref";
+
+/// Row count and content checksum of W2's table `{table}` (source or target; both on Postgres,
+/// so one rendering serves both): per row, the md5 of every column as text, summed over rows as
+/// two 32-bit halves.
+const W2_CHECKSUM: &str = "SELECT count(*), coalesce(sum(h1), 0)::text, coalesce(sum(h2), 0)::text
+    FROM (SELECT ('x' || substr(m, 1, 8))::bit(32)::bigint AS h1,
+                 ('x' || substr(m, 9, 8))::bit(32)::bigint AS h2
+          FROM (SELECT md5(concat_ws('|', id, qty, sku, status_code, amount::text, state::text,
+                    note, to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'),
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
+                    flags::text, attrs::jsonb::text)) AS m
+                FROM {table}) AS r) AS s";
+
+/// Rows and checksum of W2's table `table` (`schema.table`) on `client`'s database.
+async fn w2_contents(client: &Client, table: &str) -> Contents {
+    let row = client
+        .query_one(&W2_CHECKSUM.replace("{table}", table), &[])
+        .await
+        .unwrap_or_else(|e| panic!("checksumming {table}: {}", pg_error(&e)));
+    Contents {
+        rows: row.get::<_, i64>(0) as u64,
+        sum1: row.get(1),
+        sum2: row.get(2),
+    }
+}
+
+/// (d) and (e): W2 replayed by tidemark from its Postgres source, against COPY + MERGE by hand.
+async fn postgres_throughput(env: &Env) {
+    let w2 = W2::from_env();
+    let range = ensure_w2(&env.pg_url, &w2).await;
+    println!();
+    println!("(d) tidemark run vs (e) COPY + MERGE by hand, on {w2}, from Postgres");
+    println!("  {}", range.describe());
+    let source_client = pg_connect(&env.db_url(workload_pg::SOURCE_DB)).await;
+    let slots = RunSlots::new(&source_client).await;
+    let started = Instant::now();
+    let source = w2_contents(&source_client, "bench.orders").await;
+    println!(
+        "  source: {}.bench.orders has {} rows, checksum {}/{} ({:.1} s, untimed)",
+        workload_pg::SOURCE_DB,
+        source.rows,
+        source.sum1,
+        source.sum2,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        source.rows,
+        w2.final_rows(),
+        "bench.orders does not hold W2's final rows; rerun with TIDEMARK_BENCH_RELOAD=1"
+    );
+
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut shape = Vec::new();
+    for rep in 1..=env.reps {
+        let t = tidemark_w2(env, &range, &source, &slots).await;
+        println!(
+            "  run {rep}/{}: tidemark  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s {:>8.0} rows/s  peak RSS {:.1} MB",
+            env.reps,
+            w2.changes(),
+            source.rows,
+            t.secs,
+            w2.changes() as f64 / t.secs,
+            source.rows as f64 / t.secs,
+            t.rss_mb
+        );
+        ours.push(t);
+        if rep == 1 {
+            let client = pg_connect(&env.db_url(W2_TIDEMARK_DB)).await;
+            shape = table_shape(&client, "bench_e2e_w2", "orders").await;
+            let listed: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            println!(
+                "  target table, as tidemark created it (the reference creates the same): {}",
+                listed.join(", ")
+            );
+        }
+        let r = reference_w2(env, &source, &shape).await;
+        println!(
+            "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
+            env.reps,
+            source.rows,
+            r.secs,
+            source.rows as f64 / r.secs,
+        );
+        theirs.push(r);
+    }
+    print_result(
+        env,
+        &Workload {
+            name: "W2",
+            changes: w2.changes(),
+            change_kind: "row changes",
+            final_rows: source.rows,
+            reference: "`psql -c \"\\copy (SELECT ...) TO STDOUT\"`",
+        },
+        &ours,
+        &theirs,
+    );
+}
+
+/// Side (d): tidemark replays W2 from its own copy of the template slot into a fresh warehouse
+/// database.
+async fn tidemark_w2(env: &Env, range: &W2Range, source: &Contents, slots: &RunSlots<'_>) -> Run {
+    let client = env.fresh_database(W2_TIDEMARK_DB).await;
+
+    // A first, short run creates tidemark's control tables and its checkpoint row. It reads a
+    // slot of its own, which tidemark creates at the end of the WAL (so nothing is read) and
+    // which is dropped afterwards.
+    let setup_slot = slots.name("setup");
+    let setup = W2_SPEC.write_pg_config(env, W2_TIDEMARK_DB, "w2-setup", &setup_slot);
+    let mut first = Tidemark::start(env, &setup, "w2-setup");
+    wait_for_checkpoint_row(&client, &mut first, W2_SPEC.id).await;
+    first.stop();
+    slots.drop_slot(&setup_slot).await;
+
+    // The timed run reads a copy of the template slot, which starts at W2's start, with the
+    // checkpoint moved there: `decide_start` resumes at a checkpoint equal to the slot's
+    // confirmed position.
+    let slot = slots.name("e2e");
+    slots.copy_as(&slot).await;
+    let start = ResumePoint::Lsn { lsn: range.start.0 };
+    let moved = client
+        .execute(
+            "UPDATE tidemark.checkpoints SET resume_point = $1, position = $2 WHERE source_id = $3",
+            &[
+                &serde_json::to_value(&start).expect("serialising a resume point"),
+                &start.to_string(),
+                &W2_SPEC.id,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("moving the checkpoint to W2's start: {}", pg_error(&e)));
+    assert_eq!(moved, 1, "no checkpoint row to move");
+
+    let config = W2_SPEC.write_pg_config(env, W2_TIDEMARK_DB, "w2", &slot);
+    let mut tidemark = Tidemark::start(env, &config, "w2");
+    let mut last_progress = (Instant::now(), 0);
+    let secs = loop {
+        if let Some(at) = lsn_checkpoint(&client, W2_SPEC.id).await {
+            if at >= range.end.0 {
+                break tidemark.started.elapsed().as_secs_f64();
+            }
+            if at != last_progress.1 {
+                last_progress = (Instant::now(), at);
+            }
+        }
+        tidemark.assert_alive();
+        assert!(
+            last_progress.0.elapsed() < Duration::from_secs(120),
+            "tidemark's checkpoint has not moved for 120 s (at {}, W2 ends at {}); log:\n{}",
+            ResumePoint::Lsn {
+                lsn: last_progress.1
+            },
+            range.end,
+            tidemark.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rss_mb = tidemark.peak_rss_mb();
+    tidemark.stop();
+    slots.drop_slot(&slot).await;
+    let target = w2_contents(&client, "bench_e2e_w2.orders").await;
+    assert_eq!(
+        &target, source,
+        "after W2, bench_e2e_w2.orders differs from the source's bench.orders (rows, checksum)"
+    );
+    Run { secs, rss_mb }
+}
+
+/// Side (e): the final rows, copied out of the source by one psql and loaded by another (COPY +
+/// MERGE).
+async fn reference_w2(env: &Env, source: &Contents, shape: &[(String, String)]) -> Run {
+    let client = env.fresh_database(W2_REFERENCE_DB).await;
+    let columns: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA bench_e2e_w2;
+             CREATE TABLE bench_e2e_w2.orders ({}, PRIMARY KEY (id))",
+            columns.join(", ")
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("creating the reference target table: {}", pg_error(&e)));
+    let source_columns: Vec<(String, String)> = shape
+        .iter()
+        .filter(|(n, _)| !n.starts_with("_tidemark_"))
+        .cloned()
+        .collect();
+    let script = env.work.join("reference-w2.sql");
+    std::fs::write(
+        &script,
+        reference_sql("bench_e2e_w2.orders", "FORMAT text", &source_columns),
+    )
+    .expect("writing reference-w2.sql");
+    let names: Vec<&str> = source_columns.iter().map(|(n, _)| n.as_str()).collect();
+    let copy_out = format!(
+        "\\copy (SELECT {} FROM bench.orders) TO STDOUT",
+        names.join(", ")
+    );
+    let psql = psql();
+
+    let started = Instant::now();
+    let mut select = Command::new(&psql)
+        .args(["-X", "-q", "-d"])
+        .arg(env.db_url(workload_pg::SOURCE_DB))
+        .arg("-c")
+        .arg(&copy_out)
+        // timestamptz values in UTC, as the loading session reads them.
+        .env("PGTZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting psql (COPY TO STDOUT)");
+    let rows = select.stdout.take().expect("piped stdout");
+    let load = Command::new(&psql)
+        .args(["-X", "-q", "-d"])
+        .arg(env.db_url(W2_REFERENCE_DB))
+        .arg("-f")
+        .arg(&script)
+        .stdin(rows)
+        .stdout(Stdio::null())
+        .status()
+        .expect("starting psql");
+    let selected = select.wait().expect("waiting for psql (COPY TO STDOUT)");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(selected.success(), "psql COPY TO STDOUT failed: {selected}");
+    assert!(load.success(), "psql COPY + MERGE failed: {load}");
+
+    let target = w2_contents(&client, "bench_e2e_w2.orders").await;
+    assert_eq!(
+        &target, source,
+        "the reference load differs from the source's bench.orders (rows, checksum)"
+    );
+    Run { secs, rss_mb: 0.0 }
+}
+
 // --- (c): commit-to-visible latency ---------------------------------------------------------
 
 const LAT_SPEC: SourceSpec<'static> = SourceSpec {
@@ -752,7 +1101,7 @@ async fn latency(env: &Env) {
         env.latency_secs,
         LAT_TXN_CHANGES - LAT_TXN_INSERTS
     );
-    let mut conn = connect(&env.mysql_url).await;
+    let mut conn = connect(env.mysql_url()).await;
     conn.query_drop(
         "DROP DATABASE IF EXISTS lat; CREATE DATABASE lat;
          CREATE TABLE lat.events (id BIGINT PRIMARY KEY, k INT NOT NULL, v VARCHAR(64) NOT NULL,
