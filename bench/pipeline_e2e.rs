@@ -1,5 +1,5 @@
-//! End-to-end benchmark: `tidemark run` from MariaDB into Postgres, against a hand-written
-//! load of the same rows, plus commit-to-visible latency under a steady writer.
+//! End-to-end benchmark: `tidemark run` from MariaDB and from Postgres into Postgres, against a
+//! hand-written load of the same rows, plus commit-to-visible latency under a steady writer.
 //!
 //! - (a) W1 (see `workload.rs`: 1M inserts, 500k updates, 100k deletes on `bench.orders`, 1000-row
 //!   transactions; 900k rows left) streamed by the release `tidemark` binary into a fresh
@@ -25,11 +25,16 @@
 //!   `max(id)` of the target table every 20 ms. A transaction's latency is the time from its
 //!   COMMIT returning until the first poll that saw its id. Targets: p99 <= 2 s, tidemark
 //!   RSS <= 150 MB.
+//! - (d) and (e): as (a) and (b), on W2 (see `workload_pg.rs`: W1 in Postgres types, in database
+//!   `tidemark_w2_source` of the bench Postgres). tidemark reads a copy of W2's template slot,
+//!   which starts at W2's start, with its checkpoint moved there, and is timed until the
+//!   checkpoint reaches the end of W2's last commit. The reference reads the final rows with
+//!   `psql -c "\copy (SELECT ...) TO STDOUT"` instead of `mariadb`. Same figures and target.
 //!
 //! Servers: the private `scripts/mariadb-instance.sh bench` and `scripts/postgres-instance.sh
 //! bench` (started when needed). Environment: `TIDEMARK_BENCH_REPS` (default 3),
-//! `TIDEMARK_BENCH_SCALE` (W1 size, default 1), `TIDEMARK_BENCH_PARTS` (`throughput`,
-//! `latency` or `all`, the default), `TIDEMARK_BENCH_LATENCY_SECS` (30),
+//! `TIDEMARK_BENCH_SCALE` (W1 and W2 size, default 1), `TIDEMARK_BENCH_PARTS` (`all`, the
+//! default, or a comma-separated list of `throughput` (a, b), `latency` (c) and `postgres` (d, e)), `TIDEMARK_BENCH_LATENCY_SECS` (30),
 //! `TIDEMARK_BENCH_LATENCY_RATE` (changes/s, 5000), `TIDEMARK_BENCH_BIN` (the tidemark binary;
 //! default: the one cargo built for this benchmark, `target/release/tidemark`),
 //! `TIDEMARK_BENCH_URL` / `TIDEMARK_BENCH_PG_URL` (other servers), `TIDEMARK_BENCH_RELOAD=1`.
