@@ -46,8 +46,10 @@ use workload_pg::{
     pg_connect, pg_server_url, recvlogical,
 };
 
+/// tidemark must reach at least this share of `pg_recvlogical`'s rate.
 const RATIO_TARGET: f64 = 0.90;
 
+/// The parent (timing both sides), or the child (`--child ...`: tidemark's reader alone).
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {

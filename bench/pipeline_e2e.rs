@@ -840,6 +840,7 @@ fn psql() -> String {
     }
 }
 
+/// W2's tidemark source (its slot is set per config file).
 const W2_SPEC: SourceSpec<'static> = SourceSpec {
     name: "w2",
     id: "bench-w2",
@@ -847,7 +848,9 @@ const W2_SPEC: SourceSpec<'static> = SourceSpec {
     include: "bench.orders",
     batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
 };
+/// The warehouse database tidemark loads W2 into.
 const W2_TIDEMARK_DB: &str = "tidemark_e2e_w2";
+/// The warehouse database the reference loads W2 into.
 const W2_REFERENCE_DB: &str = "tidemark_e2e_w2_ref";
 
 /// Row count and content checksum of W2's table `{table}` (source or target; both on Postgres,
