@@ -19,7 +19,8 @@
 //! repetitions counts, because a shared machine only ever adds time. Target: tidemark at least
 //! 90% of `pg_recvlogical`'s rate.
 //!
-//! Environment: `TIDEMARK_BENCH_PG_URL` (use this server instead of starting the private one),
+//! Environment: `TIDEMARK_BENCH_PG_SOURCE_URL` (use this server instead of starting the private
+//! `bench-source` one),
 //! `TIDEMARK_BENCH_REPS` (repetitions, default 5), `TIDEMARK_BENCH_RELOAD=1` (load W2 again),
 //! `TIDEMARK_BENCH_SCALE` (a smaller or larger W2). See `bench/README.md`.
 
@@ -43,7 +44,7 @@ mod workload_pg;
 use workload::source_revision;
 use workload_pg::{
     PUBLICATION, RunSlots, SOURCE_DB, W2, W2Range, count_recvlogical, db_url, ensure_w2,
-    pg_connect, pg_server_url, recvlogical,
+    pg_connect, pg_source_server_url, recvlogical,
 };
 
 /// tidemark must reach at least this share of `pg_recvlogical`'s rate.
@@ -78,7 +79,7 @@ fn parent() {
         })
         .unwrap_or(5)
         .max(1);
-    let server = pg_server_url();
+    let server = pg_source_server_url();
     let url = db_url(&server, SOURCE_DB);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     let w2 = W2::from_env();

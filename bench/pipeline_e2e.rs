@@ -26,18 +26,20 @@
 //!   COMMIT returning until the first poll that saw its id. Targets: p99 <= 2 s, tidemark
 //!   RSS <= 150 MB.
 //! - (d) and (e): as (a) and (b), on W2 (see `workload_pg.rs`: W1 in Postgres types, in database
-//!   `tidemark_w2_source` of the bench Postgres). tidemark reads a copy of W2's template slot,
-//!   which starts at W2's start, with its checkpoint moved there, and is timed until the
+//!   `tidemark_w2_source` of its own private Postgres). tidemark reads a copy of W2's template
+//!   slot, which starts at W2's start, with its checkpoint moved there, and is timed until the
 //!   checkpoint reaches the end of W2's last commit. The reference reads the final rows with
 //!   `psql -c "\copy (SELECT ...) TO STDOUT"` instead of `mariadb`. Same figures and target.
 //!
-//! Servers: the private `scripts/mariadb-instance.sh bench` and `scripts/postgres-instance.sh
-//! bench` (started when needed). Environment: `TIDEMARK_BENCH_REPS` (default 3),
-//! `TIDEMARK_BENCH_SCALE` (W1 and W2 size, default 1), `TIDEMARK_BENCH_PARTS` (`all`, the
-//! default, or a comma-separated list of `throughput` (a, b), `latency` (c) and `postgres` (d, e)), `TIDEMARK_BENCH_LATENCY_SECS` (30),
-//! `TIDEMARK_BENCH_LATENCY_RATE` (changes/s, 5000), `TIDEMARK_BENCH_BIN` (the tidemark binary;
-//! default: the one cargo built for this benchmark, `target/release/tidemark`),
-//! `TIDEMARK_BENCH_URL` / `TIDEMARK_BENCH_PG_URL` (other servers), `TIDEMARK_BENCH_RELOAD=1`.
+//! Servers: the private `scripts/mariadb-instance.sh bench`, `scripts/postgres-instance.sh bench`
+//! (the warehouse) and, for W2, `scripts/postgres-instance.sh bench-source` (started when
+//! needed). Environment: `TIDEMARK_BENCH_REPS` (default 3), `TIDEMARK_BENCH_SCALE` (W1 and W2
+//! size, default 1), `TIDEMARK_BENCH_PARTS` (`all`, the default, or a comma-separated list of
+//! `throughput` (a, b), `latency` (c) and `postgres` (d, e)), `TIDEMARK_BENCH_LATENCY_SECS`
+//! (30), `TIDEMARK_BENCH_LATENCY_RATE` (changes/s, 5000), `TIDEMARK_BENCH_BIN` (the tidemark
+//! binary; default: the one cargo built for this benchmark, `target/release/tidemark`),
+//! `TIDEMARK_BENCH_URL` / `TIDEMARK_BENCH_PG_URL` / `TIDEMARK_BENCH_PG_SOURCE_URL` (other
+//! servers), `TIDEMARK_BENCH_RELOAD=1`.
 //! See `bench/README.md`.
 
 use std::path::{Path, PathBuf};
@@ -70,10 +72,13 @@ fn main() {
     let env = Env::from_env();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     println!(
-        "pipeline_e2e: tidemark {} ({}), source {}, warehouse {}",
+        "pipeline_e2e: tidemark {} ({}), sources {} and {}, warehouse {}",
         source_revision(),
         env.bin.display(),
         env.mysql_url.as_deref().unwrap_or("(MariaDB not used)"),
+        env.pg_source_url
+            .as_deref()
+            .unwrap_or("(Postgres source not used)"),
         env.pg_url
     );
     if env.parts.throughput {
@@ -134,8 +139,10 @@ struct Env {
     bin: PathBuf,
     /// The MariaDB server, when a part that reads it runs.
     mysql_url: Option<String>,
-    /// The Postgres server: the warehouse, and W2's source.
+    /// The warehouse's Postgres server.
     pg_url: String,
+    /// The Postgres server W2 lives on, when the part that reads it runs.
+    pg_source_url: Option<String>,
     /// Configs, logs and state of the tidemark runs.
     work: PathBuf,
     reps: usize,
@@ -177,7 +184,10 @@ impl Env {
         Env {
             bin,
             mysql_url: (parts.throughput || parts.latency).then(workload::server_url),
-            pg_url: workload_pg::pg_server_url(),
+            pg_url: std::env::var("TIDEMARK_BENCH_PG_URL").unwrap_or_else(|_| {
+                workload::instance_url("postgres-instance.sh", "bench", "postgres://")
+            }),
+            pg_source_url: parts.postgres.then(workload_pg::pg_source_server_url),
             work,
             reps: env_number("TIDEMARK_BENCH_REPS", 3) as usize,
             parts,
@@ -191,6 +201,15 @@ impl Env {
         self.mysql_url
             .as_deref()
             .expect("the MariaDB server of the MariaDB parts")
+    }
+
+    /// The URL of W2's database (only called by the part that reads it).
+    fn w2_source_url(&self) -> String {
+        let server = self
+            .pg_source_url
+            .as_deref()
+            .expect("the Postgres source server of the postgres part");
+        workload_pg::db_url(server, workload_pg::SOURCE_DB)
     }
 
     /// The URL of database `db` on the warehouse server.
@@ -245,7 +264,7 @@ impl SourceSpec<'_> {
     fn write_pg_config(&self, env: &Env, wh_db: &str, file: &str, slot: &str) -> PathBuf {
         let source = format!(
             "kind = \"postgres\"\nurl = {:?}\nslot = {slot:?}\npublication = {:?}\n",
-            env.db_url(workload_pg::SOURCE_DB),
+            env.w2_source_url(),
             workload_pg::PUBLICATION
         );
         self.write(env, wh_db, file, &source)
@@ -881,11 +900,17 @@ async fn w2_contents(client: &Client, table: &str) -> Contents {
 /// (d) and (e): W2 replayed by tidemark from its Postgres source, against COPY + MERGE by hand.
 async fn postgres_throughput(env: &Env) {
     let w2 = W2::from_env();
-    let range = ensure_w2(&env.pg_url, &w2).await;
+    let range = ensure_w2(
+        env.pg_source_url
+            .as_deref()
+            .expect("the Postgres source server of the postgres part"),
+        &w2,
+    )
+    .await;
     println!();
     println!("(d) tidemark run vs (e) COPY + MERGE by hand, on {w2}, from Postgres");
     println!("  {}", range.describe());
-    let source_client = pg_connect(&env.db_url(workload_pg::SOURCE_DB)).await;
+    let source_client = pg_connect(&env.w2_source_url()).await;
     let slots = RunSlots::new(&source_client).await;
     let started = Instant::now();
     let source = w2_contents(&source_client, "bench.orders").await;
@@ -1055,7 +1080,7 @@ async fn reference_w2(env: &Env, source: &Contents, shape: &[(String, String)]) 
     let started = Instant::now();
     let mut select = Command::new(&psql)
         .args(["-X", "-q", "-d"])
-        .arg(env.db_url(workload_pg::SOURCE_DB))
+        .arg(env.w2_source_url())
         .arg("-c")
         .arg(&copy_out)
         // timestamptz values in UTC, as the loading session reads them.

@@ -3,11 +3,11 @@
 //!
 //! W2 is W1 (see `workload.rs`) in Postgres types: table `bench.orders` (bigint key, int,
 //! varchar(32), smallint, numeric(12,2), an enum, text, timestamp(6), timestamptz(3), bit(8),
-//! jsonb) in its own database `tidemark_w2_source` on the private Postgres
-//! (`scripts/postgres-instance.sh bench`), loaded as 1,000,000 inserts, then 500,000 updates of
-//! seven columns, then 100,000 deletes, all in 1000-row transactions, with the values W1's
-//! generator draws (the same seed, the same draws, so the rows equal W1's). The table is in
-//! publication `w2_pub`.
+//! jsonb) in database `tidemark_w2_source` on a private Postgres of its own
+//! (`scripts/postgres-instance.sh bench-source`; see [`pg_source_server_url`]), loaded as
+//! 1,000,000 inserts, then 500,000 updates of seven columns, then 100,000 deletes, all in
+//! 1000-row transactions, with the values W1's generator draws (the same seed, the same draws,
+//! so the rows equal W1's). The table is in publication `w2_pub`.
 //!
 //! A logical slot, `w2_template` (pgoutput), is created just before the load; its start and the
 //! end LSN of W2's last commit are recorded in `bench.w2_loaded`, so a rerun reuses the load. The
@@ -145,10 +145,13 @@ impl W2Range {
     }
 }
 
-/// `TIDEMARK_BENCH_PG_URL`, else the private `bench` Postgres (started if needed).
-pub fn pg_server_url() -> String {
-    std::env::var("TIDEMARK_BENCH_PG_URL")
-        .unwrap_or_else(|_| instance_url("postgres-instance.sh", "bench", "postgres://"))
+/// The Postgres server W2 lives on: `TIDEMARK_BENCH_PG_SOURCE_URL`, else the private
+/// `bench-source` instance (started if needed). It is not the warehouse's server (`bench`): the
+/// template slot keeps every WAL record the server writes after W2's start, and the warehouse
+/// loads of `pipeline_e2e` write gigabytes of WAL per run.
+pub fn pg_source_server_url() -> String {
+    std::env::var("TIDEMARK_BENCH_PG_SOURCE_URL")
+        .unwrap_or_else(|_| instance_url("postgres-instance.sh", "bench-source", "postgres://"))
 }
 
 /// The URL of database `db` on the server of `server_url` (`postgres://.../DATABASE`).
