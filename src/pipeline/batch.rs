@@ -16,8 +16,10 @@
 //! (spilled to disk) up to `catch_up_max_bytes`, or until its last-change-per-key index holds half
 //! of `max_bytes`, so the many changes of one key load as one row. It is cut early when the reader
 //! goes quiet for 100 ms (or `max_delay`, if shorter: the source has nothing more for now), when
-//! its first change was read `catch_up_lag` ago, or when the lag falls back under `catch_up_lag`,
-//! after which the normal limits apply again.
+//! its first change was read `catch_up_lag` ago, or when a commit's lag falls back under
+//! `catch_up_lag`, after which the normal limits apply again. Heartbeats do not end catching up
+//! (Postgres sends keepalives in the middle of a backlog too); a source that goes idle right after
+//! its backlog is back to the normal limits at its next commit.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -226,8 +228,9 @@ impl Batcher {
                 }
             }
             SourceMessage::Heartbeat(resume_point) => {
-                // The server sends heartbeats only when it has nothing else to send.
-                self.set_catching_up(false);
+                // A heartbeat only moves the position. Whether the source is behind is judged by
+                // commit times alone: Postgres also sends keepalives in the middle of a backlog
+                // (whenever its decoding reaches the WAL flush position it last looked up).
                 if self.open.is_none() {
                     self.record_position(resume_point, false);
                 }
@@ -302,7 +305,7 @@ impl Batcher {
     /// When the pending batch must be loaded by, if anything is pending.
     pub fn deadline(&self) -> Option<Instant> {
         self.committed.as_ref()?;
-        if self.catching_up {
+        if self.catching_up && self.data_since.is_some() {
             // Behind: wait for as much as the reader has, not for the clock. During a backlog
             // the reader delivers every few milliseconds; a pause means it has reached the end.
             // Never longer than `catch_up_lag` from its first change, so a source clock far
@@ -651,7 +654,8 @@ snapshot = "never"
             batcher.is_due(Instant::now() + Duration::from_secs(1)),
             "not due once the reader went quiet"
         );
-        // A heartbeat: the server has nothing more; the normal limits apply again.
+        // A heartbeat (Postgres sends them in the middle of a backlog too) moves the position
+        // but does not end the catch-up batch.
         feed(
             &mut batcher,
             vec![SourceMessage::Heartbeat(ResumePoint::Binlog {
@@ -660,9 +664,39 @@ snapshot = "never"
                 gtid: None,
             })],
         );
-        assert!(!batcher.is_catching_up() && batcher.is_full());
-        let batch = batcher.take().unwrap();
-        assert_eq!(summary(&batch), vec![("a".to_string(), 10)]);
+        assert!(batcher.is_catching_up() && !batcher.is_full());
+        assert!(!batcher.is_due(Instant::now()), "due on a heartbeat");
+        // A recent commit: caught up, the normal limits apply again.
+        let recent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let cut = feed(
+            &mut batcher,
+            vec![
+                SourceMessage::Begin(Arc::new(Transaction {
+                    commit_ts_micros: recent,
+                    ..(*txn(6)).clone()
+                })),
+                insert(&a, 6, 12),
+                commit(650),
+            ],
+        );
+        assert!(!batcher.is_catching_up());
+        assert_eq!(cut.len(), 1, "the grown batch is cut at the first boundary");
+        assert_eq!(summary(&cut[0]), vec![("a".to_string(), 11)]);
+        // Caught up and idle: a heartbeat alone is recorded after the checkpoint-only delay.
+        feed(
+            &mut batcher,
+            vec![SourceMessage::Heartbeat(ResumePoint::Binlog {
+                file: "b.000001".into(),
+                pos: 660,
+                gtid: None,
+            })],
+        );
+        assert!(!batcher.is_due(Instant::now() + Duration::from_secs(1)));
+        assert!(batcher.is_due(Instant::now() + CHECKPOINT_ONLY_DELAY));
+        batcher.take().unwrap();
 
         // The byte limit still bounds a catch-up batch.
         batcher.limits.catch_up_max_bytes = ByteSize(1);
