@@ -489,9 +489,10 @@ impl TableChanges {
             }
             Op::Update => {
                 let after = image(&event.after)?;
-                let before = match event.table.has_key() {
-                    true => Some(image(&event.before)?),
-                    false => None,
+                let before = if event.table.has_key() {
+                    Some(image(&event.before)?)
+                } else {
+                    None
                 };
                 let key_changed = before.is_some_and(|before| {
                     key.iter().any(|&k| {
