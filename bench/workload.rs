@@ -68,6 +68,41 @@ impl W1 {
         self.rows - self.deletes
     }
 
+    /// W1's load as SQL statements, one per transaction and in load order, each with what it
+    /// does (`inserting`, `updating`, `deleting`), written in `dialect`'s literals. W2 loads the
+    /// Postgres form of the same statements, so its rows equal W1's.
+    pub fn load_statements(
+        &self,
+        dialect: Dialect,
+    ) -> impl Iterator<Item = (&'static str, String)> {
+        let w1 = *self;
+        let mut rows = Gen::new(W1_SEED);
+        let (inserts, updates) = (w1.rows / TXN_ROWS, w1.updates / TXN_ROWS);
+        (0..w1.changes() / TXN_ROWS).map(move |txn| {
+            if txn < inserts {
+                // Inserts: ids 1..=rows, 1000 per statement (each statement is one transaction).
+                let first = txn * TXN_ROWS + 1;
+                ("inserting", rows.insert(first..first + TXN_ROWS, dialect))
+            } else if txn < inserts + updates {
+                // Updates: every even id, 1000 per transaction, changing seven columns through an
+                // upsert (logged and decoded as updates, with new varied values).
+                let txn = txn - inserts;
+                let ids = (0..TXN_ROWS).map(|i| 2 * (txn * TXN_ROWS + i + 1));
+                let mut sql = rows.insert(ids, dialect);
+                sql.push_str(dialect.upsert_tail());
+                ("updating", sql)
+            } else {
+                // Deletes: the last ids, 1000 per statement.
+                let first = w1.rows - w1.deletes + 1 + (txn - inserts - updates) * TXN_ROWS;
+                let last = first + TXN_ROWS - 1;
+                (
+                    "deleting",
+                    format!("DELETE FROM bench.orders WHERE id BETWEEN {first} AND {last}"),
+                )
+            }
+        })
+    }
+
     /// Key of this workload's row in `bench.w1_loaded`.
     fn version(&self) -> String {
         if self.rows == 1_000_000 {
@@ -356,46 +391,10 @@ async fn load_w1(conn: &mut Conn, w1: &W1) -> W1Range {
     let start = master_status(conn).await;
     let started = Instant::now();
 
-    let mut rows = Gen::new(0x7469_6465_6d61_726b);
-    let columns = "INSERT INTO bench.orders \
-        (id, qty, sku, status_code, amount, state, note, created_at, updated_at, flags, attrs) VALUES ";
-    // Inserts: ids 1..=rows, 1000 per statement (each autocommit statement is one transaction).
-    for first in (1..=w1.rows).step_by(TXN_ROWS as usize) {
-        let mut sql = String::with_capacity(400 * TXN_ROWS as usize);
-        sql.push_str(columns);
-        for id in first..first + TXN_ROWS {
-            if id != first {
-                sql.push(',');
-            }
-            rows.row(&mut sql, id);
-        }
-        conn.query_drop(sql).await.expect("inserting W1 rows");
-    }
-    // Updates: every even id, 1000 per transaction, changing seven columns through
-    // INSERT ... ON DUPLICATE KEY UPDATE (row-logged as UPDATE_ROWS with new varied values).
-    let update_tail = " ON DUPLICATE KEY UPDATE qty = VALUES(qty), status_code = VALUES(status_code), \
-        amount = VALUES(amount), state = VALUES(state), note = VALUES(note), \
-        updated_at = VALUES(updated_at), attrs = VALUES(attrs)";
-    for txn in 0..w1.updates / TXN_ROWS {
-        let mut sql = String::with_capacity(400 * TXN_ROWS as usize);
-        sql.push_str(columns);
-        for i in 0..TXN_ROWS {
-            if i != 0 {
-                sql.push(',');
-            }
-            rows.row(&mut sql, 2 * (txn * TXN_ROWS + i + 1));
-        }
-        sql.push_str(update_tail);
-        conn.query_drop(sql).await.expect("updating W1 rows");
-    }
-    // Deletes: the last ids, 1000 per statement.
-    for first in (w1.rows - w1.deletes + 1..=w1.rows).step_by(TXN_ROWS as usize) {
-        conn.query_drop(format!(
-            "DELETE FROM bench.orders WHERE id BETWEEN {first} AND {}",
-            first + TXN_ROWS - 1
-        ))
-        .await
-        .expect("deleting W1 rows");
+    for (doing, sql) in w1.load_statements(Dialect::MariaDb) {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{doing} W1 rows: {e}"));
     }
     let end = master_status(conn).await;
     let load_secs = started.elapsed().as_secs_f64();
@@ -431,6 +430,35 @@ async fn load_w1(conn: &mut Conn, w1: &W1) -> W1Range {
     }
 }
 
+/// Which server a generated statement is for: W1 (MariaDB) and W2 (Postgres) write the same
+/// values with different literals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// W1's MariaDB.
+    MariaDb,
+    /// W2's Postgres.
+    Postgres,
+}
+
+impl Dialect {
+    /// What turns a multi-row INSERT of existing ids into W1's update of seven columns.
+    fn upsert_tail(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => {
+                " ON DUPLICATE KEY UPDATE qty = VALUES(qty), status_code = VALUES(status_code), \
+                 amount = VALUES(amount), state = VALUES(state), note = VALUES(note), \
+                 updated_at = VALUES(updated_at), attrs = VALUES(attrs)"
+            }
+            Dialect::Postgres => {
+                " ON CONFLICT (id) DO UPDATE SET qty = EXCLUDED.qty, \
+                 status_code = EXCLUDED.status_code, amount = EXCLUDED.amount, \
+                 state = EXCLUDED.state, note = EXCLUDED.note, updated_at = EXCLUDED.updated_at, \
+                 attrs = EXCLUDED.attrs"
+            }
+        }
+    }
+}
+
 /// Deterministic generator of realistic-looking W1 rows (splitmix64; no dependency needed).
 pub struct Gen(u64);
 
@@ -442,8 +470,16 @@ const WORDS: &[&str] = &[
 const TAGS: &[&str] = &[
     "red", "green", "vip", "promo", "bulk", "eu", "apac", "retail",
 ];
-const STATES: &[&str] = &["new", "paid", "shipped", "cancelled"];
+/// The values of `state`, in the order of the ENUM (W1) and of the enum type (W2).
+pub const STATES: &[&str] = &["new", "paid", "shipped", "cancelled"];
 const SKU_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
+/// The `src` values of the JSON document.
+const SOURCES: &[&str] = &["web", "app", "pos"];
+/// The seed of W1's (and so W2's) rows.
+const W1_SEED: u64 = 0x7469_6465_6d61_726b;
+/// The columns every generated row fills, in order.
+const INSERT: &str = "INSERT INTO bench.orders \
+    (id, qty, sku, status_code, amount, state, note, created_at, updated_at, flags, attrs) VALUES ";
 
 impl Gen {
     pub fn new(seed: u64) -> Self {
@@ -480,8 +516,22 @@ impl Gen {
         out.truncate(start + target);
     }
 
-    /// Appends one `(...)` VALUES tuple for row `id` of `bench.orders`.
-    fn row(&mut self, sql: &mut String, id: u64) {
+    /// One multi-row INSERT into `bench.orders` of a generated row for each of `ids`.
+    fn insert(&mut self, ids: impl Iterator<Item = u64>, dialect: Dialect) -> String {
+        let mut sql = String::with_capacity(400 * TXN_ROWS as usize);
+        sql.push_str(INSERT);
+        for (i, id) in ids.enumerate() {
+            if i != 0 {
+                sql.push(',');
+            }
+            self.row(&mut sql, id, dialect);
+        }
+        sql
+    }
+
+    /// Appends one `(...)` VALUES tuple for row `id` of `bench.orders`. Both dialects make the
+    /// same draws in the same order, so W2's rows equal W1's.
+    fn row(&mut self, sql: &mut String, id: u64, dialect: Dialect) {
         let qty = self.range(1, 500);
         let sku_len = self.range(10, 32) as usize;
         let sku: String = (0..sku_len)
@@ -502,10 +552,16 @@ impl Gen {
             cents % 100
         );
         self.text(sql, 10, 60);
+        // MariaDB's TIMESTAMP(3) literal carries no zone and its BIT(8) takes a number;
+        // Postgres's timestamptz(3) is given UTC and its bit(8) a bit string.
+        let (zone, flags) = match dialect {
+            Dialect::MariaDb => ("", flags.to_string()),
+            Dialect::Postgres => ("+00", format!("B'{flags:08b}'")),
+        };
         let _ = write!(
             sql,
             "','2024-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{micros:06}',\
-             '2025-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{millis:03}',{flags},\
+             '2025-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{millis:03}{zone}',{flags},\
              '{{\"k\":{},\"tags\":[",
             self.range(1, 100_000)
         );
@@ -515,10 +571,6 @@ impl Gen {
             }
             let _ = write!(sql, "\"{}\"", self.pick(TAGS));
         }
-        let _ = write!(
-            sql,
-            "],\"src\":\"{}\"}}')",
-            self.pick(&["web", "app", "pos"])
-        );
+        let _ = write!(sql, "],\"src\":\"{}\"}}')", self.pick(SOURCES));
     }
 }

@@ -21,7 +21,6 @@
 //! Included with `mod workload_pg;` (beside `mod workload;`) by each benchmark, which uses part
 //! of it.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 use tidemark::source::postgres::slot::WalPosition;
 use tokio_postgres::{Client, NoTls};
 
-use crate::workload::{Gen, TXN_ROWS, W1, instance_url};
+use crate::workload::{Dialect, STATES, TXN_ROWS, W1, instance_url};
 
 /// The database W2 lives in, on the bench Postgres.
 pub const SOURCE_DB: &str = "tidemark_w2_source";
@@ -45,17 +44,6 @@ const RUN_SLOT_PREFIX: &str = "w2_run_";
 const W2_VERSION: &str = "w2-v1";
 /// Where Debian's Postgres 15 client programs are.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// The same tables as `workload.rs`'s private constants, so W2's rows equal W1's.
-const TAGS: &[&str] = &[
-    "red", "green", "vip", "promo", "bulk", "eu", "apac", "retail",
-];
-/// The enum's labels, in W1's order.
-const STATES: &[&str] = &["new", "paid", "shipped", "cancelled"];
-/// Characters of SKUs, as W1 draws them.
-const SKU_CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ0123456789";
-/// The `src` values of the JSON document.
-const SOURCES: &[&str] = &["web", "app", "pos"];
 
 /// The sizes of W2's three phases (W1's, from `TIDEMARK_BENCH_SCALE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,49 +318,13 @@ async fn load_w2(admin: &Client, server_url: &str, w2: &W2) -> W2Range {
     let start = WalPosition::parse(&start).expect("the slot's start position");
     let started = Instant::now();
 
-    let mut rows = Gen::new(0x7469_6465_6d61_726b);
-    let columns = "INSERT INTO bench.orders \
-        (id, qty, sku, status_code, amount, state, note, created_at, updated_at, flags, attrs) VALUES ";
-    // Inserts: ids 1..=rows, 1000 per statement (each statement is its own transaction).
-    for first in (1..=w2.rows).step_by(TXN_ROWS as usize) {
-        let mut sql = String::with_capacity(400 * TXN_ROWS as usize);
-        sql.push_str(columns);
-        for id in first..first + TXN_ROWS {
-            if id != first {
-                sql.push(',');
-            }
-            pg_row(&mut rows, &mut sql, id);
-        }
-        exec(&source, &sql, "inserting W2 rows").await;
-    }
-    // Updates: every even id, 1000 per transaction, changing seven columns through INSERT ...
-    // ON CONFLICT DO UPDATE (as W1's ON DUPLICATE KEY UPDATE; decoded as updates).
-    let update_tail = " ON CONFLICT (id) DO UPDATE SET qty = EXCLUDED.qty, \
-        status_code = EXCLUDED.status_code, amount = EXCLUDED.amount, state = EXCLUDED.state, \
-        note = EXCLUDED.note, updated_at = EXCLUDED.updated_at, attrs = EXCLUDED.attrs";
-    for txn in 0..w2.updates / TXN_ROWS {
-        let mut sql = String::with_capacity(400 * TXN_ROWS as usize);
-        sql.push_str(columns);
-        for i in 0..TXN_ROWS {
-            if i != 0 {
-                sql.push(',');
-            }
-            pg_row(&mut rows, &mut sql, 2 * (txn * TXN_ROWS + i + 1));
-        }
-        sql.push_str(update_tail);
-        exec(&source, &sql, "updating W2 rows").await;
-    }
-    // Deletes: the last ids, 1000 per statement.
-    for first in (w2.rows - w2.deletes + 1..=w2.rows).step_by(TXN_ROWS as usize) {
-        exec(
-            &source,
-            &format!(
-                "DELETE FROM bench.orders WHERE id BETWEEN {first} AND {}",
-                first + TXN_ROWS - 1
-            ),
-            "deleting W2 rows",
-        )
-        .await;
+    let sizes = W1 {
+        rows: w2.rows,
+        updates: w2.updates,
+        deletes: w2.deletes,
+    };
+    for (doing, sql) in sizes.load_statements(Dialect::Postgres) {
+        exec(&source, &sql, &format!("{doing} W2 rows")).await;
     }
     // At or past the last commit's end (other backends may have written WAL meanwhile).
     let load_end: String = source
@@ -418,45 +370,6 @@ async fn load_w2(admin: &Client, server_url: &str, w2: &W2) -> W2Range {
         load_secs,
         reused: false,
     }
-}
-
-/// Appends one `(...)` VALUES tuple for row `id` of `bench.orders`: the draws W1's rows make
-/// from `Gen`, in the same order, written as Postgres literals.
-fn pg_row(rng: &mut Gen, sql: &mut String, id: u64) {
-    let qty = rng.range(1, 500);
-    let sku_len = rng.range(10, 32) as usize;
-    let sku: String = (0..sku_len)
-        .map(|_| SKU_CHARS[rng.next() as usize % SKU_CHARS.len()] as char)
-        .collect();
-    let status = rng.range(1, 9) * 100;
-    let cents = rng.range(100, 9_999_999);
-    let state = rng.pick(STATES);
-    let flags = rng.range(0, 255);
-    let (month, day) = (rng.range(1, 12), rng.range(1, 28));
-    let (h, m, s) = (rng.range(0, 23), rng.range(0, 59), rng.range(0, 59));
-    let micros = rng.range(0, 999_999);
-    let millis = rng.range(0, 999);
-    let _ = write!(
-        sql,
-        "({id},{qty},'{sku}',{status},{}.{:02},'{state}','",
-        cents / 100,
-        cents % 100
-    );
-    rng.text(sql, 10, 60);
-    let _ = write!(
-        sql,
-        "','2024-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{micros:06}',\
-         '2025-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{millis:03}+00',B'{flags:08b}',\
-         '{{\"k\":{},\"tags\":[",
-        rng.range(1, 100_000)
-    );
-    for t in 0..rng.range(0, 4) {
-        if t > 0 {
-            sql.push(',');
-        }
-        let _ = write!(sql, "\"{}\"", rng.pick(TAGS));
-    }
-    let _ = write!(sql, "],\"src\":\"{}\"}}')", rng.pick(SOURCES));
 }
 
 // --- slots ----------------------------------------------------------------------------------
