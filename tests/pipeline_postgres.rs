@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use support::pg_source::{SlotGuard, TablePair, parse_lsn, wait_pg_tables_equal};
 use support::pipeline::{
-    GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, seed, wait_checkpoint,
-    wait_until,
+    GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, fresh_warehouse_on,
+    pg_client, seed, stop_instance, wait_checkpoint, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -256,6 +256,79 @@ async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover(
             && logs.contains(&s.source_id),
         "{logs}"
     );
+}
+
+/// The source is a private Postgres that is stopped while tidemark runs (as for maintenance)
+/// and written to again after it returns: tidemark keeps running, warns naming the source, and
+/// resumes from its slot with nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
+    const INSTANCE: &str = "pipeline-pg-restart";
+    let server = support::postgres_instance(INSTANCE, &[]);
+    // The instance is this test's alone: slots left by earlier runs would only pin WAL.
+    pg_client(&server)
+        .await
+        .batch_execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active",
+        )
+        .await
+        .unwrap();
+    let source = fresh_warehouse_on(&server, "pgpl_restart_src").await;
+    run(
+        &source,
+        &["CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY, v text)"],
+    )
+    .await;
+    let warehouse = fresh_warehouse("pgpl_restart_wh").await;
+    let source_id = "pg-restart";
+    let config = SourceConfig::postgres(source_id, &source.url, &["shop.*"]);
+    let mut tm = Tidemark::start(&GroupConfig::new(&warehouse.url, vec![config]));
+    wait_checkpoint(&mut tm, &warehouse, source_id, Duration::from_secs(30)).await;
+    let tables = [(("shop", "t"), ("acme_in_txn", "t"))];
+    run(
+        &source,
+        &["INSERT INTO shop.t SELECT g, 'before' FROM generate_series(1, 100) g"],
+    )
+    .await;
+    wait_pg_tables_equal(
+        &mut tm,
+        &source.client,
+        &warehouse.client,
+        &tables,
+        CONVERGE,
+    )
+    .await;
+    let source_url = source.url.clone();
+    drop(source);
+
+    stop_instance("postgres-instance.sh", INSTANCE);
+    let warned = wait_until(Duration::from_secs(20), async || {
+        tm.stderr()
+            .lines()
+            .any(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && l.contains(source_id))
+    })
+    .await;
+    tm.assert_running("with its source server down");
+    assert!(
+        warned,
+        "no warning naming {source_id} within 20 s:\n{}",
+        tm.stderr()
+    );
+
+    let restarted = support::postgres_instance(INSTANCE, &[]);
+    assert_eq!(restarted, server, "the instance keeps its port");
+    let source = pg_client(&source_url).await;
+    source
+        .batch_execute(
+            "INSERT INTO shop.t SELECT g, 'after' FROM generate_series(101, 150) g;
+             UPDATE shop.t SET v = 'after' WHERE id <= 10;
+             DELETE FROM shop.t WHERE id BETWEEN 11 AND 20;",
+        )
+        .await
+        .unwrap();
+    wait_pg_tables_equal(&mut tm, &source, &warehouse.client, &tables, CONVERGE).await;
+    let status = tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
