@@ -12,9 +12,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber writing to stderr; `RUST_LOG` overrides the level.
+/// What is logged unless `RUST_LOG` says otherwise. The libraries' own lines repeat what
+/// tidemark reports with the source named (pgwire-replication logs a dropped connection as an
+/// ERROR, which tidemark retries and warns about) or are chatter (server NOTICEs such as
+/// "schema already exists, skipping"), so only their warnings and errors, or nothing, remain.
+const DEFAULT_FILTER: &str = "info,tokio_postgres=warn,pgwire_replication=off";
+
+/// Installs the global tracing subscriber writing to stderr; `RUST_LOG` overrides the filter.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
