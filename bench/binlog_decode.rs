@@ -27,21 +27,34 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tidemark::event::{Op, ResumePoint, SourceMessage};
+use tidemark::event::ResumePoint;
+use tidemark::pipeline::reader::SourceReader;
 use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
 
-#[allow(dead_code)] // shared by two benchmarks; each uses part of it
+mod harness;
+#[allow(dead_code)] // shared by three benchmarks; each uses part of it
 mod workload;
 
+use harness::{Report, Run};
 use workload::{BinlogPos, W1, W1Range, ensure_w1, host_port, server_url, source_revision};
 
-const RSS_TARGET_MB: f64 = 100.0;
-const RATIO_TARGET: f64 = 2.0;
+/// How the output names the sides and units, and the targets: tidemark at least twice as fast,
+/// in at most 100 MB.
+const REPORT: Report = Report {
+    theirs: "mariadb-binlog",
+    unit: "events",
+    run_rate: "ev/s",
+    result_rate: "events/s",
+    ratio_target: 2.0,
+    ratio_decimals: 1,
+    rss_target_mb: Some(100.0),
+};
 /// Replica server id of the tidemark reader; unique on the dedicated bench server.
 const READER_SERVER_ID: u32 = 4242;
 
+/// The parent (timing both sides), or the child (`--child ...`: tidemark's reader alone).
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
@@ -52,23 +65,9 @@ fn main() {
     }
 }
 
-/// What one timed run measured.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    events: u64,
-    secs: f64,
-    rss_mb: f64,
-}
-
+/// Loads or finds W1, counts its rows once, then times both sides alternately and reports.
 fn parent() {
-    let reps: usize = std::env::var("TIDEMARK_BENCH_REPS")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .expect("TIDEMARK_BENCH_REPS must be a positive integer")
-        })
-        .unwrap_or(5)
-        .max(1);
+    let reps = harness::reps_from_env();
     let url = server_url();
     let (host, port) = host_port(&url);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
@@ -100,64 +99,15 @@ fn parent() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut theirs = Vec::new();
-    let mut ours = Vec::new();
-    for rep in 1..=reps {
-        let m = mysqlbinlog.timed_run(counted.total());
-        println!(
-            "  run {rep}/{reps}: mariadb-binlog {:>9} events {:>7.2} s {:>10.0} ev/s",
-            m.events,
-            m.secs,
-            m.events as f64 / m.secs
-        );
-        theirs.push(m);
-        let t = tidemark_run(&url, &range);
-        println!(
-            "  run {rep}/{reps}: tidemark       {:>9} events {:>7.2} s {:>10.0} ev/s  peak RSS {:.1} MB",
-            t.events,
-            t.secs,
-            t.events as f64 / t.secs,
-            t.rss_mb
-        );
-        ours.push(t);
-    }
-
-    let best = |runs: &[Run]| {
-        *runs
-            .iter()
-            .min_by(|a, b| a.secs.total_cmp(&b.secs))
-            .expect("at least one run")
-    };
-    let (m, t) = (best(&theirs), best(&ours));
-    let peak_rss = ours.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
-    let ratio = (t.events as f64 / t.secs) / (m.events as f64 / m.secs);
-    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-    println!();
-    println!("result (best of {reps} per side; peak RSS is the max over tidemark runs):");
-    println!(
-        "  mariadb-binlog: {:>9} events {:>7.2} s {:>10.0} events/s",
-        m.events,
-        m.secs,
-        m.events as f64 / m.secs
+    let (_, t) = REPORT.compare(
+        reps,
+        || harness::timed_command(mysqlbinlog.command(), counted.total()),
+        || tidemark_run(&url, &range),
     );
-    println!(
-        "  tidemark:       {:>9} events {:>7.2} s {:>10.0} events/s",
-        t.events,
-        t.secs,
-        t.events as f64 / t.secs
-    );
-    println!(
-        "  ratio tidemark/mariadb-binlog: {ratio:.2}x  (target >= {RATIO_TARGET:.1}x) {}",
-        verdict(ratio >= RATIO_TARGET)
-    );
-    println!(
-        "  tidemark peak RSS: {peak_rss:.1} MB  (target <= {RSS_TARGET_MB:.0} MB) {}",
-        verdict(peak_rss <= RSS_TARGET_MB)
-    );
-    if t.events != counted.total() {
+    if t.changes != counted.total() {
         println!(
             "  WARNING: tidemark delivered {} changes but mariadb-binlog decoded {} rows",
-            t.events,
+            t.changes,
             counted.total()
         );
     }
@@ -235,57 +185,15 @@ impl MysqlBinlog {
         assert!(status.success(), "mariadb-binlog failed: {status}");
         counts
     }
-
-    /// Runs it once into `/dev/null`, timed from spawn to exit.
-    fn timed_run(&self, events: u64) -> Run {
-        let started = Instant::now();
-        let status = self
-            .command()
-            .stdout(Stdio::null())
-            .status()
-            .expect("starting mariadb-binlog (is the MariaDB client installed?)");
-        let secs = started.elapsed().as_secs_f64();
-        assert!(status.success(), "mariadb-binlog failed: {status}");
-        Run {
-            events,
-            secs,
-            rss_mb: 0.0,
-        }
-    }
 }
 
-/// Side (b): this binary in child mode, timed from spawn to exit; it reports its own counts
-/// and peak RSS on stdout as `key=value` pairs.
+/// Side (b): this binary in child mode reading the range.
 fn tidemark_run(url: &str, range: &W1Range) -> Run {
-    let exe = std::env::current_exe().expect("locating the benchmark executable");
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .args(["--child", url])
-        .arg(range.start.to_string())
-        .arg(range.end.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("starting the tidemark child process");
-    let secs = started.elapsed().as_secs_f64();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tidemark child failed ({}); it printed: {report}",
-        out.status
-    );
-    let field = |key: &str| -> f64 {
-        report
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("child report lacks {key}: {report}"))
-    };
-    Run {
-        events: field("changes") as u64,
-        secs,
-        rss_mb: field("vm_hwm_kb") / 1024.0,
-    }
+    harness::timed_child([
+        url.to_owned(),
+        range.start.to_string(),
+        range.end.to_string(),
+    ])
 }
 
 /// Child mode: `--child URL FROM_FILE:POS TO_FILE:POS [MAX_CHANGES]`.
@@ -296,42 +204,7 @@ fn tidemark_run(url: &str, range: &W1Range) -> Run {
 mod child {
     use super::*;
 
-    /// Discards what it is given, counting it. Stands in for a warehouse sink.
-    #[derive(Debug, Default)]
-    struct NullSink {
-        insert: u64,
-        update: u64,
-        delete: u64,
-        transactions: u64,
-    }
-
-    impl NullSink {
-        fn changes(&self) -> u64 {
-            self.insert + self.update + self.delete
-        }
-
-        /// Takes a batch; returns the resume point of the last commit in it, if any.
-        fn accept(&mut self, batch: &mut Vec<SourceMessage>) -> Option<ResumePoint> {
-            let mut committed = None;
-            for message in batch.drain(..) {
-                match message {
-                    SourceMessage::Change(change) => match change.op {
-                        Op::Insert => self.insert += 1,
-                        Op::Update => self.update += 1,
-                        Op::Delete => self.delete += 1,
-                        Op::Truncate | Op::Read => {}
-                    },
-                    SourceMessage::Commit(point) => {
-                        self.transactions += 1;
-                        committed = Some(point);
-                    }
-                    _ => {}
-                }
-            }
-            committed
-        }
-    }
-
+    /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
         let usage = "usage: binlog_decode --child URL FROM_FILE:POS TO_FILE:POS [MAX_CHANGES]";
         let [url, from, to, rest @ ..] = args else {
@@ -339,64 +212,31 @@ mod child {
         };
         let from = BinlogPos::parse(from).unwrap_or_else(|| panic!("{usage}"));
         let to = BinlogPos::parse(to).unwrap_or_else(|| panic!("{usage}"));
-        let limit: u64 = match rest {
-            [] => u64::MAX,
-            [n] => n.parse().unwrap_or_else(|_| panic!("{usage}")),
-            _ => panic!("{usage}"),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("starting the tokio runtime");
-        let started = Instant::now();
-        let sink = runtime.block_on(read_range(url, from, to, limit));
-        let secs = started.elapsed().as_secs_f64();
-        drop(runtime);
-        println!(
-            "changes={} insert={} update={} delete={} transactions={} secs={secs:.3} vm_hwm_kb={}",
-            sink.changes(),
-            sink.insert,
-            sink.update,
-            sink.delete,
-            sink.transactions,
-            workload::vm_hwm_kb(None).expect("VmHWM in /proc/self/status")
-        );
+        let limit = harness::max_changes(rest, usage);
+        harness::report_child(read_range(url, from, to, limit));
     }
 
-    async fn read_range(url: &str, from: BinlogPos, to: BinlogPos, limit: u64) -> NullSink {
+    /// Reads from `from` until a transaction commits at or past `to` (or `limit` changes).
+    async fn read_range(
+        url: &str,
+        from: BinlogPos,
+        to: BinlogPos,
+        limit: u64,
+    ) -> harness::NullSink {
         let options = ReaderOptions::new("bench", url, READER_SERVER_ID);
         let start = StartPosition::Resume(ResumePoint::Binlog {
             file: from.file,
             pos: from.pos,
             gtid: None,
         });
-        let mut reader = BinlogReader::connect(options, start)
+        let reader = BinlogReader::connect(options, start)
             .await
             .unwrap_or_else(|e| panic!("connecting the binlog reader to {url}: {e}"));
         let end = BinlogPos::key(&to.file, to.pos);
-        let mut sink = NullSink::default();
-        let mut batch = Vec::new();
-        loop {
-            let read = tokio::time::timeout(Duration::from_secs(60), reader.next_batch(&mut batch));
-            match read.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("binlog reader failed at {}: {e}", reader.resume_point()),
-                Err(_) => panic!(
-                    "no event for 60 s at {} before reaching {to}",
-                    reader.resume_point()
-                ),
-            }
-            let committed = sink.accept(&mut batch);
-            if let Some(ResumePoint::Binlog { file, pos, .. }) = committed
-                && BinlogPos::key(&file, pos) >= end
-            {
-                break;
-            }
-            if sink.changes() >= limit {
-                break;
-            }
-        }
-        reader.close().await;
-        sink
+        harness::drain(SourceReader::Mysql(reader), &to, limit, |committed, _| {
+            matches!(committed, Some(ResumePoint::Binlog { file, pos, .. })
+                if BinlogPos::key(&file, pos) >= end)
+        })
+        .await
     }
 }

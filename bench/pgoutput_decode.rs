@@ -28,27 +28,38 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tidemark::config::{Config, SourceConfig};
-use tidemark::event::{Op, ResumePoint, SourceMessage};
+use tidemark::event::ResumePoint;
+use tidemark::pipeline::reader::SourceReader;
 use tidemark::source::postgres::reader::PgReader;
 use tidemark::source::postgres::slot::WalPosition;
 
+mod harness;
 #[allow(dead_code)] // shared by three benchmarks; each uses part of it
 mod workload;
 #[allow(dead_code)] // shared by two benchmarks; each uses part of it
 mod workload_pg;
 
+use harness::{Report, Run};
 use workload::source_revision;
 use workload_pg::{
     PUBLICATION, RunSlots, SOURCE_DB, W2, W2Range, count_recvlogical, db_url, ensure_w2,
     pg_connect, pg_source_server_url, recvlogical,
 };
 
-/// tidemark must reach at least this share of `pg_recvlogical`'s rate.
-const RATIO_TARGET: f64 = 0.90;
+/// How the output names the sides and units, and the target: tidemark at least 90% of
+/// `pg_recvlogical`'s rate (peak RSS is reported without one).
+const REPORT: Report = Report {
+    theirs: "pg_recvlogical",
+    unit: "changes",
+    run_rate: "changes/s",
+    result_rate: "changes/s",
+    ratio_target: 0.90,
+    ratio_decimals: 2,
+    rss_target_mb: None,
+};
 
 /// The parent (timing both sides), or the child (`--child ...`: tidemark's reader alone).
 fn main() {
@@ -61,24 +72,9 @@ fn main() {
     }
 }
 
-/// What one timed run measured.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    changes: u64,
-    secs: f64,
-    rss_mb: f64,
-}
-
 /// Loads or finds W2, checks the stream once, then times both sides alternately and reports.
 fn parent() {
-    let reps: usize = std::env::var("TIDEMARK_BENCH_REPS")
-        .ok()
-        .map(|v| {
-            v.parse()
-                .expect("TIDEMARK_BENCH_REPS must be a positive integer")
-        })
-        .unwrap_or(5)
-        .max(1);
+    let reps = harness::reps_from_env();
     let server = pg_source_server_url();
     let url = db_url(&server, SOURCE_DB);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
@@ -110,66 +106,25 @@ fn parent() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut theirs = Vec::new();
-    let mut ours = Vec::new();
-    for rep in 1..=reps {
+    // Each side reads its own copy of the template slot, dropped right after (untimed).
+    let on_copy = |side: &dyn Fn(&str) -> Run| {
         let slot = runtime.block_on(slots.copy());
-        let m = recvlogical_run(&url, &slot, &range, counted.changes());
+        let run = side(&slot);
         runtime.block_on(slots.drop_slot(&slot));
-        println!(
-            "  run {rep}/{reps}: pg_recvlogical {:>9} changes {:>7.2} s {:>10.0} changes/s",
-            m.changes,
-            m.secs,
-            m.changes as f64 / m.secs
-        );
-        theirs.push(m);
-        let slot = runtime.block_on(slots.copy());
-        let t = tidemark_run(&url, &slot, &range);
-        runtime.block_on(slots.drop_slot(&slot));
-        println!(
-            "  run {rep}/{reps}: tidemark       {:>9} changes {:>7.2} s {:>10.0} changes/s  peak RSS {:.1} MB",
-            t.changes,
-            t.secs,
-            t.changes as f64 / t.secs,
-            t.rss_mb
-        );
-        ours.push(t);
-    }
-    drop(client);
-    drop(runtime);
-
-    let best = |runs: &[Run]| {
-        *runs
-            .iter()
-            .min_by(|a, b| a.secs.total_cmp(&b.secs))
-            .expect("at least one run")
+        run
     };
-    let (m, t) = (best(&theirs), best(&ours));
-    let peak_rss = ours.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
-    let ratio = (t.changes as f64 / t.secs) / (m.changes as f64 / m.secs);
-    let verdict = if ratio >= RATIO_TARGET {
-        "PASS"
-    } else {
-        "MISS"
-    };
-    println!();
-    println!("result (best of {reps} per side; peak RSS is the max over tidemark runs):");
-    println!(
-        "  pg_recvlogical: {:>9} changes {:>7.2} s {:>10.0} changes/s",
-        m.changes,
-        m.secs,
-        m.changes as f64 / m.secs
+    let (_, t) = REPORT.compare(
+        reps,
+        || {
+            on_copy(&|slot| {
+                // Side (a): pg_recvlogical writing what it receives to /dev/null.
+                let mut cmd = recvlogical(&url, slot, range.end);
+                cmd.args(["-f", "/dev/null"]);
+                harness::timed_command(cmd, counted.changes())
+            })
+        },
+        || on_copy(&|slot| tidemark_run(&url, slot, &range)),
     );
-    println!(
-        "  tidemark:       {:>9} changes {:>7.2} s {:>10.0} changes/s",
-        t.changes,
-        t.secs,
-        t.changes as f64 / t.secs
-    );
-    println!(
-        "  ratio tidemark/pg_recvlogical: {ratio:.2}x  (target >= {RATIO_TARGET:.2}x) {verdict}"
-    );
-    println!("  tidemark peak RSS: {peak_rss:.1} MB");
     for (who, changes) in [
         ("pg_recvlogical", counted.changes()),
         ("tidemark", t.changes),
@@ -183,56 +138,14 @@ fn parent() {
     }
 }
 
-/// Side (a): `pg_recvlogical` from its own copy `slot` into `/dev/null`, timed from spawn to
-/// exit; `changes` is what the check run counted.
-fn recvlogical_run(url: &str, slot: &str, range: &W2Range, changes: u64) -> Run {
-    let started = Instant::now();
-    let status = recvlogical(url, slot, range.end)
-        .args(["-f", "/dev/null"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("starting pg_recvlogical");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(status.success(), "pg_recvlogical failed: {status}");
-    Run {
-        changes,
-        secs,
-        rss_mb: 0.0,
-    }
-}
-
-/// Side (b): this binary in child mode on its own copy `slot`, timed from spawn to exit; it
-/// reports its own counts and peak RSS on stdout as `key=value` pairs.
+/// Side (b): this binary in child mode on its own copy `slot`.
 fn tidemark_run(url: &str, slot: &str, range: &W2Range) -> Run {
-    let exe = std::env::current_exe().expect("locating the benchmark executable");
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .args(["--child", url, slot])
-        .arg(range.start.to_string())
-        .arg(range.end.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("starting the tidemark child process");
-    let secs = started.elapsed().as_secs_f64();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tidemark child failed ({}); it printed: {report}",
-        out.status
-    );
-    let field = |key: &str| -> f64 {
-        report
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("child report lacks {key}: {report}"))
-    };
-    Run {
-        changes: field("changes") as u64,
-        secs,
-        rss_mb: field("vm_hwm_kb") / 1024.0,
-    }
+    harness::timed_child([
+        url.to_owned(),
+        slot.to_owned(),
+        range.start.to_string(),
+        range.end.to_string(),
+    ])
 }
 
 /// Child mode: `--child URL SLOT START END [MAX_CHANGES]`.
@@ -244,38 +157,6 @@ fn tidemark_run(url: &str, slot: &str, range: &W2Range) -> Run {
 mod child {
     use super::*;
 
-    /// Discards what it is given, counting it. Stands in for a warehouse sink.
-    #[derive(Debug, Default)]
-    struct NullSink {
-        insert: u64,
-        update: u64,
-        delete: u64,
-        transactions: u64,
-    }
-
-    impl NullSink {
-        /// Row changes counted so far.
-        fn changes(&self) -> u64 {
-            self.insert + self.update + self.delete
-        }
-
-        /// Takes a batch, counting its changes and commits.
-        fn accept(&mut self, batch: &mut Vec<SourceMessage>) {
-            for message in batch.drain(..) {
-                match message {
-                    SourceMessage::Change(change) => match change.op {
-                        Op::Insert => self.insert += 1,
-                        Op::Update => self.update += 1,
-                        Op::Delete => self.delete += 1,
-                        Op::Truncate | Op::Read => {}
-                    },
-                    SourceMessage::Commit(_) => self.transactions += 1,
-                    _ => {}
-                }
-            }
-        }
-    }
-
     /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
         let usage = "usage: pgoutput_decode --child URL SLOT START_LSN END_LSN [MAX_CHANGES]";
@@ -284,29 +165,9 @@ mod child {
         };
         let from = WalPosition::parse(from).unwrap_or_else(|| panic!("{usage}"));
         let to = WalPosition::parse(to).unwrap_or_else(|| panic!("{usage}"));
-        let limit: u64 = match rest {
-            [] => u64::MAX,
-            [n] => n.parse().unwrap_or_else(|_| panic!("{usage}")),
-            _ => panic!("{usage}"),
-        };
+        let limit = harness::max_changes(rest, usage);
         let source = source_config(url, slot);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("starting the tokio runtime");
-        let started = Instant::now();
-        let sink = runtime.block_on(read_range(&source, from, to, limit));
-        let secs = started.elapsed().as_secs_f64();
-        drop(runtime);
-        println!(
-            "changes={} insert={} update={} delete={} transactions={} secs={secs:.3} vm_hwm_kb={}",
-            sink.changes(),
-            sink.insert,
-            sink.update,
-            sink.delete,
-            sink.transactions,
-            workload::vm_hwm_kb(None).expect("VmHWM in /proc/self/status")
-        );
+        harness::report_child(read_range(&source, from, to, limit));
     }
 
     /// A Postgres source reading `bench.orders` of the database at `url` through `slot` and
@@ -350,35 +211,24 @@ publication = {PUBLICATION:?}
         from: WalPosition,
         to: WalPosition,
         limit: u64,
-    ) -> NullSink {
+    ) -> harness::NullSink {
         // Nothing is ever confirmed: the slot is a throwaway copy.
         let (_confirm, confirmations) = tokio::sync::watch::channel(None);
         let checkpoint = ResumePoint::Lsn { lsn: from.0 };
         let opened = PgReader::open(source, Some(&checkpoint), confirmations)
             .await
             .unwrap_or_else(|e| panic!("opening the Postgres reader at {from}: {e}"));
-        let mut reader = opened.reader;
-        let mut sink = NullSink::default();
-        let mut batch = Vec::new();
-        loop {
-            let read = tokio::time::timeout(Duration::from_secs(60), reader.next_batch(&mut batch));
-            match read.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("Postgres reader failed at {}: {e}", reader.resume_point()),
-                Err(_) => panic!(
-                    "nothing read for 60 s at {} before reaching {to}",
-                    reader.resume_point()
-                ),
-            }
-            sink.accept(&mut batch);
-            let ResumePoint::Lsn { lsn } = reader.resume_point() else {
-                panic!("a Postgres reader resumes at an LSN");
-            };
-            if lsn >= to.0 || sink.changes() >= limit {
-                break;
-            }
-        }
-        reader.close().await;
-        sink
+        harness::drain(
+            SourceReader::Postgres(opened.reader),
+            to,
+            limit,
+            |_, reader| {
+                let ResumePoint::Lsn { lsn } = reader.resume_point() else {
+                    panic!("a Postgres reader resumes at an LSN");
+                };
+                lsn >= to.0
+            },
+        )
+        .await
     }
 }
