@@ -37,7 +37,7 @@ mod harness;
 #[allow(dead_code)] // shared by three benchmarks; each uses part of it
 mod workload;
 
-use harness::{Report, Run};
+use harness::Report;
 use workload::{BinlogPos, W1, W1Range, ensure_w1, host_port, server_url, source_revision};
 
 /// How the output names the sides and units, and the targets: tidemark at least twice as fast,
@@ -56,13 +56,7 @@ const READER_SERVER_ID: u32 = 4242;
 
 /// The parent (timing both sides), or the child (`--child ...`: tidemark's reader alone).
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        child::run(&args[1..]);
-    } else {
-        // `cargo bench` passes `--bench` (and maybe a filter); there is nothing to select.
-        parent();
-    }
+    harness::dispatch(child::run, parent);
 }
 
 /// Loads or finds W1, counts its rows once, then times both sides alternately and reports.
@@ -102,7 +96,8 @@ fn parent() {
     let (_, t) = REPORT.compare(
         reps,
         || harness::timed_command(mysqlbinlog.command(), counted.total()),
-        || tidemark_run(&url, &range),
+        // Side (b): this binary in child mode reading the range.
+        || harness::timed_child([&url, &range.start.to_string(), &range.end.to_string()]),
     );
     if t.changes != counted.total() {
         println!(
@@ -187,15 +182,6 @@ impl MysqlBinlog {
     }
 }
 
-/// Side (b): this binary in child mode reading the range.
-fn tidemark_run(url: &str, range: &W1Range) -> Run {
-    harness::timed_child([
-        url.to_owned(),
-        range.start.to_string(),
-        range.end.to_string(),
-    ])
-}
-
 /// Child mode: `--child URL FROM_FILE:POS TO_FILE:POS [MAX_CHANGES]`.
 ///
 /// Reads from `FROM` until a transaction commits at or past `TO` (or `MAX_CHANGES` changes
@@ -207,12 +193,9 @@ mod child {
     /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
         let usage = "usage: binlog_decode --child URL FROM_FILE:POS TO_FILE:POS [MAX_CHANGES]";
-        let [url, from, to, rest @ ..] = args else {
-            panic!("{usage}");
-        };
+        let ([url, from, to], limit) = harness::child_args(args, usage);
         let from = BinlogPos::parse(from).unwrap_or_else(|| panic!("{usage}"));
         let to = BinlogPos::parse(to).unwrap_or_else(|| panic!("{usage}"));
-        let limit = harness::max_changes(rest, usage);
         harness::report_child(read_range(url, from, to, limit));
     }
 

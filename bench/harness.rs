@@ -16,6 +16,18 @@ use std::time::{Duration, Instant};
 use tidemark::event::{Op, ResumePoint, SourceMessage};
 use tidemark::pipeline::reader::SourceReader;
 
+/// Runs `child` with the arguments after `--child` when the binary was re-executed as the
+/// child, else `parent`.
+pub fn dispatch(child: fn(&[String]), parent: fn()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+    } else {
+        // `cargo bench` passes `--bench` (and maybe a filter); there is nothing to select.
+        parent();
+    }
+}
+
 /// What one timed run measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
@@ -202,14 +214,19 @@ where
     }
 }
 
-/// The child's optional last argument, `MAX_CHANGES` (to profile a shorter run); panics with
-/// `usage` when it is malformed.
-pub fn max_changes(rest: &[String], usage: &str) -> u64 {
-    match rest {
+/// The child's arguments: the `N` it requires, then an optional `MAX_CHANGES` (to profile a
+/// shorter run; unlimited when absent). Panics with `usage` when they do not fit.
+pub fn child_args<'a, const N: usize>(args: &'a [String], usage: &str) -> ([&'a str; N], u64) {
+    if args.len() < N {
+        panic!("{usage}");
+    }
+    let (required, rest) = args.split_at(N);
+    let limit = match rest {
         [] => u64::MAX,
         [n] => n.parse().unwrap_or_else(|_| panic!("{usage}")),
         _ => panic!("{usage}"),
-    }
+    };
+    (std::array::from_fn(|i| required[i].as_str()), limit)
 }
 
 /// Discards what it is given, counting it. Stands in for a warehouse sink.

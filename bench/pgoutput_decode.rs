@@ -45,8 +45,8 @@ mod workload_pg;
 use harness::{Report, Run};
 use workload::source_revision;
 use workload_pg::{
-    PUBLICATION, RunSlots, SOURCE_DB, W2, W2Range, count_recvlogical, db_url, ensure_w2,
-    pg_connect, pg_source_server_url, recvlogical,
+    PUBLICATION, RunSlots, SOURCE_DB, W2, count_recvlogical, db_url, ensure_w2, pg_connect,
+    pg_source_server_url, recvlogical,
 };
 
 /// How the output names the sides and units, and the target: tidemark at least 90% of
@@ -63,13 +63,7 @@ const REPORT: Report = Report {
 
 /// The parent (timing both sides), or the child (`--child ...`: tidemark's reader alone).
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        child::run(&args[1..]);
-    } else {
-        // `cargo bench` passes `--bench` (and maybe a filter); there is nothing to select.
-        parent();
-    }
+    harness::dispatch(child::run, parent);
 }
 
 /// Loads or finds W2, checks the stream once, then times both sides alternately and reports.
@@ -123,7 +117,13 @@ fn parent() {
                 harness::timed_command(cmd, counted.changes())
             })
         },
-        || on_copy(&|slot| tidemark_run(&url, slot, &range)),
+        || {
+            on_copy(&|slot| {
+                // Side (b): this binary in child mode on its own copy.
+                let (start, end) = (range.start.to_string(), range.end.to_string());
+                harness::timed_child([url.as_str(), slot, &start, &end])
+            })
+        },
     );
     for (who, changes) in [
         ("pg_recvlogical", counted.changes()),
@@ -138,16 +138,6 @@ fn parent() {
     }
 }
 
-/// Side (b): this binary in child mode on its own copy `slot`.
-fn tidemark_run(url: &str, slot: &str, range: &W2Range) -> Run {
-    harness::timed_child([
-        url.to_owned(),
-        slot.to_owned(),
-        range.start.to_string(),
-        range.end.to_string(),
-    ])
-}
-
 /// Child mode: `--child URL SLOT START END [MAX_CHANGES]`.
 ///
 /// Reads slot `SLOT` of the database at `URL` from checkpoint `START` (an LSN, `X/Y`) until the
@@ -160,12 +150,9 @@ mod child {
     /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
         let usage = "usage: pgoutput_decode --child URL SLOT START_LSN END_LSN [MAX_CHANGES]";
-        let [url, slot, from, to, rest @ ..] = args else {
-            panic!("{usage}");
-        };
+        let ([url, slot, from, to], limit) = harness::child_args(args, usage);
         let from = WalPosition::parse(from).unwrap_or_else(|| panic!("{usage}"));
         let to = WalPosition::parse(to).unwrap_or_else(|| panic!("{usage}"));
-        let limit = harness::max_changes(rest, usage);
         let source = source_config(url, slot);
         harness::report_child(read_range(&source, from, to, limit));
     }
