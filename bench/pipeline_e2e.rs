@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use tidemark::event::ResumePoint;
+use tidemark::source::postgres::slot::WalPosition;
 use tokio_postgres::Client;
 
 #[allow(dead_code)] // shared by three benchmarks; each uses part of it
@@ -390,8 +391,8 @@ impl Tidemark {
     }
 }
 
-/// The source's checkpoint, as `(file, pos)`, or `None` before tidemark wrote it.
-async fn checkpoint(client: &Client, source_id: &str) -> Option<(String, u64)> {
+/// The source's binlog checkpoint, or `None` before tidemark wrote it.
+async fn checkpoint(client: &Client, source_id: &str) -> Option<BinlogPos> {
     let row = client
         .query_opt(
             "SELECT resume_point->>'file', (resume_point->>'pos')::bigint
@@ -402,11 +403,14 @@ async fn checkpoint(client: &Client, source_id: &str) -> Option<(String, u64)> {
         .ok()??;
     let file: Option<String> = row.get(0);
     let pos: Option<i64> = row.get(1);
-    Some((file?, pos? as u64))
+    Some(BinlogPos {
+        file: file?,
+        pos: pos? as u64,
+    })
 }
 
 /// A Postgres source's checkpoint LSN, or `None` before tidemark wrote it.
-async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<u64> {
+async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<WalPosition> {
     let row = client
         .query_opt(
             "SELECT (resume_point->>'lsn')::bigint FROM tidemark.checkpoints
@@ -415,7 +419,8 @@ async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<u64> {
         )
         .await
         .ok()??;
-    row.get::<_, Option<i64>>(0).map(|lsn| lsn as u64)
+    row.get::<_, Option<i64>>(0)
+        .map(|lsn| WalPosition(lsn as u64))
 }
 
 /// Whether tidemark has written the source's checkpoint row (false also before the control
@@ -444,7 +449,7 @@ async fn wait_for_checkpoint_row(client: &Client, tidemark: &mut Tidemark, sourc
     }
 }
 
-// --- (a) and (b): W1 throughput -------------------------------------------------------------
+// --- throughput, shared by (a)/(b) on W1 and (d)/(e) on W2 ------------------------------------
 
 /// The reference load, a psql script reading the rows on stdin: COPY (with `copy_options`) into a
 /// temporary staging table, one MERGE into `target`, one transaction. `columns` are the target's
@@ -479,64 +484,12 @@ COMMIT;
     )
 }
 
-/// The source rows the reference loads, in the text form `COPY` reads.
-const REFERENCE_SELECT: &str = "SET time_zone = '+00:00';
-    SELECT id, qty, sku, status_code, amount, state, note, created_at, updated_at,
-        LPAD(BIN(flags), 8, '0'), attrs
-    FROM bench.orders";
-
-/// Row count and content checksum of `bench.orders` at the source: per row, the md5 of a text
-/// rendering both servers produce identically; summed over rows as two 32-bit halves.
-const SOURCE_CHECKSUM: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(h1), 0) AS CHAR),
-        CAST(COALESCE(SUM(h2), 0) AS CHAR)
-    FROM (SELECT CAST(CONV(SUBSTR(m, 1, 8), 16, 10) AS UNSIGNED) AS h1,
-                 CAST(CONV(SUBSTR(m, 9, 8), 16, 10) AS UNSIGNED) AS h2
-          FROM (SELECT MD5(CONCAT_WS('|', id, qty, sku, status_code, amount, state, note,
-                    DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'),
-                    LEFT(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), 23),
-                    LPAD(BIN(flags), 8, '0'), JSON_VALUE(attrs, '$.k'),
-                    JSON_VALUE(attrs, '$.src'))) AS m
-                FROM bench.orders) AS r) AS s";
-
-/// The same checksum of the target table.
-const TARGET_CHECKSUM: &str =
-    "SELECT count(*), coalesce(sum(h1), 0)::text, coalesce(sum(h2), 0)::text
-    FROM (SELECT ('x' || substr(m, 1, 8))::bit(32)::bigint AS h1,
-                 ('x' || substr(m, 9, 8))::bit(32)::bigint AS h2
-          FROM (SELECT md5(concat_ws('|', id, qty, sku, status_code, amount, state, note,
-                    to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'),
-                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
-                    flags::text, attrs::jsonb->>'k', attrs::jsonb->>'src')) AS m
-                FROM bench_e2e_w1.orders) AS r) AS s";
-
 /// Rows and checksum of a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Contents {
     rows: u64,
     sum1: String,
     sum2: String,
-}
-
-async fn source_contents(url: &str) -> Contents {
-    let mut conn = connect(url).await;
-    let (rows, sum1, sum2): (u64, String, String) = conn
-        .query_first(SOURCE_CHECKSUM)
-        .await
-        .expect("checksumming bench.orders")
-        .expect("one row");
-    Contents { rows, sum1, sum2 }
-}
-
-async fn target_contents(client: &Client) -> Contents {
-    let row = client
-        .query_one(TARGET_CHECKSUM, &[])
-        .await
-        .unwrap_or_else(|e| panic!("checksumming bench_e2e_w1.orders: {}", pg_error(&e)));
-    Contents {
-        rows: row.get::<_, i64>(0) as u64,
-        sum1: row.get(1),
-        sum2: row.get(2),
-    }
 }
 
 /// Column names and types of a table, in order.
@@ -563,86 +516,7 @@ struct Run {
     rss_mb: f64,
 }
 
-const W1_SPEC: SourceSpec<'static> = SourceSpec {
-    name: "w1",
-    id: "bench-w1",
-    function: "w1",
-    include: "bench.orders",
-    batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
-};
-const TIDEMARK_DB: &str = "tidemark_e2e";
-const REFERENCE_DB: &str = "tidemark_e2e_ref";
-
-async fn throughput(env: &Env) {
-    let w1 = W1::from_env();
-    let range = ensure_w1(env.mysql_url(), &w1).await;
-    println!("(a) tidemark run vs (b) COPY + MERGE by hand, on {w1}");
-    println!("  {}", range.describe());
-    let started = Instant::now();
-    let source = source_contents(env.mysql_url()).await;
-    println!(
-        "  source: bench.orders has {} rows, checksum {}/{} ({:.1} s, untimed)",
-        source.rows,
-        source.sum1,
-        source.sum2,
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(
-        source.rows,
-        w1.final_rows(),
-        "bench.orders does not hold W1's final rows; rerun with TIDEMARK_BENCH_RELOAD=1"
-    );
-
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    let mut shape = Vec::new();
-    for rep in 1..=env.reps {
-        let t = tidemark_w1(env, &range, &source).await;
-        println!(
-            "  run {rep}/{}: tidemark  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s {:>8.0} rows/s  peak RSS {:.1} MB",
-            env.reps,
-            w1.changes(),
-            source.rows,
-            t.secs,
-            w1.changes() as f64 / t.secs,
-            source.rows as f64 / t.secs,
-            t.rss_mb
-        );
-        ours.push(t);
-        if rep == 1 {
-            let client = pg_connect(&env.db_url(TIDEMARK_DB)).await;
-            shape = table_shape(&client, "bench_e2e_w1", "orders").await;
-            let listed: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
-            println!(
-                "  target table, as tidemark created it (the reference creates the same): {}",
-                listed.join(", ")
-            );
-        }
-        let r = reference_w1(env, &source, &shape).await;
-        println!(
-            "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
-            env.reps,
-            source.rows,
-            r.secs,
-            source.rows as f64 / r.secs,
-        );
-        theirs.push(r);
-    }
-    print_result(
-        env,
-        &Workload {
-            name: "W1",
-            changes: w1.changes(),
-            change_kind: "row events",
-            final_rows: source.rows,
-            reference: "`mariadb --batch --quick -e SELECT`",
-        },
-        &ours,
-        &theirs,
-    );
-}
-
-/// What a throughput result is about.
+/// What a throughput comparison is about.
 struct Workload<'a> {
     /// `W1` or `W2`.
     name: &'a str,
@@ -654,6 +528,74 @@ struct Workload<'a> {
     final_rows: u64,
     /// The reference's reading command.
     reference: &'a str,
+    /// The warehouse database tidemark loads into, where the target's shape is read.
+    tidemark_db: &'a str,
+    /// The schema of the target table `orders`.
+    schema: &'a str,
+}
+
+/// Prints the source's rows and checksum (taken since `started`, untimed) and checks that they
+/// are the workload's final rows; `table` names the source table in the line.
+fn check_source(workload: &Workload<'_>, table: &str, source: &Contents, started: Instant) {
+    println!(
+        "  source: {table} has {} rows, checksum {}/{} ({:.1} s, untimed)",
+        source.rows,
+        source.sum1,
+        source.sum2,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        source.rows, workload.final_rows,
+        "bench.orders does not hold {}'s final rows; rerun with TIDEMARK_BENCH_RELOAD=1",
+        workload.name
+    );
+}
+
+/// Times tidemark and the reference alternately `env.reps` times on one workload, printing each
+/// run (and, after tidemark's first, the target table it created, which the reference copies),
+/// then the result.
+async fn compare_throughput(
+    env: &Env,
+    workload: &Workload<'_>,
+    mut tidemark: impl AsyncFnMut() -> Run,
+    mut reference: impl AsyncFnMut(&[(String, String)]) -> Run,
+) {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut shape = Vec::new();
+    for rep in 1..=env.reps {
+        let t = tidemark().await;
+        println!(
+            "  run {rep}/{}: tidemark  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s {:>8.0} rows/s  peak RSS {:.1} MB",
+            env.reps,
+            workload.changes,
+            workload.final_rows,
+            t.secs,
+            workload.changes as f64 / t.secs,
+            workload.final_rows as f64 / t.secs,
+            t.rss_mb
+        );
+        ours.push(t);
+        if rep == 1 {
+            let client = pg_connect(&env.db_url(workload.tidemark_db)).await;
+            shape = table_shape(&client, workload.schema, "orders").await;
+            let listed: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            println!(
+                "  target table, as tidemark created it (the reference creates the same): {}",
+                listed.join(", ")
+            );
+        }
+        let r = reference(&shape).await;
+        println!(
+            "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
+            env.reps,
+            workload.final_rows,
+            r.secs,
+            workload.final_rows as f64 / r.secs,
+        );
+        theirs.push(r);
+    }
+    print_result(env, workload, &ours, &theirs);
 }
 
 /// Prints the best of each side's runs, the ratios and their definitions.
@@ -671,6 +613,7 @@ fn print_result(env: &Env, workload: &Workload, ours: &[Run], theirs: &[Run]) {
         change_kind,
         final_rows,
         reference,
+        ..
     } = *workload;
     let peak_rss = ours.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
     let ratio = r.secs / t.secs;
@@ -719,74 +662,88 @@ fn print_result(env: &Env, workload: &Workload, ours: &[Run], theirs: &[Run]) {
     );
 }
 
-/// Side (a): tidemark replays W1 into a fresh warehouse database.
-async fn tidemark_w1(env: &Env, range: &W1Range, source: &Contents) -> Run {
-    let client = env.fresh_database(TIDEMARK_DB).await;
-    let config = W1_SPEC.write_config(env, TIDEMARK_DB);
-
-    // A first, short run creates tidemark's control tables and its checkpoint row.
-    let mut first = Tidemark::start(env, &config, "w1-setup");
-    wait_for_checkpoint_row(&client, &mut first, W1_SPEC.id).await;
+/// A first, short run of `spec` with `config`: tidemark creates its control tables and records
+/// its checkpoint row, which the timed run's start then replaces.
+async fn setup_run(env: &Env, client: &Client, config: &Path, spec: &SourceSpec<'_>) {
+    let mut first = Tidemark::start(env, config, &format!("{}-setup", spec.name));
+    wait_for_checkpoint_row(client, &mut first, spec.id).await;
     first.stop();
-    let start = ResumePoint::Binlog {
-        file: range.start.file.clone(),
-        pos: range.start.pos,
-        gtid: None,
-    };
+}
+
+/// Moves `spec`'s checkpoint to `start`, the workload's start (in `ResumePoint`'s own serde
+/// form, as tidemark writes it).
+async fn move_checkpoint(client: &Client, spec: &SourceSpec<'_>, start: &ResumePoint) {
     let moved = client
         .execute(
             "UPDATE tidemark.checkpoints SET resume_point = $1, position = $2 WHERE source_id = $3",
             &[
-                &serde_json::to_value(&start).expect("serialising a resume point"),
+                &serde_json::to_value(start).expect("serialising a resume point"),
                 &start.to_string(),
-                &W1_SPEC.id,
+                &spec.id,
             ],
         )
         .await
-        .unwrap_or_else(|e| panic!("moving the checkpoint to W1's start: {}", pg_error(&e)));
+        .unwrap_or_else(|e| panic!("moving the checkpoint to {start}: {}", pg_error(&e)));
     assert_eq!(moved, 1, "no checkpoint row to move");
+}
 
-    let end = BinlogPos::key(&range.end.file, range.end.pos);
-    let mut tidemark = Tidemark::start(env, &config, "w1");
-    let mut last_progress = (Instant::now(), (0, 0));
+/// The timed run of `spec` with `config`: from spawning `tidemark run` until `checkpoint` (polled
+/// every 50 ms) is `at_end`, the workload's `end`; then its peak RSS, and it is stopped. Panics
+/// if the checkpoint does not move for 120 s.
+async fn timed_replay<P: PartialEq + std::fmt::Display>(
+    env: &Env,
+    spec: &SourceSpec<'_>,
+    config: &Path,
+    end: impl std::fmt::Display,
+    mut checkpoint: impl AsyncFnMut() -> Option<P>,
+    at_end: impl Fn(&P) -> bool,
+) -> Run {
+    let mut tidemark = Tidemark::start(env, config, spec.name);
+    let mut last_progress: (Instant, Option<P>) = (Instant::now(), None);
     let secs = loop {
-        if let Some((file, pos)) = checkpoint(&client, W1_SPEC.id).await {
-            let at = BinlogPos::key(&file, pos);
-            if at >= end {
+        if let Some(at) = checkpoint().await {
+            if at_end(&at) {
                 break tidemark.started.elapsed().as_secs_f64();
             }
-            if at != last_progress.1 {
-                last_progress = (Instant::now(), at);
+            if last_progress.1.as_ref() != Some(&at) {
+                last_progress = (Instant::now(), Some(at));
             }
         }
         tidemark.assert_alive();
         assert!(
             last_progress.0.elapsed() < Duration::from_secs(120),
-            "tidemark's checkpoint has not moved for 120 s (at {:?}, W1 ends at {}); log:\n{}",
-            last_progress.1,
-            range.end,
+            "tidemark's checkpoint has not moved for 120 s (at {}, the workload ends at {end}); \
+             log:\n{}",
+            last_progress
+                .1
+                .as_ref()
+                .map_or("none yet".to_owned(), ToString::to_string),
             tidemark.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let rss_mb = tidemark.peak_rss_mb();
     tidemark.stop();
-    let target = target_contents(&client).await;
-    assert_eq!(
-        &target, source,
-        "after W1, bench_e2e_w1.orders differs from bench.orders (rows, checksum)"
-    );
     Run { secs, rss_mb }
 }
 
-/// Side (b): the final rows, selected from the source and loaded by psql (COPY + MERGE).
-async fn reference_w1(env: &Env, source: &Contents, shape: &[(String, String)]) -> Run {
-    let client = env.fresh_database(REFERENCE_DB).await;
+/// The reference's empty target table `{schema}.orders`, of the `shape` tidemark created, in a
+/// fresh warehouse database `db`, and its load script `script` (COPY with `copy_options`, then
+/// MERGE); returns a client of `db`, the script's path and the source columns.
+async fn prepare_reference(
+    env: &Env,
+    db: &str,
+    schema: &str,
+    shape: &[(String, String)],
+    script: &str,
+    copy_options: &str,
+) -> (Client, PathBuf, Vec<(String, String)>) {
+    let client = env.fresh_database(db).await;
     let columns: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA bench_e2e_w1;
-             CREATE TABLE bench_e2e_w1.orders ({}, PRIMARY KEY (id))",
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.orders ({}, PRIMARY KEY (id))",
             columns.join(", ")
         ))
         .await
@@ -796,58 +753,43 @@ async fn reference_w1(env: &Env, source: &Contents, shape: &[(String, String)]) 
         .filter(|(n, _)| !n.starts_with("_tidemark_"))
         .cloned()
         .collect();
-    let script = env.work.join("reference.sql");
+    let path = env.work.join(script);
     std::fs::write(
-        &script,
-        reference_sql(
-            "bench_e2e_w1.orders",
-            "FORMAT text, NULL 'NULL'",
-            &source_columns,
-        ),
+        &path,
+        reference_sql(&format!("{schema}.orders"), copy_options, &source_columns),
     )
-    .expect("writing reference.sql");
-    let (host, port) = host_port(env.mysql_url());
-    let psql = psql();
+    .unwrap_or_else(|e| panic!("writing {script}: {e}"));
+    (client, path, source_columns)
+}
 
+/// The reference's timed part: `select` (`what`), which writes the final rows to its stdout,
+/// piped into `psql -f script` on `db`; seconds from spawning `select` until psql exits.
+fn timed_reference(env: &Env, mut select: Command, what: &str, db: &str, script: &Path) -> f64 {
+    let psql = psql();
     let started = Instant::now();
-    let mut select = Command::new("mariadb")
-        .args(["--no-defaults", "--batch", "--skip-column-names", "--quick"])
-        .arg(format!("--host={host}"))
-        .arg(format!("--port={port}"))
-        .args(["--user=root", "--default-character-set=utf8mb4", "-e"])
-        .arg(REFERENCE_SELECT)
+    let mut select = select
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("starting mariadb (is the MariaDB client installed?)");
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
     let rows = select.stdout.take().expect("piped stdout");
     let load = Command::new(psql)
         .args(["-X", "-q", "-d"])
-        .arg(env.db_url(REFERENCE_DB))
+        .arg(env.db_url(db))
         .arg("-f")
-        .arg(&script)
+        .arg(script)
         .stdin(rows)
         .stdout(Stdio::null())
         .status()
         .expect("starting psql");
-    let selected = select.wait().expect("waiting for mariadb");
+    let selected = select
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
     let secs = started.elapsed().as_secs_f64();
-    assert!(selected.success(), "mariadb SELECT failed: {selected}");
+    assert!(selected.success(), "{what} failed: {selected}");
     assert!(load.success(), "psql COPY + MERGE failed: {load}");
-
-    let target = target_contents(&client).await;
-    assert_eq!(
-        &target, source,
-        "the reference load differs from bench.orders (rows, checksum)"
-    );
-    Run { secs, rss_mb: 0.0 }
+    secs
 }
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
-}
-
-// --- (d) and (e): W2 throughput, from Postgres -----------------------------------------------
 
 /// `psql` of Postgres 15 when installed where Debian puts it, else the one on `PATH`.
 fn psql() -> String {
@@ -858,6 +800,165 @@ fn psql() -> String {
         "psql".to_owned()
     }
 }
+
+/// `PASS` or `MISS`, as the targets' lines end.
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+// --- (a) and (b): W1 throughput -------------------------------------------------------------
+
+/// The source rows the reference loads, in the text form `COPY` reads.
+const REFERENCE_SELECT: &str = "SET time_zone = '+00:00';
+    SELECT id, qty, sku, status_code, amount, state, note, created_at, updated_at,
+        LPAD(BIN(flags), 8, '0'), attrs
+    FROM bench.orders";
+
+/// Row count and content checksum of `bench.orders` at the source: per row, the md5 of a text
+/// rendering both servers produce identically; summed over rows as two 32-bit halves.
+const SOURCE_CHECKSUM: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(h1), 0) AS CHAR),
+        CAST(COALESCE(SUM(h2), 0) AS CHAR)
+    FROM (SELECT CAST(CONV(SUBSTR(m, 1, 8), 16, 10) AS UNSIGNED) AS h1,
+                 CAST(CONV(SUBSTR(m, 9, 8), 16, 10) AS UNSIGNED) AS h2
+          FROM (SELECT MD5(CONCAT_WS('|', id, qty, sku, status_code, amount, state, note,
+                    DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f'),
+                    LEFT(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), 23),
+                    LPAD(BIN(flags), 8, '0'), JSON_VALUE(attrs, '$.k'),
+                    JSON_VALUE(attrs, '$.src'))) AS m
+                FROM bench.orders) AS r) AS s";
+
+/// The same checksum of the target table.
+const TARGET_CHECKSUM: &str =
+    "SELECT count(*), coalesce(sum(h1), 0)::text, coalesce(sum(h2), 0)::text
+    FROM (SELECT ('x' || substr(m, 1, 8))::bit(32)::bigint AS h1,
+                 ('x' || substr(m, 9, 8))::bit(32)::bigint AS h2
+          FROM (SELECT md5(concat_ws('|', id, qty, sku, status_code, amount, state, note,
+                    to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.US'),
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
+                    flags::text, attrs::jsonb->>'k', attrs::jsonb->>'src')) AS m
+                FROM bench_e2e_w1.orders) AS r) AS s";
+
+async fn source_contents(url: &str) -> Contents {
+    let mut conn = connect(url).await;
+    let (rows, sum1, sum2): (u64, String, String) = conn
+        .query_first(SOURCE_CHECKSUM)
+        .await
+        .expect("checksumming bench.orders")
+        .expect("one row");
+    Contents { rows, sum1, sum2 }
+}
+
+async fn target_contents(client: &Client) -> Contents {
+    let row = client
+        .query_one(TARGET_CHECKSUM, &[])
+        .await
+        .unwrap_or_else(|e| panic!("checksumming bench_e2e_w1.orders: {}", pg_error(&e)));
+    Contents {
+        rows: row.get::<_, i64>(0) as u64,
+        sum1: row.get(1),
+        sum2: row.get(2),
+    }
+}
+
+const W1_SPEC: SourceSpec<'static> = SourceSpec {
+    name: "w1",
+    id: "bench-w1",
+    function: "w1",
+    include: "bench.orders",
+    batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+};
+/// The warehouse database tidemark loads W1 into.
+const TIDEMARK_DB: &str = "tidemark_e2e";
+/// The warehouse database the reference loads W1 into.
+const REFERENCE_DB: &str = "tidemark_e2e_ref";
+
+/// (a) and (b): W1 replayed by tidemark from MariaDB, against COPY + MERGE by hand.
+async fn throughput(env: &Env) {
+    let w1 = W1::from_env();
+    let range = ensure_w1(env.mysql_url(), &w1).await;
+    println!("(a) tidemark run vs (b) COPY + MERGE by hand, on {w1}");
+    println!("  {}", range.describe());
+    let workload = Workload {
+        name: "W1",
+        changes: w1.changes(),
+        change_kind: "row events",
+        final_rows: w1.final_rows(),
+        reference: "`mariadb --batch --quick -e SELECT`",
+        tidemark_db: TIDEMARK_DB,
+        schema: "bench_e2e_w1",
+    };
+    let started = Instant::now();
+    let source = source_contents(env.mysql_url()).await;
+    check_source(&workload, "bench.orders", &source, started);
+    compare_throughput(
+        env,
+        &workload,
+        async || tidemark_w1(env, &range, &source).await,
+        async |shape| reference_w1(env, &source, shape).await,
+    )
+    .await;
+}
+
+/// Side (a): tidemark replays W1 into a fresh warehouse database.
+async fn tidemark_w1(env: &Env, range: &W1Range, source: &Contents) -> Run {
+    let client = env.fresh_database(TIDEMARK_DB).await;
+    let config = W1_SPEC.write_config(env, TIDEMARK_DB);
+    setup_run(env, &client, &config, &W1_SPEC).await;
+    let start = ResumePoint::Binlog {
+        file: range.start.file.clone(),
+        pos: range.start.pos,
+        gtid: None,
+    };
+    move_checkpoint(&client, &W1_SPEC, &start).await;
+
+    let end = BinlogPos::key(&range.end.file, range.end.pos);
+    let run = timed_replay(
+        env,
+        &W1_SPEC,
+        &config,
+        &range.end,
+        async || checkpoint(&client, W1_SPEC.id).await,
+        |at: &BinlogPos| BinlogPos::key(&at.file, at.pos) >= end,
+    )
+    .await;
+    let target = target_contents(&client).await;
+    assert_eq!(
+        &target, source,
+        "after W1, bench_e2e_w1.orders differs from bench.orders (rows, checksum)"
+    );
+    run
+}
+
+/// Side (b): the final rows, selected from the source and loaded by psql (COPY + MERGE).
+async fn reference_w1(env: &Env, source: &Contents, shape: &[(String, String)]) -> Run {
+    let (client, script, _) = prepare_reference(
+        env,
+        REFERENCE_DB,
+        "bench_e2e_w1",
+        shape,
+        "reference.sql",
+        "FORMAT text, NULL 'NULL'",
+    )
+    .await;
+    let (host, port) = host_port(env.mysql_url());
+    let mut select = Command::new("mariadb");
+    select
+        .args(["--no-defaults", "--batch", "--skip-column-names", "--quick"])
+        .arg(format!("--host={host}"))
+        .arg(format!("--port={port}"))
+        .args(["--user=root", "--default-character-set=utf8mb4", "-e"])
+        .arg(REFERENCE_SELECT);
+    let secs = timed_reference(env, select, "mariadb SELECT", REFERENCE_DB, &script);
+
+    let target = target_contents(&client).await;
+    assert_eq!(
+        &target, source,
+        "the reference load differs from bench.orders (rows, checksum)"
+    );
+    Run { secs, rss_mb: 0.0 }
+}
+
+// --- (d) and (e): W2 throughput, from Postgres -----------------------------------------------
 
 /// W2's tidemark source (its slot is set per config file).
 const W2_SPEC: SourceSpec<'static> = SourceSpec {
@@ -910,71 +1011,28 @@ async fn postgres_throughput(env: &Env) {
     println!();
     println!("(d) tidemark run vs (e) COPY + MERGE by hand, on {w2}, from Postgres");
     println!("  {}", range.describe());
+    let workload = Workload {
+        name: "W2",
+        changes: w2.changes(),
+        change_kind: "row changes",
+        final_rows: w2.final_rows(),
+        reference: "`psql -c \"\\copy (SELECT ...) TO STDOUT\"`",
+        tidemark_db: W2_TIDEMARK_DB,
+        schema: "bench_e2e_w2",
+    };
     let source_client = pg_connect(&env.w2_source_url()).await;
     let slots = RunSlots::new(&source_client).await;
     let started = Instant::now();
     let source = w2_contents(&source_client, "bench.orders").await;
-    println!(
-        "  source: {}.bench.orders has {} rows, checksum {}/{} ({:.1} s, untimed)",
-        workload_pg::SOURCE_DB,
-        source.rows,
-        source.sum1,
-        source.sum2,
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(
-        source.rows,
-        w2.final_rows(),
-        "bench.orders does not hold W2's final rows; rerun with TIDEMARK_BENCH_RELOAD=1"
-    );
-
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    let mut shape = Vec::new();
-    for rep in 1..=env.reps {
-        let t = tidemark_w2(env, &range, &source, &slots).await;
-        println!(
-            "  run {rep}/{}: tidemark  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s {:>8.0} rows/s  peak RSS {:.1} MB",
-            env.reps,
-            w2.changes(),
-            source.rows,
-            t.secs,
-            w2.changes() as f64 / t.secs,
-            source.rows as f64 / t.secs,
-            t.rss_mb
-        );
-        ours.push(t);
-        if rep == 1 {
-            let client = pg_connect(&env.db_url(W2_TIDEMARK_DB)).await;
-            shape = table_shape(&client, "bench_e2e_w2", "orders").await;
-            let listed: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
-            println!(
-                "  target table, as tidemark created it (the reference creates the same): {}",
-                listed.join(", ")
-            );
-        }
-        let r = reference_w2(env, &source, &shape).await;
-        println!(
-            "  run {rep}/{}: reference {:>7} rows selected, COPY + MERGE {:>7.2} s {:>27.0} rows/s",
-            env.reps,
-            source.rows,
-            r.secs,
-            source.rows as f64 / r.secs,
-        );
-        theirs.push(r);
-    }
-    print_result(
+    let table = format!("{}.bench.orders", workload_pg::SOURCE_DB);
+    check_source(&workload, &table, &source, started);
+    compare_throughput(
         env,
-        &Workload {
-            name: "W2",
-            changes: w2.changes(),
-            change_kind: "row changes",
-            final_rows: source.rows,
-            reference: "`psql -c \"\\copy (SELECT ...) TO STDOUT\"`",
-        },
-        &ours,
-        &theirs,
-    );
+        &workload,
+        async || tidemark_w2(env, &range, &source, &slots).await,
+        async |shape| reference_w2(env, &source, shape).await,
+    )
+    .await;
 }
 
 /// Side (d): tidemark replays W2 from its own copy of the template slot into a fresh warehouse
@@ -982,14 +1040,11 @@ async fn postgres_throughput(env: &Env) {
 async fn tidemark_w2(env: &Env, range: &W2Range, source: &Contents, slots: &RunSlots<'_>) -> Run {
     let client = env.fresh_database(W2_TIDEMARK_DB).await;
 
-    // A first, short run creates tidemark's control tables and its checkpoint row. It reads a
-    // slot of its own, which tidemark creates at the end of the WAL (so nothing is read) and
-    // which is dropped afterwards.
+    // The setup run reads a slot of its own, which tidemark creates at the end of the WAL (so
+    // nothing is read) and which is dropped afterwards.
     let setup_slot = slots.name("setup");
     let setup = W2_SPEC.write_pg_config(env, W2_TIDEMARK_DB, "w2-setup", &setup_slot);
-    let mut first = Tidemark::start(env, &setup, "w2-setup");
-    wait_for_checkpoint_row(&client, &mut first, W2_SPEC.id).await;
-    first.stop();
+    setup_run(env, &client, &setup, &W2_SPEC).await;
     slots.drop_slot(&setup_slot).await;
 
     // The timed run reads a copy of the template slot, which starts at W2's start, with the
@@ -997,112 +1052,59 @@ async fn tidemark_w2(env: &Env, range: &W2Range, source: &Contents, slots: &RunS
     // confirmed position.
     let slot = slots.name("e2e");
     slots.copy_as(&slot).await;
-    let start = ResumePoint::Lsn { lsn: range.start.0 };
-    let moved = client
-        .execute(
-            "UPDATE tidemark.checkpoints SET resume_point = $1, position = $2 WHERE source_id = $3",
-            &[
-                &serde_json::to_value(&start).expect("serialising a resume point"),
-                &start.to_string(),
-                &W2_SPEC.id,
-            ],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("moving the checkpoint to W2's start: {}", pg_error(&e)));
-    assert_eq!(moved, 1, "no checkpoint row to move");
+    move_checkpoint(&client, &W2_SPEC, &ResumePoint::Lsn { lsn: range.start.0 }).await;
 
     let config = W2_SPEC.write_pg_config(env, W2_TIDEMARK_DB, "w2", &slot);
-    let mut tidemark = Tidemark::start(env, &config, "w2");
-    let mut last_progress = (Instant::now(), 0);
-    let secs = loop {
-        if let Some(at) = lsn_checkpoint(&client, W2_SPEC.id).await {
-            if at >= range.end.0 {
-                break tidemark.started.elapsed().as_secs_f64();
-            }
-            if at != last_progress.1 {
-                last_progress = (Instant::now(), at);
-            }
-        }
-        tidemark.assert_alive();
-        assert!(
-            last_progress.0.elapsed() < Duration::from_secs(120),
-            "tidemark's checkpoint has not moved for 120 s (at {}, W2 ends at {}); log:\n{}",
-            ResumePoint::Lsn {
-                lsn: last_progress.1
-            },
-            range.end,
-            tidemark.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let rss_mb = tidemark.peak_rss_mb();
-    tidemark.stop();
+    let run = timed_replay(
+        env,
+        &W2_SPEC,
+        &config,
+        range.end,
+        async || lsn_checkpoint(&client, W2_SPEC.id).await,
+        |at: &WalPosition| *at >= range.end,
+    )
+    .await;
     slots.drop_slot(&slot).await;
     let target = w2_contents(&client, "bench_e2e_w2.orders").await;
     assert_eq!(
         &target, source,
         "after W2, bench_e2e_w2.orders differs from the source's bench.orders (rows, checksum)"
     );
-    Run { secs, rss_mb }
+    run
 }
 
 /// Side (e): the final rows, copied out of the source by one psql and loaded by another (COPY +
 /// MERGE).
 async fn reference_w2(env: &Env, source: &Contents, shape: &[(String, String)]) -> Run {
-    let client = env.fresh_database(W2_REFERENCE_DB).await;
-    let columns: Vec<String> = shape.iter().map(|(n, t)| format!("{n} {t}")).collect();
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA bench_e2e_w2;
-             CREATE TABLE bench_e2e_w2.orders ({}, PRIMARY KEY (id))",
-            columns.join(", ")
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("creating the reference target table: {}", pg_error(&e)));
-    let source_columns: Vec<(String, String)> = shape
-        .iter()
-        .filter(|(n, _)| !n.starts_with("_tidemark_"))
-        .cloned()
-        .collect();
-    let script = env.work.join("reference-w2.sql");
-    std::fs::write(
-        &script,
-        reference_sql("bench_e2e_w2.orders", "FORMAT text", &source_columns),
+    let (client, script, source_columns) = prepare_reference(
+        env,
+        W2_REFERENCE_DB,
+        "bench_e2e_w2",
+        shape,
+        "reference-w2.sql",
+        "FORMAT text",
     )
-    .expect("writing reference-w2.sql");
+    .await;
     let names: Vec<&str> = source_columns.iter().map(|(n, _)| n.as_str()).collect();
     let copy_out = format!(
         "\\copy (SELECT {} FROM bench.orders) TO STDOUT",
         names.join(", ")
     );
-    let psql = psql();
-
-    let started = Instant::now();
-    let mut select = Command::new(&psql)
+    let mut select = Command::new(psql());
+    select
         .args(["-X", "-q", "-d"])
         .arg(env.w2_source_url())
         .arg("-c")
         .arg(&copy_out)
         // timestamptz values in UTC, as the loading session reads them.
-        .env("PGTZ", "UTC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting psql (COPY TO STDOUT)");
-    let rows = select.stdout.take().expect("piped stdout");
-    let load = Command::new(&psql)
-        .args(["-X", "-q", "-d"])
-        .arg(env.db_url(W2_REFERENCE_DB))
-        .arg("-f")
-        .arg(&script)
-        .stdin(rows)
-        .stdout(Stdio::null())
-        .status()
-        .expect("starting psql");
-    let selected = select.wait().expect("waiting for psql (COPY TO STDOUT)");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(selected.success(), "psql COPY TO STDOUT failed: {selected}");
-    assert!(load.success(), "psql COPY + MERGE failed: {load}");
+        .env("PGTZ", "UTC");
+    let secs = timed_reference(
+        env,
+        select,
+        "psql (COPY TO STDOUT)",
+        W2_REFERENCE_DB,
+        &script,
+    );
 
     let target = w2_contents(&client, "bench_e2e_w2.orders").await;
     assert_eq!(
