@@ -1,4 +1,5 @@
-//! Workload W1 and the helpers the benchmarks share (`binlog_decode`, `pipeline_e2e`).
+//! Workload W1 and the helpers the benchmarks share (`binlog_decode`, `pgoutput_decode`,
+//! `pipeline_e2e`).
 //!
 //! W1 is one table, `bench.orders`, with the column types a CDC source meets most (BIGINT key,
 //! INT, VARCHAR, SMALLINT, DECIMAL, ENUM, TEXT, DATETIME(6), TIMESTAMP(3), BIT, JSON), loaded
@@ -11,6 +12,9 @@
 //! `TIDEMARK_BENCH_SCALE` (default 1) scales the three counts, for short runs while iterating
 //! (0.1: 100k inserts, 50k updates, 10k deletes). A scaled W1 is recorded under its own version
 //! key, so switching scale reloads.
+//!
+//! W2 (`workload_pg.rs`) loads the Postgres form of W1's statements ([`W1::load_statements`]),
+//! so its rows are W1's.
 //!
 //! Included with `mod workload;` by each benchmark, which uses part of it.
 
