@@ -15,6 +15,13 @@ use support::pipeline::{
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
+/// `shop.docs`, whose text columns `a` and `b` are stored out of line uncompressed once long
+/// (STORAGE EXTERNAL), so an update that does not touch them sends them as "unchanged" ('u').
+const TOASTED_DOCS: &str = "CREATE SCHEMA shop;
+     CREATE TABLE shop.docs (id int PRIMARY KEY, a text, b text, n int);
+     ALTER TABLE shop.docs ALTER COLUMN a SET STORAGE EXTERNAL;
+     ALTER TABLE shop.docs ALTER COLUMN b SET STORAGE EXTERNAL;";
+
 /// A source database made by `ddl`, a fresh warehouse, and tidemark running with the source's
 /// slot created and its start checkpointed.
 struct Setup {
@@ -395,16 +402,7 @@ async fn the_slot_keeps_advancing_while_only_unpublished_tables_are_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_toasted_values_keep_their_value_in_the_target() {
-    // STORAGE EXTERNAL: long values go out of line uncompressed, so an update that does not
-    // touch them sends them as "unchanged" ('u').
-    let mut s = setup(
-        "pgpl_toast",
-        "CREATE SCHEMA shop;
-         CREATE TABLE shop.docs (id int PRIMARY KEY, a text, b text, n int);
-         ALTER TABLE shop.docs ALTER COLUMN a SET STORAGE EXTERNAL;
-         ALTER TABLE shop.docs ALTER COLUMN b SET STORAGE EXTERNAL;",
-    )
-    .await;
+    let mut s = setup("pgpl_toast", TOASTED_DOCS).await;
     let tables = [(("shop", "docs"), ("acme_in_txn", "docs"))];
     run(
         &s.source,
@@ -471,14 +469,7 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_key_changes_of_toasted_rows_land_equal() {
-    let mut s = setup(
-        "pgpl_moves",
-        "CREATE SCHEMA shop;
-         CREATE TABLE shop.docs (id int PRIMARY KEY, a text, b text, n int);
-         ALTER TABLE shop.docs ALTER COLUMN a SET STORAGE EXTERNAL;
-         ALTER TABLE shop.docs ALTER COLUMN b SET STORAGE EXTERNAL;",
-    )
-    .await;
+    let mut s = setup("pgpl_moves", TOASTED_DOCS).await;
     let mut rng = Rng::new(seed("random_key_changes_of_toasted_rows_land_equal"));
     const KEYS: i64 = 60;
     let mut live: Vec<i64> = (1..=30).collect();
