@@ -185,19 +185,8 @@ async fn a_dropped_slot_stops_the_source_with_the_ways_to_recover() {
     )
     .await;
 
-    let mut tm = Tidemark::start(&s.group);
-    let status = tm
-        .wait_exit(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("tidemark kept running without its slot:\n{}", tm.logs()));
-    assert!(!status.success(), "{status:?}");
-    let logs = tm.logs();
-    assert!(
-        logs.contains(&format!("replication slot `{}` does not exist", s.slot))
-            && logs.contains("To recover")
-            && logs.contains(&s.source_id),
-        "{logs}"
-    );
+    let problem = format!("replication slot `{}` does not exist", s.slot);
+    assert_refuses_to_start(&s, &[&problem]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,22 +236,23 @@ async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover(
         .await
         .unwrap();
 
+    let problem = format!("replication slot `{}` has confirmed up to", s.slot);
+    assert_refuses_to_start(&s, &[&problem, "past the checkpoint"]).await;
+}
+
+/// Starts tidemark again on `s`'s group and expects it to exit non-zero, logging every one of
+/// `problem`, the source's id and the ways to recover.
+async fn assert_refuses_to_start(s: &Setup, problem: &[&str]) {
     let mut tm = Tidemark::start(&s.group);
     let status = tm
         .wait_exit(Duration::from_secs(30))
         .await
-        .unwrap_or_else(|| panic!("tidemark skipped the changes it lost:\n{}", tm.logs()));
+        .unwrap_or_else(|| panic!("tidemark kept running:\n{}", tm.logs()));
     assert!(!status.success(), "{status:?}");
     let logs = tm.logs();
-    assert!(
-        logs.contains(&format!(
-            "replication slot `{}` has confirmed up to",
-            s.slot
-        )) && logs.contains("past the checkpoint")
-            && logs.contains("To recover")
-            && logs.contains(&s.source_id),
-        "{logs}"
-    );
+    for wanted in problem.iter().chain([&"To recover", &s.source_id.as_str()]) {
+        assert!(logs.contains(wanted), "no {wanted:?} in the logs:\n{logs}");
+    }
 }
 
 /// The source is a private Postgres that is stopped while tidemark runs (as for maintenance)
