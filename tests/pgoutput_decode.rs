@@ -7,7 +7,9 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use support::pg_source::{drop_slot, incompressible_text, leftovers_of_dead_processes, peek_slot};
+use support::pg_source::{
+    drop_databases, drop_slot, incompressible_text, leftovers_of_dead_processes, peek_slot,
+};
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::source::postgres::pgoutput::{
     Begin, ColumnData, Commit, DataType, Lsn, OldTuple, Origin, PgOutputMessage, Relation,
@@ -30,14 +32,7 @@ async fn real_server_stream_decodes_to_what_was_written() {
     let outcome = AssertUnwindSafe(scenario(&db, &name)).catch_unwind().await;
 
     drop_slot_and_origin(&admin, &name).await;
-    let db_name = db.db.clone();
-    drop(db);
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("DROP DATABASE {db_name}: {e}"));
+    drop_databases(&admin, vec![db]).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

@@ -14,7 +14,7 @@ use std::pin::pin;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_slot, incompressible_text,
+    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_databases, drop_slot, incompressible_text,
     leftovers_of_dead_processes, parse_lsn, peek_slot, pg_table_diff,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
@@ -51,14 +51,7 @@ async fn every_postgres_type_lands_equal_in_the_warehouse() {
         .await;
 
     drop_slot(&admin, &slot).await;
-    for db in [source, target] {
-        let name = db.db.clone();
-        drop(db);
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .await
-            .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
-    }
+    drop_databases(&admin, vec![source, target]).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use tidemark::config::{Config, SourceConfig};
 
-use super::pipeline::{Tidemark, pg_rows, poll};
+use super::pipeline::{Tidemark, Warehouse, pg_rows, poll};
 
 /// A validated Postgres source `id` reading the database at `url`, including `shop.*`, with slot
 /// `{names}_slot` and publication `{names}_pub` (unique names: test processes share the server).
@@ -335,6 +335,18 @@ pub async fn drop_slot(admin: &Client, name: &str) {
         )
         .await
         .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
+}
+
+/// Closes and drops each of `databases` (FORCE: a walsender may still hold one).
+pub async fn drop_databases(admin: &Client, databases: Vec<Warehouse>) {
+    for db in databases {
+        let name = db.db.clone();
+        drop(db);
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
+    }
 }
 
 /// The slots and replication origins named `prefix` followed by the id of a process that no
