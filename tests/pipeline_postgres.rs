@@ -255,6 +255,48 @@ async fn assert_refuses_to_start(s: &Setup, problem: &[&str]) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_included_table_created_later_joins_the_publication_at_the_next_start() {
+    let mut s = setup(
+        "pgpl_later",
+        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
+    )
+    .await;
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    run(
+        &s.source,
+        &["CREATE TABLE shop.later (id int PRIMARY KEY, v text)"],
+    )
+    .await;
+    s.tm = Tidemark::start(&s.group);
+    // Changes made before the table joins the publication never reach the slot.
+    let added = wait_until(CONVERGE, async || {
+        s.tm.logs()
+            .contains("added included tables to the publication")
+    })
+    .await;
+    assert!(added, "{}", s.tm.logs());
+    run(
+        &s.source,
+        &[
+            "INSERT INTO shop.later VALUES (1, 'a'), (2, 'b')",
+            "INSERT INTO shop.t VALUES (1)",
+        ],
+    )
+    .await;
+    converge(
+        &mut s,
+        &[
+            (("shop", "later"), ("acme_in_txn", "later")),
+            (("shop", "t"), ("acme_in_txn", "t")),
+        ],
+    )
+    .await;
+    let logs = s.tm.logs();
+    assert!(logs.contains(r#"tables="shop"."later""#), "{logs}");
+}
+
 /// The source is a private Postgres that is stopped while tidemark runs (as for maintenance)
 /// and written to again after it returns: tidemark keeps running, warns naming the source, and
 /// resumes from its slot with nothing lost or doubled.

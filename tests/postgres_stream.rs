@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::pg_source::{SlotGuard, validated_pg_source};
-use support::pipeline::{Warehouse, fresh_warehouse, wait_until};
+use support::pipeline::{Warehouse, fresh_warehouse, pg_client, wait_until};
 use tidemark::config::{SecretUrl, SourceConfig};
 use tidemark::source::postgres::pgoutput::PgOutputMessage;
 use tidemark::source::postgres::slot::{
-    StartDecision, WalPosition, create_slot, decide_start, ensure_publication, read_slot,
+    PublicationChange, StartDecision, WalPosition, create_slot, decide_start, ensure_publication,
+    read_slot,
 };
 use tidemark::source::postgres::stream::{PgStream, StreamItem, StreamOptions};
 
@@ -103,21 +104,68 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     };
 
     // First start: publication and slot are created.
-    assert!(ensure_publication(&db.client, &source).await.unwrap());
-    assert!(
-        !ensure_publication(&db.client, &source).await.unwrap(),
-        "reused"
-    );
-    let members: i64 = db
-        .client
-        .query_one(
-            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
-            &[&source.publication],
+    let ensure = async || ensure_publication(&db.client, &source).await.unwrap();
+    assert_eq!(ensure().await, PublicationChange::Created);
+    assert_eq!(ensure().await, PublicationChange::Unchanged, "reused");
+    let members = async || -> i64 {
+        db.client
+            .query_one(
+                "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
+                &[&source.publication],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(members().await, 1, "only the included table is published");
+    // Included tables created later join at the next start; a partitioned table is published
+    // through its partitions, and is not added twice.
+    db.client
+        .batch_execute(
+            "CREATE TABLE shop.later (id int PRIMARY KEY);
+             CREATE TABLE shop.parts (id int PRIMARY KEY) PARTITION BY RANGE (id);
+             CREATE TABLE shop.parts_1 PARTITION OF shop.parts FOR VALUES FROM (0) TO (10);
+             CREATE TABLE noise.later (id int PRIMARY KEY);",
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(members, 1, "only the included table is published");
+        .unwrap();
+    assert_eq!(
+        ensure().await,
+        PublicationChange::Extended(vec![
+            "\"shop\".\"later\"".to_string(),
+            "\"shop\".\"parts\"".to_string()
+        ])
+    );
+    assert_eq!(ensure().await, PublicationChange::Unchanged);
+    assert_eq!(members().await, 3, "t, later and the partition parts_1");
+    // A user who does not own the publication cannot add to it: the tables are named, the start
+    // goes on with the tables the publication has.
+    let role = format!("{names}_other");
+    db.client
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN;
+             GRANT USAGE ON SCHEMA shop TO \"{role}\";
+             CREATE TABLE shop.unowned (id int PRIMARY KEY);"
+        ))
+        .await
+        .unwrap();
+    let other_url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(other_url, db.url, "the test URL names user postgres");
+    let other = pg_client(&other_url).await;
+    match ensure_publication(&other, &source).await.unwrap() {
+        PublicationChange::Lacks { tables, message } => {
+            assert_eq!(tables, ["\"shop\".\"unowned\""]);
+            assert!(message.contains("must be owner"), "{message}");
+        }
+        change => panic!("expected Lacks, got {change:?}"),
+    }
+    drop(other);
+    db.client
+        .batch_execute(&format!(
+            "DROP TABLE shop.unowned; REVOKE USAGE ON SCHEMA shop FROM \"{role}\"; DROP ROLE \"{role}\";"
+        ))
+        .await
+        .unwrap();
     let slot = read_slot(&db.client, &source).await.unwrap();
     assert_eq!(
         decide_start(&source.id, &source.slot, &db.db, None, slot.as_ref()).unwrap(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{SecretUrl, SourceConfig};
-use crate::source::postgres::slot::USER_TABLES;
+use crate::source::postgres::slot::{USER_TABLES, unpublished_tables};
 use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Longest wait for the connection, and then for all the queries.
@@ -102,8 +102,10 @@ pub struct PublicationFacts {
     pub all_tables: bool,
     /// Operations it publishes that tidemark needs but that are switched off.
     pub missing_operations: Vec<&'static str>,
-    /// `schema.table` of its member tables.
-    pub tables: Vec<(String, String)>,
+    /// The check's user owns it (or is a superuser), so it may add tables it owns.
+    pub owned: bool,
+    /// (schema, name) of the included tables whose changes it does not publish.
+    pub unpublished: Vec<(String, String)>,
 }
 
 /// The source's replication slot.
@@ -216,7 +218,7 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
                     EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
                     pg_has_role(current_user, c.relowner, 'USAGE'),
                     has_table_privilege(c.oid, 'SELECT')
-                 {USER_TABLES}"
+                 {USER_TABLES} ORDER BY 1, 2"
             ),
             &[],
         )
@@ -239,7 +241,8 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
     }
     let publication = client
         .query_opt(
-            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate,
+                pg_has_role(current_user, pubowner, 'USAGE')
              FROM pg_publication WHERE pubname = $1",
             &[&source.publication],
         )
@@ -252,18 +255,14 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
             .filter(|(i, _)| !row.get::<_, bool>(i + 1))
             .map(|(_, op)| op)
             .collect();
-        let members = client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables
-                 WHERE pubname = $1",
-                &[&source.publication],
-            )
+        let unpublished = unpublished_tables(&client, source)
             .await
-            .map_err(sql_error)?;
+            .map_err(|e| e.to_string())?;
         facts.publication = Some(PublicationFacts {
             all_tables: row.get(0),
             missing_operations,
-            tables: members.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            owned: facts.superuser || row.get::<_, bool>(5),
+            unpublished,
         });
     }
     let slot = client
@@ -532,38 +531,49 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
     if publication.all_tables {
         return CheckItem::new(name, CheckStatus::Pass, "FOR ALL TABLES");
     }
-    let missing: Vec<String> = facts
-        .tables
-        .iter()
-        .filter(|t| {
-            !publication
-                .tables
-                .iter()
-                .any(|(s, n)| *s == t.schema && *n == t.name)
-        })
-        .map(TableFacts::qualified)
-        .collect();
-    if missing.is_empty() {
-        CheckItem::new(
+    if publication.unpublished.is_empty() {
+        return CheckItem::new(
             name,
             CheckStatus::Pass,
             format!("publishes all {} included tables", facts.tables.len()),
+        );
+    }
+    let missing: Vec<String> = publication
+        .unpublished
+        .iter()
+        .map(|(schema, name)| format!("{}.{}", quote_ident(schema), quote_ident(name)))
+        .collect();
+    let tables_owned = publication.unpublished.iter().all(|(schema, table)| {
+        facts
+            .tables
+            .iter()
+            .any(|t| t.schema == *schema && t.name == *table && t.owned)
+    });
+    // `tidemark run` adds them itself at start when it may; until then their changes are lost.
+    let (status, consequence) = if publication.owned && tables_owned {
+        (
+            CheckStatus::Warn,
+            "tidemark adds them at its next start; changes made before that never arrive",
         )
     } else {
-        CheckItem::new(
-            name,
+        (
             CheckStatus::Fail,
-            format!(
-                "lacks {} included table(s): {}; their changes would never arrive",
-                missing.len(),
-                missing.join(", ")
-            ),
+            "their changes never arrive, and this user may not add them (needs ownership of the publication and the tables)",
         )
-        .with_fix(format!(
-            "ALTER PUBLICATION {quoted} ADD TABLE {};",
+    };
+    CheckItem::new(
+        name,
+        status,
+        format!(
+            "lacks {} included table(s): {}; {consequence}",
+            missing.len(),
             missing.join(", ")
-        ))
-    }
+        ),
+    )
+    .with_fix(format!(
+        "ALTER PUBLICATION {quoted} ADD TABLE {};",
+        missing.join(", ")
+    ))
 }
 
 fn slot(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::assemble::{AssembleError, Assembler};
 use super::catalog::{self, CatalogError};
 use super::pgoutput::{Lsn, PgOutputMessage};
-use super::slot::{self, SlotError, StartDecision, WalPosition};
+use super::slot::{self, PublicationChange, SlotError, StartDecision, WalPosition};
 use super::stream::{PgStream, StreamError, StreamItem, StreamOptions};
 use crate::config::SourceConfig;
 use crate::error::ErrorKind;
@@ -137,8 +137,24 @@ impl PgReader {
                 message: source.url.scrub(&e.to_string()),
             })?
             .get(0);
-        if slot::ensure_publication(&sql, source).await? {
-            info!(source = %source.id, publication = %source.publication, "created the publication");
+        match slot::ensure_publication(&sql, source).await? {
+            PublicationChange::Unchanged => {}
+            PublicationChange::Created => {
+                info!(source = %source.id, publication = %source.publication, "created the publication");
+            }
+            PublicationChange::Extended(tables) => {
+                warn!(source = %source.id, publication = %source.publication, tables = %tables.join(", "),
+                    "added included tables to the publication: their changes replicate from now on; rows written before are not copied");
+            }
+            PublicationChange::Lacks { tables, message } => {
+                let fix = format!(
+                    "ALTER PUBLICATION {} ADD TABLE {}",
+                    slot::quote(&source.publication),
+                    tables.join(", ")
+                );
+                warn!(source = %source.id, publication = %source.publication, tables = %tables.join(", "), error = %message, fix = %fix,
+                    "the publication lacks included tables and they could not be added: their changes do not replicate until the publication's owner adds them");
+            }
         }
         let existing = slot::read_slot(&sql, source).await?;
         let decision = slot::decide_start(

@@ -266,15 +266,73 @@ pub async fn create_slot(client: &Client, source: &SourceConfig) -> Result<WalPo
 
 /// The tables a publication may hold, as `c` (`pg_class`) and `n` (`pg_namespace`), by schema
 /// and name: tables and partitioned tables outside the system schemas, not their partitions.
+/// Ends in a WHERE clause, so a caller may add conditions before its ORDER BY.
 pub(super) const USER_TABLES: &str = "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-       AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-     ORDER BY 1, 2";
+       AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'";
 
-/// Creates the source's publication when it does not exist: for the included tables that exist
-/// now, or `FOR ALL TABLES` when configured. An existing publication is used as it is (`tidemark
-/// check` reports included tables it lacks). Returns true when it was created.
-pub async fn ensure_publication(client: &Client, source: &SourceConfig) -> Result<bool, SlotError> {
+/// A condition on `c` of [`USER_TABLES`]: publication `$1` publishes the table's changes, itself
+/// or (a partitioned table) through its partitions, however it came to (`FOR TABLE`, `FOR ALL
+/// TABLES`, `FOR TABLES IN SCHEMA`).
+const PUBLISHED: &str = "EXISTS (SELECT 1 FROM pg_publication_tables pt
+         JOIN pg_namespace pn ON pn.nspname = pt.schemaname
+         JOIN pg_class pc ON pc.relnamespace = pn.oid AND pc.relname = pt.tablename
+         WHERE pt.pubname = $1
+           AND (pc.oid = c.oid OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid))))";
+
+/// What [`ensure_publication`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicationChange {
+    /// It existed and publishes every included table.
+    Unchanged,
+    /// It did not exist and was created.
+    Created,
+    /// It existed; these included tables (quoted `schema.table`) were added to it.
+    Extended(Vec<String>),
+    /// It existed and lacks these included tables, and adding them failed with `message`
+    /// (typically: tidemark's user does not own the publication or the tables).
+    Lacks {
+        /// The tables, quoted `schema.table`.
+        tables: Vec<String>,
+        /// Why they could not be added.
+        message: String,
+    },
+}
+
+/// The included tables (schema, name) that exist and that the source's publication does not
+/// publish, in name order (all of them when the publication does not exist).
+pub async fn unpublished_tables(
+    client: &Client,
+    source: &SourceConfig,
+) -> Result<Vec<(String, String)>, SlotError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text {USER_TABLES} AND NOT {PUBLISHED}
+                 ORDER BY 1, 2"
+            ),
+            &[&source.publication],
+        )
+        .await
+        .map_err(sql_error(
+            source,
+            "listing the tables the publication lacks",
+        ))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|(schema, table)| source.includes_table(schema, table))
+        .collect())
+}
+
+/// Makes the source's publication publish every included table that exists: creates it (for
+/// those tables, or `FOR ALL TABLES` when configured), or adds the tables it lacks. Tables created
+/// later join at the next start. Adding is not required to succeed: the publication may belong
+/// to someone else, and the tables it has still replicate.
+pub async fn ensure_publication(
+    client: &Client,
+    source: &SourceConfig,
+) -> Result<PublicationChange, SlotError> {
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
@@ -283,48 +341,66 @@ pub async fn ensure_publication(client: &Client, source: &SourceConfig) -> Resul
         .await
         .map_err(sql_error(source, "reading pg_publication"))?
         .is_some();
+    let publication = quote(&source.publication);
+    if !exists && source.publish_all_tables {
+        client
+            .batch_execute(&format!("CREATE PUBLICATION {publication} FOR ALL TABLES"))
+            .await
+            .map_err(sql_error(
+                source,
+                &format!("creating publication `{}`", source.publication),
+            ))?;
+        return Ok(PublicationChange::Created);
+    }
+    let tables: Vec<String> = unpublished_tables(client, source)
+        .await?
+        .iter()
+        .map(|(schema, table)| format!("{}.{}", quote(schema), quote(table)))
+        .collect();
     if exists {
-        return Ok(false);
+        if tables.is_empty() {
+            return Ok(PublicationChange::Unchanged);
+        }
+        let added = client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {publication} ADD TABLE {}",
+                tables.join(", ")
+            ))
+            .await;
+        return Ok(match added {
+            Ok(()) => PublicationChange::Extended(tables),
+            Err(e) => match e.as_db_error() {
+                Some(db) => PublicationChange::Lacks {
+                    tables,
+                    message: db.message().to_owned(),
+                },
+                None => {
+                    return Err(sql_error(source, "adding tables to the publication")(e));
+                }
+            },
+        });
     }
     let doing = format!("creating publication `{}`", source.publication);
-    let scope = if source.publish_all_tables {
-        "FOR ALL TABLES".to_owned()
-    } else {
-        let rows = client
-            .query(
-                &format!("SELECT n.nspname::text, c.relname::text {USER_TABLES}"),
-                &[],
-            )
-            .await
-            .map_err(sql_error(source, &doing))?;
-        let tables: Vec<String> = rows
-            .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-            .filter(|(schema, table)| source.includes_table(schema, table))
-            .map(|(schema, table)| format!("{}.{}", quote(&schema), quote(&table)))
-            .collect();
-        if tables.is_empty() {
-            return Err(SlotError::Sql {
-                source_id: source.id.clone(),
-                doing,
-                message: "no existing table matches the source's include patterns; create the tables first, or create the publication by hand".into(),
-                kind: ErrorKind::Operator,
-            });
-        }
-        format!("FOR TABLE {}", tables.join(", "))
-    };
+    if tables.is_empty() {
+        return Err(SlotError::Sql {
+            source_id: source.id.clone(),
+            doing,
+            message: "no existing table matches the source's include patterns; create the tables first, or create the publication by hand".into(),
+            kind: ErrorKind::Operator,
+        });
+    }
     client
         .batch_execute(&format!(
-            "CREATE PUBLICATION {} {scope}",
-            quote(&source.publication)
+            "CREATE PUBLICATION {publication} FOR TABLE {}",
+            tables.join(", ")
         ))
         .await
         .map_err(sql_error(source, &doing))?;
-    Ok(true)
+    Ok(PublicationChange::Created)
 }
 
 /// `name` as a quoted SQL identifier.
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
