@@ -177,7 +177,7 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
             .item(&item)
             .unwrap()
             .detail
-            .contains("may not add them"),
+            .contains("tidemark does not add them"),
         "{lacking}"
     );
     assert!(!text.contains(password), "password in the report:\n{text}");
@@ -190,12 +190,13 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
         fix(&report, "privilege REPLICATION"),
         format!("ALTER ROLE {role} WITH REPLICATION;")
     );
-    // Not the tables' owner: it cannot create the publication itself.
+    // Not the tables' owner: it cannot create the publication itself. The keyless shop.notes is
+    // left out: published, the source would refuse its updates and deletes.
     let publication = format!("publication {}", source.publication);
     assert_eq!(status(&report, &publication), CheckStatus::Fail, "{text}");
     assert!(
         fix(&report, &publication).starts_with(&format!(
-            "as the tables' owner: CREATE PUBLICATION {} FOR TABLE shop.audit, shop.notes, shop.orders;",
+            "as the tables' owner: CREATE PUBLICATION {} FOR TABLE shop.audit, shop.orders;",
             source.publication
         )),
         "{text}"

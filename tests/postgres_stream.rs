@@ -105,8 +105,15 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
 
     // First start: publication and slot are created.
     let ensure = async || ensure_publication(&db.client, &source).await.unwrap();
-    assert_eq!(ensure().await, PublicationChange::Created);
-    assert_eq!(ensure().await, PublicationChange::Unchanged, "reused");
+    let quoted = |names: &[&str]| -> Vec<String> {
+        names.iter().map(|n| format!("\"shop\".\"{n}\"")).collect()
+    };
+    let created = ensure().await;
+    assert!(
+        created.created && created.added == quoted(&["t"]),
+        "{created:?}"
+    );
+    assert_eq!(ensure().await, PublicationChange::default(), "reused");
     let members = async || -> i64 {
         db.client
             .query_one(
@@ -119,25 +126,42 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     };
     assert_eq!(members().await, 1, "only the included table is published");
     // Included tables created later join at the next start; a partitioned table is published
-    // through its partitions, and is not added twice.
+    // through its partitions, and is not added twice. A table that cannot identify its rows is
+    // left out: published, the source would refuse its updates and deletes.
     db.client
         .batch_execute(
             "CREATE TABLE shop.later (id int PRIMARY KEY);
              CREATE TABLE shop.parts (id int PRIMARY KEY) PARTITION BY RANGE (id);
              CREATE TABLE shop.parts_1 PARTITION OF shop.parts FOR VALUES FROM (0) TO (10);
+             CREATE TABLE shop.keyless (v text);
              CREATE TABLE noise.later (id int PRIMARY KEY);",
         )
         .await
         .unwrap();
+    let extended = ensure().await;
     assert_eq!(
-        ensure().await,
-        PublicationChange::Extended(vec![
-            "\"shop\".\"later\"".to_string(),
-            "\"shop\".\"parts\"".to_string()
-        ])
+        extended,
+        PublicationChange {
+            added: quoted(&["later", "parts"]),
+            without_identity: quoted(&["keyless"]),
+            ..PublicationChange::default()
+        }
     );
-    assert_eq!(ensure().await, PublicationChange::Unchanged);
+    db.client
+        .batch_execute("INSERT INTO shop.keyless VALUES ('x'); UPDATE shop.keyless SET v = 'y';")
+        .await
+        .expect("the source still accepts updates of a keyless table");
+    assert_eq!(ensure().await.added, Vec::<String>::new());
     assert_eq!(members().await, 3, "t, later and the partition parts_1");
+    db.client
+        .batch_execute("ALTER TABLE shop.keyless REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    assert_eq!(
+        ensure().await.added,
+        quoted(&["keyless"]),
+        "once it can, it joins"
+    );
     // A user who does not own the publication cannot add to it: the tables are named, the start
     // goes on with the tables the publication has.
     let role = format!("{names}_other");
@@ -152,13 +176,12 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     let other_url = db.url.replacen("postgres@", &format!("{role}@"), 1);
     assert_ne!(other_url, db.url, "the test URL names user postgres");
     let other = pg_client(&other_url).await;
-    match ensure_publication(&other, &source).await.unwrap() {
-        PublicationChange::Lacks { tables, message } => {
-            assert_eq!(tables, ["\"shop\".\"unowned\""]);
-            assert!(message.contains("must be owner"), "{message}");
-        }
-        change => panic!("expected Lacks, got {change:?}"),
-    }
+    let change = ensure_publication(&other, &source).await.unwrap();
+    let Some((tables, message)) = &change.refused else {
+        panic!("expected a refusal, got {change:?}");
+    };
+    assert_eq!(*tables, quoted(&["unowned"]));
+    assert!(message.contains("must be owner"), "{message}");
     drop(other);
     db.client
         .batch_execute(&format!(

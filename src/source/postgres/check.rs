@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{SecretUrl, SourceConfig};
-use crate::source::postgres::slot::{USER_TABLES, unpublished_tables};
+use crate::source::postgres::slot::{USER_TABLES, UnpublishedTable, unpublished_tables};
 use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Longest wait for the connection, and then for all the queries.
@@ -104,8 +104,8 @@ pub struct PublicationFacts {
     pub missing_operations: Vec<&'static str>,
     /// The check's user owns it (or is a superuser), so it may add tables it owns.
     pub owned: bool,
-    /// (schema, name) of the included tables whose changes it does not publish.
-    pub unpublished: Vec<(String, String)>,
+    /// The included tables whose changes it does not publish.
+    pub unpublished: Vec<UnpublishedTable>,
 }
 
 /// The source's replication slot.
@@ -479,15 +479,19 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
         let scope = if source.publish_all_tables {
             "FOR ALL TABLES".to_owned()
         } else {
-            format!(
-                "FOR TABLE {}",
-                facts
-                    .tables
-                    .iter()
-                    .map(TableFacts::qualified)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            // Tables that cannot identify their rows are left out: published, the source would
+            // refuse their updates and deletes.
+            let tables: Vec<String> = facts
+                .tables
+                .iter()
+                .filter(|t| t.identifies_rows())
+                .map(TableFacts::qualified)
+                .collect();
+            if tables.is_empty() {
+                String::new()
+            } else {
+                format!("FOR TABLE {}", tables.join(", "))
+            }
         };
         let can_create = if source.publish_all_tables {
             facts.superuser
@@ -499,7 +503,14 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
             CheckItem::new(
                 name,
                 CheckStatus::Info,
-                format!("does not exist yet; tidemark creates it at first start ({scope})"),
+                format!(
+                    "does not exist yet; tidemark creates it at first start ({})",
+                    if scope.is_empty() {
+                        "empty: no included table identifies its rows yet"
+                    } else {
+                        &scope
+                    }
+                ),
             )
         } else {
             CheckItem::new(
@@ -512,7 +523,7 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
             )
             .with_fix(format!(
                 "as the tables' owner: CREATE PUBLICATION {quoted} {scope};"
-            ))
+            ).replace(" ;", ";"))
         };
     };
     if !publication.missing_operations.is_empty() {
@@ -541,16 +552,18 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
     let missing: Vec<String> = publication
         .unpublished
         .iter()
-        .map(|(schema, name)| format!("{}.{}", quote_ident(schema), quote_ident(name)))
+        .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)))
         .collect();
-    let tables_owned = publication.unpublished.iter().all(|(schema, table)| {
-        facts
-            .tables
-            .iter()
-            .any(|t| t.schema == *schema && t.name == *table && t.owned)
+    let addable = publication.unpublished.iter().all(|u| {
+        u.identifies_rows
+            && facts
+                .tables
+                .iter()
+                .any(|t| t.schema == u.schema && t.name == u.name && t.owned)
     });
-    // `tidemark run` adds them itself at start when it may; until then their changes are lost.
-    let (status, consequence) = if publication.owned && tables_owned {
+    // `tidemark run` adds them itself at start when it may (and only tables that identify their
+    // rows: the replica identity items say what the others need).
+    let (status, consequence) = if publication.owned && addable {
         (
             CheckStatus::Warn,
             "tidemark adds them at its next start; changes made before that never arrive",
@@ -558,7 +571,7 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
     } else {
         (
             CheckStatus::Fail,
-            "their changes never arrive, and this user may not add them (needs ownership of the publication and the tables)",
+            "their changes never arrive, and tidemark does not add them (it needs ownership of the publication and the tables, and tables that identify their rows)",
         )
     };
     CheckItem::new(

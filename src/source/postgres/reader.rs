@@ -137,25 +137,7 @@ impl PgReader {
                 message: source.url.scrub(&e.to_string()),
             })?
             .get(0);
-        match slot::ensure_publication(&sql, source).await? {
-            PublicationChange::Unchanged => {}
-            PublicationChange::Created => {
-                info!(source = %source.id, publication = %source.publication, "created the publication");
-            }
-            PublicationChange::Extended(tables) => {
-                warn!(source = %source.id, publication = %source.publication, tables = %tables.join(", "),
-                    "added included tables to the publication: their changes replicate from now on; rows written before are not copied");
-            }
-            PublicationChange::Lacks { tables, message } => {
-                let fix = format!(
-                    "ALTER PUBLICATION {} ADD TABLE {}",
-                    slot::quote(&source.publication),
-                    tables.join(", ")
-                );
-                warn!(source = %source.id, publication = %source.publication, tables = %tables.join(", "), error = %message, fix = %fix,
-                    "the publication lacks included tables and they could not be added: their changes do not replicate until the publication's owner adds them");
-            }
-        }
+        log_publication_change(source, &slot::ensure_publication(&sql, source).await?);
         let existing = slot::read_slot(&sql, source).await?;
         let decision = slot::decide_start(
             &source.id,
@@ -294,4 +276,30 @@ async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
         .map_err(|e| error(e.to_string()))?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// Says what [`slot::ensure_publication`] changed, and what it could not.
+fn log_publication_change(source: &SourceConfig, change: &PublicationChange) {
+    let (id, publication) = (&source.id, &source.publication);
+    if change.created {
+        info!(source = %id, publication = %publication, tables = %change.added.join(", "), "created the publication");
+    } else if !change.added.is_empty() {
+        warn!(source = %id, publication = %publication, tables = %change.added.join(", "),
+            "added included tables to the publication: their changes replicate from now on; rows written before are not copied");
+    }
+    if let Some((tables, message)) = &change.refused {
+        let fix = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}",
+            slot::quote(publication),
+            tables.join(", ")
+        );
+        warn!(source = %id, publication = %publication, tables = %tables.join(", "), error = %message, fix = %fix,
+            "the publication lacks included tables and they could not be added: their changes do not replicate until the publication's owner adds them");
+    }
+    if !change.without_identity.is_empty() {
+        let tables = change.without_identity.join(", ");
+        warn!(source = %id, publication = %publication, tables = %tables,
+            fix = %format!("ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key) for each, then restart"),
+            "included tables without a primary key or REPLICA IDENTITY FULL are left out of the publication: once published, the source would refuse every UPDATE and DELETE of them");
+    }
 }

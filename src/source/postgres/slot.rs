@@ -280,35 +280,53 @@ const PUBLISHED: &str = "EXISTS (SELECT 1 FROM pg_publication_tables pt
          WHERE pt.pubname = $1
            AND (pc.oid = c.oid OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid))))";
 
-/// What [`ensure_publication`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicationChange {
-    /// It existed and publishes every included table.
-    Unchanged,
-    /// It did not exist and was created.
-    Created,
-    /// It existed; these included tables (quoted `schema.table`) were added to it.
-    Extended(Vec<String>),
-    /// It existed and lacks these included tables, and adding them failed with `message`
-    /// (typically: tidemark's user does not own the publication or the tables).
-    Lacks {
-        /// The tables, quoted `schema.table`.
-        tables: Vec<String>,
-        /// Why they could not be added.
-        message: String,
-    },
+/// What [`ensure_publication`] did. Tables are quoted `schema.table`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PublicationChange {
+    /// The publication did not exist and was created.
+    pub created: bool,
+    /// Included tables it lacked that are now in it (with a new publication: its tables).
+    pub added: Vec<String>,
+    /// Included tables it lacks that could not be added, and the server's reason (typically:
+    /// tidemark's user does not own the publication or the tables).
+    pub refused: Option<(Vec<String>, String)>,
+    /// Included tables left out because they cannot identify their rows (no primary key and
+    /// REPLICA IDENTITY DEFAULT, or NOTHING): once published, the source would refuse every
+    /// UPDATE and DELETE of them.
+    pub without_identity: Vec<String>,
 }
 
-/// The included tables (schema, name) that exist and that the source's publication does not
-/// publish, in name order (all of them when the publication does not exist).
+/// An included table the source's publication does not publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpublishedTable {
+    /// Its schema.
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// Updates and deletes carry an old row tidemark can apply, and the source accepts them once
+    /// the table is published (a primary key, or REPLICA IDENTITY FULL or USING INDEX).
+    pub identifies_rows: bool,
+}
+
+impl UnpublishedTable {
+    fn quoted(&self) -> String {
+        format!("{}.{}", quote(&self.schema), quote(&self.name))
+    }
+}
+
+/// The included tables that exist and that the source's publication does not publish, in name
+/// order (all of them when the publication does not exist).
 pub async fn unpublished_tables(
     client: &Client,
     source: &SourceConfig,
-) -> Result<Vec<(String, String)>, SlotError> {
+) -> Result<Vec<UnpublishedTable>, SlotError> {
     let rows = client
         .query(
             &format!(
-                "SELECT n.nspname::text, c.relname::text {USER_TABLES} AND NOT {PUBLISHED}
+                "SELECT n.nspname::text, c.relname::text,
+                    c.relreplident IN ('f', 'i') OR (c.relreplident = 'd' AND EXISTS (
+                        SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+                 {USER_TABLES} AND NOT {PUBLISHED}
                  ORDER BY 1, 2"
             ),
             &[&source.publication],
@@ -320,15 +338,19 @@ pub async fn unpublished_tables(
         ))?;
     Ok(rows
         .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-        .filter(|(schema, table)| source.includes_table(schema, table))
+        .map(|r| UnpublishedTable {
+            schema: r.get(0),
+            name: r.get(1),
+            identifies_rows: r.get(2),
+        })
+        .filter(|t| source.includes_table(&t.schema, &t.name))
         .collect())
 }
 
-/// Makes the source's publication publish every included table that exists: creates it (for
-/// those tables, or `FOR ALL TABLES` when configured), or adds the tables it lacks. Tables created
-/// later join at the next start. Adding is not required to succeed: the publication may belong
-/// to someone else, and the tables it has still replicate.
+/// Makes the source's publication publish every included table that exists and can identify
+/// its rows: creates it (for those tables, or `FOR ALL TABLES` when configured), or adds the
+/// tables it lacks. Tables created later join at the next start. Adding is not required to
+/// succeed: the publication may belong to someone else, and the tables it has still replicate.
 pub async fn ensure_publication(
     client: &Client,
     source: &SourceConfig,
@@ -342,61 +364,60 @@ pub async fn ensure_publication(
         .map_err(sql_error(source, "reading pg_publication"))?
         .is_some();
     let publication = quote(&source.publication);
+    let creating = format!("creating publication `{}`", source.publication);
+    let mut change = PublicationChange::default();
     if !exists && source.publish_all_tables {
         client
             .batch_execute(&format!("CREATE PUBLICATION {publication} FOR ALL TABLES"))
             .await
-            .map_err(sql_error(
-                source,
-                &format!("creating publication `{}`", source.publication),
-            ))?;
-        return Ok(PublicationChange::Created);
+            .map_err(sql_error(source, &creating))?;
+        change.created = true;
+        return Ok(change);
     }
-    let tables: Vec<String> = unpublished_tables(client, source)
-        .await?
-        .iter()
-        .map(|(schema, table)| format!("{}.{}", quote(schema), quote(table)))
-        .collect();
-    if exists {
-        if tables.is_empty() {
-            return Ok(PublicationChange::Unchanged);
-        }
-        let added = client
-            .batch_execute(&format!(
-                "ALTER PUBLICATION {publication} ADD TABLE {}",
-                tables.join(", ")
-            ))
-            .await;
-        return Ok(match added {
-            Ok(()) => PublicationChange::Extended(tables),
-            Err(e) => match e.as_db_error() {
-                Some(db) => PublicationChange::Lacks {
-                    tables,
-                    message: db.message().to_owned(),
-                },
-                None => {
-                    return Err(sql_error(source, "adding tables to the publication")(e));
-                }
-            },
-        });
-    }
-    let doing = format!("creating publication `{}`", source.publication);
-    if tables.is_empty() {
+    let unpublished = unpublished_tables(client, source).await?;
+    if !exists && unpublished.is_empty() {
         return Err(SlotError::Sql {
             source_id: source.id.clone(),
-            doing,
+            doing: creating,
             message: "no existing table matches the source's include patterns; create the tables first, or create the publication by hand".into(),
             kind: ErrorKind::Operator,
         });
     }
-    client
+    let (tables, without_identity): (Vec<_>, Vec<_>) =
+        unpublished.iter().partition(|t| t.identifies_rows);
+    change.without_identity = without_identity.iter().map(|t| t.quoted()).collect();
+    let tables: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    if !exists {
+        // Without tables it starts empty; they join once they can identify their rows.
+        let scope = match tables.is_empty() {
+            true => String::new(),
+            false => format!(" FOR TABLE {}", tables.join(", ")),
+        };
+        client
+            .batch_execute(&format!("CREATE PUBLICATION {publication}{scope}"))
+            .await
+            .map_err(sql_error(source, &creating))?;
+        change.created = true;
+        change.added = tables;
+        return Ok(change);
+    }
+    if tables.is_empty() {
+        return Ok(change);
+    }
+    let added = client
         .batch_execute(&format!(
-            "CREATE PUBLICATION {publication} FOR TABLE {}",
+            "ALTER PUBLICATION {publication} ADD TABLE {}",
             tables.join(", ")
         ))
-        .await
-        .map_err(sql_error(source, &doing))?;
-    Ok(PublicationChange::Created)
+        .await;
+    match added {
+        Ok(()) => change.added = tables,
+        Err(e) => match e.as_db_error() {
+            Some(db) => change.refused = Some((tables, db.message().to_owned())),
+            None => return Err(sql_error(source, "adding tables to the publication")(e)),
+        },
+    }
+    Ok(change)
 }
 
 /// `name` as a quoted SQL identifier.
