@@ -90,9 +90,18 @@ async fn every_kind_of_change_lands_equal() {
         "CREATE SCHEMA shop;
          CREATE TABLE shop.orders (id bigint PRIMARY KEY, qty int NOT NULL, note text,
              amount numeric(12,2), placed timestamptz, tags text[], doc jsonb);
-         CREATE TABLE shop.events (at timestamptz, what text);",
+         CREATE TABLE shop.events (at timestamptz, what text);
+         ALTER TABLE shop.events REPLICA IDENTITY FULL;
+         CREATE TABLE shop.loose (v text);",
     )
     .await;
+    // A keyless table with the default identity stays out of the publication: published, the
+    // source would refuse its updates.
+    let logs = s.tm.logs();
+    assert!(
+        logs.contains("left out of the publication") && logs.contains(r#""shop"."loose""#),
+        "{logs}"
+    );
     run(
         &s.source,
         &[
@@ -108,6 +117,7 @@ async fn every_kind_of_change_lands_equal() {
             "UPDATE shop.orders SET id = id + 1000 WHERE id BETWEEN 1 AND 5",
             "UPDATE shop.orders SET id = 10 WHERE id = 1001",
             "INSERT INTO shop.events VALUES (now(), 'started'), (now(), E'multi\\nline')",
+            "INSERT INTO shop.loose VALUES ('a'); UPDATE shop.loose SET v = 'b'",
         ],
     )
     .await;
