@@ -299,7 +299,7 @@ fn log_publication_change(source: &SourceConfig, change: &PublicationChange) {
     if !change.without_identity.is_empty() {
         let tables = change.without_identity.join(", ");
         warn!(source = %id, publication = %publication, tables = %tables,
-            fix = %format!("ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key) for each, then restart"),
+            fix = "ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key) for each, then restart",
             "included tables without a primary key or REPLICA IDENTITY FULL are left out of the publication: once published, the source would refuse every UPDATE and DELETE of them");
     }
 }

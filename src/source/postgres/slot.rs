@@ -389,9 +389,10 @@ pub async fn ensure_publication(
     let tables: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
     if !exists {
         // Without tables it starts empty; they join once they can identify their rows.
-        let scope = match tables.is_empty() {
-            true => String::new(),
-            false => format!(" FOR TABLE {}", tables.join(", ")),
+        let scope = if tables.is_empty() {
+            String::new()
+        } else {
+            format!(" FOR TABLE {}", tables.join(", "))
         };
         client
             .batch_execute(&format!("CREATE PUBLICATION {publication}{scope}"))
