@@ -15,6 +15,9 @@ use support::pipeline::{
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
+/// `shop.t`, keyed, alone.
+const ONE_TABLE: &str = "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);";
+
 /// `shop.docs`, whose text columns `a` and `b` are stored out of line uncompressed once long
 /// (STORAGE EXTERNAL), so an update that does not touch them sends them as "unchanged" ('u').
 const TOASTED_DOCS: &str = "CREATE SCHEMA shop;
@@ -60,6 +63,12 @@ async fn setup(hint: &str, ddl: &str) -> Setup {
         source_id,
         slot,
     }
+}
+
+/// Stops tidemark as a service manager would, expecting a clean exit.
+async fn stop(s: &mut Setup) {
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// Waits until each `(source, target)` table pair holds the same rows.
@@ -182,13 +191,8 @@ async fn every_kind_of_change_lands_equal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_slot_stops_the_source_with_the_ways_to_recover() {
-    let mut s = setup(
-        "pgpl_noslot",
-        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
-    )
-    .await;
-    let status = s.tm.terminate(Duration::from_secs(20)).await;
-    assert!(status.success(), "{status:?}");
+    let mut s = setup("pgpl_noslot", ONE_TABLE).await;
+    stop(&mut s).await;
     run(
         &s.source,
         &[&format!("SELECT pg_drop_replication_slot('{}')", s.slot)],
@@ -201,11 +205,7 @@ async fn a_dropped_slot_stops_the_source_with_the_ways_to_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover() {
-    let mut s = setup(
-        "pgpl_behind",
-        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
-    )
-    .await;
+    let mut s = setup("pgpl_behind", ONE_TABLE).await;
     let first = s.warehouse.resume_point(&s.source_id).await.unwrap();
     let first_lsn = parse_lsn(&s.warehouse.checkpoint(&s.source_id).await.unwrap());
     run(
@@ -234,8 +234,7 @@ async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover(
         "the slot never confirmed the load:\n{}",
         s.tm.logs()
     );
-    let status = s.tm.terminate(Duration::from_secs(20)).await;
-    assert!(status.success(), "{status:?}");
+    stop(&mut s).await;
     // As after restoring the warehouse from an older backup: the checkpoint is behind the slot.
     s.warehouse
         .client
@@ -267,13 +266,8 @@ async fn assert_refuses_to_start(s: &Setup, problem: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_included_table_created_later_joins_the_publication_at_the_next_start() {
-    let mut s = setup(
-        "pgpl_later",
-        "CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY);",
-    )
-    .await;
-    let status = s.tm.terminate(Duration::from_secs(20)).await;
-    assert!(status.success(), "{status:?}");
+    let mut s = setup("pgpl_later", ONE_TABLE).await;
+    stop(&mut s).await;
     run(
         &s.source,
         &["CREATE TABLE shop.later (id int PRIMARY KEY, v text)"],
