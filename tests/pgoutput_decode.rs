@@ -7,9 +7,7 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use support::pg_source::{
-    drop_databases, drop_slot, incompressible_text, leftovers_of_dead_processes, peek_slot,
-};
+use support::pg_source::{fresh_slot_name, incompressible_text, peek_slot, release_slot};
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::source::postgres::pgoutput::{
     Begin, ColumnData, Commit, DataType, Lsn, OldTuple, Origin, PgOutputMessage, Relation,
@@ -23,16 +21,12 @@ const NAME_PREFIX: &str = "tidemark_pgoutput_decode_";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_server_stream_decodes_to_what_was_written() {
     let admin = pg_client(&support::pg_url()).await;
-    // Slots of crashed runs pin WAL and keep their database from being dropped: clear them first.
-    drop_leftovers_of_dead_processes(&admin).await;
-    let name = format!("{NAME_PREFIX}{}", std::process::id());
-    drop_slot_and_origin(&admin, &name).await;
+    let name = fresh_slot_name(&admin, NAME_PREFIX).await;
     let db = fresh_warehouse("pgoutput_decode").await;
 
     let outcome = AssertUnwindSafe(scenario(&db, &name)).catch_unwind().await;
 
-    drop_slot_and_origin(&admin, &name).await;
-    drop_databases(&admin, vec![db]).await;
+    release_slot(&admin, &name, vec![db]).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -566,24 +560,4 @@ async fn peek(client: &Client, slot: &str, binary: bool) -> Vec<(String, Bytes)>
         ("binary", binary),
     ];
     peek_slot(client, slot, &options).await
-}
-
-/// Drops the slot and the replication origin called `name`, if they exist.
-async fn drop_slot_and_origin(admin: &Client, name: &str) {
-    drop_slot(admin, name).await;
-    admin
-        .execute(
-            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin \
-             WHERE roname = $1",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("dropping origin {name}: {e}"));
-}
-
-/// Drops the slots and origins this test left behind in processes that no longer run.
-async fn drop_leftovers_of_dead_processes(admin: &Client) {
-    for name in leftovers_of_dead_processes(admin, NAME_PREFIX).await {
-        drop_slot_and_origin(admin, &name).await;
-    }
 }

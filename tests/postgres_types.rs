@@ -14,8 +14,8 @@ use std::pin::pin;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, drop_databases, drop_slot, incompressible_text,
-    leftovers_of_dead_processes, parse_lsn, peek_slot, pg_table_diff,
+    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, fresh_slot_name, incompressible_text, parse_lsn,
+    peek_slot, pg_table_diff, release_slot,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
@@ -39,10 +39,7 @@ const TIME_ZONE: &str = "America/St_Johns";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_postgres_type_lands_equal_in_the_warehouse() {
     let admin = pg_client(&support::pg_url()).await;
-    // Slots of crashed runs pin WAL and keep their database from being dropped: clear them first.
-    drop_slots_of_dead_processes(&admin).await;
-    let slot = format!("{SLOT_PREFIX}{}", std::process::id());
-    drop_slot(&admin, &slot).await;
+    let slot = fresh_slot_name(&admin, SLOT_PREFIX).await;
     let source = fresh_warehouse("pg_types_source").await;
     let target = fresh_warehouse("pg_types_target").await;
 
@@ -50,8 +47,7 @@ async fn every_postgres_type_lands_equal_in_the_warehouse() {
         .catch_unwind()
         .await;
 
-    drop_slot(&admin, &slot).await;
-    drop_databases(&admin, vec![source, target]).await;
+    release_slot(&admin, &slot, vec![source, target]).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -355,11 +351,4 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .await
         .expect("time zone");
     pg_rows(client, sql).await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Drops the slots this test left behind in processes that no longer run.
-async fn drop_slots_of_dead_processes(admin: &Client) {
-    for name in leftovers_of_dead_processes(admin, SLOT_PREFIX).await {
-        drop_slot(admin, &name).await;
-    }
 }

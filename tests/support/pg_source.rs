@@ -337,8 +337,40 @@ pub async fn drop_slot(admin: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("dropping slot {name}: {e}"));
 }
 
+/// A slot (and replication origin) name for this test process, `prefix` followed by its id,
+/// free on the dev server: what earlier runs left under `prefix` is dropped first, since their
+/// slots pin WAL and keep their databases from being dropped.
+pub async fn fresh_slot_name(admin: &Client, prefix: &str) -> String {
+    for name in leftovers_of_dead_processes(admin, prefix).await {
+        drop_slot_and_origin(admin, &name).await;
+    }
+    let name = format!("{prefix}{}", std::process::id());
+    drop_slot_and_origin(admin, &name).await;
+    name
+}
+
+/// Drops what a test made around slot `name`: the slot, a replication origin of that name, and
+/// `databases`. Call it whether or not the test's scenario panicked.
+pub async fn release_slot(admin: &Client, name: &str, databases: Vec<Warehouse>) {
+    drop_slot_and_origin(admin, name).await;
+    drop_databases(admin, databases).await;
+}
+
+/// Drops the slot and the replication origin called `name`, if they exist.
+async fn drop_slot_and_origin(admin: &Client, name: &str) {
+    drop_slot(admin, name).await;
+    admin
+        .execute(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin \
+             WHERE roname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dropping origin {name}: {e}"));
+}
+
 /// Closes and drops each of `databases` (FORCE: a walsender may still hold one).
-pub async fn drop_databases(admin: &Client, databases: Vec<Warehouse>) {
+async fn drop_databases(admin: &Client, databases: Vec<Warehouse>) {
     for db in databases {
         let name = db.db.clone();
         drop(db);
@@ -351,7 +383,7 @@ pub async fn drop_databases(admin: &Client, databases: Vec<Warehouse>) {
 
 /// The slots and replication origins named `prefix` followed by the id of a process that no
 /// longer runs: what test runs that died left behind.
-pub async fn leftovers_of_dead_processes(admin: &Client, prefix: &str) -> Vec<String> {
+async fn leftovers_of_dead_processes(admin: &Client, prefix: &str) -> Vec<String> {
     admin
         .query(
             "SELECT slot_name::text FROM pg_replication_slots WHERE starts_with(slot_name::text, $1) \
