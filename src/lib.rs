@@ -1,11 +1,12 @@
 //! tidemark: change-data-capture from MySQL/MariaDB binlogs and Postgres logical replication
-//! into Postgres and Redshift warehouses.
+//! into a Postgres warehouse (Redshift is planned).
 //!
 //! Sources and sinks meet only in [`event`]: a source turns its log into [`event::SourceMessage`]s,
 //! a sink applies them together with the source's resume point.
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod event;

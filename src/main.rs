@@ -14,16 +14,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use tidemark::config::{Config, SourceKind};
+use tidemark::check::{check_source, check_warehouse};
+use tidemark::config::Config;
 use tidemark::observe::{LogFormat, init_logging};
-use tidemark::pipeline::run_group;
-use tidemark::source::mysql::check::check_mysql_source;
+use tidemark::pipeline::{SkipError, run_group, skip_to_end};
 use tidemark::source::mysql::file::FileError;
-use tidemark::source::mysql::inspect::{InspectOptions, inspect_binlog_files, inspect_stream};
+use tidemark::source::mysql::inspect::{
+    InspectOptions, StreamInspectError, inspect_binlog_files, inspect_stream,
+};
 use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
-use tidemark::source::postgres::check::check_postgres_source;
 
-/// Change-data-capture from MySQL/MariaDB and Postgres into Postgres and Redshift.
+/// Change-data-capture from MySQL/MariaDB and Postgres into a Postgres warehouse.
 #[derive(Debug, Parser)]
 #[command(name = "tidemark", version, about, propagate_version = true)]
 struct Cli {
@@ -43,15 +44,31 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Check every source's prerequisites (settings, grants, retention) and print the fix for
-    /// each one that is missing. Exit 0 only when all pass.
+    /// Check every source's prerequisites (settings, grants, retention) and the warehouse's
+    /// (connection, rights), and print the fix for each one that is missing. Exit 0 only when
+    /// all pass.
     Check {
         /// The group's config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
-        /// Check only the source with this id.
+        /// Check only the source with this id (and the warehouse).
         #[arg(long)]
         source: Option<String>,
+    },
+    /// Move a stuck source's checkpoint to its server's current end of log, past an event it
+    /// cannot replicate or a lost position. The changes in between are SKIPPED: the source's
+    /// tables must be copied again afterwards. Stop tidemark first, or run this while the
+    /// source is stuck (it resumes from the new position at its next retry).
+    SkipToEnd {
+        /// The group's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source to move.
+        #[arg(long)]
+        source: String,
+        /// Confirm that the skipped changes are lost to the warehouse.
+        #[arg(long)]
+        yes: bool,
     },
     /// Decode change logs (binlog files, or a live server) into JSON lines, for debugging.
     #[command(subcommand)]
@@ -92,6 +109,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => block_on(run(config)),
         Command::Check { config, source } => block_on(check(config, source)),
+        Command::SkipToEnd {
+            config,
+            source,
+            yes,
+        } => block_on(skip(config, source, yes)),
         Command::Inspect(InspectCommand::Binlog {
             files,
             positional_names,
@@ -136,6 +158,10 @@ async fn inspect_live(url: String, server_id: u32) -> ExitCode {
                 "tidemark: {} transactions, {} changes",
                 summary.transactions, summary.changes
             );
+            ExitCode::SUCCESS
+        }
+        // The reader of our output went away (`| head`): not an error of ours.
+        Err(StreamInspectError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string()),
@@ -201,25 +227,20 @@ async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
     if sources.is_empty() {
         eprintln!(
             "tidemark: no source matches; the config has: {}",
-            source_ids(&config)
+            config.source_ids()
         );
         return ExitCode::from(2);
     }
+    let mut out = Stdout::default();
     let mut all_passed = true;
     for source in sources {
-        match source.kind {
-            SourceKind::Mysql => {
-                let report = check_mysql_source(source).await;
-                all_passed &= report.passed();
-                println!("{report}");
-            }
-            SourceKind::Postgres => {
-                let report = check_postgres_source(source).await;
-                all_passed &= report.passed();
-                println!("{report}");
-            }
-        }
+        let report = check_source(source).await;
+        all_passed &= report.passed();
+        out.print(&format!("{report}\n"));
     }
+    let report = check_warehouse(&config).await;
+    all_passed &= report.passed();
+    out.print(&format!("{report}\n"));
     if all_passed {
         ExitCode::SUCCESS
     } else {
@@ -227,9 +248,76 @@ async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
     }
 }
 
-fn source_ids(config: &Config) -> String {
-    let ids: Vec<&str> = config.sources.iter().map(|s| s.id.as_str()).collect();
-    ids.join(", ")
+/// What `skip-to-end` says before it moves anything: what will be lost, and how to go on.
+fn skip_warning(config: &Config, source_id: &str) -> String {
+    let schema = config
+        .sources
+        .iter()
+        .find(|s| s.id == source_id)
+        .map_or_else(String::new, |s| {
+            format!(" in warehouse schema {}", s.staging_schema())
+        });
+    format!(
+        "WARNING: this moves source `{source_id}` to its server's current end of log. Every change \
+         it has not loaded yet, including the one it stopped on, is skipped and never reaches the \
+         warehouse: its tables{schema} stay incomplete until they are copied again from the source \
+         (until snapshots arrive, reload them by hand). A Postgres source gets a new replication \
+         slot (the old one is dropped)."
+    )
+}
+
+async fn skip(path: PathBuf, source_id: String, confirmed: bool) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    eprintln!("tidemark: {}", skip_warning(&config, &source_id));
+    if !confirmed {
+        eprintln!(
+            "tidemark: nothing changed; to do it: tidemark skip-to-end --config {} --source {source_id} --yes",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match skip_to_end(&config, &source_id).await {
+        Ok(skipped) => {
+            let from = skipped
+                .from
+                .map_or_else(|| "(no checkpoint)".to_owned(), |p| p.to_string());
+            Stdout::default().print(&format!(
+                "source `{source_id}`: checkpoint moved from {from} to {}; copy its tables again\n",
+                skipped.to
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e @ SkipError::UnknownSource { .. }) => {
+            eprintln!("tidemark: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => fail(&format!("{e}; the checkpoint is unchanged")),
+    }
+}
+
+/// Standard output that stops writing, quietly, once its reader has gone (`| head`): the
+/// command still finishes and exits with its own status.
+#[derive(Default)]
+struct Stdout {
+    closed: bool,
+}
+
+impl Stdout {
+    fn print(&mut self, text: &str) {
+        if self.closed {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            self.closed = true;
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!("tidemark: writing to standard output: {e}");
+            }
+        }
+    }
 }
 
 fn inspect_binlog(files: &[PathBuf], positional_names: bool) -> ExitCode {

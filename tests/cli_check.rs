@@ -2,9 +2,13 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use mysql_async::prelude::Queryable;
+use support::pipeline::fresh_warehouse;
+
+/// A warehouse URL nothing listens on.
+const UNREACHABLE_WAREHOUSE: &str = "postgres://tidemark@127.0.0.1:1/warehouse";
 
 fn write_config(dir: &std::path::Path, url_env: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("tidemark.toml");
@@ -15,7 +19,7 @@ state_dir = "{state}"
 
 [warehouse]
 kind = "postgres"
-url = "postgres://tidemark@127.0.0.1:1/warehouse"
+url = "${{WH_URL}}"
 
 [[sources]]
 id = "shop"
@@ -33,9 +37,12 @@ snapshot = "never"
     path
 }
 
+/// `tidemark check --config CONFIG` with `env`; the warehouse is the shared test Postgres unless
+/// `env` sets `WH_URL`.
 fn check(config: &std::path::Path, env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
     cmd.args(["check", "--config"]).arg(config);
+    cmd.env("WH_URL", support::pg_url());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -130,4 +137,123 @@ async fn misconfigured_source_lists_each_fix_with_exit_1_and_hides_the_password(
         .query_drop(format!("DROP USER '{user}'@'%'"))
         .await
         .unwrap();
+}
+
+#[test]
+fn an_unreachable_warehouse_fails_the_check_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "SRC_URL", "");
+    let out = check(
+        &path,
+        &[
+            ("SRC_URL", support::mysql_url()),
+            ("WH_URL", UNREACHABLE_WAREHOUSE.into()),
+        ],
+    );
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    let warehouse = msg
+        .split("warehouse (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no warehouse report in: {msg}"));
+    assert!(warehouse.contains("NOT READY"), "{msg}");
+    assert!(
+        warehouse.contains("FAIL  connection") && warehouse.contains("fix: check host, port"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_role_without_rights_is_told_what_to_grant() {
+    let wh = fresh_warehouse("chk_rights").await;
+    let role = format!("chk_role_{}", std::process::id());
+    wh.client
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role};
+             CREATE ROLE {role} LOGIN PASSWORD 'Wh-secret-Pa55';
+             REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC;
+             GRANT CONNECT ON DATABASE \"{db}\" TO {role};",
+            db = wh.db
+        ))
+        .await
+        .unwrap();
+    let as_role = wh
+        .url
+        .replacen("postgres@", &format!("{role}:Wh-secret-Pa55@"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "SRC_URL", "");
+    let env = [("SRC_URL", support::mysql_url()), ("WH_URL", as_role)];
+    let out = check(&path, &env);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(!msg.contains("Wh-secret-Pa55"), "password leaked: {msg}");
+    let fixes: Vec<&str> = msg
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("fix: GRANT"))
+        .collect();
+    assert_eq!(fixes.len(), 2, "CREATE and TEMPORARY are missing: {msg}");
+
+    // Granting what the report says makes the warehouse ready.
+    for fix in fixes {
+        wh.client
+            .batch_execute(&format!("GRANT{fix}"))
+            .await
+            .unwrap();
+    }
+    let out = check(&path, &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wh.client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_redshift_warehouse_is_refused_by_check_as_by_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "SRC_URL", "");
+    let text_of = std::fs::read_to_string(&path).unwrap().replace(
+        "kind = \"postgres\"\nurl = \"${WH_URL}\"",
+        "kind = \"redshift\"\ncluster_id = \"c1\"\ndatabase = \"dev\"\ndb_user = \"loader\"\ns3_bucket = \"b\"\niam_role = \"arn:aws:iam::123456789012:role/r\"\nregion = \"us-east-1\"",
+    );
+    std::fs::write(&path, text_of).unwrap();
+    let refusal = "warehouse kind = \"redshift\" cannot be loaded yet";
+    let out = check(&path, &[("SRC_URL", support::mysql_url())]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains(refusal), "{msg}");
+    let run = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SRC_URL", support::mysql_url())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(text(&run).contains(refusal), "{}", text(&run));
+}
+
+#[test]
+fn check_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "SRC_URL", "");
+    for _ in 0..5 {
+        // Like `tidemark check | head -0`: the reader is gone before the report is written.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("SRC_URL", support::mysql_url())
+            .env("WH_URL", support::pg_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.is_empty(),
+            "a closed pipe is not worth a message: {stderr}"
+        );
+    }
 }

@@ -6,9 +6,9 @@ mod support;
 
 use support::pg_source::validated_pg_source;
 use support::pipeline::{Warehouse, fresh_warehouse, with_database};
+use tidemark::check::{CheckReport, CheckStatus};
 use tidemark::config::SourceConfig;
 use tidemark::source::postgres::check::check_postgres_source;
-use tidemark::source::report::{CheckReport, CheckStatus};
 
 /// A validated Postgres source reading `url`, including `shop.*`, with its own slot and
 /// publication names.
@@ -56,14 +56,16 @@ async fn every_gap_is_reported_with_its_fix_until_the_source_is_ready() {
     let (slot, publication) = (source.slot.clone(), source.publication.clone());
 
     let report = check_postgres_source(&source).await;
-    assert!(!report.passed(), "{report}");
+    // A table that cannot identify its rows is left out by `run` (loudly), not a reason to
+    // refuse the whole source.
+    assert!(report.passed(), "{report}");
     assert_eq!(status(&report, "connection"), CheckStatus::Pass);
     assert_eq!(status(&report, "wal_level"), CheckStatus::Pass, "{report}");
     assert_eq!(status(&report, "privilege REPLICATION"), CheckStatus::Pass);
-    assert_eq!(status(&report, "replica identity"), CheckStatus::Fail);
+    assert_eq!(status(&report, "replica identity"), CheckStatus::Warn);
     assert_eq!(
         status(&report, "replica identity shop.notes"),
-        CheckStatus::Fail
+        CheckStatus::Warn
     );
     assert!(
         fix(&report, "replica identity shop.notes")

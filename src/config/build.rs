@@ -435,6 +435,9 @@ impl Builder<'_> {
         if let Some(bytes) = &raw.catch_up_max_bytes {
             batch.catch_up_max_bytes = self.size(bytes, "batch.catch_up_max_bytes")?;
         }
+        if let Some(after) = &raw.slow_load_warning {
+            batch.slow_load_warning = self.duration(after, "batch.slow_load_warning")?;
+        }
         Ok(batch)
     }
 

@@ -75,6 +75,9 @@ pub struct BatchConfig {
     pub catch_up_lag: Duration,
     /// Largest catch-up batch, in encoded bytes on disk (default 1GiB).
     pub catch_up_max_bytes: ByteSize,
+    /// A load taking longer than this is logged as a warning naming the table it waits on, and
+    /// again each time as long again passes (default 10s).
+    pub slow_load_warning: Duration,
 }
 
 impl Default for BatchConfig {
@@ -85,11 +88,18 @@ impl Default for BatchConfig {
             max_delay: Duration::from_millis(500),
             catch_up_lag: Duration::from_secs(10),
             catch_up_max_bytes: ByteSize(1 << 30),
+            slow_load_warning: Duration::from_secs(10),
         }
     }
 }
 
 impl Config {
+    /// The ids of every source, comma-separated, for messages that name the choices.
+    pub fn source_ids(&self) -> String {
+        let ids: Vec<&str> = self.sources.iter().map(|s| s.id.as_str()).collect();
+        ids.join(", ")
+    }
+
     /// Reads and validates the config file at `path`, taking `${VAR}`s from the process
     /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -55,6 +55,7 @@ pub(crate) struct RawBatch {
     pub max_delay: Option<Str>,
     pub catch_up_lag: Option<Str>,
     pub catch_up_max_bytes: Option<Str>,
+    pub slow_load_warning: Option<Str>,
 }
 
 /// One `[[sources]]` entry.

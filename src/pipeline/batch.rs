@@ -31,6 +31,7 @@ use tracing::info;
 use super::route::{RouteConflict, Router};
 use crate::config::BatchConfig;
 use crate::event::{ResumePoint, SourceMessage, TableId};
+use crate::observe::seconds;
 use crate::sink::staging::TableMark;
 use crate::sink::{Batch, Checkpoint, EncodeError, TableChanges, TargetTable};
 
@@ -295,9 +296,9 @@ impl Batcher {
             self.catching_up = behind;
             let lag = self.last_commit_ts.map(lag_of);
             if behind {
-                info!(source = %self.source_id, lag = ?lag, "behind the source: loading large batches until caught up");
+                info!(source = %self.source_id, lag_s = lag.map(seconds), "behind the source: loading large batches until caught up");
             } else {
-                info!(source = %self.source_id, lag = ?lag, "caught up: back to the configured batch limits");
+                info!(source = %self.source_id, lag_s = lag.map(seconds), "caught up: back to the configured batch limits");
             }
         }
     }
@@ -451,6 +452,7 @@ snapshot = "never"
             max_delay: Duration::from_millis(500),
             catch_up_lag: Duration::MAX,
             catch_up_max_bytes: ByteSize(1 << 30),
+            slow_load_warning: Duration::from_secs(10),
         };
         Batcher::new(
             "s".into(),

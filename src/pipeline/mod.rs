@@ -10,5 +10,7 @@ pub mod batch;
 pub mod reader;
 pub mod route;
 pub mod run;
+pub mod skip;
 
 pub use run::{RunError, run_group};
+pub use skip::{SkipError, Skipped, skip_to_end};

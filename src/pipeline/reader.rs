@@ -10,8 +10,8 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage};
 use crate::source::mysql::error::BinlogError;
-use crate::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
-use crate::source::postgres::reader::{PgReadError, PgReader};
+use crate::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition, current_end};
+use crate::source::postgres::reader::{PgReadError, PgReader, restart_slot_at_end};
 
 /// Why reading a source failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +61,7 @@ impl SourceReader {
         let (confirm, confirmations) = watch::channel(None);
         match source.kind {
             SourceKind::Mysql => {
-                let mut options = ReaderOptions::new(
-                    Arc::from(source.id.as_str()),
-                    source.url.expose().to_owned(),
-                    source.server_id,
-                );
-                options.heartbeat = source.heartbeat;
+                let options = mysql_options(source);
                 let start = match checkpoint {
                     Some(point) => StartPosition::Resume(point.clone()),
                     None => StartPosition::End,
@@ -112,6 +107,26 @@ impl SourceReader {
             SourceReader::Postgres(r) => r.close().await,
         }
     }
+}
+
+/// The source's current end of log as a resume point, made ready to resume from: MySQL/MariaDB
+/// the binlog end and its GTID state; Postgres a new slot at the end of the WAL (the old slot is
+/// dropped, and must not be in use).
+pub async fn restart_at_end(source: &SourceConfig) -> Result<ResumePoint, ReadError> {
+    match source.kind {
+        SourceKind::Mysql => Ok(current_end(&mysql_options(source)).await?),
+        SourceKind::Postgres => Ok(restart_slot_at_end(source).await?),
+    }
+}
+
+fn mysql_options(source: &SourceConfig) -> ReaderOptions {
+    let mut options = ReaderOptions::new(
+        Arc::from(source.id.as_str()),
+        source.url.expose().to_owned(),
+        source.server_id,
+    );
+    options.heartbeat = source.heartbeat;
+    options
 }
 
 /// Reads until the channel closes or the reader fails; the failure is the last item sent.

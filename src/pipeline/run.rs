@@ -21,11 +21,16 @@ use tracing::{error, info, warn};
 use super::batch::{BatchError, Batcher, lag_of};
 use super::reader::{ReadError, SourceReader, read_source};
 use super::route::Router;
+use crate::check::{CheckStatus, check_source};
 use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, WarehouseConfig};
 use crate::error::ErrorKind;
 use crate::event::ResumePoint;
+use crate::observe::seconds;
 use crate::sink::postgres::{PostgresSink, PostgresSinkError};
-use crate::sink::{Batch, Checkpoint};
+use crate::sink::{Batch, Checkpoint, LoadStep, REDSHIFT_NOT_BUILT, Step};
+use crate::source::mysql::error::BinlogError;
+use crate::source::postgres::reader::PgReadError;
+use crate::source::postgres::slot::SlotError;
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
@@ -68,6 +73,19 @@ pub enum SourceError {
     /// The reader task ended without saying why (it panicked): start the source again.
     #[error("the source reader stopped unexpectedly")]
     ReaderGone,
+    /// The source's prerequisites are not met (what `tidemark check` reports as FAIL).
+    #[error(
+        "source {source_id} is not ready, so nothing is read and no position recorded: {failures}. `tidemark check {cli_args}` shows every prerequisite; the source is checked again every {}s and starts once they are met (the other sources keep running)",
+        OPERATOR_RETRY.as_secs()
+    )]
+    NotReady {
+        /// The source.
+        source_id: String,
+        /// The failed checks with their fixes.
+        failures: String,
+        /// `--config F --source ID`.
+        cli_args: String,
+    },
 }
 
 impl SourceError {
@@ -80,6 +98,29 @@ impl SourceError {
             SourceError::Batch(BatchError::Spill { .. }) => ErrorKind::Retry,
             SourceError::Batch(_) => ErrorKind::Fatal,
             SourceError::ReaderGone => ErrorKind::Retry,
+            SourceError::NotReady { .. } => ErrorKind::Operator,
+        }
+    }
+
+    /// True when the source stops at a place in its log (an event it cannot replicate, a lost
+    /// position or slot) where it will stop again after every retry, even once the cause is
+    /// fixed, until it is moved past it.
+    fn stuck_in_log(&self) -> bool {
+        match self {
+            SourceError::Read(ReadError::Mysql(e)) => match e {
+                BinlogError::Unsupported { at, .. } => !at.file.is_empty(),
+                BinlogError::PositionLost { .. }
+                | BinlogError::Checksum { .. }
+                | BinlogError::Corrupt { .. }
+                | BinlogError::Layout { .. }
+                | BinlogError::Row { .. } => true,
+                BinlogError::Server { .. } | BinlogError::BadStart(_) => false,
+            },
+            SourceError::Read(ReadError::Postgres(PgReadError::Slot(e))) => matches!(
+                e,
+                SlotError::Missing { .. } | SlotError::Lost { .. } | SlotError::Ahead { .. }
+            ),
+            _ => false,
         }
     }
 }
@@ -88,9 +129,7 @@ impl SourceError {
 /// has committed so far and stops.
 pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
     let WarehouseConfig::Postgres { url } = &config.warehouse else {
-        return Err(RunError::Unsupported(
-            "warehouse kind = \"redshift\" cannot be loaded yet (the Redshift sink arrives in a later release); use kind = \"postgres\"".into(),
-        ));
+        return Err(RunError::Unsupported(REDSHIFT_NOT_BUILT.into()));
     };
     let sink = PostgresSink::connect(url).await?;
     sink.ensure_control_tables().await?;
@@ -104,6 +143,7 @@ pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Resu
             warehouse: url.clone(),
             limits: config.batch,
             spill_dir: config.group.state_dir.join("spill").join(&source.id),
+            config_path: config.path.clone(),
         };
         tasks.spawn(supervise(context, shutdown.clone()));
     }
@@ -128,6 +168,19 @@ struct SourceContext {
     warehouse: SecretUrl,
     limits: BatchConfig,
     spill_dir: PathBuf,
+    /// The config file, for the commands messages tell the operator to run.
+    config_path: PathBuf,
+}
+
+impl SourceContext {
+    /// The `tidemark` arguments that name this source's config file and id.
+    fn cli_args(&self) -> String {
+        format!(
+            "--config {} --source {}",
+            self.config_path.display(),
+            self.source.id
+        )
+    }
 }
 
 /// Keeps one source running: restarts it from its checkpoint after errors, with backoff.
@@ -147,18 +200,25 @@ async fn supervise(
             failures = 0;
         }
         failures += 1;
+        // Fixing the server does not remove what is already in its log: say how to move past it.
+        let get_past = error.stuck_in_log().then(|| {
+            format!(
+                "once the cause is fixed, if the source still stops here, move it past this point with `tidemark skip-to-end {} --yes` (the changes not yet loaded are skipped: copy the source's tables again afterwards)",
+                context.cli_args()
+            )
+        });
         let wait = match error.kind() {
             ErrorKind::Fatal => {
-                error!(source = %id, error = %error, "source stopped; fix the cause and restart tidemark (other sources keep running)");
+                error!(source = %id, error = %error, get_past, "source stopped; fix the cause and restart tidemark (other sources keep running)");
                 return Err((id, error));
             }
             ErrorKind::Operator => {
-                error!(source = %id, error = %error, retry_in = ?OPERATOR_RETRY, "source needs attention; retrying");
+                error!(source = %id, error = %error, get_past, retry_in_s = seconds(OPERATOR_RETRY), "source needs attention; retrying");
                 OPERATOR_RETRY
             }
             ErrorKind::Retry => {
                 let wait = backoff(failures);
-                warn!(source = %id, error = %error, retry_in = ?wait, "source interrupted; resuming from its checkpoint");
+                warn!(source = %id, error = %error, retry_in_s = seconds(wait), "source interrupted; resuming from its checkpoint");
                 wait
             }
         };
@@ -181,6 +241,22 @@ async fn run_source(
 ) -> Result<(), SourceError> {
     let source = &context.source;
     let source_id: Arc<str> = Arc::from(source.id.as_str());
+    // The same checks as `tidemark check`, before anything is read or recorded: a source that
+    // cannot be replicated must not record a position it would then be stuck behind.
+    let report = tokio::select! {
+        report = check_source(source) => report,
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    };
+    if !report.unmet_prerequisites().is_empty() {
+        return Err(SourceError::NotReady {
+            source_id: source.id.clone(),
+            failures: report.failures_text(),
+            cli_args: context.cli_args(),
+        });
+    }
+    for item in report.with_status(CheckStatus::Warn) {
+        warn!(source = %source.id, check = %item.name, detail = %item.detail, fix = item.fix.as_deref(), "prerequisite warning (see `tidemark check`)");
+    }
     let mut sink = PostgresSink::connect(&context.warehouse).await?;
     let checkpoint = sink.read_checkpoint(&source.id).await?;
     let opened = tokio::select! {
@@ -218,7 +294,7 @@ async fn run_source(
         context.limits,
         context.spill_dir.clone(),
     );
-    let mut loader = Loader::new(sink, source_id.clone());
+    let mut loader = Loader::new(sink, source_id.clone(), context.limits.slow_load_warning);
     let mut cut = Vec::new();
     loop {
         let deadline = batcher.deadline();
@@ -264,7 +340,7 @@ async fn run_source(
         Ok(result) => result?,
         Err(_) => {
             loader.abort();
-            warn!(source = %source.id, grace = ?SHUTDOWN_GRACE, "stopping without loading the last batch (the warehouse did not take it in time); it is read again at the next start");
+            warn!(source = %source.id, grace_s = seconds(SHUTDOWN_GRACE), "stopping without loading the last batch (the warehouse did not take it in time); it is read again at the next start");
             return Ok(());
         }
     }
@@ -293,20 +369,23 @@ struct Loader {
     source_id: Arc<str>,
     idle: Option<PostgresSink>,
     busy: Option<tokio::task::JoinHandle<LoadResult>>,
+    slow_after: Duration,
     loaded_changes: u64,
     loaded_batches: u64,
-    last_report: Instant,
+    /// None until the first batch, which is reported at once: the operator sees it flow.
+    last_report: Option<Instant>,
 }
 
 impl Loader {
-    fn new(sink: PostgresSink, source_id: Arc<str>) -> Loader {
+    fn new(sink: PostgresSink, source_id: Arc<str>, slow_after: Duration) -> Loader {
         Loader {
             source_id,
             idle: Some(sink),
             busy: None,
+            slow_after,
             loaded_changes: 0,
             loaded_batches: 0,
-            last_report: Instant::now(),
+            last_report: None,
         }
     }
 
@@ -319,7 +398,12 @@ impl Loader {
             return;
         };
         let source_id = self.source_id.clone();
-        self.busy = Some(tokio::spawn(load_with_retry(sink, batch, source_id)));
+        self.busy = Some(tokio::spawn(load_with_retry(
+            sink,
+            batch,
+            source_id,
+            self.slow_after,
+        )));
     }
 
     /// Gives up the batch in flight (its transaction rolls back with the connection).
@@ -350,20 +434,23 @@ impl Loader {
         let took = result?;
         self.loaded_changes += batch.changes();
         self.loaded_batches += 1;
-        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took = ?took, position = %batch.checkpoint.resume_point, "batch loaded");
-        if self.last_report.elapsed() >= PROGRESS_EVERY {
+        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.checkpoint.resume_point, "batch loaded");
+        if self
+            .last_report
+            .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
+        {
             let lag = batch.checkpoint.source_commit_ts_micros.map(lag_of);
             info!(
                 source = %self.source_id,
                 changes = self.loaded_changes,
                 batches = self.loaded_batches,
                 position = %batch.checkpoint.resume_point,
-                lag = ?lag,
+                lag_s = lag.map(seconds),
                 "loaded"
             );
             self.loaded_changes = 0;
             self.loaded_batches = 0;
-            self.last_report = Instant::now();
+            self.last_report = Some(Instant::now());
         }
         Ok(Some(batch.checkpoint.resume_point))
     }
@@ -384,11 +471,20 @@ async fn load_with_retry(
     mut sink: PostgresSink,
     mut batch: Batch,
     source_id: Arc<str>,
+    slow_after: Duration,
 ) -> LoadResult {
     let started = Instant::now();
     let mut failures: u32 = 0;
     loop {
-        let error = match sink.apply(&mut batch).await {
+        let step = sink.load_step();
+        let applied = warn_while_slow(
+            sink.apply(&mut batch),
+            &step,
+            &source_id,
+            started,
+            slow_after,
+        );
+        let error = match applied.await {
             Ok(()) => return (sink, batch, Ok(started.elapsed())),
             Err(error) => error,
         };
@@ -406,6 +502,40 @@ async fn load_with_retry(
                 warn!(source = %source_id, error = %e, "warehouse still unavailable");
             }
             Err(e) => return (sink, batch, Err(e)),
+        }
+    }
+}
+
+/// Awaits `load`, logging a warning each time `slow_after` more has passed since `started`
+/// without it finishing, naming the table (or step) it is on: a lock held by another session
+/// must show in the log, not only as lag.
+async fn warn_while_slow<T>(
+    load: impl Future<Output = T>,
+    step: &LoadStep,
+    source_id: &str,
+    started: Instant,
+    slow_after: Duration,
+) -> T {
+    tokio::pin!(load);
+    let mut next = started + slow_after;
+    loop {
+        tokio::select! {
+            done = &mut load => return done,
+            _ = tokio::time::sleep_until(next.into()) => {
+                let (current, since) = step.get();
+                let table = match &current {
+                    Step::Table(table) => Some(table.to_string()),
+                    _ => None,
+                };
+                warn!(
+                    source = %source_id,
+                    table,
+                    waited_s = seconds(started.elapsed()),
+                    on_step_s = seconds(since.elapsed()),
+                    "loading into the warehouse is slow: still {current} (blocked by another session's lock? see pg_locks and pg_stat_activity on the warehouse)"
+                );
+                next += slow_after;
+            }
         }
     }
 }

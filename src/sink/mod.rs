@@ -11,10 +11,64 @@ pub mod postgres;
 pub mod staging;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::event::ResumePoint;
 pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
+
+/// Why a `kind = "redshift"` warehouse is refused, by `run` and `check` alike, until its sink
+/// exists.
+pub const REDSHIFT_NOT_BUILT: &str = "warehouse kind = \"redshift\" cannot be loaded yet (the Redshift sink arrives in a later release); use kind = \"postgres\"";
+
+/// What a sink's load in progress is doing and since when, shared with whoever waits for it, so
+/// a slow load can be reported with the table it is stuck on (a lock, a long statement).
+#[derive(Debug, Clone)]
+pub struct LoadStep(Arc<Mutex<(Step, Instant)>>);
+
+/// One step of a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Not loading.
+    Idle,
+    /// Creating, evolving or loading one target table.
+    Table(TargetTable),
+    /// Recording the checkpoint.
+    Checkpoint,
+    /// Committing the transaction.
+    Commit,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Idle => f.write_str("idle"),
+            Step::Table(table) => write!(f, "loading table {table}"),
+            Step::Checkpoint => f.write_str("recording the checkpoint"),
+            Step::Commit => f.write_str("committing"),
+        }
+    }
+}
+
+impl Default for LoadStep {
+    fn default() -> Self {
+        LoadStep(Arc::new(Mutex::new((Step::Idle, Instant::now()))))
+    }
+}
+
+impl LoadStep {
+    /// Records that the load now does `step`.
+    pub fn set(&self, step: Step) {
+        // A poisoned lock only means a panic elsewhere mid-update; the value is still usable.
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = (step, Instant::now());
+    }
+
+    /// The current step and when it began.
+    pub fn get(&self) -> (Step, Instant) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 /// Where one source table lands: a schema and a table name, both already lowercased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,4 +2,3 @@
 
 pub mod mysql;
 pub mod postgres;
-pub mod report;

@@ -6,6 +6,7 @@
 //! costs no catalog query per batch; the cache is dropped whenever a transaction fails, because
 //! Postgres rolled the DDL back with it.
 
+pub mod check;
 mod sql;
 mod types;
 
@@ -17,7 +18,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
-use super::{Batch, Checkpoint, TableChanges, TargetTable};
+use super::{Batch, Checkpoint, LoadStep, Step, TableChanges, TargetTable};
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, TableSchema};
@@ -177,6 +178,7 @@ pub struct PostgresSink {
     shapes: HashMap<TargetTable, Shape>,
     schemas: HashSet<String>,
     warned_append: HashSet<TargetTable>,
+    step: LoadStep,
 }
 
 impl PostgresSink {
@@ -207,6 +209,7 @@ impl PostgresSink {
             shapes: HashMap::new(),
             schemas: HashSet::new(),
             warned_append: HashSet::new(),
+            step: LoadStep::default(),
         })
     }
 
@@ -254,9 +257,15 @@ impl PostgresSink {
             })
     }
 
+    /// What the load in progress is doing: a handle that stays valid while `apply` runs.
+    pub fn load_step(&self) -> LoadStep {
+        self.step.clone()
+    }
+
     /// Applies `batch` and its checkpoint in one transaction: all of it, or none of it.
     pub async fn apply(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
         let result = self.apply_once(batch).await;
+        self.step.set(Step::Idle);
         if result.is_err() {
             // The transaction rolled back, and with it any DDL: forget what we learned.
             self.shapes.clear();
@@ -272,6 +281,7 @@ impl PostgresSink {
             shapes,
             schemas,
             warned_append,
+            step,
         } = self;
         let mut client_tx = client
             .transaction()
@@ -287,6 +297,7 @@ impl PostgresSink {
         let mut append_tables = Vec::new();
         let mut partial_skipped = Vec::new();
         for (i, changes) in batch.tables.iter_mut().enumerate() {
+            step.set(Step::Table(changes.target.clone()));
             if !schemas.contains(&changes.target.schema) {
                 tx.batch_execute(&sql::create_schema(&changes.target.schema))
                     .await
@@ -308,7 +319,9 @@ impl PostgresSink {
                 append_tables.push(i);
             }
         }
+        step.set(Step::Checkpoint);
         write_checkpoint(tx, &batch.source_id, &batch.checkpoint).await?;
+        step.set(Step::Commit);
         client_tx
             .commit()
             .await

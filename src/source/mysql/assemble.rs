@@ -45,7 +45,7 @@ pub enum GtidTracker {
 }
 
 impl GtidTracker {
-    fn state(&self) -> Option<GtidState> {
+    pub(super) fn state(&self) -> Option<GtidState> {
         match self {
             GtidTracker::Unknown => None,
             GtidTracker::Mysql(s) => Some(GtidState::Mysql(s.to_string())),

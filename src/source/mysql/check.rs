@@ -19,8 +19,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 
+use crate::check::report::{CONNECTION_ITEM, QUERIES_ITEM};
+pub use crate::check::{CheckItem, CheckReport, CheckStatus};
 use crate::config::{SecretUrl, SourceConfig, SourceKind};
-pub use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Knobs of [`check_mysql_source_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +52,10 @@ pub async fn check_mysql_source(source: &SourceConfig) -> CheckReport {
 
 /// Checks every prerequisite of a MySQL/MariaDB source; never fails, see [`CheckReport`].
 pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptions) -> CheckReport {
-    let mut report = CheckReport {
-        source_id: source.id.clone(),
-        server: source.url.to_string(),
-        items: Vec::new(),
-    };
+    let mut report = CheckReport::for_source(&source.id, source.url.to_string());
     if source.kind != SourceKind::Mysql {
         report.items.push(CheckItem::new(
-            "connection",
+            CONNECTION_ITEM,
             CheckStatus::Fail,
             format!(
                 "source is kind = \"{}\"; this check is for kind = \"mysql\"",
@@ -83,14 +80,14 @@ pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptio
         Ok(Ok(())) => {}
         Ok(Err(error)) => report.items.push(
             CheckItem::new(
-                "queries",
+                QUERIES_ITEM,
                 CheckStatus::Fail,
                 format!("checking stopped: {}", source.url.scrub(&error.to_string())),
             )
             .with_fix("the items above were checked; fix this error and run the check again"),
         ),
         Err(_) => report.items.push(CheckItem::new(
-            "queries",
+            QUERIES_ITEM,
             CheckStatus::Fail,
             format!(
                 "the server did not answer within {:?}; the items above were checked",
@@ -176,7 +173,7 @@ fn connection_failure(error: &CheckError, url: &SecretUrl) -> CheckItem {
         ),
         other => (format!("cannot connect: {other}"), None),
     };
-    let mut item = CheckItem::new("connection", CheckStatus::Fail, url.scrub(&detail));
+    let mut item = CheckItem::new(CONNECTION_ITEM, CheckStatus::Fail, url.scrub(&detail));
     item.fix = fix.map(str::to_string);
     item
 }
@@ -302,7 +299,7 @@ async fn inspect(
         .map(|c| format!(" ({c})"))
         .unwrap_or_default();
     items.push(CheckItem::new(
-        "connection",
+        CONNECTION_ITEM,
         CheckStatus::Pass,
         format!(
             "{} {version_text}{comment} as {}",

@@ -37,7 +37,7 @@ pub enum BinlogError {
     },
     /// The requested start position is gone from the server (purged logs, unknown GTIDs).
     #[error(
-        "source {source_id}: cannot read the binlog from {position}: {message}. The position is no longer on the server (binlogs purged or GTIDs unknown); the changes since then are lost to the log. Re-copy the source's tables (snapshot) or restart from the current end"
+        "source {source_id}: cannot read the binlog from {position}: {message}. The position is no longer on the server (binlogs purged or GTIDs unknown); the changes since then are lost to the log. Move the source to the current end with `tidemark skip-to-end --source {source_id} --yes`, then copy its tables again (snapshots arrive in a later release)"
     )]
     PositionLost {
         /// Configured source id.

@@ -356,6 +356,22 @@ async fn flavor_of(conn: &mut Conn, options: &ReaderOptions) -> Result<Flavor, B
     })
 }
 
+/// The server's current end of binlog as a resume point (with its GTID state), without starting
+/// a dump: where `tidemark skip-to-end` moves a source.
+pub async fn current_end(options: &ReaderOptions) -> Result<ResumePoint, BinlogError> {
+    let mut conn = open(options, "connecting").await?;
+    let flavor = flavor_of(&mut conn, options).await?;
+    let end = end_position(&mut conn, flavor, options).await;
+    // Best effort: the position is read whether or not the goodbye succeeds.
+    let _ = conn.disconnect().await;
+    let (file, pos, gtids) = end?;
+    Ok(ResumePoint::Binlog {
+        file,
+        pos,
+        gtid: gtids.state(),
+    })
+}
+
 /// The current end of the binlog with the GTID state at exactly that point.
 async fn end_position(
     conn: &mut Conn,

@@ -481,7 +481,7 @@ impl Assembler {
                 warn!(
                     source = %self.source,
                     table = %id,
-                    primary_key = ?names,
+                    primary_key = %names.join(", "),
                     "a primary key column is not in the publication's column list: the table has no key (append mode)"
                 );
                 Ok(Vec::new())

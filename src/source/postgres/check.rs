@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
+use crate::check::report::CONNECTION_ITEM;
+use crate::check::{CheckItem, CheckReport, CheckStatus};
 use crate::config::{SecretUrl, SourceConfig};
 use crate::source::postgres::slot::{USER_TABLES, UnpublishedTable, unpublished_tables};
-use crate::source::report::{CheckItem, CheckReport, CheckStatus};
 
 /// Longest wait for the connection, and then for all the queries.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,11 +126,7 @@ pub struct SlotFacts {
 
 /// Checks every prerequisite of a Postgres source.
 pub async fn check_postgres_source(source: &SourceConfig) -> CheckReport {
-    let mut report = CheckReport {
-        source_id: source.id.clone(),
-        server: source.url.to_string(),
-        items: Vec::new(),
-    };
+    let mut report = CheckReport::for_source(&source.id, source.url.to_string());
     let facts = match tokio::time::timeout(TIMEOUT * 2, gather(source)).await {
         Ok(Ok(facts)) => facts,
         Ok(Err(problem)) => {
@@ -149,7 +146,7 @@ pub async fn check_postgres_source(source: &SourceConfig) -> CheckReport {
 }
 
 fn connection_failed(url: &SecretUrl, problem: &str) -> CheckItem {
-    CheckItem::new("connection", CheckStatus::Fail, url.scrub(problem)).with_fix(
+    CheckItem::new(CONNECTION_ITEM, CheckStatus::Fail, url.scrub(problem)).with_fix(
         "check host, port, database, user and password in the source `url`, pg_hba.conf (a \
          `host` line for this client), listen_addresses and firewalls",
     )
@@ -288,7 +285,7 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
 /// Judges `facts` against what tidemark needs for `source`.
 pub fn evaluate(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> {
     let mut items = vec![CheckItem::new(
-        "connection",
+        CONNECTION_ITEM,
         CheckStatus::Pass,
         format!(
             "PostgreSQL {} as {} on database {}",
@@ -440,12 +437,14 @@ fn replica_identity(facts: &PostgresFacts) -> Vec<CheckItem> {
             'n' => "REPLICA IDENTITY NOTHING",
             _ => "no primary key and REPLICA IDENTITY DEFAULT",
         };
+        // A warning, not a failure: `run` leaves such a table out of the publication (and says
+        // so at every start) rather than stopping every other table of the source.
         items.push(
             CheckItem::new(
                 format!("replica identity {}.{}", table.schema, table.name),
-                CheckStatus::Fail,
+                CheckStatus::Warn,
                 format!(
-                    "{why}: its updates and deletes carry no old key, so they cannot be applied"
+                    "{why}: its updates and deletes carry no old key, so tidemark leaves it out of the publication and none of its changes are replicated until it has one"
                 ),
             )
             .with_fix(format!(
@@ -461,7 +460,7 @@ fn replica_identity(facts: &PostgresFacts) -> Vec<CheckItem> {
             if fine == facts.tables.len() {
                 CheckStatus::Pass
             } else {
-                CheckStatus::Fail
+                CheckStatus::Warn
             },
             format!(
                 "{fine} of {} included tables have a primary key, a replica identity index or REPLICA IDENTITY FULL",
@@ -542,24 +541,32 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
     if publication.all_tables {
         return CheckItem::new(name, CheckStatus::Pass, "FOR ALL TABLES");
     }
-    if publication.unpublished.is_empty() {
+    // Tables that cannot identify their rows stay out on purpose; the replica identity items
+    // report them.
+    let unpublished: Vec<&UnpublishedTable> = publication
+        .unpublished
+        .iter()
+        .filter(|u| u.identifies_rows)
+        .collect();
+    if unpublished.is_empty() {
         return CheckItem::new(
             name,
             CheckStatus::Pass,
-            format!("publishes all {} included tables", facts.tables.len()),
+            format!(
+                "publishes all {} included tables that identify their rows",
+                facts.tables.iter().filter(|t| t.identifies_rows()).count()
+            ),
         );
     }
-    let missing: Vec<String> = publication
-        .unpublished
+    let missing: Vec<String> = unpublished
         .iter()
         .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)))
         .collect();
-    let addable = publication.unpublished.iter().all(|u| {
-        u.identifies_rows
-            && facts
-                .tables
-                .iter()
-                .any(|t| t.schema == u.schema && t.name == u.name && t.owned)
+    let addable = unpublished.iter().all(|u| {
+        facts
+            .tables
+            .iter()
+            .any(|t| t.schema == u.schema && t.name == u.name && t.owned)
     });
     // `tidemark run` adds them itself at start when it may (and only tables that identify their
     // rows: the replica identity items say what the others need).

@@ -256,6 +256,18 @@ impl PgReader {
     }
 }
 
+/// Gives the source a new slot at the current end of the WAL (dropping its old slot, which must
+/// not be in use) and returns that position: where `tidemark skip-to-end` moves a source. The
+/// publication is made first, as at a first start, so the new slot can decode from its start.
+pub async fn restart_slot_at_end(source: &SourceConfig) -> Result<ResumePoint, PgReadError> {
+    let sql = connect_sql(source).await?;
+    log_publication_change(source, &slot::ensure_publication(&sql, source).await?);
+    slot::drop_idle_slot(&sql, source).await?;
+    let at = slot::create_slot(&sql, source).await?;
+    info!(source = %source.id, slot = %source.slot, position = %at, "created the replication slot at the current end of the WAL");
+    Ok(ResumePoint::Lsn { lsn: at.0 })
+}
+
 async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
     let error = |message: String| PgReadError::Connect {
         source_id: source.id.clone(),

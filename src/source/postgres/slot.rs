@@ -65,7 +65,7 @@ pub enum StartDecision {
 pub enum SlotError {
     /// The slot is gone while the checkpoint says we were reading from it.
     #[error(
-        "source {source_id}: replication slot `{slot}` does not exist, but the checkpoint is at {checkpoint}: the changes after it cannot be read. To recover: re-create the slot and copy the tables again (snapshots arrive in a later release), or accept the gap by deleting the source's row from tidemark.checkpoints, after which tidemark creates the slot and replicates from the current end of the WAL"
+        "source {source_id}: replication slot `{slot}` does not exist, but the checkpoint is at {checkpoint}: the changes after it cannot be read. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it creates the slot there), then copy the tables again (snapshots arrive in a later release)"
     )]
     Missing {
         /// The source.
@@ -77,7 +77,7 @@ pub enum SlotError {
     },
     /// The server invalidated the slot (it ran past `max_slot_wal_keep_size`).
     #[error(
-        "source {source_id}: replication slot `{slot}` was invalidated (wal_status = lost): the WAL after the checkpoint {checkpoint} was removed, so those changes are gone. To recover: drop the slot (SELECT pg_drop_replication_slot('{slot}');) and the source's row in tidemark.checkpoints, then copy the tables again (snapshots arrive in a later release); raise max_slot_wal_keep_size so a future outage of this length is survived"
+        "source {source_id}: replication slot `{slot}` was invalidated (wal_status = lost): the WAL after the checkpoint {checkpoint} was removed, so those changes are gone. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it replaces the slot), then copy the tables again (snapshots arrive in a later release); raise max_slot_wal_keep_size so a future outage of this length is survived"
     )]
     Lost {
         /// The source.
@@ -89,7 +89,7 @@ pub enum SlotError {
     },
     /// The slot confirmed more than the warehouse holds.
     #[error(
-        "source {source_id}: replication slot `{slot}` has confirmed up to {confirmed}, past the checkpoint {checkpoint} (was the warehouse restored from a backup, or the slot advanced by someone else?): the changes between them cannot be read again. To recover: copy the tables again (snapshots arrive in a later release), or accept the gap by setting the checkpoint to the slot's position"
+        "source {source_id}: replication slot `{slot}` has confirmed up to {confirmed}, past the checkpoint {checkpoint} (was the warehouse restored from a backup, or the slot advanced by someone else?): the changes between them cannot be read again. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it replaces the slot), then copy the tables again (snapshots arrive in a later release)"
     )]
     Ahead {
         /// The source.
@@ -241,6 +241,36 @@ pub async fn read_slot(
             .and_then(|t| WalPosition::parse(&t)),
         wal_status: row.get(4),
     }))
+}
+
+/// Drops the source's slot if it exists; refuses while a process streams from it (a running
+/// tidemark), whose position would otherwise be lost under it.
+pub async fn drop_idle_slot(client: &Client, source: &SourceConfig) -> Result<(), SlotError> {
+    let doing = format!("dropping replication slot `{}`", source.slot);
+    let active: Option<bool> = client
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&source.slot],
+        )
+        .await
+        .map_err(sql_error(source, &doing))?
+        .map(|row| row.get(0));
+    match active {
+        None => Ok(()),
+        Some(true) => Err(SlotError::Sql {
+            source_id: source.id.clone(),
+            doing,
+            message:
+                "a process is streaming from it (is tidemark running this source?); stop it first"
+                    .into(),
+            kind: ErrorKind::Operator,
+        }),
+        Some(false) => client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&source.slot])
+            .await
+            .map(drop)
+            .map_err(sql_error(source, &doing)),
+    }
 }
 
 /// Creates the source's pgoutput slot; returns the position it starts at.

@@ -1,5 +1,6 @@
-//! The report `tidemark check` prints for one source: each prerequisite as PASS, INFO, WARN or
-//! FAIL, with the statement or setting that fixes it. Shared by the MySQL and Postgres checks.
+//! The report `tidemark check` prints for one source or the warehouse: each prerequisite as
+//! PASS, INFO, WARN or FAIL, with the statement or setting that fixes it. Shared by every check,
+//! and read by `tidemark run` to refuse a source that is not ready.
 
 use std::fmt;
 
@@ -62,18 +63,61 @@ impl CheckItem {
     }
 }
 
-/// Everything found about one source, in check order.
+/// Name of the item that says whether the server could be reached at all.
+pub const CONNECTION_ITEM: &str = "connection";
+/// Name of the item that says the checks stopped part-way (a query failed or timed out).
+pub const QUERIES_ITEM: &str = "queries";
+
+/// Everything found about one source or the warehouse, in check order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
-    /// The source's id.
-    pub source_id: String,
-    /// The source URL with its password masked.
+    /// What was checked, as the report names it: ``source `acme` `` or `warehouse`.
+    pub subject: String,
+    /// The server's URL with its password masked.
     pub server: String,
     /// One entry per prerequisite.
     pub items: Vec<CheckItem>,
 }
 
 impl CheckReport {
+    /// An empty report for the source `source_id` on `server` (password already masked).
+    pub fn for_source(source_id: &str, server: String) -> CheckReport {
+        CheckReport {
+            subject: format!("source `{source_id}`"),
+            server,
+            items: Vec::new(),
+        }
+    }
+
+    /// An empty report for the warehouse at `server` (password already masked).
+    pub fn for_warehouse(server: String) -> CheckReport {
+        CheckReport {
+            subject: "warehouse".to_owned(),
+            server,
+            items: Vec::new(),
+        }
+    }
+
+    /// Failed items other than not reaching the server: the prerequisites an operator must fix.
+    /// (A server that cannot be reached is the reader's to retry, like any outage.)
+    pub fn unmet_prerequisites(&self) -> Vec<&CheckItem> {
+        self.with_status(CheckStatus::Fail)
+            .filter(|i| i.name != CONNECTION_ITEM && i.name != QUERIES_ITEM)
+            .collect()
+    }
+
+    /// The failed items on one line each, with their fixes: what `run` says when it refuses.
+    pub fn failures_text(&self) -> String {
+        self.unmet_prerequisites()
+            .iter()
+            .map(|i| match &i.fix {
+                Some(fix) => format!("{}: {} (fix: {fix})", i.name, i.detail),
+                None => format!("{}: {}", i.name, i.detail),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// True when no item failed (warnings and info do not count).
     pub fn passed(&self) -> bool {
         !self.items.iter().any(|i| i.status == CheckStatus::Fail)
@@ -100,8 +144,8 @@ impl fmt::Display for CheckReport {
         let warnings = self.count(CheckStatus::Warn);
         writeln!(
             f,
-            "source `{}` ({}): {verdict}: {} failed, {warnings} {}, {} passed",
-            self.source_id,
+            "{} ({}): {verdict}: {} failed, {warnings} {}, {} passed",
+            self.subject,
             self.server,
             self.count(CheckStatus::Fail),
             if warnings == 1 { "warning" } else { "warnings" },

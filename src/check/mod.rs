@@ -1,0 +1,49 @@
+//! Prerequisite checks: whether each source and the warehouse are ready for tidemark, with the
+//! statement or setting that fixes each gap.
+//!
+//! `tidemark check` prints one [`CheckReport`] per source and one for the warehouse;
+//! `tidemark run` checks each source the same way before it reads anything or records a
+//! position, and refuses a source whose prerequisites are unmet (the others start). This module
+//! only dispatches to each kind's own checks (`source::*::check`, `sink::postgres::check`).
+
+pub mod report;
+
+pub use report::{CheckItem, CheckReport, CheckStatus};
+
+use crate::config::{Config, SourceConfig, SourceKind, WarehouseConfig};
+use crate::sink::REDSHIFT_NOT_BUILT;
+use crate::sink::postgres::check::check_postgres_warehouse;
+use crate::source::mysql::check::check_mysql_source;
+use crate::source::postgres::check::check_postgres_source;
+
+/// Checks one source's prerequisites, whatever its kind.
+pub async fn check_source(source: &SourceConfig) -> CheckReport {
+    match source.kind {
+        SourceKind::Mysql => check_mysql_source(source).await,
+        SourceKind::Postgres => check_postgres_source(source).await,
+    }
+}
+
+/// Checks that the warehouse can hold the control tables and every source's staging schema.
+pub async fn check_warehouse(config: &Config) -> CheckReport {
+    match &config.warehouse {
+        WarehouseConfig::Postgres { url } => {
+            let schemas: Vec<String> = config
+                .sources
+                .iter()
+                .map(SourceConfig::staging_schema)
+                .collect();
+            check_postgres_warehouse(url, &schemas).await
+        }
+        WarehouseConfig::Redshift(redshift) => {
+            let mut report =
+                CheckReport::for_warehouse(format!("redshift database {}", redshift.database));
+            report.items.push(CheckItem::new(
+                "kind",
+                CheckStatus::Fail,
+                REDSHIFT_NOT_BUILT,
+            ));
+            report
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Moving a stuck source past what it cannot replicate: `tidemark skip-to-end`.
+//!
+//! A source that meets an event it cannot replicate (statement-format DML written before the
+//! server was fixed, a lost slot, purged binlogs) stops on it at every retry. Skipping moves
+//! its checkpoint to the source's current end of log, so it resumes with the next change.
+//! Every change before that end that was not loaded yet never reaches the warehouse: the
+//! source's tables must be copied again afterwards, which is why the CLI asks for `--yes` and
+//! warns loudly.
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::reader::{ReadError, restart_at_end};
+use crate::config::{Config, WarehouseConfig};
+use crate::event::ResumePoint;
+use crate::sink::postgres::{PostgresSink, PostgresSinkError};
+use crate::sink::{Batch, Checkpoint, REDSHIFT_NOT_BUILT};
+
+/// Why a skip did not happen (the checkpoint is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum SkipError {
+    /// No source has the id.
+    #[error("no source has id `{id}`; the config has: {known}")]
+    UnknownSource {
+        /// The id asked for.
+        id: String,
+        /// The ids the config has.
+        known: String,
+    },
+    /// The warehouse kind cannot be loaded yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// Reading or writing the checkpoint failed.
+    #[error(transparent)]
+    Warehouse(#[from] PostgresSinkError),
+    /// The source's end of log could not be read (or its new slot made).
+    #[error(transparent)]
+    Source(#[from] ReadError),
+}
+
+/// Where a skipped source was, and where it resumes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The checkpoint before the skip (none: the source never started).
+    pub from: Option<ResumePoint>,
+    /// The source's end of log, now its checkpoint.
+    pub to: ResumePoint,
+}
+
+/// Sets the checkpoint of source `source_id` to its source's current end of log.
+pub async fn skip_to_end(config: &Config, source_id: &str) -> Result<Skipped, SkipError> {
+    let Some(source) = config.sources.iter().find(|s| s.id == source_id) else {
+        return Err(SkipError::UnknownSource {
+            id: source_id.to_owned(),
+            known: config.source_ids(),
+        });
+    };
+    let WarehouseConfig::Postgres { url } = &config.warehouse else {
+        return Err(SkipError::Unsupported(REDSHIFT_NOT_BUILT));
+    };
+    let mut sink = PostgresSink::connect(url).await?;
+    sink.ensure_control_tables().await?;
+    let from = sink.read_checkpoint(source_id).await?;
+    let to = restart_at_end(source).await?;
+    let mut record = Batch {
+        source_id: Arc::from(source_id),
+        renames: Vec::new(),
+        tables: Vec::new(),
+        checkpoint: Checkpoint {
+            resume_point: to.clone(),
+            source_commit_ts_micros: None,
+        },
+    };
+    sink.apply(&mut record).await?;
+    warn!(source = %source_id, from = %from.as_ref().map_or("(none)".to_owned(), ToString::to_string), to = %to, "checkpoint moved to the source's current end: the changes in between are skipped");
+    Ok(Skipped { from, to })
+}
