@@ -58,7 +58,7 @@ impl fmt::Display for SourceKind {
     }
 }
 
-/// When a source's existing rows are copied (see DESIGN "Snapshots and catch-up").
+/// When a source's existing rows are copied (docs/config.md, `snapshot`).
 ///
 /// All four modes are parsed; only [`SnapshotMode::Never`] is accepted by config loading until
 /// snapshots are implemented.

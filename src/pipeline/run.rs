@@ -524,7 +524,7 @@ async fn warn_while_slow<T>(
             _ = tokio::time::sleep_until(next.into()) => {
                 let (current, since) = step.get();
                 let table = match &current {
-                    Step::Table(table) => Some(table.to_string()),
+                    Step::Table(table) => Some(tracing::field::display(table)),
                     _ => None,
                 };
                 warn!(

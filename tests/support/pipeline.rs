@@ -388,6 +388,8 @@ pub struct GroupConfig {
     pub max_delay: String,
     /// `[batch] catch_up_lag`, when not the default.
     pub catch_up_lag: Option<String>,
+    /// `[batch] slow_load_warning`, when not the default.
+    pub slow_load_warning: Option<String>,
     /// The sources.
     pub sources: Vec<SourceConfig>,
 }
@@ -402,6 +404,7 @@ impl GroupConfig {
             max_bytes: "16MiB".into(),
             max_delay: "200ms".into(),
             catch_up_lag: None,
+            slow_load_warning: None,
             sources,
         }
     }
@@ -420,6 +423,9 @@ impl GroupConfig {
         );
         if let Some(lag) = &self.catch_up_lag {
             writeln!(text, "catch_up_lag = {}", toml_str(lag)).unwrap();
+        }
+        if let Some(after) = &self.slow_load_warning {
+            writeln!(text, "slow_load_warning = {}", toml_str(after)).unwrap();
         }
         for s in &self.sources {
             let include: Vec<String> = s.include.iter().map(|p| toml_str(p)).collect();
