@@ -33,13 +33,14 @@ async fn private_mariadb_writes_full_row_binlog() {
 
 #[tokio::test]
 async fn misconfigured_instance_reports_statement_format() {
-    let url = support::mariadb_instance("misconfigured", &["--binlog-format=STATEMENT"]);
+    let server = support::mariadb_instance("misconfigured", &["--binlog-format=STATEMENT"]);
+    let url = server.url();
     assert_ne!(
         url,
         support::mysql_url(),
         "a named instance is a separate server"
     );
-    let mut conn = support::mysql_conn(&url).await;
+    let mut conn = support::mysql_conn(url).await;
     assert_eq!(
         global_variable(&mut conn, "binlog_format").await,
         "STATEMENT"
