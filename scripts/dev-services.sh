@@ -99,7 +99,7 @@ check_none_running() {
   local proc cmd root survivors=()
   for proc in /proc/[0-9]*; do
     [[ "${proc#/proc/}" != "$$" ]] || continue
-    cmd="$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null)" || continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline")" || continue
     for root in "$@"; do
       if [[ "$cmd" == *"$root/"* ]]; then
         survivors+=("pid ${proc#/proc/}: ${cmd:0:300}")
