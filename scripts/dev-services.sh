@@ -5,11 +5,13 @@
 #   scripts/dev-services.sh start   start MariaDB "main", PostgreSQL "main" and the
 #                                   S3 server "main" (idempotent), write <state>/env
 #                                   and print it on stdout
-#   scripts/dev-services.sh stop    stop every instance under the state dir (all names)
+#   scripts/dev-services.sh stop    stop every instance under the state dir (all names);
+#                                   fails naming any server process still alive after
 #   scripts/dev-services.sh status  show each instance and whether it runs
 #   scripts/dev-services.sh env     print <state>/env (export lines to source)
-#   scripts/dev-services.sh clean   stop everything and delete the instances' data
-#                                   (keeps the moto virtualenv)
+#   scripts/dev-services.sh clean   stop every instance and delete its data (as
+#                                   <kind>-instance.sh --remove); the moto virtualenv and
+#                                   test-output/ stay. Fails like stop on a survivor.
 set -euo pipefail
 TIDEMARK_SCRIPT=dev-services
 # shellcheck source=scripts/lib/common.sh
@@ -57,21 +59,58 @@ start() {
   cat "$envfile"
 }
 
-stop() {
-  local kind name pid rc=0 stoppers=()
+# Runs `<kind>-instance.sh ACTION NAME` (--stop or --remove) for every instance under the
+# state dir, all in parallel (a MariaDB shutdown takes a few seconds), then fails naming any
+# server process that is still alive.
+for_every_instance() {
+  local action="$1" kind name pid rc=0 workers=() roots=()
+  # Read before --remove deletes the links to them.
+  mapfile -t roots < <(instance_roots)
   rm -f "$envfile"
-  # All instances stop in parallel (a MariaDB shutdown takes a few seconds).
   for kind in "${kinds[@]}"; do
     while read -r name; do
       [[ -n "$name" ]] || continue
-      "$scripts/$kind-instance.sh" --stop "$name" &
-      stoppers+=($!)
+      "$scripts/$kind-instance.sh" "$action" "$name" &
+      workers+=($!)
     done < <(instances "$kind")
   done
-  for pid in "${stoppers[@]}"; do
+  for pid in "${workers[@]}"; do
     wait "$pid" || rc=1
   done
   ((rc == 0)) || die "some instances did not stop (see messages above)"
+  check_none_running "${roots[@]}"
+}
+
+# The directories an instance's server names on its command line: the state dir, and the
+# /tmp/tidemark-pg-* directories PostgreSQL instances keep their files in when the postgres
+# user cannot enter the state dir.
+instance_roots() {
+  local link
+  printf '%s\n' "$TIDEMARK_STATE"
+  for link in "$TIDEMARK_STATE"/postgres/*/pg; do
+    [[ -L "$link" ]] && readlink -f "$link"
+  done
+  return 0
+}
+
+# Dies naming every live process whose command line mentions one of ROOTS: a server that
+# outlived its stop (or was started by hand) would keep its port and its files' space.
+check_none_running() {
+  local proc cmd root survivors=()
+  for proc in /proc/[0-9]*; do
+    [[ "${proc#/proc/}" != "$$" ]] || continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline")" || continue
+    for root in "$@"; do
+      if [[ "$cmd" == *"$root/"* ]]; then
+        survivors+=("pid ${proc#/proc/}: ${cmd:0:300}")
+        break
+      fi
+    done
+  done
+  ((${#survivors[@]} == 0)) && return 0
+  log "error: these processes of instances under $TIDEMARK_STATE are still running:"
+  printf '    %s\n' "${survivors[@]}" >&2
+  die "stop them (kill PID) and run: scripts/dev-services.sh clean"
 }
 
 status() {
@@ -89,17 +128,17 @@ status() {
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) for_every_instance --stop ;;
   status) status ;;
   env)
     [[ -f "$envfile" ]] || die "$envfile does not exist: run scripts/dev-services.sh start"
     cat "$envfile"
     ;;
   clean)
-    stop
+    for_every_instance --remove
+    # What --remove leaves: lock files of instances that were never started.
     for kind in "${kinds[@]}"; do rm -rf "${TIDEMARK_STATE:?}/$kind"; done
-    rm -rf /tmp/tidemark-pg-"$(printf '%s' "$TIDEMARK_STATE/postgres/" | cksum | cut -d' ' -f1)"* 2>/dev/null || true
-    log "removed all instance data under $TIDEMARK_STATE"
+    log "removed all instance data under $TIDEMARK_STATE (kept: venv/, test-output/)"
     ;;
   *) die "usage: $0 start|stop|status|env|clean" ;;
 esac

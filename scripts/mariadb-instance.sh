@@ -4,6 +4,7 @@
 #   scripts/mariadb-instance.sh NAME [extra mariadbd options...]
 #       start instance NAME if it is not running; print mysql://root@127.0.0.1:PORT
 #   scripts/mariadb-instance.sh --stop NAME      stop it (data is kept)
+#   scripts/mariadb-instance.sh --remove NAME    stop it and delete its data
 #   scripts/mariadb-instance.sh --status NAME    print "running URL" or "stopped"
 #
 # The instance lives in ${TIDEMARK_DEV_DIR:-<repo>/.dev}/mariadb/NAME/ (data,
@@ -18,11 +19,12 @@ TIDEMARK_SCRIPT=mariadb-instance
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-usage() { die "usage: $0 NAME [mariadbd options...] | --stop NAME | --status NAME"; }
+usage() { die "usage: $0 NAME [mariadbd options...] | --stop NAME | --remove NAME | --status NAME"; }
 
 action=start
 case "${1:-}" in
   --stop) action=stop; shift ;;
+  --remove) action=remove; shift ;;
   --status) action=status; shift ;;
   -h | --help | "") usage ;;
 esac

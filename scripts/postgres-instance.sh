@@ -5,6 +5,7 @@
 #       start instance NAME if it is not running; print
 #       postgres://postgres@127.0.0.1:PORT/postgres
 #   scripts/postgres-instance.sh --stop NAME      stop it (data is kept)
+#   scripts/postgres-instance.sh --remove NAME    stop it and delete its data
 #   scripts/postgres-instance.sh --status NAME    print "running URL" or "stopped"
 #
 # The instance lives in ${TIDEMARK_DEV_DIR:-<repo>/.dev}/postgres/NAME/; the
@@ -21,11 +22,12 @@ TIDEMARK_SCRIPT=postgres-instance
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-usage() { die "usage: $0 NAME [-c name=value ...] | --stop NAME | --status NAME"; }
+usage() { die "usage: $0 NAME [-c name=value ...] | --stop NAME | --remove NAME | --status NAME"; }
 
 action=start
 case "${1:-}" in
   --stop) action=stop; shift ;;
+  --remove) action=remove; shift ;;
   --status) action=status; shift ;;
   -h | --help | "") usage ;;
 esac

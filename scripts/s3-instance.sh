@@ -3,6 +3,7 @@
 #
 #   scripts/s3-instance.sh NAME         start instance NAME; print http://127.0.0.1:PORT
 #   scripts/s3-instance.sh --stop NAME  stop it (moto keeps everything in memory)
+#   scripts/s3-instance.sh --remove NAME  stop it and delete its directory (port, log)
 #   scripts/s3-instance.sh --status NAME
 #
 # moto[server] (PyPI) is installed into a virtualenv at <state>/venv the first
@@ -15,11 +16,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 MOTO_VERSION="${TIDEMARK_MOTO_VERSION:-5.2.5}"
 
-usage() { die "usage: $0 NAME | --stop NAME | --status NAME"; }
+usage() { die "usage: $0 NAME | --stop NAME | --remove NAME | --status NAME"; }
 
 action=start
 case "${1:-}" in
   --stop) action=stop; shift ;;
+  --remove) action=remove; shift ;;
   --status) action=status; shift ;;
   -h | --help | "") usage ;;
 esac

@@ -7,7 +7,13 @@
 #   cargo test --doc
 # and exits non-zero if any step failed. Its last line is a plain
 # "tests: N passed, N failed" total over nextest and the doctests.
-# With CI set (as CI does), the services are stopped again at the end.
+#
+# At the end, and whatever happens (a failed step, Ctrl-C, an error of this script),
+# every instance under the state dir is stopped and its data deleted
+# (scripts/dev-services.sh clean: the moto virtualenv and test-output/ stay). That fails
+# the run, naming the process, if a server is still alive afterwards.
+#   TIDEMARK_KEEP_SERVICES=1   keep the services running and their data instead, so the
+#                              next run starts warm (stop them with dev-services.sh clean)
 set -euo pipefail
 TIDEMARK_SCRIPT=test.sh
 # shellcheck source=scripts/lib/common.sh
@@ -16,9 +22,27 @@ cd "$TIDEMARK_REPO"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-if [[ -n "${CI:-}" ]]; then
-  trap 'scripts/dev-services.sh stop || true' EXIT
-fi
+# Leaves no test server behind: stops every instance and deletes its data, unless the
+# caller asked to keep them. Fails if a server process survives.
+cleanup_services() {
+  if [[ "${TIDEMARK_KEEP_SERVICES:-}" == 1 ]]; then
+    log "TIDEMARK_KEEP_SERVICES=1: the services keep running (scripts/dev-services.sh clean stops them)"
+    return 0
+  fi
+  step "stopping every instance and deleting its data (TIDEMARK_KEEP_SERVICES=1 keeps them)"
+  scripts/dev-services.sh clean
+}
+# An early exit (error, Ctrl-C, kill) still cleans up; the normal end does it before the
+# summary so that the totals stay the last line.
+on_early_exit() {
+  local rc=$?
+  trap - EXIT
+  cleanup_services || rc=1
+  exit "$rc"
+}
+trap on_early_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 step "starting dev services"
 started=$SECONDS
@@ -78,10 +102,9 @@ while read -r line; do
   fi
 done < <(grep -E '^test result:' "$outdir/doctest.log" || true)
 
-if [[ -n "${CI:-}" ]]; then
-  step "stopping dev services (CI)"
-  trap - EXIT
-  scripts/dev-services.sh stop || true
+trap - EXIT
+if ! cleanup_services; then
+  failed+=(cleanup)
 fi
 
 echo

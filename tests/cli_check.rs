@@ -100,12 +100,13 @@ fn well_configured_source_passes_with_exit_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfigured_source_lists_each_fix_with_exit_1_and_hides_the_password() {
-    let url = support::mariadb_instance(
+    let server = support::mariadb_instance(
         "cli-check-misconfigured",
         &["--binlog-format=STATEMENT", "--binlog-row-metadata=MINIMAL"],
     );
+    let url = server.url();
     let user = format!("cli_{}", std::process::id());
-    let mut admin = support::mysql_conn(&url).await;
+    let mut admin = support::mysql_conn(url).await;
     admin
         .query_drop(format!(
             "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY 'Pa55-secret-word'; GRANT SELECT ON *.* TO '{user}'@'%'"

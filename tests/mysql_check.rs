@@ -132,7 +132,7 @@ async fn well_configured_server_passes_every_check() {
 
 #[tokio::test]
 async fn misconfigured_server_lists_each_failure_with_its_fix() {
-    let url = support::mariadb_instance(
+    let server = support::mariadb_instance(
         "check-misconfigured",
         &[
             "--binlog-format=STATEMENT",
@@ -140,7 +140,8 @@ async fn misconfigured_server_lists_each_failure_with_its_fix() {
             "--log-bin-compress=ON",
         ],
     );
-    let report = check_mysql_source(&source(&url, &["shop.*"])).await;
+    let url = server.url();
+    let report = check_mysql_source(&source(url, &["shop.*"])).await;
     assert!(!report.passed(), "{report}");
     let text = report.to_string();
     for (name, fix) in [

@@ -300,9 +300,10 @@ async fn resuming_from_any_commit_neither_skips_nor_repeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connection_reconnects_and_loses_nothing() {
-    let url = support::mariadb_instance("stream-reconnect", &[]);
+    let server = support::mariadb_instance("stream-reconnect", &[]);
+    let url = server.url();
     let db = format!("reconnect_{}", std::process::id());
-    let mut admin = support::mysql_conn(&url).await;
+    let mut admin = support::mysql_conn(url).await;
     admin
         .query_drop(format!("CREATE DATABASE `{db}`"))
         .await
@@ -314,7 +315,7 @@ async fn killed_connection_reconnects_and_loses_nothing() {
     conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
         .await
         .unwrap();
-    let mut reader = BinlogReader::connect(options(&url), StartPosition::End)
+    let mut reader = BinlogReader::connect(options(url), StartPosition::End)
         .await
         .unwrap();
     let writer = tokio::spawn({
@@ -359,8 +360,9 @@ async fn killed_connection_reconnects_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_server_sends_heartbeats_with_the_resume_point() {
-    let url = support::mariadb_instance("stream-idle", &[]);
-    let mut reader = BinlogReader::connect(options(&url), StartPosition::End)
+    let server = support::mariadb_instance("stream-idle", &[]);
+    let url = server.url();
+    let mut reader = BinlogReader::connect(options(url), StartPosition::End)
         .await
         .unwrap();
     let expected = reader.resume_point();
@@ -400,15 +402,16 @@ async fn wrong_password_is_an_operator_error_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_row_images_stop_replication_with_the_fix() {
-    let url = support::mariadb_instance("stream-minimal-image", &["--binlog-row-image=MINIMAL"]);
+    let server = support::mariadb_instance("stream-minimal-image", &["--binlog-row-image=MINIMAL"]);
+    let url = server.url();
     let db = format!("minimal_{}", std::process::id());
-    let mut conn = support::mysql_conn(&url).await;
+    let mut conn = support::mysql_conn(url).await;
     conn.query_drop(format!(
         "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a INT, b INT)"
     ))
     .await
     .unwrap();
-    let mut reader = BinlogReader::connect(options(&url), StartPosition::End)
+    let mut reader = BinlogReader::connect(options(url), StartPosition::End)
         .await
         .unwrap();
     conn.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 2, 3)"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     GroupConfig, Rng, SourceConfig, Tidemark, Writer, closed_port, create_database_on,
-    create_workload_tables, fresh_warehouse, seed, start_pipeline, stop_instance, wait_checkpoint,
+    create_workload_tables, fresh_warehouse, seed, start_pipeline, wait_checkpoint,
     wait_tables_equal, wait_until,
 };
 
@@ -222,10 +222,10 @@ fn warning_about(log: &str, source: &str) -> Option<String> {
 /// the other source keeps flowing meanwhile, and `lost` catches up after it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
-    const INSTANCE: &str = "pipeline-cli-lost-source";
-    let private = support::mariadb_instance(INSTANCE, &[]);
+    let server = support::mariadb_instance("pipeline-cli-lost-source", &[]);
+    let private = server.url();
     let lost_db = "lost".to_string();
-    let mut lost_conn = create_database_on(&private, &lost_db).await;
+    let mut lost_conn = create_database_on(private, &lost_db).await;
     lost_conn
         .query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
         .await
@@ -236,7 +236,7 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
         .unwrap();
     let wh = fresh_warehouse("pl_cli_lost").await;
     let ok = SourceConfig::mysql("ok-src", &support::mysql_url(), &db);
-    let mut lost = SourceConfig::mysql("lost-src", &private, &lost_db);
+    let mut lost = SourceConfig::mysql("lost-src", private, &lost_db);
     lost.function = "lookup".into();
     let (ok_schema, lost_schema) = (ok.schema(), lost.schema());
     let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![ok, lost]));
@@ -260,7 +260,7 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     .await;
     drop(lost_conn);
 
-    stop_instance("mariadb-instance.sh", INSTANCE);
+    server.stop();
     for i in 3..=30 {
         conn.query_drop(format!("INSERT INTO t VALUES ({i}, 'during')"))
             .await
@@ -278,7 +278,7 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
         tm.stderr()
     );
 
-    let restarted = support::mariadb_instance(INSTANCE, &[]);
+    let restarted = server.start_again();
     assert_eq!(restarted, private, "the instance keeps its port");
     let mut lost_conn = support::mysql_conn(&format!("{private}/{lost_db}")).await;
     for sql in [

@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::pg_source::{SlotGuard, TablePair, parse_lsn, wait_pg_tables_equal};
 use support::pipeline::{
     GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, fresh_warehouse_on,
-    pg_client, seed, stop_instance, wait_checkpoint, wait_until,
+    pg_client, seed, wait_checkpoint, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -306,17 +306,8 @@ async fn an_included_table_created_later_joins_the_publication_at_the_next_start
 /// resumes from its slot with nothing lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
-    const INSTANCE: &str = "pipeline-pg-restart";
-    let server = support::postgres_instance(INSTANCE, &[]);
-    // The instance is this test's alone: slots left by earlier runs would only pin WAL.
-    pg_client(&server)
-        .await
-        .batch_execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active",
-        )
-        .await
-        .unwrap();
-    let source = fresh_warehouse_on(&server, "pgpl_restart_src").await;
+    let server = support::postgres_instance("pipeline-pg-restart", &[]);
+    let source = fresh_warehouse_on(server.url(), "pgpl_restart_src").await;
     run(
         &source,
         &["CREATE SCHEMA shop; CREATE TABLE shop.t (id int PRIMARY KEY, v text)"],
@@ -344,7 +335,7 @@ async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
     let source_url = source.url.clone();
     drop(source);
 
-    stop_instance("postgres-instance.sh", INSTANCE);
+    server.stop();
     let warned = wait_until(Duration::from_secs(20), async || {
         tm.stderr()
             .lines()
@@ -358,8 +349,8 @@ async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
         tm.stderr()
     );
 
-    let restarted = support::postgres_instance(INSTANCE, &[]);
-    assert_eq!(restarted, server, "the instance keeps its port");
+    let restarted = server.start_again();
+    assert_eq!(restarted, server.url(), "the instance keeps its port");
     let source = pg_client(&source_url).await;
     source
         .batch_execute(

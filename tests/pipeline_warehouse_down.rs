@@ -11,18 +11,17 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     CommitDropProxy, GroupConfig, JOURNAL_TABLE, JournalWriter, Rng, SourceConfig, Tidemark,
-    Writer, create_workload_tables, fresh_warehouse_on, seed, start_pipeline, stop_instance,
-    wait_checkpoint, wait_journal_equal, wait_tables_equal, wait_until,
+    Writer, create_workload_tables, fresh_warehouse_on, seed, start_pipeline, wait_checkpoint,
+    wait_journal_equal, wait_tables_equal, wait_until,
 };
 
-const INSTANCE: &str = "pipeline-warehouse-down";
 const TABLES: [&str; 3] = ["accounts", "payments", "audit"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     let mut rng = Rng::new(seed("warehouse_outage_of_30s_is_survived_and_caught_up"));
-    let server = support::postgres_instance(INSTANCE, &[]);
-    let mut wh = fresh_warehouse_on(&server, "pl_whdown").await;
+    let server = support::postgres_instance("pipeline-warehouse-down", &[]);
+    let mut wh = fresh_warehouse_on(server.url(), "pl_whdown").await;
     let (mut conn, db) = support::fresh_mysql_database("pl_whdown").await;
     create_workload_tables(&mut conn, &TABLES).await;
     let source = SourceConfig::mysql("whdown", &support::mysql_url(), &db);
@@ -44,7 +43,7 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     .await;
     assert!(loading, "nothing loaded before the outage");
 
-    stop_instance("postgres-instance.sh", INSTANCE);
+    server.stop();
     let down_at = Instant::now();
     let log_before = tm.stderr().len();
     while down_at.elapsed() < Duration::from_secs(30) {
@@ -54,8 +53,8 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
         ));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let restarted = support::postgres_instance(INSTANCE, &[]);
-    assert_eq!(restarted, server, "the instance keeps its port");
+    let restarted = server.start_again();
+    assert_eq!(restarted, server.url(), "the instance keeps its port");
     wh.reconnect().await;
     let outage_log = tm.stderr()[log_before..].to_lowercase();
     writer.wait_commits(50).await;

@@ -176,9 +176,27 @@ file_size() {
   [[ -f "$1" ]] && stat -c %s "$1" || echo 0
 }
 
+# Deletes the instance's directory and the out-of-tree files it links to (PostgreSQL's
+# /tmp/tidemark-pg-* when the postgres user cannot enter the state dir), then its lock file.
+# Only links into /tmp/tidemark-* are followed, so a stray link can never delete anything else.
+# The lock file goes last, while still held: a start racing a remove of the same name is a
+# caller's mistake either way, and leaving one lock per removed name would pile up.
+# shellcheck disable=SC2154  # dir, base, name are the calling script's
+remove_instance_files() {
+  local link target
+  for link in "$dir"/*; do
+    [[ -L "$link" ]] || continue
+    target="$(readlink -f "$link")"
+    [[ "$target" == /tmp/tidemark-* ]] && rm -rf "$target"
+  done
+  rm -rf "$dir"
+  rm -f "$base/$name.lock"
+}
+
 # The part every *-instance.sh runs before starting: `status` prints the URL or "stopped";
-# otherwise take the instance lock, and `stop` stops it. Needs the caller's $action, $dir,
-# $base, $name and its running_pid, url_for and stop_instance functions. Returns only for start.
+# otherwise take the instance lock; `stop` stops it and `remove` stops it and deletes its
+# files. Needs the caller's $action, $dir, $base, $name and its running_pid, url_for and
+# stop_instance functions. Returns only for start.
 # shellcheck disable=SC2154  # action, dir, base, name are the calling script's
 handle_status_or_stop() {
   if [[ "$action" == status ]]; then
@@ -190,8 +208,16 @@ handle_status_or_stop() {
     exit 0
   fi
   take_lock "$base/$name.lock"
-  if [[ "$action" == stop ]]; then
-    stop_instance
-    exit 0
-  fi
+  case "$action" in
+    stop)
+      stop_instance
+      exit 0
+      ;;
+    remove)
+      stop_instance
+      remove_instance_files
+      exit 0
+      ;;
+  esac
 }
+

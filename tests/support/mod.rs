@@ -110,23 +110,112 @@ pub fn mysql_url_for(db: &str) -> String {
     format!("{}/{db}", strip_path(&mysql_url()))
 }
 
-/// Starts (or reuses) a separate MariaDB named `name` with extra mariadbd
-/// options (e.g. `--binlog-format=STATEMENT`) and returns its URL.
-pub fn mariadb_instance(name: &str, extra_args: &[&str]) -> String {
-    run_script("mariadb-instance.sh", name, extra_args)
+/// Starts a private MariaDB for this test with extra mariadbd options (e.g.
+/// `--binlog-format=STATEMENT`); see [`PrivateServer`] for its name and lifetime.
+pub fn mariadb_instance(hint: &str, extra_args: &[&str]) -> PrivateServer {
+    PrivateServer::start("mariadb", hint, extra_args)
 }
 
-/// Starts (or reuses) a separate PostgreSQL named `name` with extra server
-/// options (e.g. `-c max_replication_slots=2`) and returns its URL.
-pub fn postgres_instance(name: &str, extra_args: &[&str]) -> String {
-    run_script("postgres-instance.sh", name, extra_args)
+/// Starts a private PostgreSQL for this test with extra server options (e.g.
+/// `-c max_replication_slots=2`); see [`PrivateServer`] for its name and lifetime.
+pub fn postgres_instance(hint: &str, extra_args: &[&str]) -> PrivateServer {
+    PrivateServer::start("postgres", hint, extra_args)
+}
+
+/// A private server of one test: dropping it stops the server and deletes its data, also
+/// when the test panics.
+///
+/// Every guard gets an instance of its own, named `t<pid>_<n>_<hint>` like the databases of
+/// [`fresh_mysql_database`]. nextest runs each test in its own process, in parallel, and
+/// these tests stop, restart or misconfigure their server, so a shared instance would go down
+/// or change under another test; a fresh one starts in about a second. A test process killed
+/// before its guards drop (a timeout, Ctrl-C) leaves its instances behind: the next guard made
+/// on the same state dir removes those of processes that no longer exist, and `scripts/test.sh`
+/// removes every instance when it ends.
+pub struct PrivateServer {
+    /// `mariadb` or `postgres`: the script is `scripts/<kind>-instance.sh`.
+    kind: &'static str,
+    name: String,
+    args: Vec<String>,
+    url: String,
+}
+
+impl PrivateServer {
+    /// Removes the instances dead test processes left, then starts a new one.
+    fn start(kind: &'static str, hint: &str, extra_args: &[&str]) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        remove_instances_of_dead_processes(kind);
+        let name = unique_name(hint, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let url = run_instance_script(kind, &[&[name.as_str()][..], extra_args].concat())
+            .unwrap_or_else(|e| panic!("{e}"));
+        PrivateServer {
+            kind,
+            name,
+            args,
+            url,
+        }
+    }
+
+    /// The URL the instance script printed, e.g. `mysql://root@127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The instance's directory under the state dir (data, log, port; see docs/testing.md).
+    pub fn dir(&self) -> PathBuf {
+        state_dir().join(self.kind).join(&self.name)
+    }
+
+    /// Stops the server and keeps its data and port, for tests of a server going away.
+    pub fn stop(&self) {
+        run_instance_script(self.kind, &["--stop", &self.name]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts the stopped server again on its data with the same options and returns its URL
+    /// (the same as [`Self::url`] while nothing else took the port meanwhile).
+    pub fn start_again(&self) -> String {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        run_instance_script(self.kind, &[&[self.name.as_str()][..], &args].concat())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        if let Err(e) = run_instance_script(self.kind, &["--remove", &self.name]) {
+            // A second panic while unwinding would abort and hide the test's own failure.
+            if std::thread::panicking() {
+                eprintln!("{e}");
+            } else {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
+/// Removes the `kind` instances named by [`unique_name`] for test processes that no longer
+/// exist: they were killed before their [`PrivateServer`] could drop.
+fn remove_instances_of_dead_processes(kind: &str) {
+    let Ok(entries) = std::fs::read_dir(state_dir().join(kind)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && made_by_dead_process(&name) {
+            // Best effort: a failure here belongs to no test, and test.sh cleans up anyway.
+            if let Err(e) = run_instance_script(kind, &["--remove", &name]) {
+                eprintln!("removing instance {name} of a dead test process: {e}");
+            }
+        }
+    }
 }
 
 /// Creates an empty database with a unique name built from `hint` and returns
 /// a connection using it as the default database, plus its name.
 pub async fn fresh_mysql_database(hint: &str) -> (mysql_async::Conn, String) {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let db = unique_db_name(hint, COUNTER.fetch_add(1, Ordering::Relaxed));
+    let db = unique_name(hint, COUNTER.fetch_add(1, Ordering::Relaxed));
     let mut admin = mysql_conn(&mysql_url()).await;
     drop_databases_of_dead_processes(&mut admin).await;
     admin
@@ -144,9 +233,9 @@ pub async fn mysql_conn(url: &str) -> mysql_async::Conn {
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
 
-/// Database name `t<pid>_<n>_<hint>`: a valid unquoted identifier of at most
-/// 64 characters, unique per process and call.
-fn unique_db_name(hint: &str, n: usize) -> String {
+/// Name `t<pid>_<n>_<hint>` for a database or a private instance: a valid unquoted identifier
+/// and instance name of at most 64 characters, unique per process and `n`.
+fn unique_name(hint: &str, n: usize) -> String {
     name_with_hint(&format!("t{}_{n}_", std::process::id()), hint, 64)
 }
 
@@ -175,20 +264,22 @@ async fn drop_databases_of_dead_processes(conn: &mut mysql_async::Conn) {
         return;
     }
     let names: Vec<String> = conn.query("SHOW DATABASES").await.unwrap_or_default();
-    for name in names {
-        let Some(pid) = name
-            .strip_prefix('t')
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
-                .await
-                .ok();
-        }
+    for name in names.iter().filter(|name| made_by_dead_process(name)) {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+            .await
+            .ok();
     }
+}
+
+/// True if `name` comes from [`unique_name`] in a process other than this one that no
+/// longer exists.
+fn made_by_dead_process(name: &str) -> bool {
+    name.strip_prefix('t')
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
 }
 
 /// `url` without its path, e.g. `mysql://root@127.0.0.1:3306/db` -> `mysql://root@127.0.0.1:3306`.
@@ -269,7 +360,7 @@ fn all_reachable(vars: &HashMap<String, String>) -> bool {
 }
 
 /// True if the `host:port` of `url` accepts a TCP connection within a second.
-fn accepts_tcp(url: &str) -> bool {
+pub fn accepts_tcp(url: &str) -> bool {
     let without_path = strip_path(url);
     let authority = without_path.split("://").nth(1).unwrap_or(without_path);
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
@@ -278,23 +369,22 @@ fn accepts_tcp(url: &str) -> bool {
         .is_ok_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
 }
 
-/// Runs `scripts/<script> name args...` and returns the URL it prints.
-fn run_script(script: &str, name: &str, args: &[&str]) -> String {
-    let path = repo_root().join("scripts").join(script);
+/// Runs `scripts/<kind>-instance.sh args...` on the state dir and returns what it printed (a
+/// URL, or nothing for `--stop` and `--remove`), or an error with the script's messages.
+fn run_instance_script(kind: &str, args: &[&str]) -> Result<String, String> {
+    let script = format!("{kind}-instance.sh");
+    let path = repo_root().join("scripts").join(&script);
     let out = Command::new(&path)
-        .arg(name)
         .args(args)
         .env("TIDEMARK_DEV_DIR", state_dir())
         .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "{script} {name} {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("script printed non-UTF-8")
-        .trim()
-        .to_string()
+        .map_err(|e| format!("running {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -1437,21 +1437,6 @@ pub async fn create_database_on(url: &str, db: &str) -> mysql_async::Conn {
     super::mysql_conn(&format!("{url}/{db}")).await
 }
 
-/// Runs `scripts/<script> --stop name` (stops a private instance; data kept).
-pub fn stop_instance(script: &str, name: &str) {
-    let path = super::repo_root().join("scripts").join(script);
-    let out = Command::new(&path)
-        .args(["--stop", name])
-        .env("TIDEMARK_DEV_DIR", super::state_dir())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "{script} --stop {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // ------------------------------------------------------------------------------------------
 // Append mode under replay: a journal of unique rows
 // ------------------------------------------------------------------------------------------
