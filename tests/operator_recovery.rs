@@ -49,15 +49,11 @@ async fn target_ids(wh: &support::pipeline::Warehouse, schema: &str) -> Vec<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_refuses_sources_that_check_fails_and_starts_the_others() {
-    let statement_server = support::mariadb_instance(
-        &format!("refused-statement-{}", std::process::id()),
-        &["--binlog-format=STATEMENT"],
-    );
-    let replica_server = support::postgres_instance(
-        &format!("refused-replica-{}", std::process::id()),
-        &["-c", "wal_level=replica"],
-    );
-    let pg_source = fresh_warehouse_on(&replica_server, "refused_src").await;
+    let statement_server =
+        support::mariadb_instance("refused-statement", &["--binlog-format=STATEMENT"]);
+    let replica_server =
+        support::postgres_instance("refused-replica", &["-c", "wal_level=replica"]);
+    let pg_source = fresh_warehouse_on(replica_server.url(), "refused_src").await;
     pg_source
         .client
         .batch_execute("CREATE TABLE public.t (id int PRIMARY KEY)")
@@ -71,7 +67,7 @@ async fn run_refuses_sources_that_check_fails_and_starts_the_others() {
 
     let wh = fresh_warehouse("refused").await;
     let good = SourceConfig::mysql("good", &support::mysql_url(), &good_name);
-    let mut statement = SourceConfig::mysql("statement", &statement_server, "shop");
+    let mut statement = SourceConfig::mysql("statement", statement_server.url(), "shop");
     statement.tenant = "beta".into();
     let mut replica = SourceConfig::postgres("replica", &pg_source.url, &["public.*"]);
     replica.tenant = "gamma".into();
@@ -127,14 +123,15 @@ async fn run_refuses_sources_that_check_fails_and_starts_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() {
-    let server = support::mariadb_instance(&format!("stuck-{}", std::process::id()), &[]);
-    let mut admin = support::mysql_conn(&server).await;
+    let private = support::mariadb_instance("stuck", &[]);
+    let server = private.url();
+    let mut admin = support::mysql_conn(server).await;
     admin
         .query_drop("DROP DATABASE IF EXISTS shop; CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY)")
         .await
         .unwrap();
     let wh = fresh_warehouse("stuck").await;
-    let source = SourceConfig::mysql("stuck", &server, "shop");
+    let source = SourceConfig::mysql("stuck", server, "shop");
     let schema = source.schema();
     let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
     wait_checkpoint(&mut tm, &wh, "stuck", Duration::from_secs(30)).await;
@@ -152,7 +149,7 @@ async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() 
     );
 
     // A session still writing statement format (the global setting fixed, its session not).
-    let mut old_session = support::mysql_conn(&server).await;
+    let mut old_session = support::mysql_conn(server).await;
     old_session
         .query_drop("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO shop.t VALUES (2)")
         .await
