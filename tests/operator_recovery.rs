@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, SourceConfig, Tidemark, fresh_warehouse, fresh_warehouse_on, pg_client, pg_rows,
-    wait_checkpoint, wait_until,
+    GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, fresh_warehouse_on, pg_client,
+    pg_rows, wait_checkpoint, wait_until,
 };
 
 /// Waits until the current run's log contains every one of `needles`; panics with the logs.
@@ -22,6 +22,41 @@ async fn wait_for_log(tm: &mut Tidemark, needles: &[&str], timeout: Duration) {
     })
     .await;
     assert!(found, "log lacks {needles:?}:\n{}", tm.logs());
+}
+
+/// Waits until the warehouse's `schema.t` holds exactly the rows `ids`; panics with the logs.
+async fn wait_for_rows(wh: &Warehouse, schema: &str, ids: &[&str], tm: &Tidemark) {
+    let landed = wait_until(Duration::from_secs(30), async || {
+        target_ids(wh, schema).await == ids
+    })
+    .await;
+    assert!(
+        landed,
+        "the warehouse holds {:?}, not {ids:?}:\n{}",
+        target_ids(wh, schema).await,
+        tm.logs()
+    );
+}
+
+/// A fresh database with one table `t (id INT PRIMARY KEY)` on the shared MariaDB, replicated
+/// by source `id` into a fresh warehouse (the group adjusted by `configure`); returns once the
+/// start position is recorded, with the target schema.
+async fn one_table_pipeline(
+    id: &str,
+    configure: impl FnOnce(&mut GroupConfig),
+) -> (mysql_async::Conn, Warehouse, Tidemark, String) {
+    let (mut db, name) = support::fresh_mysql_database(id).await;
+    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let wh = fresh_warehouse(id).await;
+    let source = SourceConfig::mysql(id, &support::mysql_url(), &name);
+    let schema = source.schema();
+    let mut group = GroupConfig::new(&wh.url, vec![source]);
+    configure(&mut group);
+    let mut tm = Tidemark::start(&group);
+    wait_checkpoint(&mut tm, &wh, id, Duration::from_secs(30)).await;
+    (db, wh, tm, schema)
 }
 
 /// Runs `tidemark ARGS` to completion.
@@ -35,7 +70,7 @@ fn tidemark(args: &[&str], config: &std::path::Path) -> std::process::Output {
 }
 
 /// Ids of the rows of `schema.t` in the warehouse, in order (none before the table exists).
-async fn target_ids(wh: &support::pipeline::Warehouse, schema: &str) -> Vec<String> {
+async fn target_ids(wh: &Warehouse, schema: &str) -> Vec<String> {
     pg_rows(
         &wh.client,
         &format!("SELECT id::text FROM {schema}.t ORDER BY id"),
@@ -80,15 +115,7 @@ async fn run_refuses_sources_that_check_fails_and_starts_the_others() {
         .await
         .unwrap();
     let schema = good.schema();
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            .len()
-            == 2)
-        .await,
-        "the good source must flow:\n{}",
-        tm.logs()
-    );
+    wait_for_rows(&wh, &schema, &["1", "2"], &tm).await;
     wait_for_log(
         &mut tm,
         &[
@@ -139,14 +166,7 @@ async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() 
         .query_drop("INSERT INTO shop.t VALUES (1)")
         .await
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            == ["1"])
-        .await,
-        "{}",
-        tm.logs()
-    );
+    wait_for_rows(&wh, &schema, &["1"], &tm).await;
 
     // A session still writing statement format (the global setting fixed, its session not).
     let mut old_session = support::mysql_conn(server).await;
@@ -213,37 +233,17 @@ async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() 
         .query_drop("INSERT INTO shop.t VALUES (4)")
         .await
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            == ["1", "4"])
-        .await,
-        "after the skip new changes flow (the skipped ones, as warned, do not): {:?}\n{}",
-        target_ids(&wh, &schema).await,
-        tm.logs()
-    );
+    wait_for_rows(&wh, &schema, &["1", "4"], &tm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_blocked_by_a_lock_is_logged_while_it_waits() {
-    let (mut db, name) = support::fresh_mysql_database("slow_load").await;
-    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let wh = fresh_warehouse("slow_load").await;
-    let source = SourceConfig::mysql("slow", &support::mysql_url(), &name);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    group.slow_load_warning = Some("1s".into());
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "slow", Duration::from_secs(30)).await;
+    let (mut db, wh, tm, schema) = one_table_pipeline("slow", |group| {
+        group.slow_load_warning = Some("1s".into());
+    })
+    .await;
     db.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            == ["1"])
-        .await
-    );
+    wait_for_rows(&wh, &schema, &["1"], &tm).await;
 
     // Another session holds the target table for a while.
     let mut locker = pg_client(&wh.url).await;
@@ -272,27 +272,12 @@ async fn a_load_blocked_by_a_lock_is_logged_while_it_waits() {
         tm.logs()
     );
     lock.rollback().await.unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            == ["1", "2"])
-        .await,
-        "{}",
-        tm.logs()
-    );
+    wait_for_rows(&wh, &schema, &["1", "2"], &tm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_values_are_written_for_people_and_as_numbers_in_json() {
-    let (mut db, name) = support::fresh_mysql_database("log_values").await;
-    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let wh = fresh_warehouse("log_values").await;
-    let source = SourceConfig::mysql("logs", &support::mysql_url(), &name);
-    let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "logs", Duration::from_secs(30)).await;
+    let (mut db, wh, mut tm, schema) = one_table_pipeline("logs", |_| {}).await;
     db.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     wait_for_log(&mut tm, &[" loaded "], Duration::from_secs(30)).await;
     let text = tm.stderr();
@@ -332,10 +317,5 @@ async fn log_values_are_written_for_people_and_as_numbers_in_json() {
         event["fields"]["changes"].is_u64(),
         "counts are numbers: {line}"
     );
-    assert!(
-        wait_until(Duration::from_secs(30), async || target_ids(&wh, &schema)
-            .await
-            == ["1", "2"])
-        .await
-    );
+    wait_for_rows(&wh, &schema, &["1", "2"], &tm).await;
 }
