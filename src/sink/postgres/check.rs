@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
+use super::describe;
 use super::sql::ident;
 use crate::check::report::{CONNECTION_ITEM, QUERIES_ITEM};
 use crate::check::{CheckItem, CheckReport, CheckStatus};
@@ -108,20 +109,6 @@ async fn connect(url: &SecretUrl) -> Result<Client, String> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-/// The server's message, or the driver's with its causes (which say why a connection failed).
-fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return db.message().to_owned();
-    }
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text.push_str(&format!(": {inner}"));
-        cause = inner.source();
-    }
-    text
 }
 
 /// Reads every fact the check needs, as the warehouse role itself.
