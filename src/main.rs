@@ -233,12 +233,12 @@ async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
     }
     let mut out = Stdout::default();
     let mut all_passed = true;
-    for source in sources {
+    for source in &sources {
         let report = check_source(source).await;
         all_passed &= report.passed();
         out.print(&format!("{report}\n"));
     }
-    let report = check_warehouse(&config).await;
+    let report = check_warehouse(&config.warehouse, &sources).await;
     all_passed &= report.passed();
     out.print(&format!("{report}\n"));
     if all_passed {

@@ -10,7 +10,7 @@ pub mod report;
 
 pub use report::{CheckItem, CheckReport, CheckStatus};
 
-use crate::config::{Config, SourceConfig, SourceKind, WarehouseConfig};
+use crate::config::{SourceConfig, SourceKind, WarehouseConfig};
 use crate::sink::REDSHIFT_NOT_BUILT;
 use crate::sink::postgres::check::check_postgres_warehouse;
 use crate::source::mysql::check::check_mysql_source;
@@ -24,15 +24,15 @@ pub async fn check_source(source: &SourceConfig) -> CheckReport {
     }
 }
 
-/// Checks that the warehouse can hold the control tables and every source's staging schema.
-pub async fn check_warehouse(config: &Config) -> CheckReport {
-    match &config.warehouse {
+/// Checks that the warehouse can hold the control tables and the staging schema of each of
+/// `sources`.
+pub async fn check_warehouse(
+    warehouse: &WarehouseConfig,
+    sources: &[&SourceConfig],
+) -> CheckReport {
+    match warehouse {
         WarehouseConfig::Postgres { url } => {
-            let schemas: Vec<String> = config
-                .sources
-                .iter()
-                .map(SourceConfig::staging_schema)
-                .collect();
+            let schemas: Vec<String> = sources.iter().map(|s| s.staging_schema()).collect();
             check_postgres_warehouse(url, &schemas).await
         }
         WarehouseConfig::Redshift(redshift) => {
