@@ -27,7 +27,7 @@ use crate::error::ErrorKind;
 use crate::event::ResumePoint;
 use crate::observe::seconds;
 use crate::sink::postgres::{PostgresSink, PostgresSinkError};
-use crate::sink::{Batch, Checkpoint, LoadStep, REDSHIFT_NOT_BUILT, Step};
+use crate::sink::{Batch, LoadStep, REDSHIFT_NOT_BUILT, Step};
 use crate::source::mysql::error::BinlogError;
 use crate::source::postgres::reader::PgReadError;
 use crate::source::postgres::slot::SlotError;
@@ -268,15 +268,7 @@ async fn run_source(
     if let Some(resume_point) = opened.first_checkpoint {
         // Record where reading starts before reading on: a crash before the first batch must
         // resume here, not at a later end.
-        let mut first = Batch {
-            source_id: source_id.clone(),
-            renames: Vec::new(),
-            tables: Vec::new(),
-            checkpoint: Checkpoint {
-                resume_point,
-                source_commit_ts_micros: None,
-            },
-        };
+        let mut first = Batch::position_only(source_id.clone(), resume_point);
         sink.apply(&mut first).await?;
         info!(source = %source.id, position = %first.checkpoint.resume_point, "first start: replicating changes from the current end of the log");
     } else {

@@ -15,7 +15,7 @@ use super::reader::{ReadError, restart_at_end};
 use crate::config::{Config, WarehouseConfig};
 use crate::event::ResumePoint;
 use crate::sink::postgres::{PostgresSink, PostgresSinkError};
-use crate::sink::{Batch, Checkpoint, REDSHIFT_NOT_BUILT};
+use crate::sink::{Batch, REDSHIFT_NOT_BUILT};
 
 /// Why a skip did not happen (the checkpoint is unchanged).
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +63,7 @@ pub async fn skip_to_end(config: &Config, source_id: &str) -> Result<Skipped, Sk
     sink.ensure_control_tables().await?;
     let from = sink.read_checkpoint(source_id).await?;
     let to = restart_at_end(source).await?;
-    let mut record = Batch {
-        source_id: Arc::from(source_id),
-        renames: Vec::new(),
-        tables: Vec::new(),
-        checkpoint: Checkpoint {
-            resume_point: to.clone(),
-            source_commit_ts_micros: None,
-        },
-    };
+    let mut record = Batch::position_only(Arc::from(source_id), to.clone());
     sink.apply(&mut record).await?;
     warn!(source = %source_id, from = %from.as_ref().map_or("(none)".to_owned(), ToString::to_string), to = %to, "checkpoint moved to the source's current end: the changes in between are skipped");
     Ok(Skipped { from, to })

@@ -108,6 +108,20 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch with no rows that records `resume_point` as the source's checkpoint: where a
+    /// source starts, set before anything is read.
+    pub fn position_only(source_id: Arc<str>, resume_point: ResumePoint) -> Batch {
+        Batch {
+            source_id,
+            renames: Vec::new(),
+            tables: Vec::new(),
+            checkpoint: Checkpoint {
+                resume_point,
+                source_commit_ts_micros: None,
+            },
+        }
+    }
+
     /// Row changes in the batch (a key-changing update counts once).
     pub fn changes(&self) -> u64 {
         self.tables.iter().map(|t| t.changes).sum()
