@@ -162,6 +162,26 @@ pub enum ColumnType {
         /// True for `bit varying`.
         varying: bool,
     },
+    /// A character string with a declared length in characters (Postgres `char(n)`,
+    /// `varchar(n)`). Values are [`Value::Text`](crate::event::Value::Text); a fixed-length
+    /// (`varying: false`) value arrives padded with spaces to its length, as Postgres keeps it.
+    Character {
+        /// Declared length in characters; `None` when unlimited (`varchar`) or not declared.
+        length: Option<u32>,
+        /// True for `varchar`, false for the blank-padded `char`.
+        varying: bool,
+    },
+    /// A Postgres type no other source has, carried as the text of its own literal syntax
+    /// ([`Value::Text`](crate::event::Value::Text)): ranges and multiranges, geometric types,
+    /// `xml`, `tsvector`, `tsquery`, and (`extension`) the extension types `citext`, `hstore`
+    /// and `ltree`. A Postgres warehouse column of the same type reads the text back exactly.
+    PgNative {
+        /// The type's name as Postgres' `format_type` prints it (`int4range`, `citext`).
+        name: Arc<str>,
+        /// True when an extension defines the type: a warehouse without the extension holds the
+        /// text instead.
+        extension: bool,
+    },
     /// An array of `element` values, of any number of dimensions (Postgres `elem[]`). Values are
     /// [`Value::Text`](crate::event::Value::Text) holding the Postgres array literal
     /// (`{1,NULL,"a b"}`, `[0:1]={1,2}`), which a target column of the same element type reads

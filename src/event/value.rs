@@ -96,14 +96,17 @@ impl Value {
 }
 
 /// A calendar date as the source stored it. MySQL allows zero parts (`0000-00-00`,
-/// `2024-00-10`) when `NO_ZERO_DATE`/`NO_ZERO_IN_DATE` are off; they are kept as is.
+/// `2024-00-10`) when `NO_ZERO_DATE`/`NO_ZERO_IN_DATE` are off; they are kept as is. Postgres
+/// dates reach from 4713 BC to 5874897 AD; a year before 1 AD is negative, as Postgres names it
+/// (`-44` is 44 BC: there is no year 0 BC or AD, so a 0 year is only ever a MySQL zero date).
 ///
 /// Zero-date policy: sources pass zero dates through unchanged; a sink that cannot store them
 /// writes NULL and counts it (documented in docs/types.md), never an invented date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
-    /// Year, 0..=9999.
-    pub year: u16,
+    /// Year: 1..=9999 from MySQL (0 in zero dates); from Postgres -4713..=-1 (BC) and
+    /// 1..=5874897.
+    pub year: i32,
     /// Month, 0..=12 (0 only in zero dates).
     pub month: u8,
     /// Day, 0..=31 (0 only in zero dates).
@@ -115,11 +118,40 @@ impl Date {
     pub fn is_zero(&self) -> bool {
         self.year == 0 || self.month == 0 || self.day == 0
     }
+
+    /// True for a date before 1 AD.
+    pub fn is_bc(&self) -> bool {
+        self.year < 0
+    }
+
+    /// Appends `YYYY-MM-DD` (more year digits past 9999; the year counted back for BC dates,
+    /// whose ` BC` the caller appends where Postgres writes it: after any time of day).
+    fn write_ymd(&self, out: &mut Vec<u8>) {
+        push_year(out, self.year.unsigned_abs());
+        out.push(b'-');
+        push_digits(out, u32::from(self.month), 2);
+        out.push(b'-');
+        push_digits(out, u32::from(self.day), 2);
+    }
+
+    /// Appends the [`fmt::Display`] text, as Postgres prints a date with DateStyle ISO:
+    /// `2024-01-02`, `21016-11-04`, `0044-03-15 BC`.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        self.write_ymd(out);
+        if self.is_bc() {
+            out.extend_from_slice(BC);
+        }
+    }
 }
+
+/// Postgres' suffix of a date or time before 1 AD.
+const BC: &[u8] = b" BC";
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        let mut out = Vec::with_capacity(16);
+        self.write_text(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
     }
 }
 
@@ -139,14 +171,10 @@ pub struct DateTime {
 }
 
 impl DateTime {
-    /// Appends the [`fmt::Display`] text (`2024-01-02 03:04:05.000006`) without the formatting
-    /// machinery (the staging hot path writes one per datetime value).
+    /// Appends the [`fmt::Display`] text (`2024-01-02 03:04:05.000006`, `0044-03-15 12:00:00
+    /// BC`) without the formatting machinery (the staging hot path writes one per datetime).
     pub fn write_text(&self, out: &mut Vec<u8>) {
-        push_digits(out, u32::from(self.date.year), 4);
-        out.push(b'-');
-        push_digits(out, u32::from(self.date.month), 2);
-        out.push(b'-');
-        push_digits(out, u32::from(self.date.day), 2);
+        self.date.write_ymd(out);
         out.push(b' ');
         push_time(
             out,
@@ -155,20 +183,17 @@ impl DateTime {
             u32::from(self.second),
             self.micros,
         );
+        if self.date.is_bc() {
+            out.extend_from_slice(BC);
+        }
     }
 }
 
 impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {:02}:{:02}:{:02}",
-            self.date, self.hour, self.minute, self.second
-        )?;
-        if self.micros != 0 {
-            write!(f, ".{:06}", self.micros)?;
-        }
-        Ok(())
+        let mut out = Vec::with_capacity(32);
+        self.write_text(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
     }
 }
 
@@ -239,7 +264,9 @@ pub(crate) fn format_interval(months: i32, days: i32, micros: i64) -> String {
     out
 }
 
-/// Formats microseconds since the epoch as an ISO-8601 UTC instant (`2024-01-02T03:04:05.123456Z`).
+/// Formats microseconds since the epoch as an ISO-8601 UTC instant (`2024-01-02T03:04:05.123456Z`;
+/// past 9999 with more year digits, before 1 AD as Postgres writes it: `0044-03-15T12:00:00Z BC`,
+/// which Postgres also reads).
 pub fn format_timestamp_micros(micros: i64) -> String {
     let mut out = Vec::with_capacity(27);
     write_timestamp_micros(&mut out, micros);
@@ -255,11 +282,10 @@ pub fn write_timestamp_micros(out: &mut Vec<u8>, micros: i64) {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400) as u32;
     let (y, mo, d) = civil_from_days(days);
-    match u32::try_from(y) {
-        Ok(y) if y <= 9999 => push_digits(out, y, 4),
-        // Beyond four-digit years (never a real timestamp): the general formatter.
-        _ => out.extend_from_slice(format!("{y:04}").as_bytes()),
-    }
+    // The proleptic calendar's year 0 is 1 BC, -1 is 2 BC, ...
+    let bc = y <= 0;
+    let year = if bc { 1 - y } else { y };
+    push_year(out, u32::try_from(year).unwrap_or(u32::MAX));
     out.push(b'-');
     push_digits(out, mo, 2);
     out.push(b'-');
@@ -267,6 +293,18 @@ pub fn write_timestamp_micros(out: &mut Vec<u8>, micros: i64) {
     out.push(b'T');
     push_time(out, tod / 3600, (tod / 60) % 60, tod % 60, frac);
     out.push(b'Z');
+    if bc {
+        out.extend_from_slice(BC);
+    }
+}
+
+/// Appends a year as at least four digits, more past 9999 (`0044`, `2024`, `21016`).
+fn push_year(out: &mut Vec<u8>, year: u32) {
+    if year <= 9999 {
+        push_digits(out, year, 4);
+    } else {
+        out.extend_from_slice(year.to_string().as_bytes());
+    }
 }
 
 /// Appends `hh:mm:ss` and, when not zero, `.micros` (six digits).
@@ -391,6 +429,41 @@ mod tests {
             "2022-04-20T22:18:04Z"
         );
         assert_eq!(format_timestamp_micros(-1), "1969-12-31T23:59:59.999999Z");
+        // 44 BC and 21016 AD, as Postgres prints (and reads) them.
+        assert_eq!(
+            format_timestamp_micros(-63_517_780_800_000_000),
+            "0044-03-15T12:00:00Z BC"
+        );
+        assert_eq!(
+            format_timestamp_micros(601_060_312_290_123_456),
+            "21016-11-04T13:51:30.123456Z"
+        );
+        let bc = Date {
+            year: -44,
+            month: 3,
+            day: 15,
+        };
+        assert_eq!(bc.to_string(), "0044-03-15 BC");
+        let late = DateTime {
+            date: Date {
+                year: 21016,
+                month: 11,
+                day: 4,
+            },
+            hour: 13,
+            minute: 51,
+            second: 30,
+            micros: 123_456,
+        };
+        assert_eq!(late.to_string(), "21016-11-04 13:51:30.123456");
+        let noon_bc = DateTime {
+            date: bc,
+            hour: 12,
+            minute: 0,
+            second: 0,
+            micros: 0,
+        };
+        assert_eq!(noon_bc.to_string(), "0044-03-15 12:00:00 BC");
         assert_eq!(
             format_timestamp_micros(2_147_483_647_999_999),
             "2038-01-19T03:14:07.999999Z"

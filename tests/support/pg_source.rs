@@ -201,6 +201,9 @@ impl Drop for SlotGuard {
 /// arrays and unsupported types included), plus REPLICA IDENTITY FULL tables with and without
 /// a key. Tables are created in the current schema.
 pub const TYPE_MATRIX_SCHEMA: &str = "
+    CREATE EXTENSION citext;
+    CREATE EXTENSION hstore;
+    CREATE EXTENSION ltree;
     CREATE TYPE mood AS ENUM ('happy', 'sad', 'it''s complicated');
     CREATE DOMAIN price AS numeric(10,2) CHECK (VALUE >= 0);
     CREATE DOMAIN short_label AS varchar(8);
@@ -251,7 +254,34 @@ pub const TYPE_MATRIX_SCHEMA: &str = "
         c_oid oid,
         c_point point,
         c_tsvector tsvector,
-        c_int2vector int2vector
+        c_int2vector int2vector,
+        c_int4range int4range,
+        c_int8range int8range,
+        c_numrange numrange,
+        c_tsrange tsrange,
+        c_tstzrange tstzrange,
+        c_daterange daterange,
+        c_int4multirange int4multirange,
+        c_datemultirange datemultirange,
+        c_lseg lseg,
+        c_path path,
+        c_box box,
+        c_polygon polygon,
+        c_line line,
+        c_circle circle,
+        c_xml xml,
+        c_tsquery tsquery,
+        c_citext citext,
+        c_hstore hstore,
+        c_ltree ltree,
+        c_range_array int4range[],
+        c_point_array point[],
+        c_citext_array citext[],
+        c_box_array box[],
+        c_varchar_any varchar,
+        c_date_far date,
+        c_timestamp_far timestamp,
+        c_timestamptz_far timestamptz
     );
     CREATE TABLE full_identity (
         k int,
@@ -276,7 +306,14 @@ pub const TYPE_MATRIX_ROWS: &str = r#"
         '{1,2,3}', '{a,b}', '{1.50,2.25}', '{2024-01-01,2024-12-31}',
         '{"2024-01-01 00:00:00+00","2024-06-01 12:00:00+05:30"}', '{happy,sad}', '{1.00,2.50}',
         'happy', 9.99, 'label', '192.168.1.5/24', '10.0.0.0/8', '08:00:2b:01:02:03',
-        '08:00:2b:01:02:03:04:05', '1234.56', B'0101', B'1', B'10101', 42, '(1,2)', 'a fat cat', '1 2'
+        '08:00:2b:01:02:03:04:05', '1234.56', B'0101', B'1', B'10101', 42, '(1,2)', 'a fat cat', '1 2',
+        '[1,10)', '[-9223372036854775808,0)', '[1.5,2.25]', '[2024-01-01 00:00:00,2024-02-01 00:00:00)',
+        '[2024-01-01 00:00:00+00,infinity)', '[2024-01-01,2024-02-01)', '{[1,3),[5,7)}',
+        '{[2024-01-01,2024-01-05)}', '[(0,0),(1,1)]', '((0,0),(1,1),(2,0))', '(1,1),(0,0)',
+        '((0,0),(1,1),(1,0))', '{1,-1,0}', '<(0,0),1.5>', '<a x="1">b &amp; c</a>', 'fat & (rat | cat)',
+        'MiXeD Case', 'a=>1, b=>NULL', 'top.science.astronomy', '{"[1,2)",empty}', '{"(1,2)","(3,4)"}',
+        '{A,b}', '{(1,1),(0,0);(2,2),(1,1)}', 'unbounded', '0044-03-15 BC', '21016-11-04 13:51:30.123456',
+        '0044-03-15 12:00:00+00 BC'
     );
     INSERT INTO every_type VALUES (
         2, false, -32768, -2147483648, -9223372036854775808, 'NaN', 'NaN', 'NaN', 'Infinity',
@@ -288,7 +325,11 @@ pub const TYPE_MATRIX_ROWS: &str = r#"
         '{-9999.99,NULL}', '{infinity,-infinity}', '{NULL}', '{"it''s complicated",NULL}', '{}',
         'it''s complicated', 0, '', '::1', '2001:db8::/32', 'ff:ff:ff:ff:ff:ff',
         'ff:ff:ff:ff:ff:ff:ff:ff', '-92233720368547758.08', B'0000', B'', B'0', 4294967295,
-        '(-1.5,1e+300)', '', '0'
+        '(-1.5,1e+300)', '', '0',
+        'empty', 'empty', '(,)', '(,2024-01-01 00:00:00]', 'empty', '(-infinity,infinity)', '{}', '{}',
+        '[(-1.5,2),(3,1e+300)]', '[(0,0),(1,1)]', '(0,0),(0,0)', '((0,0))', '{0,1,-2.5}', '<(1,1),0>',
+        '', '!x', '', '', '', '{}', '{NULL}', '{"",NULL}', '{}', E'tab	here', '4713-01-01 BC',
+        '294276-12-31 23:59:59.999999', '294247-01-10 04:00:54+00'
     );
     INSERT INTO every_type (id) VALUES (3);
     INSERT INTO every_type VALUES (
@@ -300,7 +341,11 @@ pub const TYPE_MATRIX_ROWS: &str = r#"
         '[0:1]={7,8}', '{{a,b},{c,NULL}}', '{{1.00},{2.00}}', '{}', '{}', '{}', '{0.01}',
         'sad', 0.01, 'abcdefgh', '0.0.0.0/0', '0.0.0.0/0', '00:00:00:00:00:00', '00:00:00:00:00:00:00:00',
         '92233720368547758.07', B'1111', B'1111111111111111', repeat('01', 100)::varbit, 0,
-        '(0,0)', 'z:1A', '1'
+        '(0,0)', 'z:1A', '1',
+        '[0,1)', '[0,1)', '[0,0]', 'empty', 'empty', 'empty', '{[1,2)}', '{}', '[(0,0),(0,0)]',
+        '((1,1))', '(0,0),(0,0)', '((1,1))', '{1,0,0}', '<(0,0),0>', '<?xml version="1.0"?><r/>',
+        'a:* & b', 'ß', '"k"=>"v w"', 'a', '{}', '{}', '{}', '{}', '', '5874897-12-31',
+        '0001-01-01 00:00:00 BC', '9999-12-31 23:59:59.999999-01'
     );
     INSERT INTO every_type (id, c_numeric, c_float4, c_float8, c_timestamptz, c_interval, c_time)
     VALUES (5, 'Infinity', '1e-45', '1.7976931348623157e+308', '1969-12-31 23:59:59.999999+00',

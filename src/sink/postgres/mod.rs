@@ -21,9 +21,10 @@ use tracing::{debug, info, warn};
 use super::{Batch, Checkpoint, LoadStep, Step, TableChanges, TargetTable};
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
-use crate::event::{ResumePoint, TableSchema};
+use crate::event::{Column, ResumePoint, TableSchema};
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
+use types::{extension_type, postgres_type_where};
 
 /// How long connecting may take before it counts as failed (unless the URL sets
 /// `connect_timeout`).
@@ -179,6 +180,64 @@ pub struct PostgresSink {
     schemas: HashSet<String>,
     warned_append: HashSet<TargetTable>,
     step: LoadStep,
+    extension_types: ExtensionTypes,
+}
+
+/// Which extension types (citext, hstore, ltree) the warehouse has, asked once per type, and
+/// the columns already warned about loading as text for want of one.
+#[derive(Debug, Default)]
+struct ExtensionTypes {
+    present: HashMap<String, bool>,
+    warned: HashSet<(TargetTable, String)>,
+}
+
+impl ExtensionTypes {
+    /// Asks the warehouse about every extension type `changes` needs that is not known yet.
+    async fn learn(
+        &mut self,
+        tx: &Transaction<'_>,
+        changes: &TableChanges,
+    ) -> Result<(), PostgresSinkError> {
+        for segment in &changes.segments {
+            for column in &segment.schema.columns {
+                let Some(name) = extension_type(&column.ty) else {
+                    continue;
+                };
+                if self.present.contains_key(name) {
+                    continue;
+                }
+                let present: bool = tx
+                    .query_one("SELECT to_regtype($1) IS NOT NULL", &[&name])
+                    .await
+                    .and_then(|row| row.try_get(0))
+                    .map_err(sql_error(format_args!("looking for type {name}")))?;
+                self.present.insert(name.to_owned(), present);
+            }
+        }
+        Ok(())
+    }
+
+    /// The warehouse type of `column`, `text` for an extension type the warehouse lacks (said
+    /// once per column: the values keep their text, the column loses the type's operators).
+    fn column_type(&mut self, target: &TargetTable, column: &Column) -> String {
+        let wanted = postgres_type_where(&column.ty, &|name| {
+            self.present.get(name).copied().unwrap_or(true)
+        });
+        if let Some(name) = extension_type(&column.ty)
+            && self.present.get(name) == Some(&false)
+            && self
+                .warned
+                .insert((target.clone(), column.name.to_string()))
+        {
+            warn!(
+                table = %target,
+                column = %column.name,
+                r#type = name,
+                "the warehouse has no type {name}: the column loads as text; CREATE EXTENSION {name} in the warehouse to keep the type (the column follows at the next batch)"
+            );
+        }
+        wanted
+    }
 }
 
 impl PostgresSink {
@@ -210,6 +269,7 @@ impl PostgresSink {
             schemas: HashSet::new(),
             warned_append: HashSet::new(),
             step: LoadStep::default(),
+            extension_types: ExtensionTypes::default(),
         })
     }
 
@@ -282,6 +342,7 @@ impl PostgresSink {
             schemas,
             warned_append,
             step,
+            extension_types,
         } = self;
         let mut client_tx = client
             .transaction()
@@ -307,7 +368,8 @@ impl PostgresSink {
                     )))?;
                 schemas.insert(changes.target.schema.clone());
             }
-            let shape = prepare_table(tx, shapes, changes).await?;
+            extension_types.learn(tx, changes).await?;
+            let shape = prepare_table(tx, shapes, extension_types, changes).await?;
             let Some(shape) = shape else {
                 continue;
             };
@@ -360,6 +422,7 @@ impl PostgresSink {
 async fn prepare_table(
     tx: &Transaction<'_>,
     shapes: &mut HashMap<TargetTable, Shape>,
+    extension_types: &mut ExtensionTypes,
     changes: &TableChanges,
 ) -> Result<Option<Shape>, PostgresSinkError> {
     let target = &changes.target;
@@ -368,7 +431,7 @@ async fn prepare_table(
         None => read_shape(tx, target).await?,
     };
     for segment in &changes.segments {
-        let wanted = wanted_columns(target, &segment.schema)?;
+        let wanted = wanted_columns(target, &segment.schema, extension_types)?;
         let key: Vec<String> = segment
             .schema
             .primary_key
@@ -402,6 +465,7 @@ async fn prepare_table(
 fn wanted_columns(
     target: &TargetTable,
     schema: &TableSchema,
+    extension_types: &mut ExtensionTypes,
 ) -> Result<Vec<(String, String)>, PostgresSinkError> {
     let mut seen = HashSet::new();
     let mut columns = Vec::with_capacity(schema.columns.len());
@@ -431,7 +495,7 @@ fn wanted_columns(
                 problem,
             });
         }
-        columns.push((name, postgres_type(&column.ty)));
+        columns.push((name, extension_types.column_type(target, column)));
     }
     Ok(columns)
 }

@@ -7,6 +7,25 @@ use crate::event::ColumnType;
 
 /// The Postgres type that holds every value of `ty` exactly.
 pub fn postgres_type(ty: &ColumnType) -> String {
+    postgres_type_where(ty, &|_| true)
+}
+
+/// The extension type `ty` needs in the warehouse (itself or as an array's element), if any.
+pub fn extension_type(ty: &ColumnType) -> Option<&str> {
+    match ty {
+        ColumnType::PgNative {
+            name,
+            extension: true,
+        } => Some(name),
+        ColumnType::Array { element } => extension_type(element),
+        _ => None,
+    }
+}
+
+/// [`postgres_type`] in a warehouse that has only the extension types `has_type` accepts: a
+/// missing one becomes `text`, which holds its values' text exactly (they lose only the type's
+/// own operators).
+pub fn postgres_type_where(ty: &ColumnType, has_type: &dyn Fn(&str) -> bool) -> String {
     match ty {
         ColumnType::Bool => "boolean".into(),
         ColumnType::Int { bits, unsigned } => match (bits, unsigned) {
@@ -57,7 +76,24 @@ pub fn postgres_type(ty: &ColumnType) -> String {
             length: None,
             varying: true,
         } => "bit varying".into(),
-        ColumnType::Array { element } => format!("{}[]", postgres_type(element)),
+        ColumnType::Character {
+            length: Some(n),
+            varying,
+        } => format!("character{}({n})", if *varying { " varying" } else { "" }),
+        ColumnType::Character {
+            length: None,
+            varying: true,
+        } => "character varying".into(),
+        ColumnType::Character {
+            length: None,
+            varying: false,
+        } => "bpchar".into(),
+        ColumnType::PgNative {
+            name,
+            extension: true,
+        } if !has_type(name) => "text".into(),
+        ColumnType::PgNative { name, .. } => name.to_string(),
+        ColumnType::Array { element } => format!("{}[]", postgres_type_where(element, has_type)),
     }
 }
 

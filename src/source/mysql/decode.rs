@@ -286,7 +286,7 @@ fn datetime_from_ymdhms(ymdhms: u64, micros: i64) -> Result<DateTime, Reason> {
     let hms = ymdhms & 0x1_FFFF;
     let dt = DateTime {
         date: Date {
-            year: u16::try_from(ym / 13).unwrap_or(u16::MAX),
+            year: i32::try_from(ym / 13).unwrap_or(i32::MAX),
             month: (ym % 13) as u8,
             day: (ymd & 31) as u8,
         },
@@ -392,7 +392,7 @@ pub fn datetime_from_packed(packed: i64) -> Result<DateTime, Reason> {
 pub fn decode_date(buf: &mut &[u8]) -> Result<Date, Reason> {
     let v = le_uint(take(buf, 3)?);
     let date = Date {
-        year: (v >> 9) as u16,
+        year: (v >> 9) as i32,
         month: ((v >> 5) & 15) as u8,
         day: (v & 31) as u8,
     };
@@ -408,7 +408,7 @@ pub fn decode_old_datetime(buf: &mut &[u8]) -> Result<DateTime, Reason> {
     let (d, t) = (v / 1_000_000, v % 1_000_000);
     check_datetime(DateTime {
         date: Date {
-            year: u16::try_from(d / 10_000).unwrap_or(u16::MAX),
+            year: i32::try_from(d / 10_000).unwrap_or(i32::MAX),
             month: ((d / 100) % 100) as u8,
             day: (d % 100) as u8,
         },
@@ -799,7 +799,7 @@ mod tests {
     }
 
     fn encode_datetime2(dt: DateTime, fsp: u8) -> Vec<u8> {
-        let ym = u64::from(dt.date.year) * 13 + u64::from(dt.date.month);
+        let ym = dt.date.year as u64 * 13 + u64::from(dt.date.month);
         let ymd = (ym << 5) | u64::from(dt.date.day);
         let hms = (u64::from(dt.hour) << 12) | (u64::from(dt.minute) << 6) | u64::from(dt.second);
         let int = ((ymd << 17) | hms) + 0x80_0000_0000;
@@ -812,7 +812,7 @@ mod tests {
         out
     }
 
-    fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> DateTime {
+    fn dt(y: i32, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> DateTime {
         DateTime {
             date: Date {
                 year: y,
