@@ -701,7 +701,7 @@ mod tests {
     const INT4: u32 = 23;
     const TEXT: u32 = 25;
     const NUMERIC: u32 = 1700;
-    const POINT: u32 = 600;
+    const INT2VECTOR: u32 = 22;
     const ITEMS: u32 = 16_400;
     const TAGS: u32 = 16_410;
     const COMMIT_LSN: u64 = 0x16_B374_D848;
@@ -1322,7 +1322,7 @@ mod tests {
                 ("id", INT4, -1, true),
                 ("mood", 30_001, -1, false),
                 ("price", 30_002, -1, false),
-                ("spot", POINT, -1, false),
+                ("spot", INT2VECTOR, -1, false),
                 ("thing", 30_003, -1, false),
             ],
         );
@@ -1331,10 +1331,10 @@ mod tests {
             PgOutputMessage::Relation(r) => r,
             _ => unreachable!(),
         });
-        assert_eq!(needs.type_oids, vec![POINT, 30_001, 30_002, 30_003]);
+        assert_eq!(needs.type_oids, vec![INT2VECTOR, 30_001, 30_002, 30_003]);
         assert_eq!(needs.primary_key_of, None);
         asm.learn(catalog);
-        let row = vec![t("1"), t("sad"), t("9.99"), t("(1,2)"), t("x")];
+        let row = vec![t("1"), t("sad"), t("9.99"), t("1 2"), t("x")];
         let out = feed_all(
             &mut asm,
             &[
@@ -1376,7 +1376,7 @@ mod tests {
                 Value::Int(1),
                 Value::Enum("sad".into()),
                 dec("9.99"),
-                text("(1,2)"),
+                text("1 2"),
                 text("x"),
             ])
         );
@@ -1388,7 +1388,7 @@ mod tests {
             .collect();
         assert_eq!(
             unsupported,
-            [("spot", "type oid 600"), ("thing", "shop.thing")]
+            [("spot", "type oid 22"), ("thing", "shop.thing")]
         );
     }
 

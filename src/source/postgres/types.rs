@@ -1625,16 +1625,37 @@ mod tests {
         assert_eq!(ty(oid::NUMERIC, ((2 << 16) | 3) + 4), unconstrained);
         assert_eq!(
             ty(oid::VARCHAR, 10 + 4),
-            ColumnType::Text {
-                max_bytes: Some(40),
-                charset: TEXT_CHARSET.into()
+            ColumnType::Character {
+                length: Some(10),
+                varying: true
             }
         );
         assert_eq!(
             ty(oid::VARCHAR, -1),
-            ColumnType::Text {
-                max_bytes: None,
-                charset: TEXT_CHARSET.into()
+            ColumnType::Character {
+                length: None,
+                varying: true
+            }
+        );
+        assert_eq!(
+            ty(oid::BPCHAR, 5 + 4),
+            ColumnType::Character {
+                length: Some(5),
+                varying: false
+            }
+        );
+        let native = |name: &str| ColumnType::PgNative {
+            name: name.into(),
+            extension: false,
+        };
+        assert_eq!(ty(3904, -1), native("int4range"));
+        assert_eq!(ty(4535, -1), native("datemultirange"));
+        assert_eq!(ty(603, -1), native("box"));
+        assert_eq!(ty(142, -1), native("xml"));
+        assert_eq!(
+            ty(1017, -1),
+            ColumnType::Array {
+                element: Box::new(native("point"))
             }
         );
         assert_eq!(ty(oid::TIMESTAMPTZ, 3), ColumnType::TimestampTz { fsp: 3 });
@@ -1664,7 +1685,7 @@ mod tests {
             }
         );
         assert_eq!(ty(oid::MONEY, -1), ColumnType::Money);
-        assert!(is_builtin(oid::JSONB) && is_builtin(3807) && !is_builtin(600));
+        assert!(is_builtin(oid::JSONB) && is_builtin(3807) && is_builtin(600) && !is_builtin(22));
     }
 
     #[test]
@@ -1735,10 +1756,15 @@ mod tests {
         // The innermost domain's modifier wins over an unmodified outer domain.
         assert_eq!(resolved(16_391).column_type, price);
         assert_eq!(resolved(16_391).reader, TextReader::Numeric);
+        // An extension's type, in whichever schema the extension lives.
         assert_eq!(
-            resolved(16_392).unsupported.as_deref(),
-            Some("public.citext")
+            resolved(16_392).column_type,
+            ColumnType::PgNative {
+                name: "citext".into(),
+                extension: true
+            }
         );
+        assert_eq!(resolved(16_392).unsupported, None);
         assert_eq!(resolved(16_393).unsupported.as_deref(), Some("public.loop"));
         // Unknown to the catalog: named by the Type message, else by its OID.
         let names = HashMap::from([(20_000, "public.thing".to_string())]);
@@ -1746,19 +1772,25 @@ mod tests {
             resolve(20_000, -1, &catalog, &names).unsupported.as_deref(),
             Some("public.thing")
         );
-        let point = resolve(600, -1, &catalog, &no_names());
-        assert_eq!(point.unsupported.as_deref(), Some("type oid 600"));
-        assert_eq!(point.reader, TextReader::Text);
-        // An array of an unsupported type is carried as text whole.
-        catalog.add_type(
-            1017,
-            TypeFact::Array {
-                name: "pg_catalog._point".into(),
-                element_oid: 600,
-            },
-        );
-        let points = resolve(1017, -1, &catalog, &no_names());
-        assert_eq!(points.unsupported.as_deref(), Some("pg_catalog._point"));
-        assert_eq!(points.column_type, text_type(None));
+        let vector = resolve(22, -1, &catalog, &no_names());
+        assert_eq!(vector.unsupported.as_deref(), Some("type oid 22"));
+        assert_eq!(vector.reader, TextReader::Text);
+        // An array of an unsupported type is carried as text whole, and so is `box[]`, whose
+        // literal separates elements with `;`.
+        for (array_oid, name, element_oid) in [
+            (1006, "pg_catalog._int2vector", 22),
+            (1020, "pg_catalog._box", 603),
+        ] {
+            catalog.add_type(
+                array_oid,
+                TypeFact::Array {
+                    name: name.into(),
+                    element_oid,
+                },
+            );
+            let array = resolve(array_oid, -1, &catalog, &no_names());
+            assert_eq!(array.unsupported.as_deref(), Some(name));
+            assert_eq!(array.column_type, text_type(None));
+        }
     }
 }
