@@ -196,6 +196,35 @@ fn mysql_binary_json_decodes_to_json_text_with_generated_columns() {
 }
 
 #[test]
+fn json_opaque_values_decode_as_mysql_prints_them_with_exact_decimals() {
+    let (layouts, rows) = decode("json-opaque.binlog", ColumnNames::Required);
+    assert_eq!(layouts[0].schema.id.to_string(), "foo.test");
+    assert_eq!(layouts[0].schema.columns[0].ty, ColumnType::Json);
+    let documents: Vec<Value> = rows
+        .iter()
+        .flat_map(|r| {
+            assert_eq!(r.kind, "insert");
+            (0..r.images.len()).map(|i| r.full(i)[0].clone())
+        })
+        .collect();
+    let json = |s: &str| Value::Json(s.to_owned());
+    assert_eq!(
+        documents,
+        [
+            json(r#"{"a":"base64:type15:VQ=="}"#),
+            json(r#"{"b":"2012-03-18"}"#),
+            json(r#"{"c":"2012-03-18 11:30:45.000000"}"#),
+            json(r#"{"c":"87:31:46.654321"}"#),
+            // DECIMALs as MySQL stored them: their digits and their scale.
+            json(r#"{"d":123.456}"#),
+            json(r#"{"e":9.00}"#),
+            json(r#"{"e":[0,1,true,false]}"#),
+            json(r#"{"e":null}"#),
+        ]
+    );
+}
+
+#[test]
 fn compressed_transaction_rows_decode_like_plain_ones() {
     let (layouts, rows) = decode("transaction_compression.000001", ColumnNames::Positional);
     assert_eq!(layouts[0].schema.id.to_string(), "test.tb1");

@@ -290,6 +290,40 @@ fn json_fixture_with_full_images() -> Vec<u8> {
     out
 }
 
+/// The `after` image of each printed row change, as the exact text printed (parsing it with
+/// serde_json would read numbers as f64 and hide a lost scale).
+fn after_texts(name: &str) -> Vec<String> {
+    let out = inspect(&[], &[fixture(name)]);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .filter(|l| !l.starts_with(r#"{"op":"ddl""#))
+        .map(|l| {
+            let (_, after) = l.split_once(r#","after":"#).expect("an after image");
+            after.strip_suffix('}').expect("the line's end").to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn json_opaque_values_print_as_mysql_stored_them_with_exact_decimals() {
+    assert_eq!(
+        after_texts("json-opaque.binlog"),
+        [
+            r#"{"a":{"a":"base64:type15:VQ=="}}"#,
+            r#"{"a":{"b":"2012-03-18"}}"#,
+            r#"{"a":{"c":"2012-03-18 11:30:45.000000"}}"#,
+            r#"{"a":{"c":"87:31:46.654321"}}"#,
+            // DECIMALs keep their digits and scale: never read through a double.
+            r#"{"a":{"d":123.456}}"#,
+            r#"{"a":{"e":9.00}}"#,
+            r#"{"a":{"e":[0,1,true,false]}}"#,
+            r#"{"a":{"e":null}}"#,
+        ]
+    );
+}
+
 #[test]
 fn compressed_transaction_payload_decodes_like_plain_rows() {
     let rows = changes(&["--positional-names"], "transaction_compression.000001");

@@ -10,6 +10,7 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// One decoded column value.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,7 +321,9 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// The normalized JSON form used by `tidemark inspect` and the change-event envelope:
 /// numbers that fit JSON exactly stay numbers; exact decimals, 64-bit integers beyond 2^53,
-/// binary, and temporal values become strings in a fixed, documented format.
+/// binary, and temporal values become strings in a fixed, documented format. JSON documents are
+/// embedded verbatim, so their numbers keep every digit: write with serde_json's own writer
+/// (`to_writer`, `to_string`), not through `serde_json::to_value`, which reads them as f64.
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         const MAX_SAFE: u64 = 1 << 53;
@@ -348,8 +351,10 @@ impl Serialize for Value {
             Value::Bit { bits, width } => {
                 s.serialize_str(&format!("{:0w$b}", bits, w = usize::from(*width)))
             }
-            Value::Json(j) => match serde_json::from_str::<serde_json::Value>(j) {
-                Ok(v) => v.serialize(s),
+            // Embedded as written: reading it into a `serde_json::Value` would turn every
+            // number into an f64, losing a decimal's scale (`9.00`) and digits past 17.
+            Value::Json(j) => match serde_json::from_str::<&RawValue>(j) {
+                Ok(raw) => raw.serialize(s),
                 Err(_) => s.serialize_str(j),
             },
             Value::Geometry { srid, wkb } => {
@@ -442,6 +447,17 @@ mod tests {
         );
         let v = Value::Infinity { negative: true };
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"-infinity\"");
+    }
+
+    #[test]
+    fn json_documents_are_embedded_with_their_numbers_as_written() {
+        let forty = "123456789012345678901234567890.1234567890";
+        let doc = format!(r#"{{"e":9.00,"d":[{forty},-0.10,1e400]}}"#);
+        let printed = serde_json::to_string(&vec![Value::Json(doc.clone())]).unwrap();
+        assert_eq!(printed, format!("[{doc}]"));
+        // Not JSON (never from a decoder): kept as a string rather than lost.
+        let v = Value::Json("{oops".into());
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#""{oops""#);
     }
 
     #[test]

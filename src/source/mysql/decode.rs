@@ -623,47 +623,49 @@ impl Decoder {
     }
 }
 
+/// MySQL's `decimal2bin` for test vectors (here and in the binary JSON tests): digits as text,
+/// with the declared shape.
+#[cfg(test)]
+pub(crate) fn encode_decimal(text: &str, precision: u8, scale: u8) -> Vec<u8> {
+    let negative = text.starts_with('-');
+    let text = text.trim_start_matches('-');
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let intg = usize::from(precision - scale);
+    let int = int.trim_start_matches('0');
+    let int = format!("{int:0>intg$}");
+    let frac = format!("{frac:0<width$}", width = usize::from(scale));
+    let mut out = Vec::new();
+    let mut push = |digits: &str| {
+        let n = if digits.len() == 9 {
+            4
+        } else {
+            DIG2BYTES[digits.len()]
+        };
+        let v: u32 = digits.parse().unwrap();
+        out.extend_from_slice(&v.to_be_bytes()[4 - n..]);
+    };
+    let lead = int.len() % 9;
+    if lead > 0 {
+        push(&int[..lead]);
+    }
+    for g in int.as_bytes()[lead..].chunks(9) {
+        push(std::str::from_utf8(g).unwrap());
+    }
+    for g in frac.as_bytes().chunks(9) {
+        push(std::str::from_utf8(g).unwrap());
+    }
+    out[0] ^= 0x80;
+    if negative {
+        for b in &mut out {
+            *b = !*b;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// MySQL's `decimal2bin` for test vectors: digits as text, with the declared shape.
-    fn encode_decimal(text: &str, precision: u8, scale: u8) -> Vec<u8> {
-        let negative = text.starts_with('-');
-        let text = text.trim_start_matches('-');
-        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-        let intg = usize::from(precision - scale);
-        let int = int.trim_start_matches('0');
-        let int = format!("{int:0>intg$}");
-        let frac = format!("{frac:0<width$}", width = usize::from(scale));
-        let mut out = Vec::new();
-        let mut push = |digits: &str| {
-            let n = if digits.len() == 9 {
-                4
-            } else {
-                DIG2BYTES[digits.len()]
-            };
-            let v: u32 = digits.parse().unwrap();
-            out.extend_from_slice(&v.to_be_bytes()[4 - n..]);
-        };
-        let lead = int.len() % 9;
-        if lead > 0 {
-            push(&int[..lead]);
-        }
-        for g in int.as_bytes()[lead..].chunks(9) {
-            push(std::str::from_utf8(g).unwrap());
-        }
-        for g in frac.as_bytes().chunks(9) {
-            push(std::str::from_utf8(g).unwrap());
-        }
-        out[0] ^= 0x80;
-        if negative {
-            for b in &mut out {
-                *b = !*b;
-            }
-        }
-        out
-    }
 
     fn dec(text: &str, precision: u8, scale: u8) -> String {
         let plan = DecimalPlan::new(precision, scale).unwrap();
