@@ -325,6 +325,29 @@ fn json_opaque_values_print_as_mysql_stored_them_with_exact_decimals() {
 }
 
 #[test]
+fn mysql9_vectors_print_as_arrays_of_their_floats() {
+    let foo = [
+        r#"{"id":1,"vector_column":[1.1,2.2,3.3]}"#,
+        r#"{"id":2,"vector_column":[1.0,-1.0,0.0]}"#,
+    ];
+    let bar = [
+        r#"{"id":1,"vector_column":[1.1,2.2],"foo":null,"vector_column2":[1.1,2.2,3.3,4.4]}"#,
+        r#"{"id":2,"vector_column":[1.01,-1.01],"foo":"bar","vector_column2":[42.0,43.0,44.0,45.0]}"#,
+    ];
+    let mut expected: Vec<&str> = [foo, bar].concat().repeat(2);
+    // A delete of bar's row 2 (no after image) and an insert.
+    expected.push("null");
+    expected.push(r#"{"id":3,"vector_column":[2.01,-2.01],"foo":null,"vector_column2":[42.1,43.2,44.3,45.4]}"#);
+    assert_eq!(after_texts("vector.binlog"), expected);
+    let rows = changes(&[], "vector.binlog");
+    assert_eq!(rows[8]["op"], "delete");
+    assert_eq!(
+        rows[8]["before"],
+        serde_json::from_str::<Value>(bar[1]).unwrap()
+    );
+}
+
+#[test]
 fn compressed_transaction_payload_decodes_like_plain_rows() {
     let rows = changes(&["--positional-names"], "transaction_compression.000001");
     assert_eq!(rows.len(), 1);

@@ -87,6 +87,8 @@ pub enum Value {
         /// True for `-infinity`.
         negative: bool,
     },
+    /// A vector of single-precision floats (MySQL 9 `VECTOR`), in order.
+    Vector(Vec<f32>),
 }
 
 impl Value {
@@ -367,6 +369,7 @@ impl Serialize for Value {
             } => s.serialize_str(&format_interval(*months, *days, *micros)),
             Value::Infinity { negative: false } => s.serialize_str("infinity"),
             Value::Infinity { negative: true } => s.serialize_str("-infinity"),
+            Value::Vector(items) => s.collect_seq(items.iter().map(|f| Value::Float(*f))),
         }
     }
 }
@@ -458,6 +461,15 @@ mod tests {
         // Not JSON (never from a decoder): kept as a string rather than lost.
         let v = Value::Json("{oops".into());
         assert_eq!(serde_json::to_string(&v).unwrap(), r#""{oops""#);
+    }
+
+    #[test]
+    fn vectors_serialize_as_arrays_of_shortest_round_trip_floats() {
+        let v = Value::Vector(vec![1.1, -1.01, 42.0, f32::MIN_POSITIVE, f32::NAN]);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"[1.1,-1.01,42.0,1.1754944e-38,"NaN"]"#
+        );
     }
 
     #[test]

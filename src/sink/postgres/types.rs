@@ -58,6 +58,7 @@ pub fn postgres_type(ty: &ColumnType) -> String {
             varying: true,
         } => "bit varying".into(),
         ColumnType::Array { element } => format!("{}[]", postgres_type(element)),
+        ColumnType::Vector { .. } => "real[]".into(),
     }
 }
 
@@ -114,5 +115,13 @@ mod tests {
             postgres_type(&ColumnType::TimeTz { fsp: 6 }),
             "time(6) with time zone"
         );
+    }
+
+    #[test]
+    fn mysql_vectors_are_real_arrays() {
+        let vector = ColumnType::Vector {
+            dimensions: Some(3),
+        };
+        assert_eq!(postgres_type(&vector), "real[]");
     }
 }

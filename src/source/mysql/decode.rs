@@ -515,6 +515,11 @@ pub(crate) enum Decoder {
         /// Width of the length prefix.
         len_bytes: u8,
     },
+    /// VECTOR: length prefix, then little-endian 32-bit floats.
+    Vector {
+        /// Width of the length prefix.
+        len_bytes: u8,
+    },
 }
 
 impl Decoder {
@@ -618,6 +623,17 @@ impl Decoder {
                     srid: le_uint(srid) as u32,
                     wkb: wkb.to_vec(),
                 }
+            }
+            Decoder::Vector { len_bytes } => {
+                let raw = take_prefixed(buf, *len_bytes)?;
+                let (floats, rest) = raw.as_chunks::<4>();
+                if !rest.is_empty() {
+                    return Err(format!(
+                        "VECTOR value of {} bytes is not a whole number of 4-byte floats",
+                        raw.len()
+                    ));
+                }
+                Value::Vector(floats.iter().map(|b| f32::from_le_bytes(*b)).collect())
             }
         })
     }
@@ -1073,6 +1089,25 @@ mod tests {
     }
 
     #[test]
+    fn vectors_are_little_endian_floats() {
+        let v = Decoder::Vector { len_bytes: 4 };
+        let floats = [1.1f32, -0.0, f32::MIN_POSITIVE, f32::MAX];
+        let mut bytes = 16u32.to_le_bytes().to_vec();
+        bytes.extend(floats.iter().flat_map(|f| f.to_le_bytes()));
+        assert_eq!(
+            one(v.clone(), &bytes).unwrap(),
+            Value::Vector(floats.to_vec())
+        );
+        assert_eq!(
+            one(v.clone(), &[0, 0, 0, 0]).unwrap(),
+            Value::Vector(vec![])
+        );
+        let e = one(v.clone(), &[3, 0, 0, 0, 1, 2, 3]).unwrap_err();
+        assert!(e.contains("4-byte floats"), "{e}");
+        assert!(one(v, &[8, 0, 0, 0, 1, 2, 3, 4]).is_err(), "truncated");
+    }
+
+    #[test]
     fn packed_integers_follow_net_field_length() {
         let read = |bytes: &[u8]| {
             let mut buf = bytes;
@@ -1111,6 +1146,7 @@ mod tests {
             Decoder::Timestamp2 { fsp: 4 },
             Decoder::Json { len_bytes: 4 },
             Decoder::Geometry { len_bytes: 4 },
+            Decoder::Vector { len_bytes: 4 },
             Decoder::Bit { width: 64 },
             Decoder::OldDateTime,
         ];
