@@ -196,6 +196,95 @@ fn mysql_binary_json_decodes_to_json_text_with_generated_columns() {
 }
 
 #[test]
+fn json_opaque_values_decode_as_mysql_prints_them_with_exact_decimals() {
+    let (layouts, rows) = decode("json-opaque.binlog", ColumnNames::Required);
+    assert_eq!(layouts[0].schema.id.to_string(), "foo.test");
+    assert_eq!(layouts[0].schema.columns[0].ty, ColumnType::Json);
+    let documents: Vec<Value> = rows
+        .iter()
+        .flat_map(|r| {
+            assert_eq!(r.kind, "insert");
+            (0..r.images.len()).map(|i| r.full(i)[0].clone())
+        })
+        .collect();
+    let json = |s: &str| Value::Json(s.to_owned());
+    assert_eq!(
+        documents,
+        [
+            json(r#"{"a":"base64:type15:VQ=="}"#),
+            json(r#"{"b":"2012-03-18"}"#),
+            json(r#"{"c":"2012-03-18 11:30:45.000000"}"#),
+            json(r#"{"c":"87:31:46.654321"}"#),
+            // DECIMALs as MySQL stored them: their digits and their scale.
+            json(r#"{"d":123.456}"#),
+            json(r#"{"e":9.00}"#),
+            json(r#"{"e":[0,1,true,false]}"#),
+            json(r#"{"e":null}"#),
+        ]
+    );
+}
+
+#[test]
+fn mysql9_vectors_decode_as_their_floats_beside_text() {
+    let (layouts, rows) = decode("vector.binlog", ColumnNames::Required);
+    let vector = |n| ColumnType::Vector {
+        dimensions: Some(n),
+    };
+    let bar = layouts
+        .iter()
+        .find(|l| &*l.schema.id.name == "bar")
+        .expect("a table map of dtb.bar");
+    assert_eq!(bar.schema.id.to_string(), "dtb.bar");
+    assert_eq!(names(bar), ["id", "vector_column", "foo", "vector_column2"]);
+    let types: Vec<&ColumnType> = bar.schema.columns.iter().map(|c| &c.ty).collect();
+    assert_eq!(types[1], &vector(2));
+    assert!(
+        matches!(types[2], ColumnType::Text { .. }),
+        "{:?}",
+        types[2]
+    );
+    assert_eq!(types[3], &vector(4));
+    let foo = &layouts[0].schema;
+    assert_eq!(foo.id.to_string(), "dtb.foo");
+    assert_eq!(foo.columns[1].ty, vector(3));
+
+    // The f32 nearest to each literal MySQL was given, bit for bit.
+    let v = |floats: &[f32]| Value::Vector(floats.to_vec());
+    let id = Value::UInt;
+    let inserted = [
+        vec![id(1), v(&[1.1, 2.2, 3.3])],
+        vec![id(2), v(&[1.0, -1.0, 0.0])],
+        vec![id(1), v(&[1.1, 2.2]), Value::Null, v(&[1.1, 2.2, 3.3, 4.4])],
+        vec![
+            id(2),
+            v(&[1.01, -1.01]),
+            text("bar"),
+            v(&[42.0, 43.0, 44.0, 45.0]),
+        ],
+    ];
+    let kinds: Vec<_> = rows.iter().map(|r| r.kind).collect();
+    // The same inserts twice (the database was dropped and made again), then a delete and an
+    // insert into dtb.bar.
+    assert_eq!(
+        kinds,
+        ["insert", "insert", "insert", "insert", "delete", "insert"]
+    );
+    let images: Vec<Row> = rows
+        .iter()
+        .flat_map(|r| (0..r.images.len()).map(|i| r.full(i)))
+        .collect();
+    let mut expected: Vec<Row> = inserted.iter().chain(&inserted).cloned().collect();
+    expected.push(inserted[3].clone());
+    expected.push(vec![
+        id(3),
+        v(&[2.01, -2.01]),
+        Value::Null,
+        v(&[42.1, 43.2, 44.3, 45.4]),
+    ]);
+    assert_eq!(images, expected);
+}
+
+#[test]
 fn compressed_transaction_rows_decode_like_plain_ones() {
     let (layouts, rows) = decode("transaction_compression.000001", ColumnNames::Positional);
     assert_eq!(layouts[0].schema.id.to_string(), "test.tb1");

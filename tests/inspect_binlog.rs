@@ -290,6 +290,63 @@ fn json_fixture_with_full_images() -> Vec<u8> {
     out
 }
 
+/// The `after` image of each printed row change, as the exact text printed (parsing it with
+/// serde_json would read numbers as f64 and hide a lost scale).
+fn after_texts(name: &str) -> Vec<String> {
+    let out = inspect(&[], &[fixture(name)]);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .filter(|l| !l.starts_with(r#"{"op":"ddl""#))
+        .map(|l| {
+            let (_, after) = l.split_once(r#","after":"#).expect("an after image");
+            after.strip_suffix('}').expect("the line's end").to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn json_opaque_values_print_as_mysql_stored_them_with_exact_decimals() {
+    assert_eq!(
+        after_texts("json-opaque.binlog"),
+        [
+            r#"{"a":{"a":"base64:type15:VQ=="}}"#,
+            r#"{"a":{"b":"2012-03-18"}}"#,
+            r#"{"a":{"c":"2012-03-18 11:30:45.000000"}}"#,
+            r#"{"a":{"c":"87:31:46.654321"}}"#,
+            // DECIMALs keep their digits and scale: never read through a double.
+            r#"{"a":{"d":123.456}}"#,
+            r#"{"a":{"e":9.00}}"#,
+            r#"{"a":{"e":[0,1,true,false]}}"#,
+            r#"{"a":{"e":null}}"#,
+        ]
+    );
+}
+
+#[test]
+fn mysql9_vectors_print_as_arrays_of_their_floats() {
+    let foo = [
+        r#"{"id":1,"vector_column":[1.1,2.2,3.3]}"#,
+        r#"{"id":2,"vector_column":[1.0,-1.0,0.0]}"#,
+    ];
+    let bar = [
+        r#"{"id":1,"vector_column":[1.1,2.2],"foo":null,"vector_column2":[1.1,2.2,3.3,4.4]}"#,
+        r#"{"id":2,"vector_column":[1.01,-1.01],"foo":"bar","vector_column2":[42.0,43.0,44.0,45.0]}"#,
+    ];
+    let mut expected: Vec<&str> = [foo, bar].concat().repeat(2);
+    // A delete of bar's row 2 (no after image) and an insert.
+    expected.push("null");
+    expected.push(r#"{"id":3,"vector_column":[2.01,-2.01],"foo":null,"vector_column2":[42.1,43.2,44.3,45.4]}"#);
+    assert_eq!(after_texts("vector.binlog"), expected);
+    let rows = changes(&[], "vector.binlog");
+    assert_eq!(rows[8]["op"], "delete");
+    assert_eq!(
+        rows[8]["before"],
+        serde_json::from_str::<Value>(bar[1]).unwrap()
+    );
+}
+
 #[test]
 fn compressed_transaction_payload_decodes_like_plain_rows() {
     let rows = changes(&["--positional-names"], "transaction_compression.000001");

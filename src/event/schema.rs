@@ -190,6 +190,12 @@ pub enum ColumnType {
         /// The type of every element.
         element: Box<ColumnType>,
     },
+    /// A vector of single-precision floats (MySQL 9 `VECTOR(n)`). Values are
+    /// [`Value::Vector`](crate::event::Value::Vector).
+    Vector {
+        /// Declared number of dimensions (the most a value holds), when the log says it.
+        dimensions: Option<u32>,
+    },
 }
 
 /// One column of a source table.

@@ -10,6 +10,7 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// One decoded column value.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +87,8 @@ pub enum Value {
         /// True for `-infinity`.
         negative: bool,
     },
+    /// A vector of single-precision floats (MySQL 9 `VECTOR`), in order.
+    Vector(Vec<f32>),
 }
 
 impl Value {
@@ -358,7 +361,9 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// The normalized JSON form used by `tidemark inspect` and the change-event envelope:
 /// numbers that fit JSON exactly stay numbers; exact decimals, 64-bit integers beyond 2^53,
-/// binary, and temporal values become strings in a fixed, documented format.
+/// binary, and temporal values become strings in a fixed, documented format. JSON documents are
+/// embedded verbatim, so their numbers keep every digit: write with serde_json's own writer
+/// (`to_writer`, `to_string`), not through `serde_json::to_value`, which reads them as f64.
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         const MAX_SAFE: u64 = 1 << 53;
@@ -386,8 +391,10 @@ impl Serialize for Value {
             Value::Bit { bits, width } => {
                 s.serialize_str(&format!("{:0w$b}", bits, w = usize::from(*width)))
             }
-            Value::Json(j) => match serde_json::from_str::<serde_json::Value>(j) {
-                Ok(v) => v.serialize(s),
+            // Embedded as written: reading it into a `serde_json::Value` would turn every
+            // number into an f64, losing a decimal's scale (`9.00`) and digits past 17.
+            Value::Json(j) => match serde_json::from_str::<&RawValue>(j) {
+                Ok(raw) => raw.serialize(s),
                 Err(_) => s.serialize_str(j),
             },
             Value::Geometry { srid, wkb } => {
@@ -400,6 +407,7 @@ impl Serialize for Value {
             } => s.serialize_str(&format_interval(*months, *days, *micros)),
             Value::Infinity { negative: false } => s.serialize_str("infinity"),
             Value::Infinity { negative: true } => s.serialize_str("-infinity"),
+            Value::Vector(items) => s.collect_seq(items.iter().map(|f| Value::Float(*f))),
         }
     }
 }
@@ -515,6 +523,26 @@ mod tests {
         );
         let v = Value::Infinity { negative: true };
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"-infinity\"");
+    }
+
+    #[test]
+    fn json_documents_are_embedded_with_their_numbers_as_written() {
+        let forty = "123456789012345678901234567890.1234567890";
+        let doc = format!(r#"{{"e":9.00,"d":[{forty},-0.10,1e400]}}"#);
+        let printed = serde_json::to_string(&vec![Value::Json(doc.clone())]).unwrap();
+        assert_eq!(printed, format!("[{doc}]"));
+        // Not JSON (never from a decoder): kept as a string rather than lost.
+        let v = Value::Json("{oops".into());
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#""{oops""#);
+    }
+
+    #[test]
+    fn vectors_serialize_as_arrays_of_shortest_round_trip_floats() {
+        let v = Value::Vector(vec![1.1, -1.01, 42.0, f32::MIN_POSITIVE, f32::NAN]);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"[1.1,-1.01,42.0,1.1754944e-38,"NaN"]"#
+        );
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub fn postgres_type_where(ty: &ColumnType, has_type: &dyn Fn(&str) -> bool) -> 
         } if !has_type(name) => "text".into(),
         ColumnType::PgNative { name, .. } => name.to_string(),
         ColumnType::Array { element } => format!("{}[]", postgres_type_where(element, has_type)),
+        ColumnType::Vector { .. } => "real[]".into(),
     }
 }
 
@@ -150,5 +151,13 @@ mod tests {
             postgres_type(&ColumnType::TimeTz { fsp: 6 }),
             "time(6) with time zone"
         );
+    }
+
+    #[test]
+    fn mysql_vectors_are_real_arrays() {
+        let vector = ColumnType::Vector {
+            dimensions: Some(3),
+        };
+        assert_eq!(postgres_type(&vector), "real[]");
     }
 }

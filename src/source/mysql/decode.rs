@@ -515,6 +515,11 @@ pub(crate) enum Decoder {
         /// Width of the length prefix.
         len_bytes: u8,
     },
+    /// VECTOR: length prefix, then little-endian 32-bit floats.
+    Vector {
+        /// Width of the length prefix.
+        len_bytes: u8,
+    },
 }
 
 impl Decoder {
@@ -619,51 +624,64 @@ impl Decoder {
                     wkb: wkb.to_vec(),
                 }
             }
+            Decoder::Vector { len_bytes } => {
+                let raw = take_prefixed(buf, *len_bytes)?;
+                let (floats, rest) = raw.as_chunks::<4>();
+                if !rest.is_empty() {
+                    return Err(format!(
+                        "VECTOR value of {} bytes is not a whole number of 4-byte floats",
+                        raw.len()
+                    ));
+                }
+                Value::Vector(floats.iter().map(|b| f32::from_le_bytes(*b)).collect())
+            }
         })
     }
+}
+
+/// MySQL's `decimal2bin` for test vectors (here and in the binary JSON tests): digits as text,
+/// with the declared shape.
+#[cfg(test)]
+pub(crate) fn encode_decimal(text: &str, precision: u8, scale: u8) -> Vec<u8> {
+    let negative = text.starts_with('-');
+    let text = text.trim_start_matches('-');
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let intg = usize::from(precision - scale);
+    let int = int.trim_start_matches('0');
+    let int = format!("{int:0>intg$}");
+    let frac = format!("{frac:0<width$}", width = usize::from(scale));
+    let mut out = Vec::new();
+    let mut push = |digits: &str| {
+        let n = if digits.len() == 9 {
+            4
+        } else {
+            DIG2BYTES[digits.len()]
+        };
+        let v: u32 = digits.parse().unwrap();
+        out.extend_from_slice(&v.to_be_bytes()[4 - n..]);
+    };
+    let lead = int.len() % 9;
+    if lead > 0 {
+        push(&int[..lead]);
+    }
+    for g in int.as_bytes()[lead..].chunks(9) {
+        push(std::str::from_utf8(g).unwrap());
+    }
+    for g in frac.as_bytes().chunks(9) {
+        push(std::str::from_utf8(g).unwrap());
+    }
+    out[0] ^= 0x80;
+    if negative {
+        for b in &mut out {
+            *b = !*b;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// MySQL's `decimal2bin` for test vectors: digits as text, with the declared shape.
-    fn encode_decimal(text: &str, precision: u8, scale: u8) -> Vec<u8> {
-        let negative = text.starts_with('-');
-        let text = text.trim_start_matches('-');
-        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-        let intg = usize::from(precision - scale);
-        let int = int.trim_start_matches('0');
-        let int = format!("{int:0>intg$}");
-        let frac = format!("{frac:0<width$}", width = usize::from(scale));
-        let mut out = Vec::new();
-        let mut push = |digits: &str| {
-            let n = if digits.len() == 9 {
-                4
-            } else {
-                DIG2BYTES[digits.len()]
-            };
-            let v: u32 = digits.parse().unwrap();
-            out.extend_from_slice(&v.to_be_bytes()[4 - n..]);
-        };
-        let lead = int.len() % 9;
-        if lead > 0 {
-            push(&int[..lead]);
-        }
-        for g in int.as_bytes()[lead..].chunks(9) {
-            push(std::str::from_utf8(g).unwrap());
-        }
-        for g in frac.as_bytes().chunks(9) {
-            push(std::str::from_utf8(g).unwrap());
-        }
-        out[0] ^= 0x80;
-        if negative {
-            for b in &mut out {
-                *b = !*b;
-            }
-        }
-        out
-    }
 
     fn dec(text: &str, precision: u8, scale: u8) -> String {
         let plan = DecimalPlan::new(precision, scale).unwrap();
@@ -1071,6 +1089,25 @@ mod tests {
     }
 
     #[test]
+    fn vectors_are_little_endian_floats() {
+        let v = Decoder::Vector { len_bytes: 4 };
+        let floats = [1.1f32, -0.0, f32::MIN_POSITIVE, f32::MAX];
+        let mut bytes = 16u32.to_le_bytes().to_vec();
+        bytes.extend(floats.iter().flat_map(|f| f.to_le_bytes()));
+        assert_eq!(
+            one(v.clone(), &bytes).unwrap(),
+            Value::Vector(floats.to_vec())
+        );
+        assert_eq!(
+            one(v.clone(), &[0, 0, 0, 0]).unwrap(),
+            Value::Vector(vec![])
+        );
+        let e = one(v.clone(), &[3, 0, 0, 0, 1, 2, 3]).unwrap_err();
+        assert!(e.contains("4-byte floats"), "{e}");
+        assert!(one(v, &[8, 0, 0, 0, 1, 2, 3, 4]).is_err(), "truncated");
+    }
+
+    #[test]
     fn packed_integers_follow_net_field_length() {
         let read = |bytes: &[u8]| {
             let mut buf = bytes;
@@ -1109,6 +1146,7 @@ mod tests {
             Decoder::Timestamp2 { fsp: 4 },
             Decoder::Json { len_bytes: 4 },
             Decoder::Geometry { len_bytes: 4 },
+            Decoder::Vector { len_bytes: 4 },
             Decoder::Bit { width: 64 },
             Decoder::OldDateTime,
         ];

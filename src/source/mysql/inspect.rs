@@ -9,7 +9,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::{Map, Value as Json};
+use serde::ser::{SerializeMap, Serializer};
 
 use super::assemble::{AssemblerOptions, GtidTracker};
 use super::error::BinlogError;
@@ -126,8 +126,8 @@ struct ChangeLine<'a> {
     position: String,
     seq: u32,
     commit_ts: String,
-    before: Option<Map<String, Json>>,
-    after: Option<Map<String, Json>>,
+    before: Option<KeyedRow<'a>>,
+    after: Option<KeyedRow<'a>>,
 }
 
 /// One DDL statement, as printed.
@@ -237,8 +237,14 @@ fn change_line<'a>(
         position: position.to_owned(),
         seq: change.position.seq,
         commit_ts: format_timestamp_micros(change.transaction.commit_ts_micros),
-        before: change.before.as_ref().map(|r| keyed(&change.table, r)),
-        after: change.after.as_ref().map(|r| keyed(&change.table, r)),
+        before: change.before.as_ref().map(|row| KeyedRow {
+            table: &change.table,
+            row,
+        }),
+        after: change.after.as_ref().map(|row| KeyedRow {
+            table: &change.table,
+            row,
+        }),
     }
 }
 
@@ -262,18 +268,24 @@ fn op_name(change: &ChangeEvent) -> &'static str {
     }
 }
 
-/// A row as a JSON object keyed by column name; columns the image did not carry are left out.
-fn keyed(table: &TableSchema, row: &Row) -> Map<String, Json> {
-    table
-        .columns
-        .iter()
-        .zip(row)
-        .filter(|(_, value)| **value != crate::event::Value::Unchanged)
-        .map(|(col, value)| {
-            let json = serde_json::to_value(value).unwrap_or(Json::Null);
-            (col.name.to_string(), json)
-        })
-        .collect()
+/// A row, printed as a JSON object keyed by column name; columns the image did not carry are
+/// left out. Values are written straight to the output, never through a `serde_json::Value`,
+/// whose f64 numbers would change the decimals inside JSON documents.
+struct KeyedRow<'a> {
+    table: &'a TableSchema,
+    row: &'a Row,
+}
+
+impl Serialize for KeyedRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (column, value) in self.table.columns.iter().zip(self.row) {
+            if *value != crate::event::Value::Unchanged {
+                map.serialize_entry(&*column.name, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Convenience for a single file.

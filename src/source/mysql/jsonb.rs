@@ -4,7 +4,7 @@
 //! that separators are compact (`,` and `:` without spaces). Keys keep their stored order,
 //! integers print exactly, strings are validated UTF-8, and opaque values print as MySQL prints
 //! them: DATE/TIME/DATETIME/TIMESTAMP as quoted strings (`"2015-01-15 23:24:25.000000"`),
-//! DECIMAL as a number, anything else as `"base64:type<N>:<base64>"`. Malformed input
+//! DECIMAL as a number with exactly its stored digits and scale (`9.00`), anything else as `"base64:type<N>:<base64>"`. Malformed input
 //! (bad offsets, truncation, unknown types, nesting deeper than [`MAX_DEPTH`], or documents
 //! whose entries alias each other to blow up the output) is an error, never a panic.
 
@@ -698,6 +698,28 @@ mod tests {
         assert_eq!(opaque(252, b"abc"), r#""base64:type252:YWJj""#);
         assert_eq!(opaque(16, b"a"), r#""base64:type16:YQ==""#);
         assert_eq!(opaque(15, b""), r#""base64:type15:""#);
+    }
+
+    #[test]
+    fn opaque_decimals_keep_their_digits_and_scale() {
+        let decimal = |text: &str, precision: u8, scale: u8| {
+            let mut data = vec![precision, scale];
+            data.extend(super::super::decode::encode_decimal(text, precision, scale));
+            let mut body = vec![246, data.len() as u8];
+            body.extend(data);
+            // Inside an object, as MySQL stores `{"e": CAST(9 AS DECIMAL(3,2))}`.
+            let obj = small(true, vec![("e", Entry::Stored(OPAQUE, body))]);
+            doc(SMALL_OBJECT, obj)
+        };
+        assert_eq!(decimal("9.00", 3, 2), r#"{"e":9.00}"#);
+        assert_eq!(decimal("-0.10", 5, 2), r#"{"e":-0.10}"#);
+        // 40 digits: more than a double holds (it would print 1.2345678901234568e29).
+        let forty = "123456789012345678901234567890.1234567890";
+        assert_eq!(decimal(forty, 40, 10), format!(r#"{{"e":{forty}}}"#));
+        assert_eq!(
+            decimal(&format!("-{forty}"), 40, 10),
+            format!(r#"{{"e":-{forty}}}"#)
+        );
     }
 
     #[test]

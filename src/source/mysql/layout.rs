@@ -7,7 +7,7 @@
 //!
 //! Guarantees:
 //! - Every column type either gets an exact decoder or the table map is refused with a
-//!   [`LayoutError`] naming the column and type code (typed arrays, VECTOR, pre-5.0 DECIMAL...).
+//!   [`LayoutError`] naming the column and type code (typed arrays, pre-5.0 DECIMAL...).
 //!   Nothing is guessed: missing signedness, charsets or ENUM/SET labels are errors too.
 //! - [`TableLayout::decode_row`] never panics: a short or malformed row image is a
 //!   [`DecodeError`] naming the column.
@@ -34,6 +34,7 @@
 //! | JSON (MySQL binary JSON) | `Json` | `Json` (compact JSON text) |
 //! | JSON (MariaDB, an alias of LONGTEXT) | `Text` | `Text`: MariaDB's binlog cannot tell it from LONGTEXT |
 //! | GEOMETRY and subtypes | `Geometry` | `Geometry { srid, wkb }` |
+//! | VECTOR(n) (MySQL 9) | `Vector { dimensions: Some(n) }` | `Vector` (little-endian 32-bit floats) |
 //!
 //! `max_bytes` is the declared size in bytes: VARCHAR's byte length, CHAR's byte length, and
 //! 255 / 65535 / 16777215 / 4294967295 for TINY/-/MEDIUM/LONG TEXT and BLOB. MariaDB's INET6,
@@ -371,6 +372,7 @@ enum Kind {
     Set { pack: u8 },
     Json { pack: u8 },
     Geometry { pack: u8 },
+    Vector { pack: u8 },
 }
 
 impl Kind {
@@ -384,10 +386,13 @@ impl Kind {
         }
     }
 
-    /// Takes an entry of the column charset metadata.
+    /// Takes an entry of the column charset metadata. MySQL's VECTOR is a BLOB underneath and
+    /// takes one (the binary charset).
     fn is_character(self, flavor: ServerFlavor) -> bool {
         match self {
-            Kind::Varchar { .. } | Kind::Char { .. } | Kind::Blob { .. } => true,
+            Kind::Varchar { .. } | Kind::Char { .. } | Kind::Blob { .. } | Kind::Vector { .. } => {
+                true
+            }
             Kind::Geometry { .. } => flavor == ServerFlavor::MariaDb,
             _ => false,
         }
@@ -401,7 +406,6 @@ fn type_name(code: u8) -> &'static str {
         6 => "NULL",
         15 => "VARCHAR",
         20 => "TYPED_ARRAY",
-        242 => "VECTOR",
         243 => "UNKNOWN",
         253 => "VAR_STRING",
         _ => "unsupported",
@@ -468,6 +472,9 @@ fn column_kind(code: u8, meta: &[u8]) -> Result<Kind, String> {
         255 => Kind::Geometry {
             pack: pack(m(0)?, "GEOMETRY")?,
         },
+        242 => Kind::Vector {
+            pack: pack(m(0)?, "VECTOR")?,
+        },
         247 => Kind::Enum { pack: m(1)? },
         248 => Kind::Set { pack: m(1)? },
         254 => {
@@ -510,6 +517,8 @@ struct OptionalMeta {
     set_labels: Option<Vec<Vec<Vec<u8>>>>,
     primary_key: Vec<u64>,
     has_visibility: bool,
+    /// Declared dimensions of each VECTOR column, in column order.
+    vector_dimensions: Option<Vec<u64>>,
     error: Option<String>,
 }
 
@@ -627,8 +636,11 @@ fn read_optional_meta(tme: &TableMapEvent<'_>) -> OptionalMeta {
                         .collect::<std::io::Result<_>>()?;
                 }
                 OptionalMetadataField::ColumnVisibility(_) => meta.has_visibility = true,
-                OptionalMetadataField::GeometryType(_)
-                | OptionalMetadataField::Dimensionality(_) => {}
+                OptionalMetadataField::Dimensionality(d) => {
+                    meta.vector_dimensions =
+                        Some(d.iter_dimensionalities().collect::<std::io::Result<_>>()?);
+                }
+                OptionalMetadataField::GeometryType(_) => {}
             }
             Ok(())
         })();
@@ -905,7 +917,7 @@ fn build(
     let mut columns = Vec::with_capacity(n);
     let mut decoders = Vec::with_capacity(n);
     let null_bits = tme.null_bitmask();
-    let (mut enum_set_i, mut enum_i, mut set_i) = (0, 0, 0);
+    let (mut enum_set_i, mut enum_i, mut set_i, mut vector_i) = (0, 0, 0, 0);
     for (i, (&kind, name)) in kinds.iter().zip(&names).enumerate() {
         let unsigned = unsigned_flags[i];
         let text_charset = |i: usize| -> Result<Charset, BuildError> {
@@ -977,6 +989,27 @@ fn build(
             Kind::Json { pack } => (ColumnType::Json, Decoder::Json { len_bytes: pack }),
             Kind::Geometry { pack } => {
                 (ColumnType::Geometry, Decoder::Geometry { len_bytes: pack })
+            }
+            Kind::Vector { pack } => {
+                // Without FULL metadata the log does not say the dimensions; values still do.
+                let declared = meta.vector_dimensions.as_ref().map(|d| d.get(vector_i));
+                vector_i += 1;
+                let dimensions = match declared {
+                    None => None,
+                    Some(Some(&n)) => Some(
+                        u32::try_from(n)
+                            .map_err(|_| format!("column {name}: VECTOR of {n} dimensions"))?,
+                    ),
+                    Some(None) => {
+                        return Err(unreadable(&format!(
+                            "column {name}: no dimensions for this VECTOR column"
+                        )));
+                    }
+                };
+                (
+                    ColumnType::Vector { dimensions },
+                    Decoder::Vector { len_bytes: pack },
+                )
             }
             Kind::Enum { pack } | Kind::Set { pack } => {
                 let is_enum = matches!(kind, Kind::Enum { .. });
@@ -1107,17 +1140,14 @@ mod tests {
         assert!(column_kind(254, &[0xf5, 1]).is_err());
         assert_eq!(column_kind(10, &[]).unwrap(), Kind::Date);
         assert_eq!(column_kind(13, &[]).unwrap(), Kind::Year);
+        assert_eq!(column_kind(242, &[4]).unwrap(), Kind::Vector { pack: 4 });
+        assert!(column_kind(242, &[0]).is_err());
         assert!(column_kind(3 + 240, &[]).is_err());
     }
 
     #[test]
     fn unsupported_types_are_named() {
-        for (code, name) in [
-            (242, "VECTOR"),
-            (20, "TYPED_ARRAY"),
-            (0, "DECIMAL"),
-            (253, "VAR_STRING"),
-        ] {
+        for (code, name) in [(20, "TYPED_ARRAY"), (0, "DECIMAL"), (253, "VAR_STRING")] {
             let e = column_kind(code, &[1, 1]).unwrap_err();
             assert!(e.contains(&code.to_string()) && e.contains(name), "{e}");
         }
