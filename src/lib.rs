@@ -12,5 +12,6 @@ pub mod error;
 pub mod event;
 pub mod observe;
 pub mod pipeline;
+pub mod retry;
 pub mod sink;
 pub mod source;

@@ -26,6 +26,7 @@ use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, WarehouseConfi
 use crate::error::ErrorKind;
 use crate::event::ResumePoint;
 use crate::observe::seconds;
+use crate::retry::Backoff;
 use crate::sink::postgres::{PostgresSink, PostgresSinkError};
 use crate::sink::{Batch, LoadStep, REDSHIFT_NOT_BUILT, Step};
 use crate::source::mysql::error::BinlogError;
@@ -37,8 +38,9 @@ const READ_AHEAD: usize = 16;
 /// First and longest wait before a failed source starts again.
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// Wait before retrying a source that needs an operator (bad setting, lost position).
-const OPERATOR_RETRY: Duration = Duration::from_secs(60);
+/// Shortest wait before retrying a source that needs an operator (bad setting, lost position);
+/// with jitter the wait is up to twice this: within a minute.
+const OPERATOR_RETRY: Duration = Duration::from_secs(30);
 /// Longest a stop request waits for the last batches to load.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How often each source logs its progress.
@@ -73,10 +75,19 @@ pub enum SourceError {
     /// The reader task ended without saying why (it panicked): start the source again.
     #[error("the source reader stopped unexpectedly")]
     ReaderGone,
+    /// The task loading a batch panicked: a bug in tidemark. The batch did not commit.
+    #[error(
+        "source {source_id}: loading a batch panicked: {message}. This is a bug in tidemark; please report it with this log. Nothing of the batch was committed"
+    )]
+    LoadPanicked {
+        /// The source.
+        source_id: String,
+        /// The panic's message.
+        message: String,
+    },
     /// The source's prerequisites are not met (what `tidemark check` reports as FAIL).
     #[error(
-        "source {source_id} is not ready, so nothing is read and no position recorded: {failures}. `tidemark check {cli_args}` shows every prerequisite; the source is checked again every {}s and starts once they are met (the other sources keep running)",
-        OPERATOR_RETRY.as_secs()
+        "source {source_id} is not ready, so nothing is read and no position recorded: {failures}. `tidemark check {cli_args}` shows every prerequisite; the source is checked again within a minute and starts once they are met (the other sources keep running)"
     )]
     NotReady {
         /// The source.
@@ -99,6 +110,7 @@ impl SourceError {
             SourceError::Batch(_) => ErrorKind::Fatal,
             SourceError::ReaderGone => ErrorKind::Retry,
             SourceError::NotReady { .. } => ErrorKind::Operator,
+            SourceError::LoadPanicked { .. } => ErrorKind::Fatal,
         }
     }
 
@@ -189,17 +201,13 @@ async fn supervise(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), (String, SourceError)> {
     let id = context.source.id.clone();
-    let mut failures: u32 = 0;
+    let mut interrupted = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+    let mut needs_operator = Backoff::new(OPERATOR_RETRY, OPERATOR_RETRY);
     loop {
-        let started = Instant::now();
-        let error = match run_source(&context, shutdown.clone()).await {
+        let error = match run_source(&context, shutdown.clone(), &mut interrupted).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        if started.elapsed() > RETRY_MAX * 2 {
-            failures = 0;
-        }
-        failures += 1;
         // Fixing the server does not remove what is already in its log: say how to move past it.
         let get_past = error.stuck_in_log().then(|| {
             format!(
@@ -213,11 +221,12 @@ async fn supervise(
                 return Err((id, error));
             }
             ErrorKind::Operator => {
-                error!(source = %id, error = %error, get_past, retry_in_s = seconds(OPERATOR_RETRY), "source needs attention; retrying");
-                OPERATOR_RETRY
+                let wait = needs_operator.next_wait();
+                error!(source = %id, error = %error, get_past, retry_in_s = seconds(wait), "source needs attention; retrying");
+                wait
             }
             ErrorKind::Retry => {
-                let wait = backoff(failures);
+                let wait = interrupted.next_wait();
                 warn!(source = %id, error = %error, retry_in_s = seconds(wait), "source interrupted; resuming from its checkpoint");
                 wait
             }
@@ -229,15 +238,12 @@ async fn supervise(
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(5);
-    (RETRY_INITIAL * factor).min(RETRY_MAX)
-}
-
-/// One run of a source from its checkpoint; returns `Ok` only after a requested shutdown.
+/// One run of a source from its checkpoint; returns `Ok` only after a requested shutdown. Each
+/// committed batch is progress: `backoff` starts over.
 async fn run_source(
     context: &SourceContext,
     mut shutdown: watch::Receiver<bool>,
+    backoff: &mut Backoff,
 ) -> Result<(), SourceError> {
     let source = &context.source;
     let source_id: Arc<str> = Arc::from(source.id.as_str());
@@ -294,7 +300,7 @@ async fn run_source(
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            loaded = loader.wait(), if loader.is_busy() => confirm_loaded(&confirm, loaded?),
+            loaded = loader.wait(), if loader.is_busy() => confirm_loaded(&confirm, loaded?, backoff),
             received = rx.recv(), if may_read => match received {
                 Some(Ok(messages)) => {
                     for message in messages {
@@ -320,11 +326,11 @@ async fn run_source(
     // within a grace period: a warehouse that stays down must not hold the process hostage.
     // Whatever is not committed is simply read again at the next start.
     let drain = async {
-        confirm_loaded(&confirm, loader.wait().await?);
+        confirm_loaded(&confirm, loader.wait().await?, backoff);
         batcher.abandon_open_transaction()?;
         for batch in cut.into_iter().chain(batcher.take()) {
             loader.start(batch);
-            confirm_loaded(&confirm, loader.wait().await?);
+            confirm_loaded(&confirm, loader.wait().await?, backoff);
         }
         Ok::<(), SourceError>(())
     };
@@ -416,10 +422,10 @@ impl Loader {
         let (sink, batch, result) = match joined {
             Ok(done) => done,
             Err(e) => {
-                return Err(SourceError::Batch(BatchError::Stream {
+                return Err(SourceError::LoadPanicked {
                     source_id: self.source_id.to_string(),
-                    problem: format!("the load task ended abnormally: {e}"),
-                }));
+                    message: panic_message(e),
+                });
             }
         };
         self.idle = Some(sink);
@@ -448,10 +454,27 @@ impl Loader {
     }
 }
 
+/// What a task that ended abnormally says: its panic message, or that it was cancelled.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned()),
+        Err(error) => error.to_string(),
+    }
+}
+
 /// Passes a position the warehouse committed on to the reader (a Postgres slot may then release
-/// the WAL before it).
-fn confirm_loaded(confirm: &watch::Sender<Option<ResumePoint>>, loaded: Option<ResumePoint>) {
+/// the WAL before it); a committed batch is progress, so the source's backoff starts over.
+fn confirm_loaded(
+    confirm: &watch::Sender<Option<ResumePoint>>,
+    loaded: Option<ResumePoint>,
+    backoff: &mut Backoff,
+) {
     if loaded.is_some() {
+        backoff.reset();
         // The reader may be gone (shutting down): nothing to confirm to then.
         let _ = confirm.send(loaded);
     }
@@ -466,7 +489,7 @@ async fn load_with_retry(
     slow_after: Duration,
 ) -> LoadResult {
     let started = Instant::now();
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     loop {
         let step = sink.load_step();
         let applied = warn_while_slow(
@@ -483,8 +506,7 @@ async fn load_with_retry(
         if error.kind() != ErrorKind::Retry {
             return (sink, batch, Err(error));
         }
-        failures += 1;
-        let wait = backoff(failures);
+        let wait = backoff.next_wait();
         warn!(source = %source_id, error = %error, retry_in = ?wait, "loading a batch failed; retrying");
         tokio::time::sleep(wait).await;
         match reconnect_and_check(&batch, &source_id, &mut sink).await {

@@ -48,7 +48,7 @@ pub enum PostgresSinkError {
         error: tokio_postgres::Error,
     },
     /// A statement failed.
-    #[error("Postgres warehouse: {context}: {reason}")]
+    #[error("Postgres warehouse: {context}: {reason}{}", operator_fix(.error))]
     Sql {
         /// What we were doing (names the table).
         context: String,
@@ -95,6 +95,25 @@ impl PostgresSinkError {
     }
 }
 
+/// SQLSTATE class 42 (syntax error or access rule violation): in a warehouse that took
+/// tidemark's statements before, a revoked grant or a dropped or altered object, which an
+/// operator fixes while the source waits.
+const NEEDS_OPERATOR_CLASS: &str = "42";
+
+/// What an operator does about a class-42 error, appended to its message.
+fn operator_fix(error: &tokio_postgres::Error) -> &'static str {
+    const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    match error.as_db_error().map(|db| db.code().code()) {
+        Some(INSUFFICIENT_PRIVILEGE) => {
+            ". Fix: grant tidemark's warehouse role what the message names (`tidemark check` lists every right it needs); the source retries meanwhile"
+        }
+        Some(code) if code.starts_with(NEEDS_OPERATOR_CLASS) => {
+            ". Fix: the warehouse no longer accepts the statement (a dropped or altered table, schema or type?): restore what the message names; the source retries meanwhile"
+        }
+        _ => "",
+    }
+}
+
 fn sql_error_kind(error: &tokio_postgres::Error) -> ErrorKind {
     let Some(db) = error.as_db_error() else {
         // No server error: the connection broke or timed out.
@@ -110,6 +129,8 @@ fn sql_error_kind(error: &tokio_postgres::Error) -> ErrorKind {
         || code.starts_with("57P")
     {
         ErrorKind::Retry
+    } else if code.starts_with(NEEDS_OPERATOR_CLASS) {
+        ErrorKind::Operator
     } else {
         ErrorKind::Fatal
     }

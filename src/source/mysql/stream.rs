@@ -25,6 +25,7 @@ use super::error::{BinlogError, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use super::gtid::{MariadbGtidList, MysqlGtidSet};
 use crate::error::ErrorKind;
 use crate::event::{GtidState, ResumePoint, SourceMessage};
+use crate::retry::Backoff;
 
 /// Where a reader starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub struct BinlogReader {
     flavor: Flavor,
     assembler: Assembler,
     stream: Option<BinlogStream>,
-    failures: u32,
+    backoff: Backoff,
     reconnects: u64,
 }
 
@@ -119,12 +120,13 @@ impl BinlogReader {
             pos,
             gtids,
         );
+        let backoff = Backoff::new(options.backoff_initial, options.backoff_max);
         let mut reader = BinlogReader {
             options,
             flavor,
             assembler,
             stream: None,
-            failures: 0,
+            backoff,
             reconnects: 0,
         };
         reader.stream = Some(reader.start_dump(conn).await?);
@@ -185,7 +187,8 @@ impl BinlogReader {
                 }
                 Ok(Ok(Some(Ok(event)))) => {
                     self.assembler.feed(&event, out)?;
-                    self.failures = 0;
+                    // Progress: a later loss waits the shortest time again.
+                    self.backoff.reset();
                     // Hand over in batches of bounded size: memory stays flat.
                     if out.len() - start_len >= MAX_BATCH {
                         return Ok(());
@@ -235,14 +238,10 @@ impl BinlogReader {
     }
 
     async fn reconnect(&mut self) -> Result<(), BinlogError> {
+        let mut failed_attempts: u64 = 0;
         loop {
-            let delay = backoff(
-                self.failures,
-                self.options.backoff_initial,
-                self.options.backoff_max,
-            );
-            self.failures = self.failures.saturating_add(1);
-            tokio::time::sleep(delay).await;
+            failed_attempts += 1;
+            tokio::time::sleep(self.backoff.next_wait()).await;
             let attempt = async {
                 let conn = open(&self.options, "reconnecting").await?;
                 self.start_dump(conn).await
@@ -259,7 +258,7 @@ impl BinlogReader {
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Retry => {
-                    warn!(source = %self.options.source_id, error = %e, attempt = self.failures, "reconnect failed");
+                    warn!(source = %self.options.source_id, error = %e, attempt = failed_attempts, "reconnect failed");
                 }
                 Err(e) => return Err(e),
             }
@@ -323,12 +322,6 @@ impl BinlogReader {
                 _ => server("requesting the binlog")(error),
             })
     }
-}
-
-/// Delay before reconnect attempt `n` (0-based): doubling from `initial`, capped at `max`.
-pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(n.min(20)).unwrap_or(u32::MAX);
-    initial.saturating_mul(factor).min(max)
 }
 
 async fn open(options: &ReaderOptions, context: &'static str) -> Result<Conn, BinlogError> {
@@ -452,17 +445,4 @@ fn tracker_from_state(state: &GtidState) -> Result<GtidTracker, BinlogError> {
         GtidState::Mysql(text) => GtidTracker::Mysql(text.parse().map_err(bad)?),
         GtidState::Mariadb(text) => GtidTracker::Mariadb(text.parse().map_err(bad)?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_then_caps() {
-        let (a, b) = (Duration::from_millis(100), Duration::from_secs(30));
-        assert_eq!(backoff(0, a, b), Duration::from_millis(100));
-        assert_eq!(backoff(3, a, b), Duration::from_millis(800));
-        assert_eq!(backoff(40, a, b), b);
-    }
 }
