@@ -25,6 +25,16 @@ impl WarehouseConfig {
             WarehouseConfig::Redshift(_) => "redshift",
         }
     }
+
+    /// Where the warehouse is, for messages: never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            WarehouseConfig::Postgres { url } => url.redacted(),
+            WarehouseConfig::Redshift(redshift) => {
+                format!("redshift database {}", redshift.database)
+            }
+        }
+    }
 }
 
 /// Which Redshift deployment the Data API addresses.

@@ -18,7 +18,7 @@
 //! goes quiet for 100 ms (or `max_delay`, if shorter: the source has nothing more for now), when
 //! its first change was read `catch_up_lag` ago, or when a commit's lag falls back under
 //! `catch_up_lag`, after which the normal limits apply again. Heartbeats do not end catching up
-//! (Postgres sends keepalives in the middle of a backlog too); a source that goes idle right after
+//! (a source may send heartbeats in the middle of a backlog too); a source that goes idle right after
 //! its backlog is back to the normal limits at its next commit.
 
 use std::collections::HashMap;
@@ -230,8 +230,9 @@ impl Batcher {
             }
             SourceMessage::Heartbeat(resume_point) => {
                 // A heartbeat only moves the position. Whether the source is behind is judged by
-                // commit times alone: Postgres also sends keepalives in the middle of a backlog
-                // (whenever its decoding reaches the WAL flush position it last looked up).
+                // commit times alone: a source may send heartbeats in the middle of a backlog too
+                // (a logical slot does whenever its decoding reaches the flush position it last
+                // looked up).
                 if self.open.is_none() {
                     self.record_position(resume_point, false);
                 }
@@ -656,7 +657,7 @@ snapshot = "never"
             batcher.is_due(Instant::now() + Duration::from_secs(1)),
             "not due once the reader went quiet"
         );
-        // A heartbeat (Postgres sends them in the middle of a backlog too) moves the position
+        // A heartbeat (sources send them in the middle of a backlog too) moves the position
         // but does not end the catch-up batch.
         feed(
             &mut batcher,

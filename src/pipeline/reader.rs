@@ -32,6 +32,16 @@ impl ReadError {
             ReadError::Postgres(e) => e.kind(),
         }
     }
+
+    /// True when the source stops at a place in its log (an event it cannot replicate, a lost
+    /// position) where it stops again after every retry, even once the cause is fixed, until it
+    /// is moved past it (`tidemark skip-to-end`).
+    pub fn stuck_in_log(&self) -> bool {
+        match self {
+            ReadError::Mysql(e) => e.stuck_in_log(),
+            ReadError::Postgres(e) => e.stuck_in_log(),
+        }
+    }
 }
 
 /// An open source of either kind.

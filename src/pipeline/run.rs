@@ -22,16 +22,12 @@ use super::batch::{BatchError, Batcher, lag_of};
 use super::reader::{ReadError, SourceReader, read_source};
 use super::route::Router;
 use crate::check::{CheckStatus, check_source};
-use crate::config::{BatchConfig, Config, SecretUrl, SourceConfig, WarehouseConfig};
+use crate::config::{BatchConfig, Config, SourceConfig, WarehouseConfig};
 use crate::error::ErrorKind;
 use crate::event::ResumePoint;
 use crate::observe::seconds;
 use crate::retry::Backoff;
-use crate::sink::postgres::{PostgresSink, PostgresSinkError};
-use crate::sink::{Batch, LoadStep, REDSHIFT_NOT_BUILT, Step};
-use crate::source::mysql::error::BinlogError;
-use crate::source::postgres::reader::PgReadError;
-use crate::source::postgres::slot::SlotError;
+use crate::sink::{self, Batch, LoadStep, Sink, SinkError, Step};
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
@@ -49,12 +45,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Why a group cannot run, or why it stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Something the config asks for is not built yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// The warehouse cannot be used at start.
     #[error(transparent)]
-    Warehouse(#[from] PostgresSinkError),
+    Warehouse(#[from] SinkError),
     /// Every source stopped on errors that retrying cannot fix.
     #[error("sources stopped on errors: {0}")]
     SourcesFailed(String),
@@ -68,7 +61,7 @@ pub enum SourceError {
     Read(#[from] ReadError),
     /// Loading into the warehouse failed.
     #[error(transparent)]
-    Load(#[from] PostgresSinkError),
+    Load(#[from] SinkError),
     /// Batching failed (a value the warehouse cannot hold, a name conflict).
     #[error(transparent)]
     Batch(#[from] BatchError),
@@ -118,41 +111,23 @@ impl SourceError {
     /// position or slot) where it will stop again after every retry, even once the cause is
     /// fixed, until it is moved past it.
     fn stuck_in_log(&self) -> bool {
-        match self {
-            SourceError::Read(ReadError::Mysql(e)) => match e {
-                BinlogError::Unsupported { at, .. } => !at.file.is_empty(),
-                BinlogError::PositionLost { .. }
-                | BinlogError::Checksum { .. }
-                | BinlogError::Corrupt { .. }
-                | BinlogError::Layout { .. }
-                | BinlogError::Row { .. } => true,
-                BinlogError::Server { .. } | BinlogError::BadStart(_) => false,
-            },
-            SourceError::Read(ReadError::Postgres(PgReadError::Slot(e))) => matches!(
-                e,
-                SlotError::Missing { .. } | SlotError::Lost { .. } | SlotError::Ahead { .. }
-            ),
-            _ => false,
-        }
+        matches!(self, SourceError::Read(e) if e.stuck_in_log())
     }
 }
 
 /// Runs every source of `config` until `shutdown` turns true; then each source loads what it
 /// has committed so far and stops.
 pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let WarehouseConfig::Postgres { url } = &config.warehouse else {
-        return Err(RunError::Unsupported(REDSHIFT_NOT_BUILT.into()));
-    };
-    let sink = PostgresSink::connect(url).await?;
-    sink.ensure_control_tables().await?;
+    let mut sink = sink::connect(&config.warehouse).await?;
+    sink.prepare().await?;
     drop(sink);
-    info!(group = %config.group.name, sources = config.sources.len(), warehouse = %url.redacted(), "group starting");
+    info!(group = %config.group.name, sources = config.sources.len(), warehouse = %config.warehouse.describe(), "group starting");
 
     let mut tasks = JoinSet::new();
     for source in &config.sources {
         let context = SourceContext {
             source: source.clone(),
-            warehouse: url.clone(),
+            warehouse: config.warehouse.clone(),
             limits: config.batch,
             spill_dir: config.group.state_dir.join("spill").join(&source.id),
             config_path: config.path.clone(),
@@ -177,7 +152,7 @@ pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Resu
 
 struct SourceContext {
     source: SourceConfig,
-    warehouse: SecretUrl,
+    warehouse: WarehouseConfig,
     limits: BatchConfig,
     spill_dir: PathBuf,
     /// The config file, for the commands messages tell the operator to run.
@@ -263,8 +238,8 @@ async fn run_source(
     for item in report.with_status(CheckStatus::Warn) {
         warn!(source = %source.id, check = %item.name, detail = %item.detail, fix = item.fix.as_deref(), "prerequisite warning (see `tidemark check`)");
     }
-    let mut sink = PostgresSink::connect(&context.warehouse).await?;
-    let checkpoint = sink.read_checkpoint(&source.id).await?;
+    let mut sink = sink::connect(&context.warehouse).await?;
+    let checkpoint = sink.read_progress(&source.id).await?;
     let opened = tokio::select! {
         opened = SourceReader::open(source, checkpoint.as_ref()) => opened?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
@@ -360,12 +335,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type LoadResult = (PostgresSink, Batch, Result<Duration, PostgresSinkError>);
+type LoadResult = (Box<dyn Sink>, Batch, Result<Duration, SinkError>);
 
 /// Loads one batch at a time in the background, retrying connection failures in place.
 struct Loader {
     source_id: Arc<str>,
-    idle: Option<PostgresSink>,
+    idle: Option<Box<dyn Sink>>,
     busy: Option<tokio::task::JoinHandle<LoadResult>>,
     slow_after: Duration,
     loaded_changes: u64,
@@ -375,7 +350,7 @@ struct Loader {
 }
 
 impl Loader {
-    fn new(sink: PostgresSink, source_id: Arc<str>, slow_after: Duration) -> Loader {
+    fn new(sink: Box<dyn Sink>, source_id: Arc<str>, slow_after: Duration) -> Loader {
         Loader {
             source_id,
             idle: Some(sink),
@@ -466,8 +441,9 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
-/// Passes a position the warehouse committed on to the reader (a Postgres slot may then release
-/// the WAL before it); a committed batch is progress, so the source's backoff starts over.
+/// Passes a position the warehouse committed on to the reader (a server that keeps its log for
+/// the source, such as a replication slot, may then release what is before it); a committed
+/// batch is progress, so the source's backoff starts over.
 fn confirm_loaded(
     confirm: &watch::Sender<Option<ResumePoint>>,
     loaded: Option<ResumePoint>,
@@ -483,7 +459,7 @@ fn confirm_loaded(
 /// Applies `batch`, riding out connection failures: after each, reconnect and check whether
 /// the commit landed before trying again. Gives up only on errors waiting cannot fix.
 async fn load_with_retry(
-    mut sink: PostgresSink,
+    mut sink: Box<dyn Sink>,
     mut batch: Batch,
     source_id: Arc<str>,
     slow_after: Duration,
@@ -509,7 +485,7 @@ async fn load_with_retry(
         let wait = backoff.next_wait();
         warn!(source = %source_id, error = %error, retry_in = ?wait, "loading a batch failed; retrying");
         tokio::time::sleep(wait).await;
-        match reconnect_and_check(&batch, &source_id, &mut sink).await {
+        match sink.committed(&batch).await {
             Ok(true) => return (sink, batch, Ok(started.elapsed())),
             Ok(false) => {}
             Err(e) if e.kind() == ErrorKind::Retry => {
@@ -552,18 +528,4 @@ async fn warn_while_slow<T>(
             }
         }
     }
-}
-
-/// Opens a new connection if the old one broke; true when the batch's checkpoint is already
-/// committed (the connection broke after COMMIT reached the server).
-async fn reconnect_and_check(
-    batch: &Batch,
-    source_id: &str,
-    sink: &mut PostgresSink,
-) -> Result<bool, PostgresSinkError> {
-    if sink.is_closed() {
-        *sink = sink.reconnect().await?;
-    }
-    let committed = sink.read_checkpoint(source_id).await?;
-    Ok(committed.as_ref() == Some(&batch.checkpoint.resume_point))
 }

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::reader::{ReadError, restart_at_end};
-use crate::config::{Config, WarehouseConfig};
+use crate::config::Config;
 use crate::event::ResumePoint;
-use crate::sink::postgres::{PostgresSink, PostgresSinkError};
-use crate::sink::{Batch, REDSHIFT_NOT_BUILT};
+use crate::sink::{self, Batch, SinkError};
 
 /// Why a skip did not happen (the checkpoint is unchanged).
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +27,9 @@ pub enum SkipError {
         /// The ids the config has.
         known: String,
     },
-    /// The warehouse kind cannot be loaded yet.
-    #[error("{0}")]
-    Unsupported(&'static str),
-    /// Reading or writing the checkpoint failed.
+    /// Reading or writing the checkpoint failed (or the warehouse kind cannot be loaded yet).
     #[error(transparent)]
-    Warehouse(#[from] PostgresSinkError),
+    Warehouse(#[from] SinkError),
     /// The source's end of log could not be read (or its new slot made).
     #[error(transparent)]
     Source(#[from] ReadError),
@@ -56,12 +52,9 @@ pub async fn skip_to_end(config: &Config, source_id: &str) -> Result<Skipped, Sk
             known: config.source_ids(),
         });
     };
-    let WarehouseConfig::Postgres { url } = &config.warehouse else {
-        return Err(SkipError::Unsupported(REDSHIFT_NOT_BUILT));
-    };
-    let mut sink = PostgresSink::connect(url).await?;
-    sink.ensure_control_tables().await?;
-    let from = sink.read_checkpoint(source_id).await?;
+    let mut sink = sink::connect(&config.warehouse).await?;
+    sink.prepare().await?;
+    let from = sink.read_progress(source_id).await?;
     let to = restart_at_end(source).await?;
     let mut record = Batch::position_only(Arc::from(source_id), to.clone());
     sink.apply(&mut record).await?;

@@ -1,21 +1,107 @@
 //! Warehouse loaders: a [`Batch`] of encoded changes plus the checkpoint it completes, applied in
-//! one warehouse transaction.
+//! one warehouse transaction, behind the [`Sink`] trait.
 //!
 //! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
 //! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
 //! stages the rows, applies the last change per key, and records the checkpoint, all or
-//! nothing. Sinks see only `event/` types and the batch; they know nothing about sources.
+//! nothing. Sinks see only `event/` types and the batch; they know nothing about sources. The
+//! pipeline knows sinks only through [`Sink`] and [`connect`], the one factory: a new sink is a
+//! folder here plus one line in [`connect`].
 
 pub mod last_change;
+pub mod null;
 pub mod postgres;
 pub mod staging;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::config::WarehouseConfig;
+use crate::error::ErrorKind;
+
 use crate::event::ResumePoint;
 pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
+
+/// A sink's failure as the pipeline sees it: the sink's own error, and whether waiting can fix
+/// it (the pipeline's retry loops decide from the kind alone).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SinkError {
+    kind: ErrorKind,
+    #[source]
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SinkError {
+    /// Wraps a sink's error with its kind.
+    pub fn new(
+        kind: ErrorKind,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        SinkError {
+            kind,
+            error: error.into(),
+        }
+    }
+
+    /// Whether waiting can fix it.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+/// What a [`Sink`] method returns: boxed, so that sinks can be chosen at run time.
+pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> + Send + 'a>>;
+
+/// A warehouse connection that applies one source's batches, each with its progress.
+///
+/// What a caller relies on, and an implementer must keep:
+/// - **All or nothing.** [`Sink::apply`] commits a batch's rows and its checkpoint together, or
+///   neither: progress is durable only with the data it covers.
+/// - **In order.** The caller offers one source's batches in source order, one at a time, and
+///   never a batch before the one it follows has committed.
+/// - **Idempotent under replay.** After a crash the caller may offer changes again that already
+///   committed (it resumes from the committed checkpoint, and a batch whose commit was in
+///   flight may come again): applying them again must change nothing, since the target keeps the
+///   last change per key (or, for a table without a key, the checkpoint says what is in).
+/// - **Honest about commits.** After `apply` failed, [`Sink::committed`] says whether that batch
+///   committed anyway (the connection broke after COMMIT reached the server), reconnecting first
+///   if it must.
+/// - Errors carry their [`ErrorKind`]; the caller retries, waits for an operator or stops on
+///   that alone.
+pub trait Sink: Send {
+    /// Creates the warehouse's control tables if they are missing.
+    fn prepare(&mut self) -> SinkFuture<'_, ()>;
+
+    /// The committed checkpoint of `source_id`, if it has one.
+    fn read_progress<'a>(&'a mut self, source_id: &'a str) -> SinkFuture<'a, Option<ResumePoint>>;
+
+    /// Applies `batch` and its checkpoint in one transaction.
+    fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()>;
+
+    /// After a failed [`Sink::apply`]: whether `batch`'s checkpoint is committed, reconnecting
+    /// first when the connection is gone.
+    fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool>;
+
+    /// What the load in progress is doing, for reports of slow loads; valid while `apply` runs.
+    fn load_step(&self) -> LoadStep;
+}
+
+/// Opens a sink on the configured warehouse: the one place that maps a warehouse kind to its
+/// sink.
+pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
+    match warehouse {
+        WarehouseConfig::Postgres { url } => {
+            Ok(Box::new(postgres::PostgresSink::connect(url).await?))
+        }
+        WarehouseConfig::Redshift(_) => {
+            Err(SinkError::new(ErrorKind::Operator, REDSHIFT_NOT_BUILT))
+        }
+    }
+}
 
 /// Why a `kind = "redshift"` warehouse is refused, by `run` and `check` alike, until its sink
 /// exists.

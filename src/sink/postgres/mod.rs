@@ -18,7 +18,9 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
-use super::{Batch, Checkpoint, LoadStep, Step, TableChanges, TargetTable};
+use super::{
+    Batch, Checkpoint, LoadStep, Sink, SinkError, SinkFuture, Step, TableChanges, TargetTable,
+};
 use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 use crate::event::{Column, ResumePoint, TableSchema};
@@ -161,6 +163,34 @@ fn describe(error: &tokio_postgres::Error) -> String {
             }
             text
         }
+    }
+}
+
+impl From<PostgresSinkError> for SinkError {
+    fn from(error: PostgresSinkError) -> Self {
+        SinkError::new(error.kind(), error)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn prepare(&mut self) -> SinkFuture<'_, ()> {
+        Box::pin(async move { Ok(self.ensure_control_tables().await?) })
+    }
+
+    fn read_progress<'a>(&'a mut self, source_id: &'a str) -> SinkFuture<'a, Option<ResumePoint>> {
+        Box::pin(async move { Ok(self.read_checkpoint(source_id).await?) })
+    }
+
+    fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()> {
+        Box::pin(async move { Ok(PostgresSink::apply(self, batch).await?) })
+    }
+
+    fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool> {
+        Box::pin(async move { Ok(PostgresSink::committed(self, batch).await?) })
+    }
+
+    fn load_step(&self) -> LoadStep {
+        PostgresSink::load_step(self)
     }
 }
 
@@ -353,6 +383,15 @@ impl PostgresSink {
             self.schemas.clear();
         }
         result
+    }
+
+    /// Whether `batch`'s checkpoint is the committed one, on a new connection if this one broke.
+    pub async fn committed(&mut self, batch: &Batch) -> Result<bool, PostgresSinkError> {
+        if self.is_closed() {
+            *self = self.reconnect().await?;
+        }
+        let committed = self.read_checkpoint(&batch.source_id).await?;
+        Ok(committed.as_ref() == Some(&batch.checkpoint.resume_point))
     }
 
     async fn apply_once(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {

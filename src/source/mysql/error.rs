@@ -124,6 +124,23 @@ impl BinlogError {
     }
 }
 
+impl BinlogError {
+    /// True when the error is about a place in the binlog (an event that cannot be replicated or
+    /// decoded, a purged position): retrying meets it again even after the server is fixed.
+    pub fn stuck_in_log(&self) -> bool {
+        match self {
+            // Found at no event: the server's setting, fixed by fixing the server.
+            BinlogError::Unsupported { at, .. } => !at.file.is_empty(),
+            BinlogError::PositionLost { .. }
+            | BinlogError::Checksum { .. }
+            | BinlogError::Corrupt { .. }
+            | BinlogError::Layout { .. }
+            | BinlogError::Row { .. } => true,
+            BinlogError::Server { .. } | BinlogError::BadStart(_) => false,
+        }
+    }
+}
+
 /// MySQL error codes that an operator has to fix (grants, passwords, unknown database).
 const OPERATOR_CODES: &[u16] = &[1044, 1045, 1049, 1142, 1227, 1698, 1226, 3118];
 

@@ -78,6 +78,19 @@ impl PgReadError {
     }
 }
 
+impl PgReadError {
+    /// True when the slot cannot continue from the checkpoint (missing, lost, or ahead of it):
+    /// retrying meets the same gap until the source is moved past it.
+    pub fn stuck_in_log(&self) -> bool {
+        matches!(
+            self,
+            PgReadError::Slot(
+                SlotError::Missing { .. } | SlotError::Lost { .. } | SlotError::Ahead { .. }
+            )
+        )
+    }
+}
+
 /// An open Postgres source.
 pub struct PgReader {
     source_id: Arc<str>,
