@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crash;
 pub mod error;
 pub mod event;
 pub mod observe;

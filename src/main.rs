@@ -104,6 +104,7 @@ enum InspectCommand {
 }
 
 fn main() -> ExitCode {
+    let _crash_points = tidemark::crash::setup();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

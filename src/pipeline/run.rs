@@ -25,6 +25,7 @@ use crate::check::{CheckStatus, check_source};
 use crate::config::{BatchConfig, Config, SourceConfig, WarehouseConfig};
 use crate::error::ErrorKind;
 use crate::event::ResumePoint;
+use crate::crash::{self, crash_point};
 use crate::observe::seconds;
 use crate::retry::Backoff;
 use crate::sink::{self, Batch, LoadStep, Sink, SinkError, Step};
@@ -450,6 +451,7 @@ fn confirm_loaded(
     backoff: &mut Backoff,
 ) {
     if loaded.is_some() {
+        crash_point(crash::AFTER_COMMIT_BEFORE_ACK);
         backoff.reset();
         // The reader may be gone (shutting down): nothing to confirm to then.
         let _ = confirm.send(loaded);

@@ -22,6 +22,7 @@ use super::{
     Batch, Checkpoint, LoadStep, Sink, SinkError, SinkFuture, Step, TableChanges, TargetTable,
 };
 use crate::config::SecretUrl;
+use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{Column, ResumePoint, TableSchema};
 use sql::{KeyedApply, Pass};
@@ -441,8 +442,10 @@ impl PostgresSink {
                 append_tables.push(i);
             }
         }
+        crash_point(crash::AFTER_APPLY);
         step.set(Step::Checkpoint);
         write_checkpoint(tx, &batch.source_id, &batch.checkpoint).await?;
+        crash_point(crash::BEFORE_COMMIT);
         step.set(Step::Commit);
         client_tx
             .commit()
@@ -719,6 +722,7 @@ async fn load_table(
         }
         sink.finish().await.map_err(sql_error(context()))?;
     }
+    crash_point(crash::AFTER_STAGING_COPY);
     if let Some(seq) = changes.truncate_at {
         tx.batch_execute(&sql::truncate(target))
             .await
