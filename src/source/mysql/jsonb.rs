@@ -7,6 +7,30 @@
 //! DECIMAL as a number with exactly its stored digits and scale (`9.00`), anything else as `"base64:type<N>:<base64>"`. Malformed input
 //! (bad offsets, truncation, unknown types, nesting deeper than [`MAX_DEPTH`], or documents
 //! whose entries alias each other to blow up the output) is an error, never a panic.
+//!
+//! Why not `mysql_common`'s `binlog::jsonb` (0.37.3, which `mysql_async::binlog` re-exports):
+//! it prints DATE/TIME/DATETIME/TIMESTAMP, `base64:type<N>:` opaques, escapes and 40-digit
+//! decimal digits exactly as this module does, but, tried on the same inputs:
+//! - Its text comes from `Value::parse` -> `JsonDom` -> `serde_json::Value` (the direct
+//!   `TryFrom<Value> for serde_json::Value` refuses any opaque value), and on that path:
+//!   - DECIMALs become JSON strings: `{"e":9.00}` prints `{"e":"9.00"}`, and the fixture
+//!     `json-opaque.binlog`'s `{"d":123.456}` prints `{"d":"123.456"}`.
+//!   - Object keys come out sorted bytewise (a `BTreeMap`, and serde_json without
+//!     `preserve_order`), not in MySQL's stored order ([`key_order`]): stored `b, z, aa, ab`
+//!     prints `{"aa":3,"ab":4,"b":1,"z":2}`. [`JsonNode`] and the diffs of
+//!     [`super::jsondiff`] need MySQL's order.
+//!   - Doubles print `1e+300` and `1e+16` where this module prints `1e300` and `1e16`; NaN
+//!     and infinity (corrupt documents) print `0` instead of failing.
+//!   - A key that is not UTF-8 becomes U+FFFD instead of an error.
+//! - Corrupt documents can kill the process: an opaque DECIMAL whose scale exceeds its
+//!   precision underflows in `decimal_bin_size` (a panic in debug builds; in release an
+//!   allocation of 8.2e18 bytes that aborts). 253 of the 19,533 one-byte corruptions and
+//!   truncations of a 60-byte test document hit it. Nesting has no limit and the decoder
+//!   recurses once per level: 10,000 nested arrays (130 KB) overflow a 2 MiB stack (a tokio
+//!   worker's) and 50,000 an 8 MiB one, which aborts. Entries aliasing one child are
+//!   expanded without bound: 225 bytes printed as 21 MB, doubling with each level.
+//! - `mysql_async` does not re-export `mysql_common::io::ParseBuf`, so a `jsonb::Value` can
+//!   only come out of `mysql_common`'s row decoder, which [`super::layout`] replaces.
 
 use std::fmt::Write;
 

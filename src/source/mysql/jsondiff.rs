@@ -19,6 +19,16 @@
 //! Guarantees: no panic on any input; a diff that MySQL would reject, a malformed path or
 //! value, or a result nested deeper than [`MAX_DEPTH`] is a [`JsonDiffError`] naming the
 //! operation and the path, never a document that differs from what MySQL stored.
+//!
+//! Why not `mysql_common`'s `binlog::jsondiff` (0.37.3, re-exported by `mysql_async::binlog`):
+//! its `JsonDiff` only reads one diff's operation, path and value, which [`Diffs`] does in a
+//! few lines. It does not parse the path (it hands back the bytes: `$[*` and a non-UTF-8 path
+//! read without complaint), and nothing in the crate applies diffs to a document: its row
+//! decoder returns `BinlogValue::JsonDiff(Vec<JsonDiff>)` and leaves the rest, which is this
+//! module's work, to the caller. Its values are `binlog::jsonb` values, whose printing does
+//! not keep MySQL's key order or DECIMALs as numbers (see [`super::jsonb`]). And like that
+//! module it is reachable only through `mysql_common`'s row decoder, since `mysql_async`
+//! does not re-export `ParseBuf`.
 
 use std::fmt;
 
