@@ -8,7 +8,9 @@ use tokio_postgres::types::ToSql;
 
 use tidemark::config::{Config, SourceConfig};
 
-use super::pipeline::{Tidemark, Warehouse, pg_rows, poll};
+use super::poll::poll;
+use super::tidemark::Tidemark;
+use super::warehouse::{Warehouse, pg_rows};
 
 /// A validated Postgres source `id` reading the database at `url`, including `shop.*`, with slot
 /// `{names}_slot` and publication `{names}_pub` (unique names: test processes share the server).
@@ -168,7 +170,7 @@ impl Drop for SlotGuard {
                 return;
             };
             runtime.block_on(async {
-                let Ok(client) = super::pipeline::try_pg_client(&url).await else {
+                let Ok(client) = super::warehouse::try_pg_client(&url).await else {
                     return;
                 };
                 // The walsender of a killed tidemark may take a moment to notice.
@@ -364,7 +366,7 @@ pub fn parse_lsn(text: &str) -> u64 {
 /// `len` letters and digits no compressor can shrink by much, so Postgres stores them TOASTed.
 pub fn incompressible_text(len: usize, seed: u64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = super::pipeline::Rng::new(seed);
+    let mut rng = super::ids::Rng::new(seed);
     (0..len)
         .map(|_| char::from(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]))
         .collect()
