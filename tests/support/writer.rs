@@ -16,15 +16,12 @@ pub const WORKLOAD_COLUMNS: &str = "id INT PRIMARY KEY, v BIGINT NOT NULL, \
      s VARCHAR(64) CHARACTER SET utf8mb4, d DECIMAL(12,3), ts DATETIME(6), b VARBINARY(16), \
      j JSON";
 
-/// Creates the writer's tables `names` in the connection's database.
-pub async fn create_workload_tables(conn: &mut mysql_async::Conn, names: &[&str]) {
-    for name in names {
-        conn.query_drop(format!(
-            "CREATE TABLE `{name}` ({WORKLOAD_COLUMNS}) CHARACTER SET utf8mb4"
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("CREATE TABLE {name}: {e}"));
-    }
+/// The statements creating the writer's tables `names`.
+pub fn workload_tables(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| format!("CREATE TABLE `{name}` ({WORKLOAD_COLUMNS}) CHARACTER SET utf8mb4"))
+        .collect()
 }
 
 /// What a writer did.
