@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    CONVERGE, GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, Writer, closed_port,
-    create_database_on, fresh_warehouse, seed, wait_checkpoint, wait_tables_equal, wait_until,
-    workload_tables,
+    CONVERGE, GroupConfig, MysqlSetup, Rng, Source, SourceConfig, TablePair, Tidemark, Writer,
+    closed_port, create_database_on, fresh_warehouse, seed, wait_checkpoint, wait_tables_equal,
+    wait_until, workload_tables,
 };
 
 /// The table the multi-source tests replicate.
@@ -148,9 +148,7 @@ async fn sigterm_loads_the_changes_already_read_before_exiting() {
         s.tm.stderr()
     );
     // No restart: what tidemark had read must be in the warehouse now.
-    let diff =
-        support::pipeline::table_diff(&mut s.conn, &s.wh.client, &s.db, "d", &s.schema, "d").await;
-    if let Err(diff) = diff {
+    if let Err(diff) = s.diff(&["d"]).await {
         panic!(
             "after SIGTERM (exit 0) the target lacks changes committed 1 s before:\n{diff}\nstderr:\n{}",
             s.tm.stderr()
@@ -228,11 +226,9 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     s.converge(&["t"]).await;
     wait_tables_equal(
         &mut s.tm,
-        &mut lost_conn,
-        &s.wh,
-        &lost_db,
-        &["t"],
-        &lost_schema,
+        &mut Source::Mysql(&mut lost_conn),
+        &s.wh.client,
+        &TablePair::mysql(&lost_db, &["t"], &lost_schema),
         CONVERGE,
     )
     .await;
@@ -273,11 +269,9 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     s.converge(&["t"]).await;
     wait_tables_equal(
         &mut s.tm,
-        &mut lost_conn,
-        &s.wh,
-        &lost_db,
-        &["t"],
-        &lost_schema,
+        &mut Source::Mysql(&mut lost_conn),
+        &s.wh.client,
+        &TablePair::mysql(&lost_db, &["t"], &lost_schema),
         CONVERGE,
     )
     .await;

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::pipeline::{CONVERGE, MysqlSetup, table_diff, wait_until};
+use support::pipeline::{CONVERGE, MysqlSetup, wait_until};
 use support::type_matrix::{
     COLUMNS, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, create_table_statements, insert,
 };
@@ -70,7 +70,6 @@ async fn every_type_lands_equal_through_insert_update_delete() {
 async fn target_columns_have_the_documented_types_and_key() {
     let mut s = MysqlSetup::start("pl_coltypes", SOURCE, &create_table_statements()).await;
     let schema = s.schema.clone();
-    let db = s.db.clone();
     s.conn.query_drop(insert(4, TYPICAL)).await.unwrap();
     let exists = wait_until(CONVERGE, async || {
         s.wh.table_exists(&schema, "matrix").await
@@ -136,7 +135,7 @@ async fn target_columns_have_the_documented_types_and_key() {
          bn = '\\x00'::bytea || bn"
     ))
     .await;
-    let diff = table_diff(&mut s.conn, &s.wh.client, &db, "matrix", &schema, "matrix").await;
+    let diff = s.diff(&["matrix"]).await;
     let diff = diff.expect_err("a changed target must differ");
     assert!(diff.contains("dtm6") && diff.contains("bn"), "{diff}");
 }

@@ -1,10 +1,12 @@
-//! The source-vs-target table comparison every pipeline test ends with.
+//! The source-vs-target table comparison every pipeline test ends with, for both source kinds:
+//! [`assert_tables_equal`], and [`wait_tables_equal`] while tidemark catches up.
 //!
-//! The comparison canonicalises each column by its MySQL type, in SQL on both sides (plus a
-//! little Rust for floats, zero dates and JSON), following the mapping in
-//! `docs/warehouse-postgres.md`: rows are matched by primary key, and a readable diff (the first
-//! differing rows, column by column) is returned when they differ. A key present twice in the
-//! target is always a difference.
+//! Each column is printed canonically on both sides. A MySQL column is canonicalised by its type,
+//! in SQL on both sides (plus a little Rust for floats, zero dates and JSON), following the
+//! mapping in `docs/warehouse-postgres.md`; a Postgres column is compared as both servers print
+//! it. Rows are matched by primary key, and a readable diff (the first differing rows, column by
+//! column) is returned when they differ. A key present twice in the target is always a
+//! difference. Postgres tables without a key are compared as multisets of rows.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -15,7 +17,7 @@ use tokio_postgres::Client;
 
 use super::poll::poll;
 use super::tidemark::Tidemark;
-use super::warehouse::{Warehouse, pg_rows, sql_literal};
+use super::warehouse::{pg_column_types, pg_primary_key, pg_rows, sql_literal};
 
 /// How a column is canonicalised on both sides.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,6 +48,8 @@ pub enum Kind {
     Bit(u32),
     /// MySQL JSON: the parsed document.
     Json,
+    /// A Postgres source column: the text its type's output function prints, on both sides.
+    Printed,
 }
 
 impl Kind {
@@ -95,6 +99,7 @@ impl Kind {
             Kind::Text => format!("CONVERT({c} USING utf8mb4)"),
             Kind::Bytes => format!("HEX({c})"),
             Kind::Bit(n) => format!("LPAD(BIN({c} + 0), {n}, '0')"),
+            Kind::Printed => unreachable!("a Postgres column is never read from MySQL"),
         }
     }
 
@@ -102,9 +107,13 @@ impl Kind {
     pub fn pg_expr(self, name: &str) -> String {
         let p = pg_ident(name);
         match self {
-            Kind::Int | Kind::Decimal | Kind::Label | Kind::Text | Kind::Bit(_) | Kind::Json => {
-                format!("{p}::text")
-            }
+            Kind::Int
+            | Kind::Decimal
+            | Kind::Label
+            | Kind::Text
+            | Kind::Bit(_)
+            | Kind::Json
+            | Kind::Printed => format!("{p}::text"),
             Kind::Float | Kind::Double => format!("{p}::float8::text"),
             Kind::Date => format!("to_char({p}, 'YYYY-MM-DD')"),
             Kind::DateTime => format!("to_char({p}, 'YYYY-MM-DD HH24:MI:SS.US')"),
@@ -144,19 +153,107 @@ pub fn pg_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Where the source tables of a comparison are read.
+pub enum Source<'a> {
+    /// A MySQL/MariaDB server; a pair's source schema is the database.
+    Mysql(&'a mut mysql_async::Conn),
+    /// A Postgres source database.
+    Postgres(&'a Client),
+}
+
+/// A source table, the warehouse table it must equal, and the source columns left out.
+#[derive(Clone, Debug)]
+pub struct TablePair {
+    /// `(schema, table)` at the source (for MySQL the schema is the database).
+    pub source: (String, String),
+    /// `(schema, table)` in the warehouse.
+    pub target: (String, String),
+    /// Source columns not compared (e.g. added with a default the binlog does not backfill).
+    pub skip: Vec<String>,
+}
+
+impl TablePair {
+    /// Source `schema.table` against warehouse `target_schema.target`.
+    pub fn new((schema, table): (&str, &str), (target_schema, target): (&str, &str)) -> Self {
+        TablePair {
+            source: (schema.to_string(), table.to_string()),
+            target: (target_schema.to_string(), target.to_string()),
+            skip: Vec::new(),
+        }
+    }
+
+    /// Each of `tables` of MySQL database `db` against its target: the same name lowercased,
+    /// in warehouse schema `schema`.
+    pub fn mysql(db: &str, tables: &[&str], schema: &str) -> Vec<Self> {
+        tables
+            .iter()
+            .map(|t| TablePair::new((db, t), (schema, &t.to_lowercase())))
+            .collect()
+    }
+
+    /// This pair with the source columns `columns` left out of the comparison.
+    pub fn skipping(mut self, columns: &[&str]) -> Self {
+        self.skip.extend(columns.iter().map(|c| c.to_string()));
+        self
+    }
+}
+
+impl From<((&str, &str), (&str, &str))> for TablePair {
+    fn from((source, target): ((&str, &str), (&str, &str))) -> Self {
+        TablePair::new(source, target)
+    }
+}
+
 /// A source column as the comparison sees it.
 #[derive(Clone, Debug)]
 pub struct SourceColumn {
     /// Name (as in the source).
     pub name: String,
+    /// Its name in the target (MySQL names land lowercased).
+    pub target_name: String,
     /// Comparison kind.
     pub kind: Kind,
-    /// information_schema COLUMN_TYPE.
+    /// The source's type, for diff lines (MySQL COLUMN_TYPE, Postgres format_type).
     pub column_type: String,
 }
 
-/// The columns (in order) and primary key columns of `db.table` at the source.
-pub async fn source_columns(
+type Row = Vec<Option<String>>;
+
+/// A source table read for a comparison: its columns, its key (positions in `columns`; empty for
+/// a Postgres table without one) and its rows, canonical.
+struct SourceTable {
+    columns: Vec<SourceColumn>,
+    key: Vec<usize>,
+    rows: Vec<Row>,
+}
+
+impl Source<'_> {
+    /// The columns (but `skip`), key and rows of source table `schema.table`.
+    async fn read(
+        &mut self,
+        (schema, table): &(String, String),
+        skip: &[String],
+    ) -> Result<SourceTable, String> {
+        let (mut columns, key) = match self {
+            Source::Mysql(my) => mysql_columns(my, schema, table).await,
+            Source::Postgres(pg) => postgres_columns(pg, schema, table).await?,
+        };
+        columns.retain(|c| !skip.contains(&c.name));
+        let key: Vec<usize> = key
+            .iter()
+            .map(|k| columns.iter().position(|c| &c.name == k).unwrap())
+            .collect();
+        let rows = match self {
+            Source::Mysql(my) => mysql_rows(my, schema, table, &columns).await,
+            // The source's own names: `target_name` is `name` for a Postgres column.
+            Source::Postgres(pg) => postgres_rows(pg, schema, table, &columns).await?,
+        };
+        Ok(SourceTable { columns, key, rows })
+    }
+}
+
+/// The columns (in order) and primary key columns of MySQL table `db.table`.
+async fn mysql_columns(
     my: &mut mysql_async::Conn,
     db: &str,
     table: &str,
@@ -179,10 +276,15 @@ pub async fn source_columns(
         )
         .await
         .unwrap();
+    assert!(
+        !key.is_empty(),
+        "{db}.{table} has no primary key: compare append-mode tables explicitly"
+    );
     let cols = cols
         .into_iter()
         .map(|(name, data_type, column_type)| SourceColumn {
             kind: Kind::of(&data_type, &column_type),
+            target_name: name.to_lowercase(),
             name,
             column_type,
         })
@@ -190,10 +292,8 @@ pub async fn source_columns(
     (cols, key)
 }
 
-type Row = Vec<Option<String>>;
-
-/// Every row of the source table, canonical, in `columns` order.
-pub async fn source_rows(
+/// Every row of MySQL table `db.table`, canonical, in `columns` order.
+async fn mysql_rows(
     my: &mut mysql_async::Conn,
     db: &str,
     table: &str,
@@ -229,11 +329,31 @@ pub async fn source_rows(
         .collect()
 }
 
-/// Every row of the target table, canonical, in `columns` order (names lowercased).
-pub async fn target_rows(
+/// The columns (in order) and primary key columns of Postgres table `schema.table`.
+async fn postgres_columns(
     pg: &Client,
     schema: &str,
-    target: &str,
+    table: &str,
+) -> Result<(Vec<SourceColumn>, Vec<String>), String> {
+    let columns = pg_column_types(pg, schema, table)
+        .await?
+        .into_iter()
+        .map(|(name, column_type)| SourceColumn {
+            target_name: name.clone(),
+            name,
+            kind: Kind::Printed,
+            column_type,
+        })
+        .collect();
+    Ok((columns, pg_primary_key(pg, schema, table).await?))
+}
+
+/// Every row of Postgres table `schema.table` (source or warehouse), canonical, in `columns`
+/// order, each column read by its `target_name`.
+async fn postgres_rows(
+    pg: &Client,
+    schema: &str,
+    table: &str,
     columns: &[SourceColumn],
 ) -> Result<Vec<Row>, String> {
     let present: HashSet<String> = pg_rows(
@@ -242,7 +362,7 @@ pub async fn target_rows(
             "SELECT column_name FROM information_schema.columns \
              WHERE table_schema = {} AND table_name = {}",
             sql_literal(schema),
-            sql_literal(target)
+            sql_literal(table)
         ),
     )
     .await?
@@ -250,27 +370,27 @@ pub async fn target_rows(
     .filter_map(|r| r.into_iter().next().flatten())
     .collect();
     if present.is_empty() {
-        return Err(format!("target table {schema}.{target} does not exist"));
+        return Err(format!("table {schema}.{table} does not exist"));
     }
     let missing: Vec<&str> = columns
         .iter()
-        .map(|c| c.name.as_str())
-        .filter(|n| !present.contains(&n.to_lowercase()))
+        .map(|c| c.target_name.as_str())
+        .filter(|n| !present.contains(*n))
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "target table {schema}.{target} lacks source columns {missing:?} (has {present:?})"
+            "table {schema}.{table} lacks source columns {missing:?} (has {present:?})"
         ));
     }
     let exprs: Vec<String> = columns
         .iter()
-        .map(|c| c.kind.pg_expr(&c.name.to_lowercase()))
+        .map(|c| c.kind.pg_expr(&c.target_name))
         .collect();
     let sql = format!(
         "SELECT {} FROM {}.{}",
         exprs.join(", "),
         pg_ident(schema),
-        pg_ident(target)
+        pg_ident(table)
     );
     let rows = pg_rows(pg, &sql).await?;
     Ok(rows
@@ -296,47 +416,100 @@ pub fn show(v: &Option<String>) -> String {
     }
 }
 
-/// Compares source table `db.table` with target `schema.target` by primary key. Ok(row count)
-/// when equal and no key is doubled; else a diff naming the first differing rows.
-pub async fn table_diff(
-    my: &mut mysql_async::Conn,
-    pg: &Client,
-    db: &str,
-    table: &str,
-    schema: &str,
-    target: &str,
-) -> Result<usize, String> {
-    table_diff_except(my, pg, db, table, schema, target, &[]).await
+/// `row` as `{name=value, ...}` for a diff line.
+fn show_row(columns: &[SourceColumn], row: &Row) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .zip(row)
+        .map(|(c, v)| format!("{}={}", c.name, show(v)))
+        .collect();
+    format!("{{{}}}", values.join(", "))
 }
 
-/// As `table_diff`, leaving the source columns `skip` out of the comparison.
-pub async fn table_diff_except(
-    my: &mut mysql_async::Conn,
-    pg: &Client,
-    db: &str,
-    table: &str,
-    schema: &str,
-    target: &str,
-    skip: &[&str],
+/// Compares one source table with its target. Ok(row count) when equal and no key is doubled;
+/// else a diff naming the first differing rows.
+async fn table_diff(
+    source: &mut Source<'_>,
+    warehouse: &Client,
+    pair: &TablePair,
 ) -> Result<usize, String> {
-    let (mut columns, key) = source_columns(my, db, table).await;
-    columns.retain(|c| !skip.contains(&c.name.as_str()));
-    assert!(
-        !key.is_empty(),
-        "{db}.{table} has no primary key: compare append-mode tables explicitly"
+    let table = source.read(&pair.source, &pair.skip).await?;
+    let (target_schema, target) = &pair.target;
+    let target_rows = postgres_rows(warehouse, target_schema, target, &table.columns).await?;
+    let name = format!(
+        "{}.{} -> {target_schema}.{target}",
+        pair.source.0, pair.source.1
     );
-    let key_idx: Vec<usize> = key
-        .iter()
-        .map(|k| columns.iter().position(|c| &c.name == k).unwrap())
-        .collect();
-    let source_data = source_rows(my, db, table, &columns).await;
-    let target_data = target_rows(pg, schema, target, &columns).await?;
-    diff_rows(&columns, &key_idx, source_data, target_data)
-        .map_err(|d| format!("{db}.{table} -> {schema}.{target}:\n{d}"))
+    let diff = if table.key.is_empty() {
+        diff_multisets(&table.columns, table.rows, target_rows)
+    } else {
+        diff_rows(&table.columns, &table.key, table.rows, target_rows)
+    };
+    diff.map_err(|d| format!("{name}:\n{d}"))
+}
+
+/// Compares every pair now: Ok(rows per pair) when all are equal, else the diffs of those that
+/// are not.
+pub async fn tables_diff(
+    source: &mut Source<'_>,
+    warehouse: &Client,
+    pairs: &[TablePair],
+) -> Result<Vec<usize>, String> {
+    let mut counts = Vec::new();
+    let mut failures = String::new();
+    for pair in pairs {
+        match table_diff(source, warehouse, pair).await {
+            Ok(rows) => counts.push(rows),
+            Err(d) => failures.push_str(&d),
+        }
+    }
+    if failures.is_empty() {
+        Ok(counts)
+    } else {
+        Err(failures)
+    }
+}
+
+/// Panics with the diff unless every source table of `pairs` equals its warehouse table now.
+pub async fn assert_tables_equal(source: &mut Source<'_>, warehouse: &Client, pairs: &[TablePair]) {
+    if let Err(diff) = tables_diff(source, warehouse, pairs).await {
+        panic!("target differs from the source:\n{diff}");
+    }
+}
+
+/// Waits until every source table of `pairs` equals its warehouse table. Panics with the diff
+/// if `timeout` passes or tidemark exits first.
+pub async fn wait_tables_equal(
+    tm: &mut Tidemark,
+    source: &mut Source<'_>,
+    warehouse: &Client,
+    pairs: &[TablePair],
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    let result = poll(timeout, async || {
+        let failures = match tables_diff(source, warehouse, pairs).await {
+            Ok(counts) => return Ok(counts),
+            Err(failures) => failures,
+        };
+        if let Some(status) = tm.try_exit() {
+            return Err(format!("tidemark exited ({status}); {failures}"));
+        }
+        Err(failures)
+    })
+    .await;
+    let names: Vec<&str> = pairs.iter().map(|p| p.source.1.as_str()).collect();
+    match result {
+        Ok(rows) => eprintln!(
+            "{names:?} equal after {:.1}s ({rows:?} rows)",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(diff) => panic!("target did not converge within {timeout:?}:\n{diff}"),
+    }
 }
 
 /// The diff of two row sets keyed by the columns `key_idx`.
-pub fn diff_rows(
+fn diff_rows(
     columns: &[SourceColumn],
     key_idx: &[usize],
     source: Vec<Row>,
@@ -369,14 +542,9 @@ pub fn diff_rows(
     for (k, s) in &src {
         match tgt.get(k) {
             None => problems.push(format!(
-                "missing in target: {} {{{}}}",
+                "missing in target: {} {}",
                 show_key(k),
-                columns
-                    .iter()
-                    .zip(s)
-                    .map(|(c, v)| format!("{}={}", c.name, show(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                show_row(columns, s)
             )),
             Some(t) if t != s => {
                 let cols: Vec<String> = columns
@@ -404,6 +572,39 @@ pub fn diff_rows(
             show_key(k)
         ));
     }
+    report(problems, source_len, target_len)
+}
+
+/// The diff of two row sets without a key: each distinct row must appear as often in both.
+fn diff_multisets(
+    columns: &[SourceColumn],
+    source: Vec<Row>,
+    target: Vec<Row>,
+) -> Result<usize, String> {
+    let (source_len, target_len) = (source.len(), target.len());
+    let mut counts: BTreeMap<Row, (usize, usize)> = BTreeMap::new();
+    for r in source {
+        counts.entry(r).or_default().0 += 1;
+    }
+    for r in target {
+        counts.entry(r).or_default().1 += 1;
+    }
+    let problems = counts
+        .iter()
+        .filter(|(_, (s, t))| s != t)
+        .map(|(row, (s, t))| {
+            let side = if s > t { "missing in" } else { "extra in" };
+            format!(
+                "{side} target (source {s}x, target {t}x): {}",
+                show_row(columns, row)
+            )
+        })
+        .collect();
+    report(problems, source_len, target_len)
+}
+
+/// Ok(source row count) when there are no `problems`, else the first of them.
+fn report(problems: Vec<String>, source_len: usize, target_len: usize) -> Result<usize, String> {
     if problems.is_empty() {
         return Ok(source_len);
     }
@@ -415,60 +616,4 @@ pub fn diff_rows(
         writeln!(text, "  {p}").unwrap();
     }
     Err(text)
-}
-
-/// Waits until every source table in `tables` (of `db`) equals its target (same name,
-/// lowercased, in `schema`). Panics with the diff if `timeout` passes or tidemark exits.
-pub async fn wait_tables_equal(
-    tm: &mut Tidemark,
-    my: &mut mysql_async::Conn,
-    wh: &Warehouse,
-    db: &str,
-    tables: &[&str],
-    schema: &str,
-    timeout: Duration,
-) {
-    let pairs: Vec<(&str, String)> = tables.iter().map(|t| (*t, t.to_lowercase())).collect();
-    wait_equal(tm, my, wh, db, &pairs, schema, &[], timeout).await;
-}
-
-/// Waits until each source table `db.source` of `pairs` equals target `schema.target`, the
-/// source columns `skip` left out. Panics with the diff if `timeout` passes or tidemark exits.
-#[allow(clippy::too_many_arguments)]
-pub async fn wait_equal(
-    tm: &mut Tidemark,
-    my: &mut mysql_async::Conn,
-    wh: &Warehouse,
-    db: &str,
-    pairs: &[(&str, String)],
-    schema: &str,
-    skip: &[&str],
-    timeout: Duration,
-) {
-    let started = Instant::now();
-    let result = poll(timeout, async || {
-        let mut failures = String::new();
-        for (table, target) in pairs {
-            if let Err(d) = table_diff_except(my, &wh.client, db, table, schema, target, skip).await
-            {
-                failures.push_str(&d);
-            }
-        }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        if let Some(status) = tm.try_exit() {
-            return Err(format!("tidemark exited ({status}); {failures}"));
-        }
-        Err(failures)
-    })
-    .await;
-    let names: Vec<&str> = pairs.iter().map(|p| p.0).collect();
-    match result {
-        Ok(()) => eprintln!(
-            "{names:?} equal after {:.1}s",
-            started.elapsed().as_secs_f64()
-        ),
-        Err(diff) => panic!("target did not converge within {timeout:?}:\n{diff}"),
-    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use super::compare::wait_equal;
+use super::compare::{Source, TablePair, tables_diff, wait_tables_equal};
 use super::config::{GroupConfig, SourceConfig};
 use super::poll::wait_checkpoint;
 use super::tidemark::Tidemark;
@@ -120,18 +120,18 @@ impl MysqlSetup {
     }
 
     async fn compare(&mut self, tables: &[&str], skip: &[&str], timeout: Duration) {
-        let pairs: Vec<(&str, String)> = tables.iter().map(|t| (*t, t.to_lowercase())).collect();
-        wait_equal(
-            &mut self.tm,
-            &mut self.conn,
-            &self.wh,
-            &self.db,
-            &pairs,
-            &self.schema,
-            skip,
-            timeout,
-        )
-        .await;
+        let pairs: Vec<TablePair> = TablePair::mysql(&self.db, tables, &self.schema)
+            .into_iter()
+            .map(|p| p.skipping(skip))
+            .collect();
+        let mut source = Source::Mysql(&mut self.conn);
+        wait_tables_equal(&mut self.tm, &mut source, &self.wh.client, &pairs, timeout).await;
+    }
+
+    /// The comparison of `tables` with their targets now: Ok(rows per table) or the diff.
+    pub async fn diff(&mut self, tables: &[&str]) -> Result<Vec<usize>, String> {
+        let pairs = TablePair::mysql(&self.db, tables, &self.schema);
+        tables_diff(&mut Source::Mysql(&mut self.conn), &self.wh.client, &pairs).await
     }
 }
 

@@ -196,31 +196,53 @@ impl Warehouse {
 
     /// `(column, format_type)` of `schema.table`, in column order.
     pub async fn column_types(&self, schema: &str, table: &str) -> Vec<(String, String)> {
-        let sql = format!(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
-             WHERE a.attrelid = '\"{schema}\".\"{table}\"'::regclass AND a.attnum > 0 \
-             AND NOT a.attisdropped ORDER BY a.attnum"
-        );
-        self.rows(&sql)
+        pg_column_types(&self.client, schema, table)
             .await
-            .into_iter()
-            .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
-            .collect()
+            .unwrap_or_else(|e| panic!("warehouse query failed: {e}"))
     }
 
     /// The primary key columns of `schema.table`, in key order.
     pub async fn primary_key(&self, schema: &str, table: &str) -> Vec<String> {
-        let sql = format!(
-            "SELECT a.attname FROM pg_index i \
-             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = '\"{schema}\".\"{table}\"'::regclass AND i.indisprimary \
-             ORDER BY k.n"
-        );
-        self.rows(&sql)
+        pg_primary_key(&self.client, schema, table)
             .await
-            .into_iter()
-            .map(|r| r[0].clone().unwrap())
-            .collect()
+            .unwrap_or_else(|e| panic!("warehouse query failed: {e}"))
     }
+}
+
+/// `(column, format_type)` of `schema.table`, in column order.
+pub async fn pg_column_types(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let sql = format!(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+         WHERE a.attrelid = '\"{schema}\".\"{table}\"'::regclass AND a.attnum > 0 \
+         AND NOT a.attisdropped ORDER BY a.attnum"
+    );
+    Ok(pg_rows(client, &sql)
+        .await?
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect())
+}
+
+/// The primary key columns of `schema.table`, in key order (none if it has no key).
+pub async fn pg_primary_key(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, String> {
+    let sql = format!(
+        "SELECT a.attname FROM pg_index i \
+         JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         WHERE i.indrelid = '\"{schema}\".\"{table}\"'::regclass AND i.indisprimary \
+         ORDER BY k.n"
+    );
+    Ok(pg_rows(client, &sql)
+        .await?
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect())
 }
