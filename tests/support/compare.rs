@@ -107,13 +107,12 @@ impl Kind {
     pub fn pg_expr(self, name: &str) -> String {
         let p = pg_ident(name);
         match self {
-            Kind::Int
-            | Kind::Decimal
-            | Kind::Label
-            | Kind::Text
-            | Kind::Bit(_)
-            | Kind::Json
-            | Kind::Printed => format!("{p}::text"),
+            Kind::Int | Kind::Decimal | Kind::Label | Kind::Text | Kind::Bit(_) | Kind::Json => {
+                format!("{p}::text")
+            }
+            // The type's output function (`format` calls it), not a cast to text: some casts
+            // print otherwise (xml keeps its declaration, inet its netmask).
+            Kind::Printed => format!("CASE WHEN {p} IS NULL THEN NULL ELSE format('%s', {p}) END"),
             Kind::Float | Kind::Double => format!("{p}::float8::text"),
             Kind::Date => format!("to_char({p}, 'YYYY-MM-DD')"),
             Kind::DateTime => format!("to_char({p}, 'YYYY-MM-DD HH24:MI:SS.US')"),
