@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, Rng, SourceConfig, Tidemark, Writer, closed_port, create_database_on,
-    create_workload_tables, fresh_warehouse, seed, start_pipeline, wait_checkpoint,
-    wait_tables_equal, wait_until,
+    CONVERGE, GroupConfig, MysqlSetup, Rng, Source, SourceConfig, TablePair, Tidemark, Writer,
+    closed_port, create_database_on, fresh_warehouse, seed, wait_checkpoint, wait_tables_equal,
+    wait_until, workload_tables,
 };
 
-const CONVERGE: Duration = Duration::from_secs(60);
+/// The table the multi-source tests replicate.
+const T_TABLE: &str = "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))";
 
 fn output(tm: &Tidemark) -> String {
     let out =
@@ -79,52 +80,34 @@ async fn unreachable_warehouse_fails_fast_naming_host_without_password() {
     );
 }
 
-/// A source database with the writer's tables, a warehouse, and tidemark started on them.
-async fn steady_setup(
-    hint: &str,
-    tables: &[&str],
-    configure: impl FnOnce(&mut GroupConfig),
-) -> (
-    mysql_async::Conn,
-    String,
-    support::pipeline::Warehouse,
-    Tidemark,
-    String,
-) {
-    let (mut conn, db) = support::fresh_mysql_database(hint).await;
-    create_workload_tables(&mut conn, tables).await;
-    let (wh, tm, schema) = start_pipeline(hint, "cli", &db, configure).await;
-    (conn, db, wh, tm, schema)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_steady_writes_exits_0_and_restart_loses_nothing() {
     let tables = ["a", "b", "c"];
-    let (mut conn, db, wh, mut tm, schema) = steady_setup("pl_cli_term", &tables, |_| {}).await;
+    let mut s = MysqlSetup::start("pl_cli_term", "cli", &workload_tables(&tables)).await;
     let mut rng = Rng::new(seed("sigterm_during_steady_writes"));
     let writer = Writer::start(
-        support::mysql_url_for(&db),
+        s.source_url(),
         &tables,
         rng.next_u64(),
         200,
         Duration::from_millis(2),
     );
     writer.wait_commits(200).await;
-    let status = tm.terminate(Duration::from_secs(20)).await;
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
     assert_eq!(
         status.code(),
         Some(0),
         "exit status after SIGTERM; stderr:\n{}",
-        tm.stderr()
+        s.tm.stderr()
     );
-    let at_exit = wh.checkpoint("cli").await;
+    let at_exit = s.wh.checkpoint("cli").await;
     writer.wait_commits(100).await;
     let stats = writer.stop().await;
     assert!(stats.commits > 300, "writer too slow: {stats:?}");
-    tm.spawn();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    s.tm.spawn();
+    s.converge(&tables).await;
     assert_ne!(
-        wh.checkpoint("cli").await,
+        s.wh.checkpoint("cli").await,
         at_exit,
         "checkpoint moves on after the restart"
     );
@@ -133,39 +116,42 @@ async fn sigterm_during_steady_writes_exits_0_and_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_loads_the_changes_already_read_before_exiting() {
     // A long max_delay: only the SIGTERM drain can load these changes.
-    let (mut conn, db, wh, mut tm, schema) = steady_setup("pl_cli_drain", &["d"], |g| {
+    let ddl = workload_tables(&["d"]);
+    let mut s = MysqlSetup::start_with("pl_cli_drain", "cli", &ddl, |g| {
         g.max_delay = "60s".into();
         g.max_rows = 1_000_000;
     })
     .await;
     for i in 1..=50 {
-        conn.query_drop(format!(
-            "INSERT INTO d (id, v, s) VALUES ({i}, {i}, 'row {i}')"
-        ))
-        .await
-        .unwrap();
+        s.conn
+            .query_drop(format!(
+                "INSERT INTO d (id, v, s) VALUES ({i}, {i}, 'row {i}')"
+            ))
+            .await
+            .unwrap();
     }
-    conn.query_drop("UPDATE d SET v = v + 1 WHERE id <= 10")
+    s.conn
+        .query_drop("UPDATE d SET v = v + 1 WHERE id <= 10")
         .await
         .unwrap();
-    conn.query_drop("DELETE FROM d WHERE id > 45")
+    s.conn
+        .query_drop("DELETE FROM d WHERE id > 45")
         .await
         .unwrap();
     // Give the reader a moment to receive the committed events (setup, not an assertion).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let status = tm.terminate(Duration::from_secs(20)).await;
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
     assert_eq!(
         status.code(),
         Some(0),
         "exit status after SIGTERM; stderr:\n{}",
-        tm.stderr()
+        s.tm.stderr()
     );
     // No restart: what tidemark had read must be in the warehouse now.
-    let diff = support::pipeline::table_diff(&mut conn, &wh.client, &db, "d", &schema, "d").await;
-    if let Err(diff) = diff {
+    if let Err(diff) = s.diff(&["d"]).await {
         panic!(
             "after SIGTERM (exit 0) the target lacks changes committed 1 s before:\n{diff}\nstderr:\n{}",
-            tm.stderr()
+            s.tm.stderr()
         );
     }
 }
@@ -173,36 +159,33 @@ async fn sigterm_loads_the_changes_already_read_before_exiting() {
 /// Source `ok` flows; source `down` points at a closed port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_source_at_start_does_not_stop_the_other() {
-    let (mut conn, db) = support::fresh_mysql_database("pl_cli_2src").await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await
-        .unwrap();
-    let wh = fresh_warehouse("pl_cli_2src").await;
-    let ok = SourceConfig::mysql("ok-src", &support::mysql_url(), &db);
     let mut down = SourceConfig::mysql(
         "down-src",
         &format!("mysql://root:Sup3rSecretPw@127.0.0.1:{}", closed_port()),
         "shop",
     );
     down.function = "lookup".into();
-    let schema = ok.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![ok, down]));
-    wait_checkpoint(&mut tm, &wh, "ok-src", Duration::from_secs(30)).await;
+    let mut s = MysqlSetup::start_with("pl_cli_2src", "ok-src", &[T_TABLE], |g| {
+        g.sources.push(down);
+    })
+    .await;
     for i in 1..=20 {
-        conn.query_drop(format!("INSERT INTO t VALUES ({i}, 'v{i}')"))
+        s.conn
+            .query_drop(format!("INSERT INTO t VALUES ({i}, 'v{i}')"))
             .await
             .unwrap();
     }
-    conn.query_drop("UPDATE t SET v = 'changed' WHERE id < 5")
+    s.conn
+        .query_drop("UPDATE t SET v = 'changed' WHERE id < 5")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+    s.converge(&["t"]).await;
     let warned = wait_until(Duration::from_secs(20), async || {
-        warning_about(&tm.stderr(), "down-src").is_some()
+        warning_about(&s.tm.stderr(), "down-src").is_some()
     })
     .await;
-    tm.assert_running("with one source down");
-    let log = tm.stderr();
+    s.tm.assert_running("with one source down");
+    let log = s.tm.stderr();
     eprintln!("reported: {:?}", warning_about(&log, "down-src"));
     assert!(
         warned,
@@ -226,35 +209,26 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     let private = server.url();
     let lost_db = "lost".to_string();
     let mut lost_conn = create_database_on(private, &lost_db).await;
-    lost_conn
-        .query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await
-        .unwrap();
-    let (mut conn, db) = support::fresh_mysql_database("pl_cli_lost").await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await
-        .unwrap();
-    let wh = fresh_warehouse("pl_cli_lost").await;
-    let ok = SourceConfig::mysql("ok-src", &support::mysql_url(), &db);
+    lost_conn.query_drop(T_TABLE).await.unwrap();
     let mut lost = SourceConfig::mysql("lost-src", private, &lost_db);
     lost.function = "lookup".into();
-    let (ok_schema, lost_schema) = (ok.schema(), lost.schema());
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![ok, lost]));
-    wait_checkpoint(&mut tm, &wh, "ok-src", Duration::from_secs(30)).await;
-    wait_checkpoint(&mut tm, &wh, "lost-src", Duration::from_secs(30)).await;
-    for c in [&mut conn, &mut lost_conn] {
+    let lost_schema = lost.schema();
+    let mut s = MysqlSetup::start_with("pl_cli_lost", "ok-src", &[T_TABLE], |g| {
+        g.sources.push(lost);
+    })
+    .await;
+    wait_checkpoint(&mut s.tm, &s.wh, "lost-src", Duration::from_secs(30)).await;
+    for c in [&mut s.conn, &mut lost_conn] {
         c.query_drop("INSERT INTO t VALUES (1, 'before'), (2, 'before')")
             .await
             .unwrap();
     }
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    s.converge(&["t"]).await;
     wait_tables_equal(
-        &mut tm,
-        &mut lost_conn,
-        &wh,
-        &lost_db,
-        &["t"],
-        &lost_schema,
+        &mut s.tm,
+        &mut Source::Mysql(&mut lost_conn),
+        &s.wh.client,
+        &TablePair::mysql(&lost_db, &["t"], &lost_schema),
         CONVERGE,
     )
     .await;
@@ -262,20 +236,21 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
 
     server.stop();
     for i in 3..=30 {
-        conn.query_drop(format!("INSERT INTO t VALUES ({i}, 'during')"))
+        s.conn
+            .query_drop(format!("INSERT INTO t VALUES ({i}, 'during')"))
             .await
             .unwrap();
     }
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    s.converge(&["t"]).await;
     let warned = wait_until(Duration::from_secs(20), async || {
-        warning_about(&tm.stderr(), "lost-src").is_some()
+        warning_about(&s.tm.stderr(), "lost-src").is_some()
     })
     .await;
-    tm.assert_running("with source lost-src down");
+    s.tm.assert_running("with source lost-src down");
     assert!(
         warned,
         "no WARN/ERROR line naming source lost-src within 20 s of its server stopping:\n{}",
-        tm.stderr()
+        s.tm.stderr()
     );
 
     let restarted = server.start_again();
@@ -287,17 +262,16 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
     ] {
         lost_conn.query_drop(sql).await.unwrap();
     }
-    conn.query_drop("DELETE FROM t WHERE id > 20")
+    s.conn
+        .query_drop("DELETE FROM t WHERE id > 20")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &ok_schema, CONVERGE).await;
+    s.converge(&["t"]).await;
     wait_tables_equal(
-        &mut tm,
-        &mut lost_conn,
-        &wh,
-        &lost_db,
-        &["t"],
-        &lost_schema,
+        &mut s.tm,
+        &mut Source::Mysql(&mut lost_conn),
+        &s.wh.client,
+        &TablePair::mysql(&lost_db, &["t"], &lost_schema),
         CONVERGE,
     )
     .await;
@@ -306,25 +280,18 @@ async fn source_lost_mid_run_does_not_stop_the_other_and_catches_up() {
 /// `--log-format json`: every stderr line is one JSON object; SIGINT stops like SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_and_sigint_exits_0() {
-    let (mut conn, db) = support::fresh_mysql_database("pl_cli_json").await;
-    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
-        .await
-        .unwrap();
     let wh = fresh_warehouse("pl_cli_json").await;
-    let source = SourceConfig::mysql("json", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let group = GroupConfig::new(&wh.url, vec![source]);
-    let mut tm = Tidemark::prepare(|state| group.render(state));
-    tm.extra_args = vec!["--log-format".into(), "json".into()];
-    tm.spawn();
-    wait_checkpoint(&mut tm, &wh, "json", Duration::from_secs(30)).await;
-    conn.query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    let mut s = MysqlSetup::prepare(wh, "pl_cli_json", "json", &[T_TABLE], |_| {}).await;
+    s.tm.extra_args = vec!["--log-format".into(), "json".into()];
+    s.run().await;
+    s.conn
+        .query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
-    tm.signal("INT");
-    let status = tm.wait_exit(Duration::from_secs(20)).await;
-    let log = tm.stderr();
+    s.converge(&["t"]).await;
+    s.tm.signal("INT");
+    let status = s.tm.wait_exit(Duration::from_secs(20)).await;
+    let log = s.tm.stderr();
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),

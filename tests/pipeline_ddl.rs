@@ -10,34 +10,22 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    Rng, Writer, create_workload_tables, pg_rows, seed, start_pipeline, wait_equal,
-    wait_tables_equal, wait_until,
+    CONVERGE, MysqlSetup, Rng, Writer, pg_rows, seed, wait_until, workload_tables,
 };
-
-const CONVERGE: Duration = Duration::from_secs(60);
-
-async fn exec(conn: &mut mysql_async::Conn, statements: &[&str]) {
-    for sql in statements {
-        conn.query_drop(*sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_follows_schema_changes_while_rows_flow() {
     let mut rng = Rng::new(seed("target_follows_schema_changes_while_rows_flow"));
-    let (mut conn, db) = support::fresh_mysql_database("pl_ddl").await;
-    conn.query_drop(
+    let mut ddl = vec![
         "CREATE TABLE t (id INT PRIMARY KEY, a INT, s VARCHAR(10), d DECIMAL(10,2), x INT) \
-         CHARACTER SET utf8mb4",
-    )
-    .await
-    .unwrap();
-    create_workload_tables(&mut conn, &["flow"]).await;
-    let (wh, mut tm, schema) = start_pipeline("pl_ddl", "ddl", &db, |_| {}).await;
+         CHARACTER SET utf8mb4"
+            .to_string(),
+    ];
+    ddl.extend(workload_tables(&["flow"]));
+    let mut s = MysqlSetup::start("pl_ddl", "ddl", &ddl).await;
+    let schema = s.schema.clone();
     let writer = Writer::start(
-        support::mysql_url_for(&db),
+        s.source_url(),
         &["flow"],
         rng.next_u64(),
         100,
@@ -47,49 +35,34 @@ async fn target_follows_schema_changes_while_rows_flow() {
     let rows: Vec<String> = (1..=20)
         .map(|i| format!("({i}, {i}, 's{i}', {i}.25, {})", i * 10))
         .collect();
-    conn.query_drop(format!("INSERT INTO t VALUES {}", rows.join(", ")))
+    s.conn
+        .query_drop(format!("INSERT INTO t VALUES {}", rows.join(", ")))
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+    s.converge(&["t"]).await;
 
     // ADD COLUMN between rows of the same batch.
-    exec(
-        &mut conn,
-        &[
-            "INSERT INTO t (id, a, s, d, x) VALUES (21, 21, 's21', 1.5, 210)",
-            "ALTER TABLE t ADD COLUMN n INT",
-            "INSERT INTO t (id, a, s, d, x, n) VALUES (22, 22, 's22', 2.5, 220, 5)",
-            "UPDATE t SET n = id * 100 WHERE id <= 5",
-        ],
-    )
+    s.exec(&[
+        "INSERT INTO t (id, a, s, d, x) VALUES (21, 21, 's21', 1.5, 210)",
+        "ALTER TABLE t ADD COLUMN n INT",
+        "INSERT INTO t (id, a, s, d, x, n) VALUES (22, 22, 's22', 2.5, 220, 5)",
+        "UPDATE t SET n = id * 100 WHERE id <= 5",
+    ])
     .await;
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["t"], &schema, CONVERGE).await;
+    s.converge(&["t"]).await;
 
     // ADD COLUMN with a DEFAULT: the binlog does not log the backfill, so rows that have not
     // changed since may hold NULL in the target; changed rows must hold the value.
-    exec(
-        &mut conn,
-        &[
-            "ALTER TABLE t ADD COLUMN dflt INT NOT NULL DEFAULT 7",
-            "UPDATE t SET a = a + 1 WHERE id <= 3",
-            "INSERT INTO t (id, a, s, d, x) VALUES (23, 23, 's23', 3.5, 230)",
-        ],
-    )
+    s.exec(&[
+        "ALTER TABLE t ADD COLUMN dflt INT NOT NULL DEFAULT 7",
+        "UPDATE t SET a = a + 1 WHERE id <= 3",
+        "INSERT INTO t (id, a, s, d, x) VALUES (23, 23, 's23', 3.5, 230)",
+    ])
     .await;
-    let pair = [("t", "t".to_string())];
-    wait_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &pair,
-        &schema,
-        &["dflt"],
-        CONVERGE,
-    )
-    .await;
-    let dflt = wh
-        .rows(&format!(
+    let table = ["t"];
+    s.converge_skipping(&table, &["dflt"]).await;
+    let dflt =
+        s.wh.rows(&format!(
             "SELECT id::text, dflt::text FROM \"{schema}\".t ORDER BY id"
         ))
         .await;
@@ -108,9 +81,7 @@ async fn target_follows_schema_changes_while_rows_flow() {
     }
 
     // Wider types, with values only the wider types hold, in the same batch as the ALTER.
-    exec(
-        &mut conn,
-        &[
+    s.exec(&[
             "UPDATE t SET a = a + 1 WHERE id = 6",
             "ALTER TABLE t MODIFY a BIGINT, MODIFY s VARCHAR(100), MODIFY d DECIMAL(14,4)",
             "INSERT INTO t (id, a, s, d, x) VALUES (30, 5000000000000, REPEAT('w', 100), 1234567890.1234, 300)",
@@ -118,19 +89,9 @@ async fn target_follows_schema_changes_while_rows_flow() {
         ],
     )
     .await;
-    wait_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &pair,
-        &schema,
-        &["dflt"],
-        CONVERGE,
-    )
-    .await;
+    s.converge_skipping(&table, &["dflt"]).await;
     let types: std::collections::HashMap<String, String> =
-        wh.column_types(&schema, "t").await.into_iter().collect();
+        s.wh.column_types(&schema, "t").await.into_iter().collect();
     assert_eq!(
         types.get("a").map(String::as_str),
         Some("bigint"),
@@ -143,28 +104,15 @@ async fn target_follows_schema_changes_while_rows_flow() {
     );
 
     // DROP COLUMN: kept in the target; rows changed afterwards get NULL; others keep theirs.
-    exec(
-        &mut conn,
-        &[
-            "ALTER TABLE t DROP COLUMN x",
-            "UPDATE t SET a = a + 1 WHERE id = 2",
-            "INSERT INTO t (id, a, s, d) VALUES (31, 31, 's31', 31)",
-        ],
-    )
+    s.exec(&[
+        "ALTER TABLE t DROP COLUMN x",
+        "UPDATE t SET a = a + 1 WHERE id = 2",
+        "INSERT INTO t (id, a, s, d) VALUES (31, 31, 's31', 31)",
+    ])
     .await;
-    wait_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &pair,
-        &schema,
-        &["dflt"],
-        CONVERGE,
-    )
-    .await;
-    let x = wh
-        .rows(&format!(
+    s.converge_skipping(&table, &["dflt"]).await;
+    let x =
+        s.wh.rows(&format!(
             "SELECT id::text, x::text FROM \"{schema}\".t WHERE id IN (2, 4, 31) ORDER BY t.id"
         ))
         .await;
@@ -181,24 +129,18 @@ async fn target_follows_schema_changes_while_rows_flow() {
 
     // A renamed column is a dropped column plus a new one: rows that have not changed since
     // hold NULL in the new column, so it is compared for changed rows only.
-    exec(
-        &mut conn,
-        &[
-            "ALTER TABLE t CHANGE COLUMN s label VARCHAR(100)",
-            "UPDATE t SET label = CONCAT(label, '!') WHERE id = 7",
-        ],
-    )
+    s.exec(&[
+        "ALTER TABLE t CHANGE COLUMN s label VARCHAR(100)",
+        "UPDATE t SET label = CONCAT(label, '!') WHERE id = 7",
+    ])
     .await;
     let skip = ["dflt", "label"];
-    wait_equal(
-        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
-    )
-    .await;
+    s.converge_skipping(&table, &skip).await;
     let expected = vec![vec![Some("s7!".to_string()), None]];
     let mut renamed = Err(String::new());
     wait_until(CONVERGE, async || {
         let sql = format!("SELECT label, s FROM \"{schema}\".t WHERE id = 7");
-        renamed = pg_rows(&wh.client, &sql).await;
+        renamed = pg_rows(&s.wh.client, &sql).await;
         renamed.as_ref() == Ok(&expected)
     })
     .await;
@@ -209,54 +151,36 @@ async fn target_follows_schema_changes_while_rows_flow() {
     );
 
     // RENAME TABLE keeps the target's rows under the new name.
-    exec(
-        &mut conn,
-        &[
-            "RENAME TABLE t TO t_renamed",
-            "INSERT INTO t_renamed (id, a, label, d) VALUES (40, 40, 'r40', 40)",
-            "UPDATE t_renamed SET a = 0 WHERE id = 5",
-        ],
-    )
+    s.exec(&[
+        "RENAME TABLE t TO t_renamed",
+        "INSERT INTO t_renamed (id, a, label, d) VALUES (40, 40, 'r40', 40)",
+        "UPDATE t_renamed SET a = 0 WHERE id = 5",
+    ])
     .await;
-    let pair = [("t_renamed", "t_renamed".to_string())];
-    wait_equal(
-        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
-    )
-    .await;
+    let table = ["t_renamed"];
+    s.converge_skipping(&table, &skip).await;
     assert!(
-        !wh.table_exists(&schema, "t").await,
+        !s.wh.table_exists(&schema, "t").await,
         "old target table t still exists after the rename"
     );
-    exec(
-        &mut conn,
-        &[
-            "ALTER TABLE t_renamed RENAME TO t2",
-            "UPDATE t2 SET a = 1 WHERE id = 8",
-        ],
-    )
+    s.exec(&[
+        "ALTER TABLE t_renamed RENAME TO t2",
+        "UPDATE t2 SET a = 1 WHERE id = 8",
+    ])
     .await;
-    let pair = [("t2", "t2".to_string())];
-    wait_equal(
-        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
-    )
-    .await;
+    let table = ["t2"];
+    s.converge_skipping(&table, &skip).await;
 
     // TRUNCATE empties the target, in order with the changes around it.
-    exec(
-        &mut conn,
-        &[
-            "UPDATE t2 SET a = 2 WHERE id = 9",
-            "TRUNCATE TABLE t2",
-            "INSERT INTO t2 (id, a, label, d) VALUES (50, 50, 'after', 5)",
-        ],
-    )
+    s.exec(&[
+        "UPDATE t2 SET a = 2 WHERE id = 9",
+        "TRUNCATE TABLE t2",
+        "INSERT INTO t2 (id, a, label, d) VALUES (50, 50, 'after', 5)",
+    ])
     .await;
-    wait_equal(
-        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
-    )
-    .await;
-    let after = wh
-        .rows(&format!(
+    s.converge_skipping(&table, &skip).await;
+    let after =
+        s.wh.rows(&format!(
             "SELECT id::text, label, dflt::text FROM \"{schema}\".t2"
         ))
         .await;
@@ -269,58 +193,53 @@ async fn target_follows_schema_changes_while_rows_flow() {
         ]],
         "t2 after TRUNCATE and one insert"
     );
-    conn.query_drop("TRUNCATE TABLE t2").await.unwrap();
-    wait_equal(
-        &mut tm, &mut conn, &wh, &db, &pair, &schema, &skip, CONVERGE,
-    )
-    .await;
+    s.conn.query_drop("TRUNCATE TABLE t2").await.unwrap();
+    s.converge_skipping(&table, &skip).await;
 
     let stats = writer.stop().await;
     assert!(stats.commits > 10, "writer too slow: {stats:?}");
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["flow"], &schema, CONVERGE).await;
-    tm.assert_running("after the schema changes");
+    s.converge(&["flow"]).await;
+    s.tm.assert_running("after the schema changes");
 }
 
 /// docs/warehouse-postgres.md: a changed primary key is an error naming the table (the target's
 /// key is fixed when it is created) - never rows silently merged by the old key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_primary_key_is_an_error_naming_the_table() {
-    let (mut conn, db) = support::fresh_mysql_database("pl_ddl_pk").await;
-    conn.query_drop(
-        "CREATE TABLE keyed (id INT NOT NULL, k INT NOT NULL, v VARCHAR(10), PRIMARY KEY (id))",
-    )
-    .await
-    .unwrap();
-    let (wh, mut tm, schema) = start_pipeline("pl_ddl_pk", "ddlpk", &db, |_| {}).await;
-    conn.query_drop("INSERT INTO keyed VALUES (1, 1, 'a'), (2, 1, 'b')")
-        .await
-        .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["keyed"], &schema, CONVERGE).await;
-    exec(
-        &mut conn,
-        &[
-            "ALTER TABLE keyed DROP PRIMARY KEY, ADD PRIMARY KEY (id, k)",
-            "INSERT INTO keyed VALUES (1, 2, 'c')",
-        ],
+    let mut s = MysqlSetup::start(
+        "pl_ddl_pk",
+        "ddlpk",
+        &["CREATE TABLE keyed (id INT NOT NULL, k INT NOT NULL, v VARCHAR(10), PRIMARY KEY (id))"],
     )
     .await;
+    let schema = s.schema.clone();
+    s.conn
+        .query_drop("INSERT INTO keyed VALUES (1, 1, 'a'), (2, 1, 'b')")
+        .await
+        .unwrap();
+    s.converge(&["keyed"]).await;
+    s.exec(&[
+        "ALTER TABLE keyed DROP PRIMARY KEY, ADD PRIMARY KEY (id, k)",
+        "INSERT INTO keyed VALUES (1, 2, 'c')",
+    ])
+    .await;
     let reported = wait_until(Duration::from_secs(30), async || {
-        tm.stderr().lines().any(|l| {
+        s.tm.stderr().lines().any(|l| {
             (l.contains(" ERROR ") || l.contains(" WARN "))
                 && l.contains("keyed")
                 && l.to_lowercase().contains("key")
         })
     })
     .await;
-    if let Some(line) = tm
-        .stderr()
-        .lines()
-        .find(|l| l.contains("keyed") && !l.contains(" INFO "))
+    if let Some(line) =
+        s.tm.stderr()
+            .lines()
+            .find(|l| l.contains("keyed") && !l.contains(" INFO "))
     {
         eprintln!("reported: {line}");
     }
-    let rows = wh
-        .rows(&format!(
+    let rows =
+        s.wh.rows(&format!(
             "SELECT id::text, v FROM \"{schema}\".keyed ORDER BY keyed.id, v"
         ))
         .await;
@@ -333,6 +252,6 @@ async fn changed_primary_key_is_an_error_naming_the_table() {
     assert!(
         reported,
         "no ERROR/WARN line naming table `keyed` and its key within 30 s of the key change:\n{}",
-        tm.stderr()
+        s.tm.stderr()
     );
 }

@@ -9,34 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::pipeline::{
-    GroupConfig, Rng, Tidemark, Warehouse, seed, start_pipeline, wait_tables_equal, wait_until,
-};
+use support::pipeline::{CONVERGE, MysqlSetup, Rng, Warehouse, seed, wait_until};
 
-const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Source database with `tables` created by `ddl`, a fresh warehouse, tidemark running and its
-/// start position checkpointed.
-async fn setup(
-    hint: &str,
-    ddl: &[&str],
-) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
-    setup_with(hint, ddl, |_| {}).await
-}
-
-/// As `setup`, with the group config adjusted by `configure`.
-async fn setup_with(
-    hint: &str,
-    ddl: &[&str],
-    configure: impl FnOnce(&mut GroupConfig),
-) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
-    let (mut conn, db) = support::fresh_mysql_database(hint).await;
-    for stmt in ddl {
-        conn.query_drop(*stmt).await.unwrap();
-    }
-    let (wh, tm, schema) = start_pipeline(hint, "ordering", &db, configure).await;
-    (conn, db, wh, tm, schema)
-}
+/// The source id of every test here.
+const SOURCE: &str = "ordering";
 
 /// `(id, _tidemark_op)` of every target row, by id.
 async fn ops(wh: &Warehouse, schema: &str, table: &str) -> Vec<(String, String)> {
@@ -69,54 +45,42 @@ async fn sample_until_done(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_updates_to_one_key_apply_in_commit_order() {
-    let (mut conn, db, wh, mut tm, schema) = setup(
+    let mut s = MysqlSetup::start(
         "pl_upd",
+        SOURCE,
         &["CREATE TABLE counter (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20))"],
     )
     .await;
-    conn.query_drop("INSERT INTO counter VALUES (1, 0, 'v0'), (2, 0, 'v0'), (3, 0, 'v0')")
+    let schema = s.schema.clone();
+    s.conn
+        .query_drop("INSERT INTO counter VALUES (1, 0, 'v0'), (2, 0, 'v0'), (3, 0, 'v0')")
         .await
         .unwrap();
     // Within one batch: 300 autocommit updates of key 1 and one transaction updating key 2
     // 200 times.
     for _ in 0..300 {
-        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 1")
+        s.conn
+            .query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 1")
             .await
             .unwrap();
     }
-    conn.query_drop("BEGIN").await.unwrap();
+    s.conn.query_drop("BEGIN").await.unwrap();
     for _ in 0..200 {
-        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 2")
+        s.conn
+            .query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 2")
             .await
             .unwrap();
     }
-    conn.query_drop("COMMIT").await.unwrap();
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &["counter"],
-        &schema,
-        CONVERGE,
-    )
-    .await;
+    s.conn.query_drop("COMMIT").await.unwrap();
+    s.converge(&["counter"]).await;
 
     // Across batches: each update of key 3 waits until the previous one landed.
     for _ in 0..6 {
-        conn.query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 3")
+        s.conn
+            .query_drop("UPDATE counter SET v = v + 1, s = CONCAT('v', v) WHERE id = 3")
             .await
             .unwrap();
-        wait_tables_equal(
-            &mut tm,
-            &mut conn,
-            &wh,
-            &db,
-            &["counter"],
-            &schema,
-            CONVERGE,
-        )
-        .await;
+        s.converge(&["counter"]).await;
     }
     // Interleaved updates of all keys, multi-row statements included.
     for i in 0..100 {
@@ -125,20 +89,11 @@ async fn many_updates_to_one_key_apply_in_commit_order() {
             1 => "UPDATE counter SET v = v + 7 WHERE id IN (1, 3)",
             _ => "UPDATE counter SET s = CONCAT(s, 'x') WHERE id = 2 AND LENGTH(s) < 18",
         };
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &["counter"],
-        &schema,
-        CONVERGE,
-    )
-    .await;
+    s.converge(&["counter"]).await;
     assert_eq!(
-        ops(&wh, &schema, "counter").await,
+        ops(&s.wh, &schema, "counter").await,
         [("1", "update"), ("2", "update"), ("3", "update")]
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .to_vec(),
@@ -148,16 +103,18 @@ async fn many_updates_to_one_key_apply_in_commit_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_key_changes_move_rows() {
-    let (mut conn, db, wh, mut tm, schema) = setup(
+    let mut s = MysqlSetup::start(
         "pl_pk",
+        SOURCE,
         &["CREATE TABLE pk (id INT PRIMARY KEY, v VARCHAR(10))"],
     )
     .await;
     let values: Vec<String> = (1..=10).map(|i| format!("({i}, 'r{i}')")).collect();
-    conn.query_drop(format!("INSERT INTO pk VALUES {}", values.join(", ")))
+    s.conn
+        .query_drop(format!("INSERT INTO pk VALUES {}", values.join(", ")))
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+    s.converge(&["pk"]).await;
 
     // Each change in its own batch.
     let steps = [
@@ -167,53 +124,61 @@ async fn primary_key_changes_move_rows() {
         "UPDATE pk SET id = id - 1 ORDER BY id ASC",
     ];
     for step in steps {
-        conn.query_drop(step).await.unwrap();
-        wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+        s.conn.query_drop(step).await.unwrap();
+        s.converge(&["pk"]).await;
     }
     // All in one batch, key reuse inside transactions included.
-    conn.query_drop("UPDATE pk SET id = id + 1 ORDER BY id DESC")
+    s.conn
+        .query_drop("UPDATE pk SET id = id + 1 ORDER BY id DESC")
         .await
         .unwrap();
-    conn.query_drop("BEGIN").await.unwrap();
-    conn.query_drop("UPDATE pk SET id = 50 WHERE id = 3")
+    s.conn.query_drop("BEGIN").await.unwrap();
+    s.conn
+        .query_drop("UPDATE pk SET id = 50 WHERE id = 3")
         .await
         .unwrap();
-    conn.query_drop("UPDATE pk SET id = 3 WHERE id = 4")
+    s.conn
+        .query_drop("UPDATE pk SET id = 3 WHERE id = 4")
         .await
         .unwrap();
-    conn.query_drop("COMMIT").await.unwrap();
+    s.conn.query_drop("COMMIT").await.unwrap();
     // Swap the rows of keys 5 and 6 through a temporary key.
-    conn.query_drop("BEGIN").await.unwrap();
+    s.conn.query_drop("BEGIN").await.unwrap();
     for sql in [
         "UPDATE pk SET id = 0 WHERE id = 5",
         "UPDATE pk SET id = 5 WHERE id = 6",
         "UPDATE pk SET id = 6 WHERE id = 0",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
-    conn.query_drop("COMMIT").await.unwrap();
-    conn.query_drop(
-        "UPDATE pk SET id = id + 1000, v = CONCAT(v, '+') WHERE id > 6 ORDER BY id DESC",
-    )
-    .await
-    .unwrap();
-    conn.query_drop("UPDATE pk SET id = 7 WHERE id = 1008")
+    s.conn.query_drop("COMMIT").await.unwrap();
+    s.conn
+        .query_drop(
+            "UPDATE pk SET id = id + 1000, v = CONCAT(v, '+') WHERE id > 6 ORDER BY id DESC",
+        )
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["pk"], &schema, CONVERGE).await;
+    s.conn
+        .query_drop("UPDATE pk SET id = 7 WHERE id = 1008")
+        .await
+        .unwrap();
+    s.converge(&["pk"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_and_reinsert_of_one_key() {
-    let (mut conn, db, wh, mut tm, schema) = setup(
+    let mut s = MysqlSetup::start(
         "pl_reins",
+        SOURCE,
         &["CREATE TABLE d (id INT PRIMARY KEY, v VARCHAR(10))"],
     )
     .await;
-    conn.query_drop("INSERT INTO d VALUES (1, 'a'), (2, 'b'), (3, 'c'), (6, 'f')")
+    let schema = s.schema.clone();
+    s.conn
+        .query_drop("INSERT INTO d VALUES (1, 'a'), (2, 'b'), (3, 'c'), (6, 'f')")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    s.converge(&["d"]).await;
 
     // One batch: delete + insert (separate transactions), delete + insert in one transaction,
     // insert + delete, insert/delete/insert/delete, REPLACE of an existing key.
@@ -232,10 +197,10 @@ async fn delete_and_reinsert_of_one_key() {
         "DELETE FROM d WHERE id = 5",
         "REPLACE INTO d VALUES (6, 'replaced')",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
-    let after = ops(&wh, &schema, "d").await;
+    s.converge(&["d"]).await;
+    let after = ops(&s.wh, &schema, "d").await;
     assert_eq!(
         after.iter().find(|(id, _)| id == "1").map(|r| r.1.as_str()),
         Some("insert"),
@@ -248,34 +213,41 @@ async fn delete_and_reinsert_of_one_key() {
     );
 
     // Across batches.
-    conn.query_drop("DELETE FROM d WHERE id = 3").await.unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
-    conn.query_drop("INSERT INTO d VALUES (3, 'back')")
+    s.conn
+        .query_drop("DELETE FROM d WHERE id = 3")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
-    conn.query_drop("DELETE FROM d").await.unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
-    conn.query_drop("INSERT INTO d VALUES (1, 'last')")
+    s.converge(&["d"]).await;
+    s.conn
+        .query_drop("INSERT INTO d VALUES (3, 'back')")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["d"], &schema, CONVERGE).await;
+    s.converge(&["d"]).await;
+    s.conn.query_drop("DELETE FROM d").await.unwrap();
+    s.converge(&["d"]).await;
+    s.conn
+        .query_drop("INSERT INTO d VALUES (1, 'last')")
+        .await
+        .unwrap();
+    s.converge(&["d"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_without_key_is_loaded_in_append_mode() {
-    let (mut conn, _db, wh, mut tm, schema) = setup(
+    let mut s = MysqlSetup::start(
         "pl_append",
+        SOURCE,
         &["CREATE TABLE nokey_events (a INT, b VARCHAR(10))"],
     )
     .await;
+    let schema = s.schema.clone();
     // One change per transaction, in two batches.
     for sql in [
         "INSERT INTO nokey_events VALUES (1, 'x')",
         "INSERT INTO nokey_events VALUES (2, 'y')",
         "INSERT INTO nokey_events VALUES (2, 'y')",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
     let count = async |wh: &Warehouse| {
         wh.value(&format!(
@@ -284,7 +256,8 @@ async fn table_without_key_is_loaded_in_append_mode() {
         .await
     };
     let _ = wait_until(CONVERGE, async || {
-        wh.table_exists(&schema, "nokey_events").await && count(&wh).await.as_deref() == Some("3")
+        s.wh.table_exists(&schema, "nokey_events").await
+            && count(&s.wh).await.as_deref() == Some("3")
     })
     .await;
     for sql in [
@@ -292,7 +265,7 @@ async fn table_without_key_is_loaded_in_append_mode() {
         "DELETE FROM nokey_events WHERE a = 2",
         "INSERT INTO nokey_events VALUES (NULL, NULL)",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
     let expected: Vec<Vec<Option<String>>> = [
         (Some("1"), Some("x"), "insert"),
@@ -318,20 +291,20 @@ async fn table_without_key_is_loaded_in_append_mode() {
     );
     let mut last = Vec::new();
     let done = wait_until(CONVERGE, async || {
-        last = if wh.table_exists(&schema, "nokey_events").await {
-            wh.rows(&sql).await
+        last = if s.wh.table_exists(&schema, "nokey_events").await {
+            s.wh.rows(&sql).await
         } else {
             Vec::new()
         };
         last == expected
     })
     .await;
-    tm.assert_running("append mode");
+    s.tm.assert_running("append mode");
     assert!(
         done,
         "append-mode rows in change order:\n expected {expected:?}\n got      {last:?}"
     );
-    let positions = wh
+    let positions = s.wh
         .rows(&format!(
             "SELECT count(*) FILTER (WHERE _tidemark_position IS NULL OR _tidemark_commit_ts IS NULL \
              OR _tidemark_loaded_at IS NULL)::text FROM \"{schema}\".nokey_events"
@@ -342,11 +315,11 @@ async fn table_without_key_is_loaded_in_append_mode() {
         Some("0"),
         "metadata columns filled"
     );
-    let warnings = tm
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("nokey_events"))
-        .count();
+    let warnings =
+        s.tm.stderr()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("nokey_events"))
+            .count();
     assert_eq!(
         warnings, 1,
         "tidemark warns once per table without a key (found {warnings} warnings naming nokey_events)"
@@ -358,8 +331,8 @@ async fn table_without_key_is_loaded_in_append_mode() {
 /// equal to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_table_transactions_land_whole() {
-    let (mut conn, db, wh, mut tm, schema) = setup(
-        "pl_multi",
+    let mut s = MysqlSetup::start(
+        "pl_multi", SOURCE,
         &[
             "CREATE TABLE acct_a (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
             "CREATE TABLE acct_b (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
@@ -367,21 +340,24 @@ async fn multi_table_transactions_land_whole() {
         ],
     )
     .await;
-    conn.query_drop("BEGIN").await.unwrap();
+    let schema = s.schema.clone();
+    s.conn.query_drop("BEGIN").await.unwrap();
     for t in ["acct_a", "acct_b"] {
         let rows: Vec<String> = (1..=20).map(|i| format!("({i}, 1000)")).collect();
-        conn.query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
+        s.conn
+            .query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
             .await
             .unwrap();
     }
-    conn.query_drop("INSERT INTO ledger (src, dst, amount) VALUES ('init', 'init', 40000)")
+    s.conn
+        .query_drop("INSERT INTO ledger (src, dst, amount) VALUES ('init', 'init', 40000)")
         .await
         .unwrap();
-    conn.query_drop("COMMIT").await.unwrap();
+    s.conn.query_drop("COMMIT").await.unwrap();
     let tables = ["acct_a", "acct_b", "ledger"];
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    s.converge(&tables).await;
 
-    let url = support::mysql_url_for(&db);
+    let url = s.source_url();
     let mut rng = Rng::new(seed("multi_table_transactions_land_whole"));
     let writer = tokio::spawn(async move {
         let mut c = support::mysql_conn(&url).await;
@@ -437,8 +413,8 @@ async fn multi_table_transactions_land_whole() {
         "SELECT ((SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_a) + \
          (SELECT coalesce(sum(bal), 0) FROM \"{schema}\".acct_b))::text"
     );
-    let observed = sample_until_done(&wh, &probe, writer, Duration::from_millis(20)).await;
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    let observed = sample_until_done(&s.wh, &probe, writer, Duration::from_millis(20)).await;
+    s.converge(&tables).await;
     assert_eq!(
         observed.keys().collect::<Vec<_>>(),
         vec!["40000"],
@@ -451,8 +427,9 @@ async fn multi_table_transactions_land_whole() {
 /// make a warehouse commit show part of a source transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_larger_than_max_rows_land_whole() {
-    let (mut conn, db, wh, mut tm, schema) = setup_with(
+    let mut s = MysqlSetup::start_with(
         "pl_bigtx",
+        SOURCE,
         &[
             "CREATE TABLE left_side (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
             "CREATE TABLE right_side (id INT PRIMARY KEY, bal BIGINT NOT NULL)",
@@ -460,18 +437,20 @@ async fn transactions_larger_than_max_rows_land_whole() {
         |g| g.max_rows = 20,
     )
     .await;
-    conn.query_drop("BEGIN").await.unwrap();
+    let schema = s.schema.clone();
+    s.conn.query_drop("BEGIN").await.unwrap();
     for t in ["left_side", "right_side"] {
         let rows: Vec<String> = (1..=30).map(|i| format!("({i}, 100)")).collect();
-        conn.query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
+        s.conn
+            .query_drop(format!("INSERT INTO {t} VALUES {}", rows.join(", ")))
             .await
             .unwrap();
     }
-    conn.query_drop("COMMIT").await.unwrap();
+    s.conn.query_drop("COMMIT").await.unwrap();
     let tables = ["left_side", "right_side"];
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    s.converge(&tables).await;
 
-    let url = support::mysql_url_for(&db);
+    let url = s.source_url();
     let writer = tokio::spawn(async move {
         let mut c = support::mysql_conn(&url).await;
         for n in 0..60i64 {
@@ -496,8 +475,8 @@ async fn transactions_larger_than_max_rows_land_whole() {
         "SELECT ((SELECT sum(bal) FROM \"{schema}\".left_side) + \
          (SELECT sum(bal) FROM \"{schema}\".right_side))::text"
     );
-    let observed = sample_until_done(&wh, &probe, writer, Duration::from_millis(5)).await;
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &tables, &schema, CONVERGE).await;
+    let observed = sample_until_done(&s.wh, &probe, writer, Duration::from_millis(5)).await;
+    s.converge(&tables).await;
     assert_eq!(
         observed.keys().collect::<Vec<_>>(),
         vec!["6000"],
@@ -511,8 +490,8 @@ async fn transactions_larger_than_max_rows_land_whole() {
 /// the key not in the first columns: updates, key changes and deletes by each part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_and_non_integer_keys() {
-    let (mut conn, db, wh, mut tm, schema) = setup(
-        "pl_ckey",
+    let mut s = MysqlSetup::start(
+        "pl_ckey", SOURCE,
         &[
             "CREATE TABLE ck (note VARCHAR(20), sku VARBINARY(16) NOT NULL, at DATETIME(6) NOT NULL, \
              amt DECIMAL(10,2) NOT NULL, name VARCHAR(20) CHARACTER SET utf8mb4 NOT NULL, \
@@ -520,6 +499,7 @@ async fn composite_and_non_integer_keys() {
         ],
     )
     .await;
+    let schema = s.schema.clone();
     let mut rows = Vec::new();
     for (i, name) in ["a", "b", "🎉", "é", "a b"].iter().enumerate() {
         for j in 0..4 {
@@ -529,10 +509,11 @@ async fn composite_and_non_integer_keys() {
             ));
         }
     }
-    conn.query_drop(format!("INSERT INTO ck VALUES {}", rows.join(", ")))
+    s.conn
+        .query_drop(format!("INSERT INTO ck VALUES {}", rows.join(", ")))
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["ck"], &schema, CONVERGE).await;
+    s.converge(&["ck"]).await;
     for sql in [
         "UPDATE ck SET note = 'upd' WHERE sku = x'000100'",
         "UPDATE ck SET at = at + INTERVAL 1 MICROSECOND WHERE name = '🎉'",
@@ -541,11 +522,11 @@ async fn composite_and_non_integer_keys() {
         "UPDATE ck SET name = 'moved' WHERE name = 'b' AND sku = x'000000'",
         "INSERT INTO ck VALUES ('re', x'000000', '2024-01-01 00:00:00.000000', 0.51, 'b')",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["ck"], &schema, CONVERGE).await;
+    s.converge(&["ck"]).await;
     assert_eq!(
-        wh.primary_key(&schema, "ck").await,
+        s.wh.primary_key(&schema, "ck").await,
         ["name", "sku", "at", "amt"].map(String::from).to_vec(),
         "target primary key in source key order"
     );
@@ -554,8 +535,9 @@ async fn composite_and_non_integer_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
     // Tiny normal batches, so only catch-up batching can load the backlog in one piece.
-    let (mut conn, db, wh, mut tm, schema) = setup_with(
+    let mut s = MysqlSetup::start_with(
         "pl_backlog",
+        SOURCE,
         &[
             "CREATE TABLE item (id INT PRIMARY KEY, v INT NOT NULL, s VARCHAR(20))",
             "CREATE TABLE tag (name VARCHAR(20) PRIMARY KEY, n INT)",
@@ -567,30 +549,34 @@ async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
         },
     )
     .await;
-    let status = tm.terminate(Duration::from_secs(20)).await;
+    let schema = s.schema.clone();
+    let status = s.tm.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 
     // The backlog, written while tidemark is down: every key changes several times, keys move,
     // and some are deleted and inserted again.
     let ids = 300;
     let values: Vec<String> = (1..=ids).map(|i| format!("({i}, 0, 's{i}')")).collect();
-    conn.query_drop(format!("INSERT INTO item VALUES {}", values.join(", ")))
+    s.conn
+        .query_drop(format!("INSERT INTO item VALUES {}", values.join(", ")))
         .await
         .unwrap();
     for round in 1..=4 {
         for first in (1..=ids).step_by(50) {
-            conn.query_drop(format!(
-                "UPDATE item SET v = {round}, s = 'r{round}' WHERE id BETWEEN {first} AND {}",
-                first + 49
+            s.conn
+                .query_drop(format!(
+                    "UPDATE item SET v = {round}, s = 'r{round}' WHERE id BETWEEN {first} AND {}",
+                    first + 49
+                ))
+                .await
+                .unwrap();
+        }
+        s.conn
+            .query_drop(format!(
+                "INSERT INTO tag VALUES ('t{round}', {round}) ON DUPLICATE KEY UPDATE n = n + 1"
             ))
             .await
             .unwrap();
-        }
-        conn.query_drop(format!(
-            "INSERT INTO tag VALUES ('t{round}', {round}) ON DUPLICATE KEY UPDATE n = n + 1"
-        ))
-        .await
-        .unwrap();
     }
     for stmt in [
         "UPDATE item SET id = id + 1000 WHERE id % 7 = 0",
@@ -602,33 +588,26 @@ async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
     ] {
         // Key 1 must be free before 1007 takes it.
         if stmt.contains("id = 1 WHERE") {
-            conn.query_drop("DELETE FROM item WHERE id = 1")
+            s.conn
+                .query_drop("DELETE FROM item WHERE id = 1")
                 .await
                 .unwrap();
         }
-        conn.query_drop(stmt).await.unwrap();
+        s.conn.query_drop(stmt).await.unwrap();
     }
     // Old enough to be behind by more than catch_up_lag.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tm.spawn();
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &["item", "tag"],
-        &schema,
-        CONVERGE,
-    )
-    .await;
+    s.tm.spawn();
+    s.converge(&["item", "tag"]).await;
     assert!(
-        tm.logs().contains("behind the source"),
+        s.tm.logs().contains("behind the source"),
         "no catch-up mode:\n{}",
-        tm.logs()
+        s.tm.logs()
     );
     // Each key was written to the target once: its last change, inserted (the table was
     // empty); nothing was updated or deleted on the way.
-    let final_rows: i64 = conn
+    let final_rows: i64 = s
+        .conn
         .query_first("SELECT COUNT(*) FROM item")
         .await
         .unwrap()
@@ -636,7 +615,7 @@ async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
     let written = format!("{final_rows}/0/0");
     assert!(
         wait_until(Duration::from_secs(10), async || {
-            wh.value(&format!(
+            s.wh.value(&format!(
                 "SELECT n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del \
                  FROM pg_stat_user_tables WHERE schemaname = '{schema}' AND relname = 'item'"
             ))
@@ -646,7 +625,7 @@ async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
         })
         .await,
         "target writes (ins/upd/del) {:?}, want {written}",
-        wh.value(&format!(
+        s.wh.value(&format!(
             "SELECT n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del \
              FROM pg_stat_user_tables WHERE schemaname = '{schema}' AND relname = 'item'"
         ))
@@ -654,12 +633,13 @@ async fn a_backlog_read_far_behind_lands_as_each_keys_last_change() {
     );
 
     // Caught up: a new change arrives at the normal pace.
-    conn.query_drop("INSERT INTO item VALUES (5000, 1, 'live')")
+    s.conn
+        .query_drop("INSERT INTO item VALUES (5000, 1, 'live')")
         .await
         .unwrap();
     assert!(
         wait_until(Duration::from_secs(10), async || {
-            wh.value(&format!(
+            s.wh.value(&format!(
                 "SELECT count(*) FROM \"{schema}\".item WHERE id = 5000"
             ))
             .await

@@ -7,10 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use support::pg_source::{SlotGuard, TablePair, parse_lsn, wait_pg_tables_equal};
+use support::pg_source::{SlotGuard, parse_lsn};
 use support::pipeline::{
-    GroupConfig, Rng, SourceConfig, Tidemark, Warehouse, fresh_warehouse, fresh_warehouse_on,
-    pg_client, seed, wait_checkpoint, wait_until,
+    GroupConfig, Rng, Source, SourceConfig, TablePair, Tidemark, Warehouse, fresh_warehouse,
+    fresh_warehouse_on, pg_client, seed, wait_checkpoint, wait_tables_equal, wait_until,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -71,16 +71,25 @@ async fn stop(s: &mut Setup) {
     assert!(status.success(), "{status:?}");
 }
 
+/// A source table `(schema, table)` and its warehouse table `(schema, table)`.
+type Tables<'a> = ((&'a str, &'a str), (&'a str, &'a str));
+
 /// Waits until each `(source, target)` table pair holds the same rows.
-async fn converge(s: &mut Setup, tables: &[TablePair<'_>]) {
-    wait_pg_tables_equal(
-        &mut s.tm,
-        &s.source.client,
-        &s.warehouse.client,
-        tables,
-        CONVERGE,
-    )
-    .await;
+async fn converge(s: &mut Setup, tables: &[Tables<'_>]) {
+    wait_pg_equal(&mut s.tm, &s.source.client, &s.warehouse, tables).await;
+}
+
+/// Waits until each `(source, target)` table pair of `source` and `warehouse` holds the same
+/// rows.
+async fn wait_pg_equal(
+    tm: &mut Tidemark,
+    source: &tokio_postgres::Client,
+    warehouse: &Warehouse,
+    tables: &[Tables<'_>],
+) {
+    let pairs: Vec<TablePair> = tables.iter().map(|&t| t.into()).collect();
+    let mut source = Source::Postgres(source);
+    wait_tables_equal(tm, &mut source, &warehouse.client, &pairs, CONVERGE).await;
 }
 
 async fn run(db: &Warehouse, statements: &[&str]) {
@@ -324,14 +333,7 @@ async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
         &["INSERT INTO shop.t SELECT g, 'before' FROM generate_series(1, 100) g"],
     )
     .await;
-    wait_pg_tables_equal(
-        &mut tm,
-        &source.client,
-        &warehouse.client,
-        &tables,
-        CONVERGE,
-    )
-    .await;
+    wait_pg_equal(&mut tm, &source.client, &warehouse, &tables).await;
     let source_url = source.url.clone();
     drop(source);
 
@@ -360,7 +362,7 @@ async fn a_source_server_restart_is_ridden_out_and_the_slot_resumed() {
         )
         .await
         .unwrap();
-    wait_pg_tables_equal(&mut tm, &source, &warehouse.client, &tables, CONVERGE).await;
+    wait_pg_equal(&mut tm, &source, &warehouse, &tables).await;
     let status = tm.terminate(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
 }
@@ -722,15 +724,14 @@ async fn the_type_matrix_lands_equal_in_native_types_through_tidemark_run() {
         ],
     )
     .await;
-    wait_pg_tables_equal(
+    wait_pg_equal(
         &mut tm,
         &source.client,
-        &warehouse.client,
+        &warehouse,
         &[
             (("public", "every_type"), ("acme_in_txn", "every_type")),
             (("public", "beside"), ("acme_in_txn", "beside")),
         ],
-        CONVERGE,
     )
     .await;
     let expected: Vec<(String, String)> = MATRIX_WAREHOUSE_TYPES
@@ -745,12 +746,11 @@ async fn the_type_matrix_lands_equal_in_native_types_through_tidemark_run() {
 async fn extension_types_load_as_text_where_the_warehouse_lacks_them() {
     let (source, warehouse, mut tm, _slot) = type_matrix_pipeline("pgpl_noext", false).await;
     run(&source, &[support::pg_source::TYPE_MATRIX_ROWS]).await;
-    wait_pg_tables_equal(
+    wait_pg_equal(
         &mut tm,
         &source.client,
-        &warehouse.client,
+        &warehouse,
         &[(("public", "every_type"), ("acme_in_txn", "every_type"))],
-        CONVERGE,
     )
     .await;
     let types = matrix_column_types(&warehouse).await;

@@ -9,85 +9,76 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::pipeline::{
-    GroupConfig, Tidemark, Warehouse, start_pipeline, table_diff, wait_tables_equal, wait_until,
-};
+use support::pipeline::{CONVERGE, MysqlSetup, wait_until};
 use support::type_matrix::{
-    COLUMNS, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert,
+    COLUMNS, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, create_table_statements, insert,
 };
 
-const CONVERGE: Duration = Duration::from_secs(60);
-
-/// A source database with the matrix table, a fresh warehouse and tidemark running on them,
-/// its start position checkpointed.
-async fn setup(hint: &str) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
-    setup_with(hint, |_| {}).await
-}
-
-/// As `setup`, with the group config adjusted by `configure`.
-async fn setup_with(
-    hint: &str,
-    configure: impl FnOnce(&mut GroupConfig),
-) -> (mysql_async::Conn, String, Warehouse, Tidemark, String) {
-    let (mut conn, db) = support::fresh_mysql_database(hint).await;
-    support::type_matrix::create_table(&mut conn).await;
-    let (wh, tm, schema) = start_pipeline(hint, "types", &db, configure).await;
-    (conn, db, wh, tm, schema)
-}
+/// The source id of every test here.
+const SOURCE: &str = "types";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_lands_equal_through_insert_update_delete() {
-    let (mut conn, db, wh, mut tm, schema) = setup("pl_types").await;
+    let mut s = MysqlSetup::start("pl_types", SOURCE, &create_table_statements()).await;
 
-    conn.query_drop("BEGIN").await.unwrap();
+    s.conn.query_drop("BEGIN").await.unwrap();
     for (id, values) in [(1, MINIMUM), (2, MAXIMUM), (4, TYPICAL), (5, ZEROS)] {
-        conn.query_drop(insert(id, values)).await.unwrap();
+        s.conn.query_drop(insert(id, values)).await.unwrap();
     }
-    conn.query_drop("INSERT INTO matrix (id) VALUES (3)")
+    s.conn
+        .query_drop("INSERT INTO matrix (id) VALUES (3)")
         .await
         .unwrap();
-    conn.query_drop("COMMIT").await.unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
+    s.conn.query_drop("COMMIT").await.unwrap();
+    s.converge(&["matrix"]).await;
 
     // NULL <-> empty, new extremes, and the edits of tests/mysql_types.rs.
-    conn.query_drop(UPDATE_ROWS_2_AND_4).await.unwrap();
-    conn.query_drop(
-        "UPDATE matrix SET c = '', vc = '', tx = '', bl = x'', vb = x'00', e = 'b', st = '', \
+    s.conn.query_drop(UPDATE_ROWS_2_AND_4).await.unwrap();
+    s.conn
+        .query_drop(
+            "UPDATE matrix SET c = '', vc = '', tx = '', bl = x'', vb = x'00', e = 'b', st = '', \
          dt = '2000-01-01', f = 0.25, dbl = 5e-324, tm0 = '-00:00:01' WHERE id = 3",
-    )
-    .await
-    .unwrap();
-    conn.query_drop(
-        "UPDATE matrix SET c = NULL, vc = NULL, tx = NULL, bn = NULL, bl = NULL, j = NULL, \
-         dt = '0000-00-00', dtm6 = '2024-01-01 00:00:00.5' WHERE id = 1",
-    )
-    .await
-    .unwrap();
-    conn.query_drop(
-        "UPDATE matrix SET dt = '1999-12-31', ts3 = '1999-12-31 23:59:59.001' WHERE id = 5",
-    )
-    .await
-    .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-
-    conn.query_drop("DELETE FROM matrix WHERE id IN (1, 3)")
+        )
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-    conn.query_drop("DELETE FROM matrix").await.unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-    tm.assert_running("after the type matrix");
+    s.conn
+        .query_drop(
+            "UPDATE matrix SET c = NULL, vc = NULL, tx = NULL, bn = NULL, bl = NULL, j = NULL, \
+         dt = '0000-00-00', dtm6 = '2024-01-01 00:00:00.5' WHERE id = 1",
+        )
+        .await
+        .unwrap();
+    s.conn
+        .query_drop(
+            "UPDATE matrix SET dt = '1999-12-31', ts3 = '1999-12-31 23:59:59.001' WHERE id = 5",
+        )
+        .await
+        .unwrap();
+    s.converge(&["matrix"]).await;
+
+    s.conn
+        .query_drop("DELETE FROM matrix WHERE id IN (1, 3)")
+        .await
+        .unwrap();
+    s.converge(&["matrix"]).await;
+    s.conn.query_drop("DELETE FROM matrix").await.unwrap();
+    s.converge(&["matrix"]).await;
+    s.tm.assert_running("after the type matrix");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_columns_have_the_documented_types_and_key() {
-    let (mut conn, db, wh, mut tm, schema) = setup("pl_coltypes").await;
-    conn.query_drop(insert(4, TYPICAL)).await.unwrap();
-    let exists = wait_until(CONVERGE, async || wh.table_exists(&schema, "matrix").await).await;
+    let mut s = MysqlSetup::start("pl_coltypes", SOURCE, &create_table_statements()).await;
+    let schema = s.schema.clone();
+    s.conn.query_drop(insert(4, TYPICAL)).await.unwrap();
+    let exists = wait_until(CONVERGE, async || {
+        s.wh.table_exists(&schema, "matrix").await
+    })
+    .await;
     assert!(exists, "target table {schema}.matrix never appeared");
-    tm.assert_running("after the first row");
+    s.tm.assert_running("after the first row");
 
-    let actual = wh.column_types(&schema, "matrix").await;
+    let actual = s.wh.column_types(&schema, "matrix").await;
     let mut expected: Vec<(String, String)> = vec![("id".into(), "integer".into())];
     expected.extend(
         COLUMNS
@@ -121,11 +112,11 @@ async fn target_columns_have_the_documented_types_and_key() {
         mismatches.join("\n  ")
     );
     assert_eq!(
-        wh.primary_key(&schema, "matrix").await,
+        s.wh.primary_key(&schema, "matrix").await,
         vec!["id".to_string()],
         "target primary key"
     );
-    let nullable = wh
+    let nullable = s.wh
         .value(&format!(
             "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns \
              WHERE table_schema = '{schema}' AND table_name = 'matrix' AND is_nullable = 'NO'"
@@ -138,13 +129,13 @@ async fn target_columns_have_the_documented_types_and_key() {
     );
 
     // The comparison itself notices a one-microsecond or one-byte difference.
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-    wh.rows(&format!(
+    s.converge(&["matrix"]).await;
+    s.wh.rows(&format!(
         "UPDATE \"{schema}\".matrix SET dtm6 = dtm6 + interval '1 microsecond', \
          bn = '\\x00'::bytea || bn"
     ))
     .await;
-    let diff = table_diff(&mut conn, &wh.client, &db, "matrix", &schema, "matrix").await;
+    let diff = s.diff(&["matrix"]).await;
     let diff = diff.expect_err("a changed target must differ");
     assert!(diff.contains("dtm6") && diff.contains("bn"), "{diff}");
 }
@@ -153,26 +144,30 @@ async fn target_columns_have_the_documented_types_and_key() {
 /// naming the table, column and position, never a silently altered value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_in_text_fails_loudly_instead_of_altering_the_value() {
-    let (mut conn, db, wh, mut tm, schema) = setup("pl_nul").await;
-    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (10, 'ok')")
+    let mut s = MysqlSetup::start("pl_nul", SOURCE, &create_table_statements()).await;
+    let schema = s.schema.clone();
+    s.conn
+        .query_drop("INSERT INTO matrix (id, vc) VALUES (10, 'ok')")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (11, CONCAT('a', CHAR(0), 'b'))")
+    s.converge(&["matrix"]).await;
+    s.conn
+        .query_drop("INSERT INTO matrix (id, vc) VALUES (11, CONCAT('a', CHAR(0), 'b'))")
         .await
         .unwrap();
-    let failing_gtid: String = conn
+    let failing_gtid: String = s
+        .conn
         .query_first("SELECT @@last_gtid")
         .await
         .unwrap()
         .unwrap();
     let reported = wait_until(Duration::from_secs(30), async || {
-        let log = tm.stderr().to_lowercase();
+        let log = s.tm.stderr().to_lowercase();
         log.contains("matrix") && log.contains("vc") && (log.contains("nul") || log.contains("\\0"))
     })
     .await;
-    let landed = wh
-        .rows(&format!(
+    let landed =
+        s.wh.rows(&format!(
             "SELECT coalesce(vc, 'NULL') FROM \"{schema}\".matrix WHERE id = 11"
         ))
         .await;
@@ -185,7 +180,7 @@ async fn nul_in_text_fails_loudly_instead_of_altering_the_value() {
         "no error naming table matrix, column vc and the NUL within 30 s"
     );
     // The failing transaction is not skipped: the checkpoint stays before it.
-    let resume = wh.resume_point("types").await.unwrap_or_default();
+    let resume = s.wh.resume_point("types").await.unwrap_or_default();
     let failing_seq = gtid_seq(&failing_gtid);
     let checkpoint_seq = resume
         .split('"')
@@ -209,25 +204,31 @@ fn gtid_seq(gtid: &str) -> u64 {
 /// still land whole, and the small rows around them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_larger_than_max_bytes_land_whole() {
-    let (mut conn, db, wh, mut tm, schema) =
-        setup_with("pl_bigval", |g| g.max_bytes = "64KiB".into()).await;
-    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (20, 'before')")
+    let mut s = MysqlSetup::start_with("pl_bigval", SOURCE, &create_table_statements(), |g| {
+        g.max_bytes = "64KiB".into()
+    })
+    .await;
+    let schema = s.schema.clone();
+    s.conn
+        .query_drop("INSERT INTO matrix (id, vc) VALUES (20, 'before')")
         .await
         .unwrap();
-    conn.query_drop(
+    s.conn.query_drop(
         "INSERT INTO matrix (id, lb, mtx) VALUES (21, REPEAT(x'00ff10', 1000000), REPEAT('ü', 1000000))",
     )
     .await
     .unwrap();
-    conn.query_drop("INSERT INTO matrix (id, vc) VALUES (22, 'after')")
+    s.conn
+        .query_drop("INSERT INTO matrix (id, vc) VALUES (22, 'after')")
         .await
         .unwrap();
-    conn.query_drop("UPDATE matrix SET lb = CONCAT(lb, x'00') WHERE id = 21")
+    s.conn
+        .query_drop("UPDATE matrix SET lb = CONCAT(lb, x'00') WHERE id = 21")
         .await
         .unwrap();
-    wait_tables_equal(&mut tm, &mut conn, &wh, &db, &["matrix"], &schema, CONVERGE).await;
-    let len = wh
-        .value(&format!(
+    s.converge(&["matrix"]).await;
+    let len =
+        s.wh.value(&format!(
             "SELECT octet_length(lb)::text FROM \"{schema}\".matrix WHERE id = 21"
         ))
         .await;
@@ -242,7 +243,7 @@ async fn values_larger_than_max_bytes_land_whole() {
 /// upper case, non-ASCII) land lowercased and intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awkward_identifiers_land_quoted_and_lowercased() {
-    let (mut conn, db, wh, mut tm, schema) = setup("pl_idents").await;
+    let mut s = MysqlSetup::start("pl_idents", SOURCE, &create_table_statements()).await;
     for sql in [
         "CREATE TABLE `order` (`select` INT PRIMARY KEY, `my col` VARCHAR(10), `a\"b` INT, \
          `Group` TEXT, `Üml` INT, `from` DATE)",
@@ -252,20 +253,12 @@ async fn awkward_identifiers_land_quoted_and_lowercased() {
         "UPDATE `order` SET `my col` = 'y', `a\"b` = 5 WHERE `select` = 1",
         "DELETE FROM `My-Table` WHERE `ID` = 2",
     ] {
-        conn.query_drop(sql)
+        s.conn
+            .query_drop(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &["order", "My-Table"],
-        &schema,
-        CONVERGE,
-    )
-    .await;
+    s.converge(&["order", "My-Table"]).await;
 }
 
 /// docs/warehouse-postgres.md: two source tables that land on the same target name (`Dup` and
@@ -273,25 +266,26 @@ async fn awkward_identifiers_land_quoted_and_lowercased() {
 /// table's rows merged into the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_source_tables_on_one_target_name_is_an_error_naming_both() {
-    let (mut conn, _db, wh, tm, schema) = setup("pl_dupname").await;
+    let mut s = MysqlSetup::start("pl_dupname", SOURCE, &create_table_statements()).await;
+    let schema = s.schema.clone();
     for sql in [
         "CREATE TABLE `Dup` (id INT PRIMARY KEY, v VARCHAR(10))",
         "CREATE TABLE `dup` (id INT PRIMARY KEY, v VARCHAR(10))",
         "INSERT INTO `Dup` VALUES (1, 'upper')",
         "INSERT INTO `dup` VALUES (1, 'lower')",
     ] {
-        conn.query_drop(sql).await.unwrap();
+        s.conn.query_drop(sql).await.unwrap();
     }
     let reported = wait_until(Duration::from_secs(30), async || {
-        tm.stderr().lines().any(|l| {
+        s.tm.stderr().lines().any(|l| {
             (l.contains(" ERROR ") || l.contains(" WARN "))
                 && l.contains("Dup")
                 && l.contains("dup")
         })
     })
     .await;
-    let rows = if wh.table_exists(&schema, "dup").await {
-        wh.rows(&format!("SELECT id::text, v FROM \"{schema}\".dup"))
+    let rows = if s.wh.table_exists(&schema, "dup").await {
+        s.wh.rows(&format!("SELECT id::text, v FROM \"{schema}\".dup"))
             .await
     } else {
         Vec::new()
@@ -303,6 +297,6 @@ async fn two_source_tables_on_one_target_name_is_an_error_naming_both() {
     assert!(
         reported,
         "no ERROR/WARN line naming both `Dup` and `dup` within 30 s:\n{}",
-        tm.stderr()
+        s.tm.stderr()
     );
 }

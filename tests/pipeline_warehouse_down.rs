@@ -8,11 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    CommitDropProxy, GroupConfig, JOURNAL_TABLE, JournalWriter, Rng, SourceConfig, Tidemark,
-    Writer, create_workload_tables, fresh_warehouse_on, seed, start_pipeline, wait_checkpoint,
-    wait_journal_equal, wait_tables_equal, wait_until,
+    CommitDropProxy, JOURNAL_TABLE, JournalWriter, MysqlSetup, Rng, Writer, fresh_warehouse,
+    fresh_warehouse_on, seed, wait_journal_equal, wait_until, workload_tables,
 };
 
 const TABLES: [&str; 3] = ["accounts", "payments", "audit"];
@@ -21,16 +19,14 @@ const TABLES: [&str; 3] = ["accounts", "payments", "audit"];
 async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     let mut rng = Rng::new(seed("warehouse_outage_of_30s_is_survived_and_caught_up"));
     let server = support::postgres_instance("pipeline-warehouse-down", &[]);
-    let mut wh = fresh_warehouse_on(server.url(), "pl_whdown").await;
-    let (mut conn, db) = support::fresh_mysql_database("pl_whdown").await;
-    create_workload_tables(&mut conn, &TABLES).await;
-    let source = SourceConfig::mysql("whdown", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "whdown", Duration::from_secs(30)).await;
+    let wh = fresh_warehouse_on(server.url(), "pl_whdown").await;
+    let ddl = workload_tables(&TABLES);
+    let mut s = MysqlSetup::prepare(wh, "pl_whdown", "whdown", &ddl, |_| {}).await;
+    let schema = s.schema.clone();
+    s.run().await;
 
     let writer = Writer::start(
-        support::mysql_url_for(&db),
+        s.source_url(),
         &TABLES,
         rng.next_u64(),
         200,
@@ -38,16 +34,16 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     );
     writer.wait_commits(50).await;
     let loading = wait_until(Duration::from_secs(30), async || {
-        wh.table_exists(&schema, "accounts").await
+        s.wh.table_exists(&schema, "accounts").await
     })
     .await;
     assert!(loading, "nothing loaded before the outage");
 
     server.stop();
     let down_at = Instant::now();
-    let log_before = tm.stderr().len();
+    let log_before = s.tm.stderr().len();
     while down_at.elapsed() < Duration::from_secs(30) {
-        tm.assert_running(&format!(
+        s.tm.assert_running(&format!(
             "{:.0}s into the warehouse outage",
             down_at.elapsed().as_secs_f64()
         ));
@@ -55,24 +51,15 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     }
     let restarted = server.start_again();
     assert_eq!(restarted, server.url(), "the instance keeps its port");
-    wh.reconnect().await;
-    let outage_log = tm.stderr()[log_before..].to_lowercase();
+    s.wh.reconnect().await;
+    let outage_log = s.tm.stderr()[log_before..].to_lowercase();
     writer.wait_commits(50).await;
     let stats = writer.stop().await;
     assert!(stats.commits > 100, "writer too slow: {stats:?}");
 
     // Backoff is capped at 30 s: allow one full wait plus the catch-up.
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &TABLES,
-        &schema,
-        Duration::from_secs(75),
-    )
-    .await;
-    tm.assert_running("after catching up");
+    s.converge_within(&TABLES, Duration::from_secs(75)).await;
+    s.tm.assert_running("after catching up");
     assert!(
         outage_log.contains("retr") || outage_log.contains("attempt"),
         "the outage's load attempts are logged (docs/warehouse-postgres.md, Failures); \
@@ -86,14 +73,13 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
     let mut rng = Rng::new(seed("warehouse_connections_killed_mid_load"));
-    let (mut conn, db) = support::fresh_mysql_database("pl_whkill").await;
-    create_workload_tables(&mut conn, &TABLES).await;
-    conn.query_drop(JOURNAL_TABLE).await.unwrap();
-    let (wh, mut tm, schema) =
-        start_pipeline("pl_whkill", "whkill", &db, |g| g.max_delay = "50ms".into()).await;
-    let journal = JournalWriter::start(support::mysql_url_for(&db), rng.next_u64());
+    let mut ddl = workload_tables(&TABLES);
+    ddl.push(JOURNAL_TABLE.into());
+    let mut s =
+        MysqlSetup::start_with("pl_whkill", "whkill", &ddl, |g| g.max_delay = "50ms".into()).await;
+    let journal = JournalWriter::start(s.source_url(), rng.next_u64());
     let writer = Writer::start(
-        support::mysql_url_for(&db),
+        s.source_url(),
         &TABLES,
         rng.next_u64(),
         200,
@@ -102,7 +88,7 @@ async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
     writer.wait_commits(50).await;
     // For 12 s, look at tidemark's warehouse sessions every few ms and terminate a third of
     // those caught inside a transaction (loading, merging, committing).
-    let own = wh.value("SELECT pg_backend_pid()::text").await.unwrap();
+    let own = s.wh.value("SELECT pg_backend_pid()::text").await.unwrap();
     let busy = format!(
         "SELECT pid::text, state, left(query, 20) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> {own} \
@@ -111,10 +97,10 @@ async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
     let mut terminated: BTreeMap<String, u32> = BTreeMap::new();
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
-        for row in wh.rows(&busy).await {
+        for row in s.wh.rows(&busy).await {
             if rng.chance(33) {
                 let pid = row[0].clone().unwrap();
-                wh.rows(&format!("SELECT pg_terminate_backend({pid})"))
+                s.wh.rows(&format!("SELECT pg_terminate_backend({pid})"))
                     .await;
                 let what = format!(
                     "{} / {}",
@@ -124,25 +110,16 @@ async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
                 *terminated.entry(what).or_default() += 1;
             }
         }
-        tm.assert_running("while its warehouse sessions are terminated");
+        s.tm.assert_running("while its warehouse sessions are terminated");
         tokio::time::sleep(rng.millis(2, 20)).await;
     }
     eprintln!("terminated warehouse sessions (state / query: count): {terminated:?}");
     let stats = writer.stop().await;
     assert!(stats.commits > 100, "writer too slow: {stats:?}");
     journal.stop().await;
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &TABLES,
-        &schema,
-        Duration::from_secs(75),
-    )
-    .await;
-    wait_journal_equal(&mut tm, &mut conn, &wh, &schema).await;
-    tm.assert_running("after catching up");
+    s.converge_within(&TABLES, Duration::from_secs(75)).await;
+    wait_journal_equal(&mut s.tm, &mut s.conn, &s.wh, &s.schema).await;
+    s.tm.assert_running("after catching up");
 }
 
 /// docs/warehouse-postgres.md: "If the connection broke during COMMIT, tidemark reads the
@@ -152,31 +129,31 @@ async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_lost_after_a_successful_commit_applies_nothing_twice() {
     let mut rng = Rng::new(seed("connection_lost_after_a_successful_commit"));
-    let wh = support::pipeline::fresh_warehouse("pl_whcommit").await;
+    let wh = fresh_warehouse("pl_whcommit").await;
     let authority = wh.url.split('@').nth(1).unwrap().split('/').next().unwrap();
     let proxy = CommitDropProxy::start(authority.to_string(), 3, 6).await;
     let proxied = wh
         .url
         .replace(authority, &format!("127.0.0.1:{}", proxy.port));
-    let (mut conn, db) = support::fresh_mysql_database("pl_whcommit").await;
-    create_workload_tables(&mut conn, &TABLES).await;
-    conn.query_drop(JOURNAL_TABLE).await.unwrap();
-    let source = SourceConfig::mysql("whcommit", &support::mysql_url(), &db);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&proxied, vec![source]);
-    group.max_delay = "50ms".into();
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, "whcommit", Duration::from_secs(30)).await;
-    let journal = JournalWriter::start(support::mysql_url_for(&db), rng.next_u64());
+    let mut ddl = workload_tables(&TABLES);
+    ddl.push(JOURNAL_TABLE.into());
+    // tidemark loads through the proxy; the test reads the warehouse directly.
+    let mut s = MysqlSetup::prepare(wh, "pl_whcommit", "whcommit", &ddl, |g| {
+        g.warehouse_url = proxied;
+        g.max_delay = "50ms".into();
+    })
+    .await;
+    s.run().await;
+    let journal = JournalWriter::start(s.source_url(), rng.next_u64());
     let writer = Writer::start(
-        support::mysql_url_for(&db),
+        s.source_url(),
         &TABLES,
         rng.next_u64(),
         200,
         Duration::from_millis(3),
     );
     let all_dropped = wait_until(Duration::from_secs(60), async || {
-        tm.assert_running("while COMMIT replies are lost");
+        s.tm.assert_running("while COMMIT replies are lost");
         proxy.dropped() >= 6
     })
     .await;
@@ -194,16 +171,7 @@ async fn connection_lost_after_a_successful_commit_applies_nothing_twice() {
         proxy.dropped(),
         proxy.commits()
     );
-    wait_tables_equal(
-        &mut tm,
-        &mut conn,
-        &wh,
-        &db,
-        &TABLES,
-        &schema,
-        Duration::from_secs(75),
-    )
-    .await;
-    wait_journal_equal(&mut tm, &mut conn, &wh, &schema).await;
-    tm.assert_running("after catching up");
+    s.converge_within(&TABLES, Duration::from_secs(75)).await;
+    wait_journal_equal(&mut s.tm, &mut s.conn, &s.wh, &s.schema).await;
+    s.tm.assert_running("after catching up");
 }

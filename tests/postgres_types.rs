@@ -15,9 +15,11 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
 use support::pg_source::{
     TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, fresh_slot_name, incompressible_text, parse_lsn,
-    peek_slot, pg_table_diff, release_slot,
+    peek_slot, release_slot,
 };
-use support::pipeline::{Warehouse, fresh_warehouse, pg_client, pg_rows};
+use support::pipeline::{
+    Source, TablePair, Warehouse, assert_tables_equal, fresh_warehouse, pg_client, pg_rows,
+};
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
 use tidemark::sink::postgres::postgres_type;
 use tidemark::sink::{TableChanges, TargetTable};
@@ -139,30 +141,16 @@ async fn scenario(source: &Warehouse, target: &Warehouse, slot: &str) {
         changes.len(),
         schema.columns.len()
     );
-    let compared = pg_table_diff(
-        client,
+    // A difference is reported row by row, naming each differing column with both values.
+    assert_tables_equal(
+        &mut Source::Postgres(client),
         &target.client,
-        ("public", "every_type"),
-        ("public", "every_type_staged"),
+        &[TablePair::new(
+            ("public", "every_type"),
+            ("public", "every_type_staged"),
+        )],
     )
     .await;
-    if let Err(diff) = compared {
-        // Name the columns that differ, each with both sides.
-        let mut differing = String::new();
-        for column in &schema.columns {
-            let name = &*column.name;
-            let select = |table: &str| format!("SELECT id, {name} FROM {table} ORDER BY id");
-            let wanted = rows(client, &select("every_type")).await;
-            let landed = rows(&target.client, &select("every_type_staged")).await;
-            if landed != wanted {
-                differing.push_str(&format!(
-                    "\n{name} ({:?}):\n  source    {wanted:?}\n  warehouse {landed:?}",
-                    column.ty
-                ));
-            }
-        }
-        panic!("{diff}{differing}");
-    }
 }
 
 /// The slot's messages as the test session's settings print them, decoded.

@@ -24,9 +24,19 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+pub mod commit_proxy;
+pub mod compare;
+pub mod config;
+pub mod ids;
+pub mod journal;
+pub mod mysql_pipeline;
 pub mod pg_source;
 pub mod pipeline;
+pub mod poll;
+pub mod tidemark;
 pub mod type_matrix;
+pub mod warehouse;
+pub mod writer;
 
 /// Access key id the test S3 server accepts (moto accepts any).
 pub const S3_ACCESS_KEY_ID: &str = "testing";

@@ -4,8 +4,6 @@
 //! column per type, and rows of edge values (extremes, NULL vs empty, zero dates, microseconds,
 //! negative and >24 h TIME, emoji, zero bytes, text in other character sets).
 
-use mysql_async::prelude::Queryable;
-
 /// How `tests/mysql_types.rs` compares a column: the SQL expression that prints it exactly, and
 /// how the decoded value prints in the same form.
 #[derive(Clone, Copy, Debug)]
@@ -335,22 +333,25 @@ pub const UPDATE_ROWS_2_AND_4: &str = "UPDATE matrix SET biu = biu - 1, vc = CON
      e = 'a', st = 'y', b64 = b'1', j = '{\"a\": 1}', tm6 = '-12:00:00.5', \
      ts6 = '2001-09-09 01:46:40.5' WHERE id IN (2, 4)";
 
-/// Sets the session up for the matrix's values (`sql_mode = ''` for zero dates, UTC) and
-/// creates table `matrix (id INT PRIMARY KEY, <COLUMNS>)` in the connection's database.
-pub async fn create_table(conn: &mut mysql_async::Conn) {
-    conn.query_drop("SET SESSION sql_mode = '', time_zone = '+00:00'")
-        .await
-        .unwrap();
+/// The statements that set the session up for the matrix's values (`sql_mode = ''` for zero
+/// dates, UTC) and create table `matrix (id INT PRIMARY KEY, <COLUMNS>)`.
+pub fn create_table_statements() -> [String; 2] {
     let defs: Vec<String> = COLUMNS
         .iter()
         .map(|c| format!("`{}` {}", c.name, c.mysql_type))
         .collect();
-    conn.query_drop(format!(
-        "CREATE TABLE matrix (id INT PRIMARY KEY, {}) CHARACTER SET utf8mb4",
-        defs.join(", ")
-    ))
-    .await
-    .unwrap();
+    [
+        "SET SESSION sql_mode = '', time_zone = '+00:00'".to_string(),
+        format!(
+            "CREATE TABLE matrix (id INT PRIMARY KEY, {}) CHARACTER SET utf8mb4",
+            defs.join(", ")
+        ),
+    ]
+}
+
+/// Runs [`create_table_statements`] on `conn`, which keeps the session settings.
+pub async fn create_table(conn: &mut mysql_async::Conn) {
+    super::mysql_pipeline::exec(conn, &create_table_statements()).await;
 }
 
 /// `INSERT INTO matrix` of row `id` with `values`, one per non-generated column in COLUMNS order.
