@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use support::pg_source::{SlotGuard, wait_pg_tables_equal};
+use support::pg_source::SlotGuard;
 use support::pipeline::{
-    GroupConfig, JOURNAL_TABLE, SourceConfig, Tidemark, Warehouse, fresh_warehouse, pg_rows,
-    wait_checkpoint, wait_tables_equal,
+    GroupConfig, JOURNAL_TABLE, MysqlSetup, Source, SourceConfig, TablePair, Tidemark, Warehouse,
+    fresh_warehouse, pg_rows, wait_checkpoint, wait_tables_equal,
 };
 use tidemark::crash;
 
@@ -68,24 +68,34 @@ async fn journal_counts(wh: &Warehouse, schema: &str) -> (String, String) {
 /// MySQL: batch 1 lands normally; batch 2 (updates, a delete, inserts, appends) crashes at
 /// `point`; after a restart everything is equal and the journal holds each row once.
 async fn mysql_crash_at(point: &str) {
-    let (mut db, name) = support::fresh_mysql_database(&format!("crash_{point}")).await;
-    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    db.query_drop(JOURNAL_TABLE).await.unwrap();
-    let wh = fresh_warehouse(&format!("crash_{point}")).await;
-    let source = SourceConfig::mysql("crash", &support::mysql_url(), &name);
-    let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&wh.url, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "crash", Duration::from_secs(30)).await;
+    let MysqlSetup {
+        mut tm,
+        conn: mut db,
+        db: name,
+        wh,
+        schema,
+        ..
+    } = MysqlSetup::start(
+        &format!("crash_{point}"),
+        "crash",
+        &["CREATE TABLE t (id INT PRIMARY KEY, v INT)", JOURNAL_TABLE],
+    )
+    .await;
     db.query_drop(
         "START TRANSACTION; INSERT INTO t VALUES (1, 1), (2, 2), (3, 3);
          INSERT INTO journal VALUES (1, 'a'), (2, 'b'); COMMIT",
     )
     .await
     .unwrap();
-    let tables = ["t"];
-    wait_tables_equal(&mut tm, &mut db, &wh, &name, &tables, &schema, CONVERGE).await;
+    let pairs = TablePair::mysql(&name, &["t"], &schema);
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut db),
+        &wh.client,
+        &pairs,
+        CONVERGE,
+    )
+    .await;
     tm.terminate(Duration::from_secs(20)).await;
 
     crash_at(&tm, point, async || {
@@ -99,7 +109,14 @@ async fn mysql_crash_at(point: &str) {
     .await;
 
     tm.spawn();
-    wait_tables_equal(&mut tm, &mut db, &wh, &name, &tables, &schema, CONVERGE).await;
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut db),
+        &wh.client,
+        &pairs,
+        CONVERGE,
+    )
+    .await;
     assert_eq!(
         journal_counts(&wh, &schema).await,
         ("4".to_string(), "4".to_string()),
@@ -139,8 +156,9 @@ async fn postgres_crash_at(point: &str) {
         )
         .await
         .unwrap();
-    let pair = [(("public", "t"), (schema.as_str(), "t"))];
-    wait_pg_tables_equal(&mut tm, &source.client, &wh.client, &pair, CONVERGE).await;
+    let pairs = [TablePair::new(("public", "t"), (&schema, "t"))];
+    let mut from = Source::Postgres(&source.client);
+    wait_tables_equal(&mut tm, &mut from, &wh.client, &pairs, CONVERGE).await;
     tm.terminate(Duration::from_secs(20)).await;
 
     crash_at(&tm, point, async || {
@@ -156,7 +174,7 @@ async fn postgres_crash_at(point: &str) {
     .await;
 
     tm.spawn();
-    wait_pg_tables_equal(&mut tm, &source.client, &wh.client, &pair, CONVERGE).await;
+    wait_tables_equal(&mut tm, &mut from, &wh.client, &pairs, CONVERGE).await;
     assert_eq!(
         journal_counts(&wh, &schema).await,
         ("4".to_string(), "4".to_string()),

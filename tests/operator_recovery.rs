@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    GroupConfig, SourceConfig, Tidemark, Warehouse, fresh_warehouse, fresh_warehouse_on, pg_client,
-    pg_rows, wait_checkpoint, wait_until,
+    GroupConfig, MysqlSetup, SourceConfig, Tidemark, Warehouse, fresh_warehouse,
+    fresh_warehouse_on, pg_client, pg_rows, wait_checkpoint, wait_until,
 };
 
 /// Waits until the current run's log contains every one of `needles`; panics with the logs.
@@ -45,18 +45,9 @@ async fn one_table_pipeline(
     id: &str,
     configure: impl FnOnce(&mut GroupConfig),
 ) -> (mysql_async::Conn, Warehouse, Tidemark, String) {
-    let (mut db, name) = support::fresh_mysql_database(id).await;
-    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let wh = fresh_warehouse(id).await;
-    let source = SourceConfig::mysql(id, &support::mysql_url(), &name);
-    let schema = source.schema();
-    let mut group = GroupConfig::new(&wh.url, vec![source]);
-    configure(&mut group);
-    let mut tm = Tidemark::start(&group);
-    wait_checkpoint(&mut tm, &wh, id, Duration::from_secs(30)).await;
-    (db, wh, tm, schema)
+    let s =
+        MysqlSetup::start_with(id, id, &["CREATE TABLE t (id INT PRIMARY KEY)"], configure).await;
+    (s.conn, s.wh, s.tm, s.schema)
 }
 
 /// Runs `tidemark ARGS` to completion.

@@ -7,9 +7,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::pipeline::{
-    GroupConfig, SourceConfig, Tidemark, fresh_warehouse, pg_rows, wait_checkpoint, wait_until,
-};
+use support::pipeline::{MysqlSetup, fresh_warehouse, pg_rows, wait_until};
 
 /// Ids in the warehouse's `schema.t`, in order (none before the table exists).
 async fn target_ids(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
@@ -26,10 +24,6 @@ async fn target_ids(client: &tokio_postgres::Client, schema: &str) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_warehouse_grant_makes_the_source_wait_and_resume_once_granted_again() {
-    let (mut db, name) = support::fresh_mysql_database("revoked_grant").await;
-    db.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
     let wh = fresh_warehouse("revoked_grant").await;
     // tidemark loads as a role of its own, which owns the warehouse database.
     let role = format!("loader_{}", std::process::id());
@@ -42,10 +36,22 @@ async fn a_revoked_warehouse_grant_makes_the_source_wait_and_resume_once_granted
         .await
         .unwrap();
     let as_role = wh.url.replacen("postgres@", &format!("{role}@"), 1);
-    let source = SourceConfig::mysql("revoked", &support::mysql_url(), &name);
-    let schema = source.schema();
-    let mut tm = Tidemark::start(&GroupConfig::new(&as_role, vec![source]));
-    wait_checkpoint(&mut tm, &wh, "revoked", Duration::from_secs(30)).await;
+    let mut s = MysqlSetup::prepare(
+        wh,
+        "revoked_grant",
+        "revoked",
+        &["CREATE TABLE t (id INT PRIMARY KEY)"],
+        |group| group.warehouse_url = as_role,
+    )
+    .await;
+    s.run().await;
+    let MysqlSetup {
+        mut tm,
+        conn: mut db,
+        wh,
+        schema,
+        ..
+    } = s;
     db.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     let landed = wait_until(Duration::from_secs(30), async || {
         target_ids(&wh.client, &schema).await == ["1"]
