@@ -183,42 +183,23 @@ async fn postgres_crash_at(point: &str) {
     tm.terminate(Duration::from_secs(20)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_crash_after_staging_copy_loses_and_doubles_nothing() {
-    mysql_crash_at(crash::AFTER_STAGING_COPY).await;
+/// One test per source kind and crash point, so they run side by side.
+macro_rules! crash_tests {
+    ($($name:ident: $scenario:ident at $point:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $scenario(crash::$point).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_crash_after_apply_loses_and_doubles_nothing() {
-    mysql_crash_at(crash::AFTER_APPLY).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_crash_before_commit_loses_and_doubles_nothing() {
-    mysql_crash_at(crash::BEFORE_COMMIT).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_crash_after_commit_before_ack_loses_and_doubles_nothing() {
-    mysql_crash_at(crash::AFTER_COMMIT_BEFORE_ACK).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_crash_after_staging_copy_loses_and_doubles_nothing() {
-    postgres_crash_at(crash::AFTER_STAGING_COPY).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_crash_after_apply_loses_and_doubles_nothing() {
-    postgres_crash_at(crash::AFTER_APPLY).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_crash_before_commit_loses_and_doubles_nothing() {
-    postgres_crash_at(crash::BEFORE_COMMIT).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_crash_after_commit_before_ack_loses_and_doubles_nothing() {
-    postgres_crash_at(crash::AFTER_COMMIT_BEFORE_ACK).await;
+crash_tests! {
+    mysql_crash_after_staging_copy_loses_and_doubles_nothing: mysql_crash_at at AFTER_STAGING_COPY;
+    mysql_crash_after_apply_loses_and_doubles_nothing: mysql_crash_at at AFTER_APPLY;
+    mysql_crash_before_commit_loses_and_doubles_nothing: mysql_crash_at at BEFORE_COMMIT;
+    mysql_crash_after_commit_before_ack_loses_and_doubles_nothing: mysql_crash_at at AFTER_COMMIT_BEFORE_ACK;
+    postgres_crash_after_staging_copy_loses_and_doubles_nothing: postgres_crash_at at AFTER_STAGING_COPY;
+    postgres_crash_after_apply_loses_and_doubles_nothing: postgres_crash_at at AFTER_APPLY;
+    postgres_crash_before_commit_loses_and_doubles_nothing: postgres_crash_at at BEFORE_COMMIT;
+    postgres_crash_after_commit_before_ack_loses_and_doubles_nothing: postgres_crash_at at AFTER_COMMIT_BEFORE_ACK;
 }

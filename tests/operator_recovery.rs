@@ -11,7 +11,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
     GroupConfig, MysqlSetup, SourceConfig, Tidemark, Warehouse, fresh_warehouse,
-    fresh_warehouse_on, pg_client, pg_rows, wait_checkpoint, wait_until,
+    fresh_warehouse_on, pg_client, target_ids, wait_checkpoint, wait_until,
 };
 
 /// Waits until the current run's log contains every one of `needles`; panics with the logs.
@@ -58,19 +58,6 @@ fn tidemark(args: &[&str], config: &std::path::Path) -> std::process::Output {
         .arg(config)
         .output()
         .expect("running tidemark")
-}
-
-/// Ids of the rows of `schema.t` in the warehouse, in order (none before the table exists).
-async fn target_ids(wh: &Warehouse, schema: &str) -> Vec<String> {
-    pg_rows(
-        &wh.client,
-        &format!("SELECT id::text FROM {schema}.t ORDER BY id"),
-    )
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .filter_map(|row| row.into_iter().next().flatten())
-    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

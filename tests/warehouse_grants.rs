@@ -7,20 +7,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::pipeline::{MysqlSetup, fresh_warehouse, pg_rows, wait_until};
-
-/// Ids in the warehouse's `schema.t`, in order (none before the table exists).
-async fn target_ids(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    pg_rows(
-        client,
-        &format!("SELECT id::text FROM {schema}.t ORDER BY id"),
-    )
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .filter_map(|row| row.into_iter().next().flatten())
-    .collect()
-}
+use support::pipeline::{MysqlSetup, fresh_warehouse, target_ids, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_warehouse_grant_makes_the_source_wait_and_resume_once_granted_again() {
@@ -54,7 +41,7 @@ async fn a_revoked_warehouse_grant_makes_the_source_wait_and_resume_once_granted
     } = s;
     db.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     let landed = wait_until(Duration::from_secs(30), async || {
-        target_ids(&wh.client, &schema).await == ["1"]
+        target_ids(&wh, &schema).await == ["1"]
     })
     .await;
     assert!(landed, "{}", tm.logs());
@@ -84,7 +71,7 @@ async fn a_revoked_warehouse_grant_makes_the_source_wait_and_resume_once_granted
         .unwrap();
     // The source is retried within a minute of the failure.
     let resumed = wait_until(Duration::from_secs(90), async || {
-        target_ids(&wh.client, &schema).await == ["1", "2"]
+        target_ids(&wh, &schema).await == ["1", "2"]
     })
     .await;
     assert!(resumed, "{}", tm.logs());

@@ -246,3 +246,17 @@ pub async fn pg_primary_key(
         .map(|r| r[0].clone().unwrap())
         .collect())
 }
+
+/// The ids of `schema.t` in the warehouse, in order; none before the table exists (for tests of
+/// one small table `t (id ...)`).
+pub async fn target_ids(wh: &Warehouse, schema: &str) -> Vec<String> {
+    pg_rows(
+        &wh.client,
+        &format!("SELECT id::text FROM {schema}.t ORDER BY id"),
+    )
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .filter_map(|row| row.into_iter().next().flatten())
+    .collect()
+}
