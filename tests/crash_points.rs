@@ -68,61 +68,39 @@ async fn journal_counts(wh: &Warehouse, schema: &str) -> (String, String) {
 /// MySQL: batch 1 lands normally; batch 2 (updates, a delete, inserts, appends) crashes at
 /// `point`; after a restart everything is equal and the journal holds each row once.
 async fn mysql_crash_at(point: &str) {
-    let MysqlSetup {
-        mut tm,
-        conn: mut db,
-        db: name,
-        wh,
-        schema,
-        ..
-    } = MysqlSetup::start(
+    let mut s = MysqlSetup::start(
         &format!("crash_{point}"),
         "crash",
         &["CREATE TABLE t (id INT PRIMARY KEY, v INT)", JOURNAL_TABLE],
     )
     .await;
-    db.query_drop(
+    s.exec(&[
         "START TRANSACTION; INSERT INTO t VALUES (1, 1), (2, 2), (3, 3);
          INSERT INTO journal VALUES (1, 'a'), (2, 'b'); COMMIT",
-    )
-    .await
-    .unwrap();
-    let pairs = TablePair::mysql(&name, &["t"], &schema);
-    wait_tables_equal(
-        &mut tm,
-        &mut Source::Mysql(&mut db),
-        &wh.client,
-        &pairs,
-        CONVERGE,
-    )
+    ])
     .await;
-    tm.terminate(Duration::from_secs(20)).await;
+    s.converge(&["t"]).await;
+    s.tm.terminate(Duration::from_secs(20)).await;
 
-    crash_at(&tm, point, async || {
-        db.query_drop(
-            "START TRANSACTION; UPDATE t SET v = v * 10; DELETE FROM t WHERE id = 2;
-             INSERT INTO t VALUES (4, 4); INSERT INTO journal VALUES (3, 'c'), (4, 'd'); COMMIT",
-        )
-        .await
-        .unwrap();
+    crash_at(&s.tm, point, async || {
+        s.conn
+            .query_drop(
+                "START TRANSACTION; UPDATE t SET v = v * 10; DELETE FROM t WHERE id = 2;
+                 INSERT INTO t VALUES (4, 4); INSERT INTO journal VALUES (3, 'c'), (4, 'd'); COMMIT",
+            )
+            .await
+            .unwrap();
     })
     .await;
 
-    tm.spawn();
-    wait_tables_equal(
-        &mut tm,
-        &mut Source::Mysql(&mut db),
-        &wh.client,
-        &pairs,
-        CONVERGE,
-    )
-    .await;
+    s.tm.spawn();
+    s.converge(&["t"]).await;
     assert_eq!(
-        journal_counts(&wh, &schema).await,
+        journal_counts(&s.wh, &s.schema).await,
         ("4".to_string(), "4".to_string()),
         "every journal row exactly once after a crash at {point}"
     );
-    tm.terminate(Duration::from_secs(20)).await;
+    s.tm.terminate(Duration::from_secs(20)).await;
 }
 
 /// The same with a Postgres source (the keyless journal published with REPLICA IDENTITY FULL).
