@@ -5,30 +5,16 @@
 mod support;
 
 use tidemark::event::{GtidState, ResumePoint, SourceMessage};
-use tidemark::source::mysql::assemble::{AssemblerOptions, GtidTracker};
-use tidemark::source::mysql::file::read_binlog_file;
-use tidemark::source::mysql::layout::ColumnNames;
 
+/// The resume point of every commit in fixture `name`, in order.
 fn commits(name: &str) -> Vec<ResumePoint> {
-    let options = AssemblerOptions {
-        names: ColumnNames::Required,
-        seed_gtids_from_log: true,
-        allow_partial_images: false,
-    };
-    let mut points = Vec::new();
-    read_binlog_file(
-        &support::mysql8_fixture(name),
-        options,
-        GtidTracker::Unknown,
-        |message| {
-            if let SourceMessage::Commit(point) = message {
-                points.push(point);
-            }
-            Ok(())
-        },
-    )
-    .expect("fixture decodes");
-    points
+    support::mysql8_fixture_messages(name)
+        .into_iter()
+        .filter_map(|message| match message {
+            SourceMessage::Commit(point) => Some(point),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]

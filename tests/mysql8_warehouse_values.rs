@@ -19,9 +19,6 @@ use tidemark::event::{
 };
 use tidemark::sink::postgres::PostgresSink;
 use tidemark::sink::{Batch, Checkpoint, TableChanges, TargetTable};
-use tidemark::source::mysql::assemble::{AssemblerOptions, GtidTracker};
-use tidemark::source::mysql::file::read_binlog_file;
-use tidemark::source::mysql::layout::ColumnNames;
 
 /// The warehouse schema the fixture tables land in.
 const SCHEMA: &str = "mysql8";
@@ -32,25 +29,13 @@ const EDGE_FLOATS: [f32; 6] = [1e-45, f32::MIN_POSITIVE, f32::MAX, -0.0, 0.1, 16
 
 /// Every row change of a fixture file, as replication would decode it.
 fn fixture_changes(name: &str) -> Vec<ChangeEvent> {
-    let options = AssemblerOptions {
-        names: ColumnNames::Required,
-        seed_gtids_from_log: true,
-        allow_partial_images: false,
-    };
-    let mut changes = Vec::new();
-    read_binlog_file(
-        &support::mysql8_fixture(name),
-        options,
-        GtidTracker::Unknown,
-        |message| {
-            if let SourceMessage::Change(change) = message {
-                changes.push(change);
-            }
-            Ok(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
-    changes
+    support::mysql8_fixture_messages(name)
+        .into_iter()
+        .filter_map(|message| match message {
+            SourceMessage::Change(change) => Some(change),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A change no fixture holds: a JSON document with a 40-digit decimal, more digits than a

@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use tokio_postgres::Client;
 
 use super::poll::poll;
-use super::tidemark::Tidemark;
+use super::process::Tidemark;
 use super::warehouse::{pg_column_types, pg_primary_key, pg_rows, sql_literal};
 
 /// How a column is canonicalised on both sides.

@@ -10,7 +10,7 @@ use mysql_async::prelude::Queryable;
 
 use super::ids::Rng;
 use super::poll::poll;
-use super::tidemark::Tidemark;
+use super::process::Tidemark;
 use super::warehouse::{Warehouse, pg_rows};
 
 /// The key-less journal table: append mode in the target.

@@ -33,7 +33,7 @@ pub mod mysql_pipeline;
 pub mod pg_source;
 pub mod pipeline;
 pub mod poll;
-pub mod tidemark;
+pub mod process;
 pub mod type_matrix;
 pub mod warehouse;
 pub mod writer;
@@ -68,6 +68,31 @@ pub fn mysql8_fixture(name: &str) -> PathBuf {
             "fixture {name} not found in any of {candidates:?}; set TIDEMARK_FIXTURES_DIR to the mysql8-binlogs folder"
         ),
     }
+}
+
+/// Every message of the binlog fixture `name`, decoded as replication decodes a live stream
+/// (column names required, full row images, GTIDs seeded from the file).
+pub fn mysql8_fixture_messages(name: &str) -> Vec<tidemark::event::SourceMessage> {
+    use tidemark::source::mysql::assemble::{AssemblerOptions, GtidTracker};
+    use tidemark::source::mysql::file::read_binlog_file;
+    use tidemark::source::mysql::layout::ColumnNames;
+    let options = AssemblerOptions {
+        names: ColumnNames::Required,
+        seed_gtids_from_log: true,
+        allow_partial_images: false,
+    };
+    let mut messages = Vec::new();
+    read_binlog_file(
+        &mysql8_fixture(name),
+        options,
+        GtidTracker::Unknown,
+        |message| {
+            messages.push(message);
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    messages
 }
 
 /// The end of the row image starting at `at` in a rows buffer of `json.binlog.000001`'s table

@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use super::compare::{Source, TablePair, tables_diff, wait_tables_equal};
 use super::config::{GroupConfig, SourceConfig};
 use super::poll::wait_checkpoint;
-use super::tidemark::Tidemark;
+use super::process::Tidemark;
 use super::warehouse::{Warehouse, fresh_warehouse};
 
 /// How long a pipeline test waits for the warehouse to catch up with its source.

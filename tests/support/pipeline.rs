@@ -12,6 +12,6 @@ pub use super::ids::*;
 pub use super::journal::*;
 pub use super::mysql_pipeline::*;
 pub use super::poll::*;
-pub use super::tidemark::*;
+pub use super::process::*;
 pub use super::warehouse::*;
 pub use super::writer::*;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::tidemark::Tidemark;
+use super::process::Tidemark;
 use super::warehouse::Warehouse;
 
 /// Calls `probe` every 100 ms until it returns Ok (returned) or `timeout` passes (the last
