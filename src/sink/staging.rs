@@ -956,6 +956,15 @@ mod tests {
     }
 
     /// What the loader would stage: the live rows of every segment.
+    /// `row` inserted into `t`, staged.
+    fn staged_insert(t: &Arc<TableSchema>, row: Vec<Value>) -> TableChanges {
+        let mut changes = TableChanges::new(t.id.clone(), target());
+        changes
+            .push(&change(t, Op::Insert, None, Some(row)), &mut 0)
+            .unwrap();
+        changes
+    }
+
     fn text_of(changes: &mut TableChanges) -> String {
         let mut all = Vec::new();
         for segment in 0..changes.segments.len() {
@@ -1028,11 +1037,7 @@ mod tests {
             Value::Float(f32::NEG_INFINITY),
             Value::Time(-(838 * 3600 + 59 * 60 + 59) * 1_000_000),
         ];
-        let mut changes = TableChanges::new(t.id.clone(), target());
-        let mut seq = 0;
-        changes
-            .push(&change(&t, Op::Insert, None, Some(row)), &mut seq)
-            .unwrap();
+        let mut changes = staged_insert(&t, row);
         assert_eq!(
             text_of(&mut changes),
             "0\tinsert\t30064771074\t2023-11-14T22:13:20Z\t18446744073709551615\ta\\tb\\\\c\\nd🚀\t\\\\x00ff\t\\N\t2024-02-29 23:59:58.000007\t00101\ta,b\t-Infinity\t-838:59:59\n"
@@ -1066,11 +1071,7 @@ mod tests {
             Value::Vector(vec![1.1, -1.01, 1e-45, f32::NAN, f32::NEG_INFINITY]),
             Value::Vector(vec![]),
         ];
-        let mut changes = TableChanges::new(t.id.clone(), target());
-        let mut seq = 0;
-        changes
-            .push(&change(&t, Op::Insert, None, Some(row)), &mut seq)
-            .unwrap();
+        let mut changes = staged_insert(&t, row);
         // Shortest round-trip text: `1.1` reads back as the same f32 (as a double it would be
         // 1.100000023841858).
         assert_eq!(
