@@ -133,8 +133,12 @@ fi
 if [[ ! -f "$dir/initialized" ]]; then
   log "initialising MariaDB data directory $datadir"
   rm -rf "$datadir"
-  mkdir -p "$datadir"
-  if ! "$install_db" --no-defaults --datadir="$datadir" --user=root \
+  mkdir -p "$datadir" "$dir/tmp"
+  # The bootstrap server's temporary tables go to the instance's own tmpdir:
+  # in the shared /tmp, concurrent installs (tests run in parallel, other
+  # checkouts on the machine) collided on the same temp-table name.
+  if ! TMPDIR="$dir/tmp" "$install_db" --no-defaults --datadir="$datadir" --user=root \
+    --tmpdir="$dir/tmp" \
     --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
     >"$dir/install-db.log" 2>&1; then
     log_tail "$dir/install-db.log"
