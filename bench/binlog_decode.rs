@@ -30,8 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use tidemark::event::ResumePoint;
-use tidemark::pipeline::reader::SourceReader;
-use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
 mod harness;
 #[allow(dead_code)] // shared by three benchmarks; each uses part of it
@@ -216,7 +215,7 @@ mod child {
             .await
             .unwrap_or_else(|e| panic!("connecting the binlog reader to {url}: {e}"));
         let end = BinlogPos::key(&to.file, to.pos);
-        harness::drain(SourceReader::Mysql(reader), &to, limit, |committed, _| {
+        harness::drain(Box::new(reader), &to, limit, |committed, _| {
             matches!(committed, Some(ResumePoint::Binlog { file, pos, .. })
                 if BinlogPos::key(&file, pos) >= end)
         })

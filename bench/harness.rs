@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tidemark::event::{Op, ResumePoint, SourceMessage};
-use tidemark::pipeline::reader::SourceReader;
+use tidemark::source::Source;
 
 /// Runs `child` with the arguments after `--child` when the binary was re-executed as the
 /// child, else `parent`.
@@ -294,10 +294,10 @@ pub fn report_child(read: impl Future<Output = NullSink>) {
 /// arrived; then closes the reader. Panics on a read error or after 60 s without a batch
 /// before reaching `to`.
 pub async fn drain(
-    mut reader: SourceReader,
+    mut reader: Box<dyn Source>,
     to: impl Display,
     limit: u64,
-    at_end: impl Fn(Option<ResumePoint>, &SourceReader) -> bool,
+    at_end: impl Fn(Option<ResumePoint>, &dyn Source) -> bool,
 ) -> NullSink {
     let mut sink = NullSink::default();
     let mut batch = Vec::new();
@@ -312,7 +312,7 @@ pub async fn drain(
             ),
         }
         let committed = sink.accept(&mut batch);
-        if at_end(committed, &reader) || sink.changes() >= limit {
+        if at_end(committed, reader.as_ref()) || sink.changes() >= limit {
             break;
         }
     }

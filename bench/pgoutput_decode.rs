@@ -32,7 +32,6 @@ use std::time::Instant;
 
 use tidemark::config::{Config, SourceConfig};
 use tidemark::event::ResumePoint;
-use tidemark::pipeline::reader::SourceReader;
 use tidemark::source::postgres::reader::PgReader;
 use tidemark::source::postgres::slot::WalPosition;
 
@@ -205,17 +204,12 @@ publication = {PUBLICATION:?}
         let opened = PgReader::open(source, Some(&checkpoint), confirmations)
             .await
             .unwrap_or_else(|e| panic!("opening the Postgres reader at {from}: {e}"));
-        harness::drain(
-            SourceReader::Postgres(opened.reader),
-            to,
-            limit,
-            |_, reader| {
-                let ResumePoint::Lsn { lsn } = reader.resume_point() else {
-                    panic!("a Postgres reader resumes at an LSN");
-                };
-                lsn >= to.0
-            },
-        )
+        harness::drain(Box::new(opened.reader), to, limit, |_, reader| {
+            let ResumePoint::Lsn { lsn } = reader.resume_point() else {
+                panic!("a Postgres reader resumes at an LSN");
+            };
+            lsn >= to.0
+        })
         .await
     }
 }

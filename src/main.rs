@@ -18,11 +18,13 @@ use tidemark::check::{check_source, check_warehouse};
 use tidemark::config::Config;
 use tidemark::observe::{LogFormat, init_logging};
 use tidemark::pipeline::{SkipError, run_group, skip_to_end};
+use tidemark::source::Source;
 use tidemark::source::mysql::file::FileError;
+use tidemark::source::mysql::follow;
 use tidemark::source::mysql::inspect::{
     InspectOptions, StreamInspectError, inspect_binlog_files, inspect_stream,
 };
-use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+use tidemark::source::mysql::reader::{ReaderOptions, StartPosition};
 
 /// Change-data-capture from MySQL/MariaDB and Postgres into a Postgres warehouse.
 #[derive(Debug, Parser)]
@@ -138,7 +140,7 @@ fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 async fn inspect_live(url: String, server_id: u32) -> ExitCode {
     let options = ReaderOptions::new("inspect", url, server_id);
-    let mut reader = match BinlogReader::connect(options, StartPosition::End).await {
+    let mut reader = match follow(options, StartPosition::End).await {
         Ok(reader) => reader,
         Err(e) => return fail(&e.to_string()),
     };
@@ -152,7 +154,7 @@ async fn inspect_live(url: String, server_id: u32) -> ExitCode {
         let _ = tokio::signal::ctrl_c().await;
     };
     let result = inspect_stream(&mut reader, &mut out, stop).await;
-    reader.close().await;
+    Box::new(reader).close().await;
     match result {
         Ok(summary) => {
             eprintln!(

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use tidemark::event::{GtidState, Op, ResumePoint, SourceMessage, Value};
-use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+use tidemark::source::Source;
+use tidemark::source::mysql::follow;
+use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
 /// Replica server ids must be unique per connected reader; tests run in parallel processes.
 fn server_id() -> u32 {
@@ -39,7 +41,7 @@ struct Txn {
 
 /// Reads until a committed transaction touches `db`.`marker` with value `marker`, returning
 /// the committed transactions of `db` (markers excluded) in order.
-async fn read_until_marker(reader: &mut BinlogReader, db: &str, marker: i64) -> Vec<Txn> {
+async fn read_until_marker(reader: &mut impl Source, db: &str, marker: i64) -> Vec<Txn> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut done = Vec::new();
     let mut open: Option<Txn> = None;
@@ -315,9 +317,7 @@ async fn killed_connection_reconnects_and_loses_nothing() {
     conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
         .await
         .unwrap();
-    let mut reader = BinlogReader::connect(options(url), StartPosition::End)
-        .await
-        .unwrap();
+    let mut reader = follow(options(url), StartPosition::End).await.unwrap();
     let writer = tokio::spawn({
         let url = format!("{url}/{db}");
         async move {
@@ -351,7 +351,7 @@ async fn killed_connection_reconnects_and_loses_nothing() {
         reader.reconnects() >= 1,
         "the dump connection was never killed"
     );
-    reader.close().await;
+    Box::new(reader).close().await;
     admin
         .query_drop(format!("DROP DATABASE `{db}`"))
         .await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use tidemark::event::{ChangeEvent, Op, SourceMessage, Value, format_time_micros, to_hex};
-use tidemark::source::mysql::stream::{BinlogReader, ReaderOptions, StartPosition};
+use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
 use support::type_matrix::{
     COLUMNS, Form, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert,

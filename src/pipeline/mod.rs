@@ -2,12 +2,11 @@
 //! coordination for a group of sources.
 //!
 //! The pipeline is the only place that knows both sides: it reads [`crate::event`] messages
-//! from a source of either kind ([`reader`]), routes each table to its target ([`route`]),
+//! from a [`crate::source::Source`], routes each table to its target ([`route`]),
 //! gathers whole transactions into batches ([`batch`]) and hands them to a sink, which commits
 //! rows and checkpoint together ([`run`]); committed positions go back to the reader.
 
 pub mod batch;
-pub mod reader;
 pub mod route;
 pub mod run;
 pub mod skip;

@@ -19,16 +19,16 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::batch::{BatchError, Batcher, lag_of};
-use super::reader::{ReadError, SourceReader, read_source};
 use super::route::Router;
 use crate::check::{CheckStatus, check_source};
 use crate::config::{BatchConfig, Config, SourceConfig, WarehouseConfig};
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
-use crate::event::ResumePoint;
+use crate::event::{ResumePoint, SourceMessage};
 use crate::observe::seconds;
 use crate::retry::Backoff;
 use crate::sink::{self, Batch, LoadStep, Sink, SinkError, Step};
+use crate::source::{self, Acknowledger, ReadError, Source};
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
@@ -242,11 +242,11 @@ async fn run_source(
     let mut sink = sink::connect(&context.warehouse).await?;
     let checkpoint = sink.read_progress(&source.id).await?;
     let opened = tokio::select! {
-        opened = SourceReader::open(source, checkpoint.as_ref()) => opened?,
+        opened = source::open(source, checkpoint.as_ref()) => opened?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     };
-    let reader = opened.reader;
-    let confirm = opened.confirm;
+    let reader = opened.source;
+    let confirm = opened.acknowledger;
     if let Some(resume_point) = opened.first_checkpoint {
         // Record where reading starts before reading on: a crash before the first batch must
         // resume here, not at a later end.
@@ -445,16 +445,11 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 /// Passes a position the warehouse committed on to the reader (a server that keeps its log for
 /// the source, such as a replication slot, may then release what is before it); a committed
 /// batch is progress, so the source's backoff starts over.
-fn confirm_loaded(
-    confirm: &watch::Sender<Option<ResumePoint>>,
-    loaded: Option<ResumePoint>,
-    backoff: &mut Backoff,
-) {
-    if loaded.is_some() {
+fn confirm_loaded(confirm: &Acknowledger, loaded: Option<ResumePoint>, backoff: &mut Backoff) {
+    if let Some(committed) = loaded {
         crash_point(crash::AFTER_COMMIT_BEFORE_ACK);
         backoff.reset();
-        // The reader may be gone (shutting down): nothing to confirm to then.
-        let _ = confirm.send(loaded);
+        confirm.acknowledge(committed);
     }
 }
 
@@ -496,6 +491,29 @@ async fn load_with_retry(
             Err(e) => return (sink, batch, Err(e)),
         }
     }
+}
+
+/// Reads until the channel closes or the reader fails; the failure is the last item sent (a
+/// lost connection is not a failure: the reader reconnects by itself).
+async fn read_source(
+    mut reader: impl Source,
+    tx: mpsc::Sender<Result<Vec<SourceMessage>, ReadError>>,
+) {
+    loop {
+        let mut messages = Vec::with_capacity(256);
+        match reader.next_batch(&mut messages).await {
+            Ok(()) => {
+                if tx.send(Ok(messages)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                break;
+            }
+        }
+    }
+    Box::new(reader).close().await;
 }
 
 /// Awaits `load`, logging a warning each time `slow_after` more has passed since `started`

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::reader::{ReadError, restart_at_end};
 use crate::config::Config;
 use crate::event::ResumePoint;
 use crate::sink::{self, Batch, SinkError};
+use crate::source::{ReadError, restart_at_end};
 
 /// Why a skip did not happen (the checkpoint is unchanged).
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,16 @@ pub enum BinlogError {
         #[source]
         error: mysql_async::Error,
     },
+    /// The binlog connection broke or went silent: reconnecting at `position` continues.
+    #[error("source {source_id}: binlog connection lost at {position}: {reason}")]
+    ConnectionLost {
+        /// Configured source id.
+        source_id: String,
+        /// Where reading resumes.
+        position: String,
+        /// What happened (the driver's message, or the silence).
+        reason: String,
+    },
     /// The requested start position is gone from the server (purged logs, unknown GTIDs).
     #[error(
         "source {source_id}: cannot read the binlog from {position}: {message}. The position is no longer on the server (binlogs purged or GTIDs unknown); the changes since then are lost to the log. Move the source to the current end with `tidemark skip-to-end --source {source_id} --yes`, then copy its tables again (snapshots arrive in a later release)"
@@ -109,6 +119,7 @@ impl BinlogError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BinlogError::Server { error, .. } => server_error_kind(error),
+            BinlogError::ConnectionLost { .. } => ErrorKind::Retry,
             BinlogError::PositionLost { .. }
             | BinlogError::Unsupported { .. }
             | BinlogError::BadStart(_) => ErrorKind::Operator,
@@ -136,7 +147,9 @@ impl BinlogError {
             | BinlogError::Corrupt { .. }
             | BinlogError::Layout { .. }
             | BinlogError::Row { .. } => true,
-            BinlogError::Server { .. } | BinlogError::BadStart(_) => false,
+            BinlogError::Server { .. }
+            | BinlogError::ConnectionLost { .. }
+            | BinlogError::BadStart(_) => false,
         }
     }
 }

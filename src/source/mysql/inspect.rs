@@ -12,14 +12,13 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::assemble::{AssemblerOptions, GtidTracker};
-use super::error::BinlogError;
 use super::file::{FileError, read_binlog_file};
 use super::layout::ColumnNames;
-use super::stream::BinlogReader;
 use crate::event::ResumePoint;
 use crate::event::{
     ChangeEvent, DdlEvent, Row, SourceMessage, TableSchema, format_timestamp_micros,
 };
+use crate::source::{ReadError, Source};
 
 /// Bytes of a transaction's output kept in memory before spilling to a temp file.
 const MEMORY_BUDGET: usize = 8 << 20;
@@ -83,7 +82,7 @@ pub fn inspect_binlog_files(
 pub enum StreamInspectError {
     /// The reader failed in a way reconnecting cannot fix.
     #[error(transparent)]
-    Reader(#[from] BinlogError),
+    Reader(#[from] ReadError),
     /// Writing the output failed (e.g. the pipe closed).
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
@@ -91,7 +90,7 @@ pub enum StreamInspectError {
 
 /// Prints the committed changes a live reader delivers until `stop` completes.
 pub async fn inspect_stream(
-    reader: &mut BinlogReader,
+    reader: &mut dyn Source,
     out: &mut dyn Write,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<InspectSummary, StreamInspectError> {

@@ -4,6 +4,13 @@
 //! own [`layout`] code against each table's TABLE_MAP metadata, so every rows event describes
 //! itself and no schema-history store is needed. The one thing only a statement can say, that a
 //! table was renamed, is read by the small tokenizer in [`ddl`].
+//!
+//! - [`reader`]: the replica connection as a [`Source`] (the only file here that talks to the
+//!   server while streaming);
+//! - [`check`]: the prerequisites `tidemark check` reports;
+//! - pure decoding, no I/O: [`assemble`] (events to `SourceMessage`s), [`layout`] and [`decode`]
+//!   (row images), [`jsonb`] and [`jsondiff`], [`charset`], [`ddl`], [`gtid`], [`mariadb`];
+//! - [`file`] and [`inspect`]: binlog files on disk and `tidemark inspect`.
 
 pub mod assemble;
 pub mod charset;
@@ -18,4 +25,71 @@ pub mod jsonb;
 pub mod jsondiff;
 pub mod layout;
 pub mod mariadb;
-pub mod stream;
+pub mod reader;
+
+use std::sync::Arc;
+
+use crate::config::SourceConfig;
+use crate::event::ResumePoint;
+use crate::source::{Reconnecting, Reopen, Source};
+use error::BinlogError;
+use reader::{BinlogReader, ReaderOptions, StartPosition, current_end};
+
+/// How the reader of `source` connects and behaves.
+pub fn reader_options(source: &SourceConfig) -> ReaderOptions {
+    let mut options = ReaderOptions::new(
+        Arc::from(source.id.as_str()),
+        source.url.expose().to_owned(),
+        source.server_id,
+    );
+    options.heartbeat = source.heartbeat;
+    options
+}
+
+/// Opens `source` after `checkpoint` (at the binlog's current end when there is none), and
+/// returns the checkpoint to record first when there was none.
+pub(super) async fn open(
+    source: &SourceConfig,
+    checkpoint: Option<&ResumePoint>,
+) -> Result<(Reconnecting, Option<ResumePoint>), BinlogError> {
+    let start = match checkpoint {
+        Some(point) => StartPosition::Resume(point.clone()),
+        None => StartPosition::End,
+    };
+    let reader = follow(reader_options(source), start).await?;
+    let first_checkpoint = checkpoint.is_none().then(|| reader.resume_point());
+    Ok((reader, first_checkpoint))
+}
+
+/// A binlog reader started at `start` that reconnects by itself (with the waits of
+/// `options.backoff_*`) after a lost connection.
+pub async fn follow(
+    options: ReaderOptions,
+    start: StartPosition,
+) -> Result<Reconnecting, BinlogError> {
+    let first = BinlogReader::connect(options.clone(), start).await?;
+    let (source_id, first_wait, longest_wait) = (
+        options.source_id.clone(),
+        options.backoff_initial,
+        options.backoff_max,
+    );
+    let reopen: Reopen = Box::new(move |at| {
+        let options = options.clone();
+        Box::pin(async move {
+            let reader = BinlogReader::connect(options, StartPosition::Resume(at)).await?;
+            Ok(Box::new(reader) as Box<dyn Source>)
+        })
+    });
+    Ok(Reconnecting::with_backoff(
+        source_id,
+        Box::new(first),
+        reopen,
+        first_wait,
+        longest_wait,
+    ))
+}
+
+/// The binlog's current end and its GTID state: where `tidemark skip-to-end` moves a source.
+pub(super) async fn restart_at_end(source: &SourceConfig) -> Result<ResumePoint, BinlogError> {
+    current_end(&reader_options(source)).await
+}

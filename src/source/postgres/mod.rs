@@ -7,7 +7,7 @@
 //! - [`pgoutput`]: the protocol decoder (bytes of one message in, a typed message out, no I/O);
 //! - [`catalog`] and [`types`]: what pgoutput's text values mean, per column type;
 //! - [`assemble`]: pgoutput messages to tidemark's `SourceMessage` grammar;
-//! - [`reader`]: all of the above as the pipeline sees it;
+//! - [`reader`]: all of the above as a [`Source`];
 //! - [`check`]: the prerequisites `tidemark check` reports.
 
 pub mod assemble;
@@ -18,3 +18,34 @@ pub mod reader;
 pub mod slot;
 pub mod stream;
 pub mod types;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::SourceConfig;
+use crate::event::ResumePoint;
+use crate::source::{Reconnecting, Reopen, Source};
+use reader::{PgReadError, PgReader};
+
+/// Opens `source` after `checkpoint` (creating the publication and a slot at the end of the WAL
+/// when there is none), and returns the checkpoint to record first when there was none.
+/// Positions the warehouse committed arrive on `acknowledged`.
+pub(super) async fn open(
+    source: &SourceConfig,
+    checkpoint: Option<&ResumePoint>,
+    acknowledged: watch::Receiver<Option<ResumePoint>>,
+) -> Result<(Reconnecting, Option<ResumePoint>), PgReadError> {
+    let opened = PgReader::open(source, checkpoint, acknowledged.clone()).await?;
+    let config = Arc::new(source.clone());
+    let reopen: Reopen = Box::new(move |at| {
+        let (config, acknowledged) = (config.clone(), acknowledged.clone());
+        Box::pin(async move {
+            let reopened = PgReader::open(&config, Some(&at), acknowledged).await?;
+            Ok(Box::new(reopened.reader) as Box<dyn Source>)
+        })
+    });
+    let source_id = Arc::from(source.id.as_str());
+    let reader = Reconnecting::new(source_id, Box::new(opened.reader), reopen);
+    Ok((reader, opened.first_checkpoint))
+}

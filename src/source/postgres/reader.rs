@@ -7,6 +7,8 @@
 //! tables are idle still records (and then confirms) progress while the server writes WAL for
 //! other tables.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -21,6 +23,7 @@ use super::stream::{PgStream, StreamError, StreamItem, StreamOptions};
 use crate::config::SourceConfig;
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage};
+use crate::source::{Source, SourceFuture};
 
 /// Why a Postgres source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +269,20 @@ impl PgReader {
     /// Ends the replication stream cleanly.
     pub async fn close(self) {
         self.stream.close().await;
+    }
+}
+
+impl Source for PgReader {
+    fn resume_point(&self) -> ResumePoint {
+        PgReader::resume_point(self)
+    }
+
+    fn next_batch<'a>(&'a mut self, out: &'a mut Vec<SourceMessage>) -> SourceFuture<'a, ()> {
+        Box::pin(async move { Ok(PgReader::next_batch(self, out).await?) })
+    }
+
+    fn close(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(PgReader::close(*self))
     }
 }
 

@@ -3,13 +3,16 @@
 //!
 //! Guarantees:
 //! - It starts exactly after the given position: file/pos, MySQL GTID set or MariaDB GTID list.
-//! - On a lost connection it reconnects with capped exponential backoff and resumes after the
-//!   last transaction it handed out as committed; a transaction cut off midway is rolled back
-//!   (`SourceMessage::Rollback`) and then delivered again whole. Nothing skipped, nothing doubled.
+//! - A lost connection is an error of kind `Retry`, after the messages decoded before it;
+//!   [`crate::source::Reconnecting`] (see [`super::follow`]) reconnects at the last transaction
+//!   handed out as committed, so a transaction cut off midway is rolled back and then delivered
+//!   again whole. Nothing skipped, nothing doubled.
 //! - Heartbeats keep an idle connection provably alive; silence for three heartbeat periods is
 //!   treated as a dead connection.
 //! - It never registers as a semi-sync replica.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +21,14 @@ use std::panic::AssertUnwindSafe;
 use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::assemble::{Assembler, AssemblerOptions, GtidTracker};
 use super::error::{BinlogError, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use super::gtid::{MariadbGtidList, MysqlGtidSet};
 use crate::error::ErrorKind;
 use crate::event::{GtidState, ResumePoint, SourceMessage};
-use crate::retry::Backoff;
+use crate::source::{Source, SourceFuture};
 
 /// Where a reader starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +50,9 @@ pub struct ReaderOptions {
     pub server_id: u32,
     /// Heartbeat period the server uses on an idle connection.
     pub heartbeat: Duration,
-    /// First reconnect delay.
+    /// First reconnect delay (used by [`super::follow`]).
     pub backoff_initial: Duration,
-    /// Longest reconnect delay.
+    /// Longest reconnect delay (used by [`super::follow`]).
     pub backoff_max: Duration,
 }
 
@@ -83,8 +86,6 @@ pub struct BinlogReader {
     flavor: Flavor,
     assembler: Assembler,
     stream: Option<BinlogStream>,
-    backoff: Backoff,
-    reconnects: u64,
 }
 
 impl BinlogReader {
@@ -120,14 +121,11 @@ impl BinlogReader {
             pos,
             gtids,
         );
-        let backoff = Backoff::new(options.backoff_initial, options.backoff_max);
         let mut reader = BinlogReader {
             options,
             flavor,
             assembler,
             stream: None,
-            backoff,
-            reconnects: 0,
         };
         reader.stream = Some(reader.start_dump(conn).await?);
         info!(
@@ -138,26 +136,20 @@ impl BinlogReader {
         Ok(reader)
     }
 
-    /// How many times the connection was re-established since `connect`.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects
-    }
-
     /// The position after the last transaction handed out as committed.
     pub fn resume_point(&self) -> ResumePoint {
         self.assembler.resume_point()
     }
 
     /// Appends at least one message to `out` (up to about [`MAX_BATCH`], as many as the server
-    /// has already sent), reconnecting transparently on transient failures. Returns an error
-    /// only for what retrying cannot fix.
+    /// has already sent). A lost connection is an error of kind `Retry`; the messages appended
+    /// before it stand.
     pub async fn next_batch(&mut self, out: &mut Vec<SourceMessage>) -> Result<(), BinlogError> {
         let dead_after = self.options.heartbeat * 3;
         let start_len = out.len();
         loop {
             let Some(stream) = self.stream.as_mut() else {
-                self.reconnect().await?;
-                continue;
+                return Err(self.lost("the connection was closed after an earlier failure".into()));
             };
             // mysql_common's event parser panics on a packet shorter than its header claims;
             // such a packet is corrupt input, reported as an error at the current position.
@@ -187,8 +179,6 @@ impl BinlogReader {
                 }
                 Ok(Ok(Some(Ok(event)))) => {
                     self.assembler.feed(&event, out)?;
-                    // Progress: a later loss waits the shortest time again.
-                    self.backoff.reset();
                     // Hand over in batches of bounded size: memory stays flat.
                     if out.len() - start_len >= MAX_BATCH {
                         return Ok(());
@@ -199,12 +189,17 @@ impl BinlogReader {
                 Ok(Ok(None)) => "the server closed the binlog stream".to_owned(),
                 Err(_) => format!("no event or heartbeat for {dead_after:?}"),
             };
-            warn!(source = %self.options.source_id, reason = %failure, "binlog connection lost; reconnecting");
             self.stream = None;
-            self.assembler.abort_transaction(out);
-            if out.len() > start_len {
-                return Ok(());
-            }
+            return Err(self.lost(failure));
+        }
+    }
+
+    /// The error for a connection lost for `reason`: worth reconnecting for.
+    fn lost(&self, reason: String) -> BinlogError {
+        BinlogError::ConnectionLost {
+            source_id: self.options.source_id.to_string(),
+            position: self.assembler.resume_point().to_string(),
+            reason,
         }
     }
 
@@ -234,34 +229,6 @@ impl BinlogReader {
         match wrapped.kind() {
             ErrorKind::Retry => Ok(wrapped.to_string()),
             _ => Err(wrapped),
-        }
-    }
-
-    async fn reconnect(&mut self) -> Result<(), BinlogError> {
-        let mut failed_attempts: u64 = 0;
-        loop {
-            failed_attempts += 1;
-            tokio::time::sleep(self.backoff.next_wait()).await;
-            let attempt = async {
-                let conn = open(&self.options, "reconnecting").await?;
-                self.start_dump(conn).await
-            };
-            match attempt.await {
-                Ok(stream) => {
-                    info!(
-                        source = %self.options.source_id,
-                        position = %self.assembler.resume_point(),
-                        "binlog reader reconnected"
-                    );
-                    self.stream = Some(stream);
-                    self.reconnects += 1;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == ErrorKind::Retry => {
-                    warn!(source = %self.options.source_id, error = %e, attempt = failed_attempts, "reconnect failed");
-                }
-                Err(e) => return Err(e),
-            }
         }
     }
 
@@ -321,6 +288,20 @@ impl BinlogReader {
                 }
                 _ => server("requesting the binlog")(error),
             })
+    }
+}
+
+impl Source for BinlogReader {
+    fn resume_point(&self) -> ResumePoint {
+        BinlogReader::resume_point(self)
+    }
+
+    fn next_batch<'a>(&'a mut self, out: &'a mut Vec<SourceMessage>) -> SourceFuture<'a, ()> {
+        Box::pin(async move { Ok(BinlogReader::next_batch(self, out).await?) })
+    }
+
+    fn close(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(BinlogReader::close(*self))
     }
 }
 
