@@ -5,7 +5,7 @@
 //!   transactions; 900k rows left) streamed by the release `tidemark` binary into a fresh
 //!   Postgres database. The checkpoint row is first created by tidemark itself (a short run that
 //!   records the end of the binlog), then moved to W1's start, so the timed run replays exactly
-//!   W1. Timed from spawning `tidemark run` until the checkpoint in `tidemark.checkpoints`
+//!   W1. Timed from spawning `tidemark run` until the checkpoint in `tidemark.progress`
 //!   reaches W1's end (polled every 50 ms); the target must then hold exactly the source's rows
 //!   (count and a content checksum, checked untimed). Peak RSS is tidemark's `VmHWM`, read just
 //!   before SIGTERM.
@@ -396,7 +396,7 @@ async fn checkpoint(client: &Client, source_id: &str) -> Option<BinlogPos> {
     let row = client
         .query_opt(
             "SELECT resume_point->>'file', (resume_point->>'pos')::bigint
-             FROM tidemark.checkpoints WHERE source_id = $1",
+             FROM tidemark.progress WHERE source_id = $1",
             &[&source_id],
         )
         .await
@@ -413,7 +413,7 @@ async fn checkpoint(client: &Client, source_id: &str) -> Option<BinlogPos> {
 async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<WalPosition> {
     let row = client
         .query_opt(
-            "SELECT (resume_point->>'lsn')::bigint FROM tidemark.checkpoints
+            "SELECT (resume_point->>'lsn')::bigint FROM tidemark.progress
              WHERE source_id = $1 AND resume_point->>'kind' = 'lsn'",
             &[&source_id],
         )
@@ -428,7 +428,7 @@ async fn lsn_checkpoint(client: &Client, source_id: &str) -> Option<WalPosition>
 async fn has_checkpoint_row(client: &Client, source_id: &str) -> bool {
     client
         .query_opt(
-            "SELECT 1 FROM tidemark.checkpoints WHERE source_id = $1",
+            "SELECT 1 FROM tidemark.progress WHERE source_id = $1",
             &[&source_id],
         )
         .await
@@ -675,7 +675,7 @@ async fn setup_run(env: &Env, client: &Client, config: &Path, spec: &SourceSpec<
 async fn move_checkpoint(client: &Client, spec: &SourceSpec<'_>, start: &ResumePoint) {
     let moved = client
         .execute(
-            "UPDATE tidemark.checkpoints SET resume_point = $1, position = $2 WHERE source_id = $3",
+            "UPDATE tidemark.progress SET resume_point = $1, position = $2 WHERE source_id = $3",
             &[
                 &serde_json::to_value(start).expect("serialising a resume point"),
                 &start.to_string(),

@@ -11,11 +11,11 @@
 #    ENUM, SET, BIT, DATE, TIME, YEAR, DATETIME(6), TIMESTAMP(3), JSON, VARBINARY) and the
 #    warehouse database `demo_warehouse`;
 # 4. runs `tidemark run --config config/demo.toml` in the background (log: .dev/demo/tidemark.log),
-#    waits until it has recorded its start position in tidemark.checkpoints, then starts a
+#    waits until it has recorded its start position in tidemark.progress, then starts a
 #    writer (scripts/demo-writer.sh) that keeps inserting, updating and deleting rows;
 # 5. every second shows, per table, the rows in the source and in the warehouse schema
 #    `acme_local_shop` and whether their contents are equal, plus the replication lag from
-#    tidemark.checkpoints; on a terminal the screen is redrawn, otherwise one line per second;
+#    tidemark.progress; on a terminal the screen is redrawn, otherwise one line per second;
 # 6. after DEMO_SECONDS (default 60) or Ctrl-C: stops the writer, waits for the warehouse to
 #    catch up (at most DEMO_DRAIN_SECONDS, default 30), stops tidemark with SIGTERM (it commits
 #    what it holds and exits 0) and prints the final comparison.
@@ -160,10 +160,10 @@ TIDEMARK_MYSQL_URL="$mysql_url" TIDEMARK_WAREHOUSE_URL="$wh_url" \
   setsid "$bin" run --config config/demo.toml </dev/null >"$tidemark_log" 2>&1 &
 tidemark_pid=$!
 
-log "waiting for tidemark to record its start position in tidemark.checkpoints"
+log "waiting for tidemark to record its start position in tidemark.progress"
 deadline=$((SECONDS + 60))
 until [[ "$(wh -c "SELECT 1 FROM pg_tables WHERE schemaname = 'tidemark' AND tablename = 'checkpoints'" 2>/dev/null)" == 1 ]] \
-  && [[ "$(wh -c "SELECT 1 FROM tidemark.checkpoints WHERE source_id = '$source_id'" 2>/dev/null)" == 1 ]]; do
+  && [[ "$(wh -c "SELECT 1 FROM tidemark.progress WHERE source_id = '$source_id'" 2>/dev/null)" == 1 ]]; do
   if ! kill -0 "$tidemark_pid" 2>/dev/null; then
     wait "$tidemark_pid" && rc=0 || rc=$?
     tidemark_pid=""
@@ -173,7 +173,7 @@ until [[ "$(wh -c "SELECT 1 FROM pg_tables WHERE schemaname = 'tidemark' AND tab
   ((SECONDS < deadline)) || { log_tail "$tidemark_log"; die "no checkpoint row after 60 s"; }
   sleep 0.2
 done
-log "tidemark starts at: $(wh -c "SELECT position FROM tidemark.checkpoints WHERE source_id = '$source_id'")"
+log "tidemark starts at: $(wh -c "SELECT position FROM tidemark.progress WHERE source_id = '$source_id'")"
 
 log "starting the writer: a transaction every ${write_interval}s (log: $writer_log)"
 setsid scripts/demo-writer.sh "$mysql_port" "$demo_dir" "$write_interval" </dev/null >"$writer_log" 2>&1 &
@@ -214,7 +214,7 @@ sample() {
       coalesce(to_char(extract(epoch FROM now() - source_commit_ts), 'FM9999990.0') || ' s', '-'),
       coalesce(to_char(committed_at, 'HH24:MI:SS.MS'), '-'),
       coalesce(to_char(extract(epoch FROM committed_at - source_commit_ts), 'FM9999990.0') || ' s', '-')
-    FROM tidemark.checkpoints WHERE source_id = '$source_id'" 2>/dev/null || echo) || true
+    FROM tidemark.progress WHERE source_id = '$source_id'" 2>/dev/null || echo) || true
 }
 
 # True when every table's count and contents are equal on both sides.

@@ -18,7 +18,7 @@ use tidemark::event::{
     TableSchema, Transaction, Value,
 };
 use tidemark::sink::postgres::PostgresSink;
-use tidemark::sink::{Batch, Checkpoint, TableChanges, TargetTable};
+use tidemark::sink::{Batch, Progress, TableChanges, TargetTable};
 
 /// The warehouse schema the fixture tables land in.
 const SCHEMA: &str = "mysql8";
@@ -109,14 +109,14 @@ async fn load(wh: &Warehouse, changes: &[ChangeEvent]) {
         source_id: "mysql8".into(),
         renames: Vec::new(),
         tables: tables.into_values().collect(),
-        checkpoint: Checkpoint {
-            resume_point: ResumePoint::Binlog {
+        progress: Progress::at(
+            ResumePoint::Binlog {
                 file: "vector.binlog".into(),
                 pos: 4,
                 gtid: None,
             },
-            source_commit_ts_micros: None,
-        },
+            None,
+        ),
     };
     let mut sink = PostgresSink::connect(&SecretUrl::new(wh.url.clone()))
         .await

@@ -248,7 +248,7 @@ async fn a_checkpoint_behind_its_slot_stops_the_source_with_the_ways_to_recover(
     s.warehouse
         .client
         .execute(
-            "UPDATE tidemark.checkpoints SET resume_point = $1::text::jsonb WHERE source_id = $2",
+            "UPDATE tidemark.progress SET resume_point = $1::text::jsonb WHERE source_id = $2",
             &[&first, &s.source_id],
         )
         .await

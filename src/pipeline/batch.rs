@@ -2,7 +2,7 @@
 //!
 //! Invariants:
 //! - A batch holds only whole committed transactions, and its checkpoint is the resume point of
-//!   the last one: loading it and recording the checkpoint together never splits a transaction.
+//!   the last one: loading it and recording that progress together never splits a transaction.
 //! - A rolled back transaction leaves no trace: every table buffer returns to where it stood at
 //!   `Begin`.
 //! - A table rename is applied after every change that came before it and before any that came
@@ -33,7 +33,7 @@ use crate::config::BatchConfig;
 use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
 use crate::sink::staging::TableMark;
-use crate::sink::{Batch, Checkpoint, EncodeError, TableChanges, TargetTable};
+use crate::sink::{Batch, EncodeError, Progress, TableChanges, TargetTable};
 
 /// How long a position-only change (transactions that touched no replicated table, heartbeats)
 /// waits before it is recorded: often enough that a restart does not re-read much.
@@ -94,7 +94,7 @@ pub struct Batcher {
     renames: Vec<(TargetTable, TargetTable)>,
     next_seq: u64,
     open: Option<OpenTransaction>,
-    committed: Option<Checkpoint>,
+    committed: Option<Progress>,
     last_commit_ts: Option<i64>,
     data_since: Option<Instant>,
     position_since: Option<Instant>,
@@ -247,10 +247,7 @@ impl Batcher {
             self.data_since.get_or_insert(now);
         }
         self.position_since.get_or_insert(now);
-        self.committed = Some(Checkpoint {
-            resume_point,
-            source_commit_ts_micros: self.last_commit_ts,
-        });
+        self.committed = Some(Progress::at(resume_point, self.last_commit_ts));
     }
 
     fn roll_back(&mut self, open: OpenTransaction) -> Result<(), BatchError> {
@@ -372,7 +369,7 @@ impl Batcher {
         if !self.can_cut() {
             return None;
         }
-        let checkpoint = self.committed.take()?;
+        let progress = self.committed.take()?;
         if let Some(open) = self.open.as_mut() {
             open.tables_before = 0;
         }
@@ -385,7 +382,7 @@ impl Batcher {
             source_id: self.source_id.clone(),
             renames: std::mem::take(&mut self.renames),
             tables: std::mem::take(&mut self.tables),
-            checkpoint,
+            progress,
         })
     }
 
@@ -543,7 +540,7 @@ snapshot = "never"
         let batch = batcher.take().unwrap();
         assert_eq!(summary(&batch), vec![("a".to_string(), 1)]);
         assert_eq!(
-            batch.checkpoint.resume_point,
+            batch.progress.resume_point,
             ResumePoint::Binlog {
                 file: "b.000001".into(),
                 pos: 100,

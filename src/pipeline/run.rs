@@ -240,9 +240,12 @@ async fn run_source(
         warn!(source = %source.id, check = %item.name, detail = %item.detail, fix = item.fix.as_deref(), "prerequisite warning (see `tidemark check`)");
     }
     let mut sink = sink::connect(&context.warehouse).await?;
-    let checkpoint = sink.read_progress(&source.id).await?;
+    let committed = sink
+        .read_progress(&source.id)
+        .await?
+        .map(|record| record.progress.resume_point);
     let opened = tokio::select! {
-        opened = source::open(source, checkpoint.as_ref()) => opened?,
+        opened = source::open(source, committed.as_ref()) => opened?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     };
     let reader = opened.source;
@@ -252,7 +255,7 @@ async fn run_source(
         // resume here, not at a later end.
         let mut first = Batch::position_only(source_id.clone(), resume_point);
         sink.apply(&mut first).await?;
-        info!(source = %source.id, position = %first.checkpoint.resume_point, "first start: replicating changes from the current end of the log");
+        info!(source = %source.id, position = %first.progress.resume_point, "first start: replicating changes from the current end of the log");
     } else {
         info!(source = %source.id, position = %reader.resume_point(), "resuming from the checkpoint");
     }
@@ -408,17 +411,17 @@ impl Loader {
         let took = result?;
         self.loaded_changes += batch.changes();
         self.loaded_batches += 1;
-        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.checkpoint.resume_point, "batch loaded");
+        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.progress.resume_point, "batch loaded");
         if self
             .last_report
             .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
         {
-            let lag = batch.checkpoint.source_commit_ts_micros.map(lag_of);
+            let lag = batch.progress.source_commit_ts_micros.map(lag_of);
             info!(
                 source = %self.source_id,
                 changes = self.loaded_changes,
                 batches = self.loaded_batches,
-                position = %batch.checkpoint.resume_point,
+                position = %batch.progress.resume_point,
                 lag_s = lag.map(seconds),
                 "loaded"
             );
@@ -426,7 +429,7 @@ impl Loader {
             self.loaded_batches = 0;
             self.last_report = Some(Instant::now());
         }
-        Ok(Some(batch.checkpoint.resume_point))
+        Ok(Some(batch.progress.resume_point))
     }
 }
 

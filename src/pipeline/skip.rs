@@ -54,7 +54,10 @@ pub async fn skip_to_end(config: &Config, source_id: &str) -> Result<Skipped, Sk
     };
     let mut sink = sink::connect(&config.warehouse).await?;
     sink.prepare().await?;
-    let from = sink.read_progress(source_id).await?;
+    let from = sink
+        .read_progress(source_id)
+        .await?
+        .map(|record| record.progress.resume_point);
     let to = restart_at_end(source).await?;
     let mut record = Batch::position_only(Arc::from(source_id), to.clone());
     sink.apply(&mut record).await?;

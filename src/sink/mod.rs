@@ -1,16 +1,17 @@
-//! Warehouse loaders: a [`Batch`] of encoded changes plus the checkpoint it completes, applied in
-//! one warehouse transaction, behind the [`Sink`] trait.
+//! Warehouse loaders: a [`Batch`] of encoded changes plus the source progress it completes,
+//! applied in one warehouse transaction, behind the [`Sink`] trait.
 //!
 //! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
 //! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
-//! stages the rows, applies the last change per key, and records the checkpoint, all or
-//! nothing. Sinks see only `event/` types and the batch; they know nothing about sources. The
+//! stages the rows, applies the last change per key, and records the source's progress
+//! ([`progress`]), all or nothing. Sinks see only `event/` types and the batch; they know nothing about sources. The
 //! pipeline knows sinks only through [`Sink`] and [`connect`], the one factory: a new sink is a
 //! folder here plus one line in [`connect`].
 
 pub mod last_change;
 pub mod null;
 pub mod postgres;
+pub mod progress;
 pub mod staging;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::config::WarehouseConfig;
 use crate::error::ErrorKind;
 
 use crate::event::ResumePoint;
+pub use progress::{Progress, ProgressRecord, SnapshotProgress, TableVersion};
 pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
 
 /// A sink's failure as the pipeline sees it: the sink's own error, and whether waiting can fix
@@ -59,14 +61,17 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 /// A warehouse connection that applies one source's batches, each with its progress.
 ///
 /// What a caller relies on, and an implementer must keep:
-/// - **All or nothing.** [`Sink::apply`] commits a batch's rows and its checkpoint together, or
-///   neither: progress is durable only with the data it covers.
+/// - **All or nothing.** [`Sink::apply`] commits a batch's rows and its [`Progress`] together,
+///   or neither: progress is durable only with the data it covers. Schema changes the batch
+///   makes to target tables commit with it too, and so do their [`TableVersion`]s.
 /// - **In order.** The caller offers one source's batches in source order, one at a time, and
 ///   never a batch before the one it follows has committed.
 /// - **Idempotent under replay.** After a crash the caller may offer changes again that already
-///   committed (it resumes from the committed checkpoint, and a batch whose commit was in
-///   flight may come again): applying them again must change nothing, since the target keeps the
-///   last change per key (or, for a table without a key, the checkpoint says what is in).
+///   committed (it resumes from the committed progress, and a batch whose commit was in flight
+///   may come again): applying them again must change nothing, since the target keeps the last
+///   change per key (or, for a table without a key, the progress says what is in).
+/// - **One record per source.** [`Sink::read_progress`] returns what the last committed batch
+///   recorded, whole: a batch's [`Progress`] replaces the one before, it is not merged with it.
 /// - **Honest about commits.** After `apply` failed, [`Sink::committed`] says whether that batch
 ///   committed anyway (the connection broke after COMMIT reached the server), reconnecting first
 ///   if it must.
@@ -76,13 +81,16 @@ pub trait Sink: Send {
     /// Creates the warehouse's control tables if they are missing.
     fn prepare(&mut self) -> SinkFuture<'_, ()>;
 
-    /// The committed checkpoint of `source_id`, if it has one.
-    fn read_progress<'a>(&'a mut self, source_id: &'a str) -> SinkFuture<'a, Option<ResumePoint>>;
+    /// The committed progress record of `source_id`, if it has one.
+    fn read_progress<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Option<ProgressRecord>>;
 
-    /// Applies `batch` and its checkpoint in one transaction.
+    /// Applies `batch` and its progress in one transaction.
     fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()>;
 
-    /// After a failed [`Sink::apply`]: whether `batch`'s checkpoint is committed, reconnecting
+    /// After a failed [`Sink::apply`]: whether `batch`'s progress is committed, reconnecting
     /// first when the connection is gone.
     fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool>;
 
@@ -119,8 +127,8 @@ pub enum Step {
     Idle,
     /// Creating, evolving or loading one target table.
     Table(TargetTable),
-    /// Recording the checkpoint.
-    Checkpoint,
+    /// Recording the source's progress.
+    Progress,
     /// Committing the transaction.
     Commit,
 }
@@ -130,7 +138,7 @@ impl fmt::Display for Step {
         match self {
             Step::Idle => f.write_str("idle"),
             Step::Table(table) => write!(f, "loading table {table}"),
-            Step::Checkpoint => f.write_str("recording the checkpoint"),
+            Step::Progress => f.write_str("recording the progress"),
             Step::Commit => f.write_str("committing"),
         }
     }
@@ -171,40 +179,28 @@ impl fmt::Display for TargetTable {
     }
 }
 
-/// The source position a batch completes, recorded in the same transaction as its rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Checkpoint {
-    /// Where the source resumes after this batch.
-    pub resume_point: ResumePoint,
-    /// Commit time (µs since the epoch) of the last source transaction in the batch, if known.
-    pub source_commit_ts_micros: Option<i64>,
-}
-
 /// Everything one warehouse transaction applies for one source.
 #[derive(Debug)]
 pub struct Batch {
-    /// The source the changes come from (keys its checkpoint).
+    /// The source the changes come from (keys its progress record).
     pub source_id: Arc<str>,
     /// Table renames to apply before any rows, in source order.
     pub renames: Vec<(TargetTable, TargetTable)>,
     /// Changes per target table, each table once.
     pub tables: Vec<TableChanges>,
-    /// The position this batch completes.
-    pub checkpoint: Checkpoint,
+    /// The progress this batch completes.
+    pub progress: Progress,
 }
 
 impl Batch {
-    /// A batch with no rows that records `resume_point` as the source's checkpoint: where a
+    /// A batch with no rows that records `resume_point` as the source's progress: where a
     /// source starts, set before anything is read.
     pub fn position_only(source_id: Arc<str>, resume_point: ResumePoint) -> Batch {
         Batch {
             source_id,
             renames: Vec::new(),
             tables: Vec::new(),
-            checkpoint: Checkpoint {
-                resume_point,
-                source_commit_ts_micros: None,
-            },
+            progress: Progress::at(resume_point, None),
         }
     }
 

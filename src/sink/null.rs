@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use super::{Batch, LoadStep, Sink, SinkFuture};
-use crate::event::ResumePoint;
+use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture};
 
-/// Discards batches; remembers the last checkpoint of each source and what it discarded.
+/// Discards batches; remembers the last progress of each source and what it discarded.
 #[derive(Debug, Default)]
 pub struct NullSink {
-    progress: HashMap<String, ResumePoint>,
+    progress: HashMap<String, Progress>,
     step: LoadStep,
     /// Row changes discarded so far.
     pub changes: u64,
@@ -23,26 +22,31 @@ impl Sink for NullSink {
         Box::pin(async { Ok(()) })
     }
 
-    fn read_progress<'a>(&'a mut self, source_id: &'a str) -> SinkFuture<'a, Option<ResumePoint>> {
-        Box::pin(async move { Ok(self.progress.get(source_id).cloned()) })
+    fn read_progress<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Option<ProgressRecord>> {
+        Box::pin(async move {
+            // No tables are kept, so there are no table versions to report.
+            Ok(self.progress.get(source_id).map(|progress| ProgressRecord {
+                progress: progress.clone(),
+                tables: Vec::new(),
+            }))
+        })
     }
 
     fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()> {
         Box::pin(async move {
             self.changes += batch.changes();
             self.batches += 1;
-            self.progress.insert(
-                batch.source_id.to_string(),
-                batch.checkpoint.resume_point.clone(),
-            );
+            self.progress
+                .insert(batch.source_id.to_string(), batch.progress.clone());
             Ok(())
         })
     }
 
     fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool> {
-        Box::pin(async move {
-            Ok(self.progress.get(&*batch.source_id) == Some(&batch.checkpoint.resume_point))
-        })
+        Box::pin(async move { Ok(self.progress.get(&*batch.source_id) == Some(&batch.progress)) })
     }
 
     fn load_step(&self) -> LoadStep {
@@ -53,6 +57,7 @@ impl Sink for NullSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ResumePoint;
 
     #[tokio::test]
     async fn progress_is_what_the_last_batch_committed() {
@@ -61,7 +66,8 @@ mod tests {
         let at = ResumePoint::Lsn { lsn: 42 };
         let mut batch = Batch::position_only("s".into(), at.clone());
         sink.apply(&mut batch).await.unwrap();
-        assert_eq!(sink.read_progress("s").await.unwrap(), Some(at));
+        let record = sink.read_progress("s").await.unwrap().unwrap();
+        assert_eq!(record.progress.resume_point, at);
         assert!(sink.committed(&batch).await.unwrap());
         assert_eq!(sink.batches, 1);
     }

@@ -56,7 +56,7 @@ pub async fn wait_checkpoint(
     match result {
         Ok(position) => position,
         Err(e) => panic!(
-            "no tidemark.checkpoints row for source {source_id} in {} after {timeout:?}: {e}",
+            "no tidemark.progress row for source {source_id} in {} after {timeout:?}: {e}",
             wh.db
         ),
     }

@@ -171,10 +171,10 @@ impl Warehouse {
     }
 
     /// `expr` over `source_id`'s checkpoint row; None if there is no row (or no
-    /// `tidemark.checkpoints` table yet).
+    /// `tidemark.progress` table yet).
     async fn checkpoint_field(&self, source_id: &str, expr: &str) -> Option<String> {
         let sql = format!(
-            "SELECT {expr} FROM tidemark.checkpoints WHERE source_id = {}",
+            "SELECT {expr} FROM tidemark.progress WHERE source_id = {}",
             sql_literal(source_id)
         );
         pg_rows(&self.client, &sql)

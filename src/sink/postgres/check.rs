@@ -19,8 +19,11 @@ use crate::config::SecretUrl;
 /// Longest wait for connecting, and again for all queries.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The control schema (checkpoints) every group writes.
+/// The control schema (progress records, table versions) every group writes.
 const CONTROL_SCHEMA: &str = "tidemark";
+
+/// The control tables every batch writes, in the control schema.
+const CONTROL_TABLES: [&str; 2] = ["progress", "table_versions"];
 
 /// What the checks learned about the warehouse and the connecting role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,8 +42,8 @@ pub struct WarehouseFacts {
     pub can_create_temp: bool,
     /// The control schema, then each staging schema, as found.
     pub schemas: Vec<SchemaFacts>,
-    /// `tidemark.checkpoints`, when it exists.
-    pub checkpoints: Option<TableFacts>,
+    /// Each control table (named in the control schema), with its facts when it exists.
+    pub control_tables: Vec<(&'static str, Option<TableFacts>)>,
 }
 
 /// One schema tidemark writes into.
@@ -144,17 +147,20 @@ pub async fn gather(
     for name in names {
         facts.schemas.push(schema_facts(client, &name).await?);
     }
-    let checkpoints = client
-        .query_opt(
-            "SELECT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE')
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = 'checkpoints'",
-            &[&CONTROL_SCHEMA],
-        )
-        .await?;
-    facts.checkpoints = checkpoints.map(|row| TableFacts {
-        writable: row.get(0),
-    });
+    for table in CONTROL_TABLES {
+        let found = client
+            .query_opt(
+                "SELECT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE')
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&CONTROL_SCHEMA, &table],
+            )
+            .await?;
+        let found = found.map(|row| TableFacts {
+            writable: row.get(0),
+        });
+        facts.control_tables.push((table, found));
+    }
     Ok(facts)
 }
 
@@ -262,26 +268,30 @@ pub fn evaluate(facts: &WarehouseFacts) -> Vec<CheckItem> {
     for schema in &facts.schemas {
         items.extend(schema_items(schema, &role));
     }
-    let name = format!("control table {CONTROL_SCHEMA}.checkpoints");
-    items.push(match &facts.checkpoints {
-        None => CheckItem::new(
-            name,
-            CheckStatus::Info,
-            "does not exist yet; tidemark creates it at first start",
-        ),
-        Some(t) if t.writable => CheckItem::new(name, CheckStatus::Pass, "readable and writable"),
-        Some(_) => CheckItem::new(
-            name,
-            CheckStatus::Fail,
-            format!(
-                "{} cannot read and update it: no checkpoint can be recorded",
-                facts.user
+    for (table, found) in &facts.control_tables {
+        let name = format!("control table {CONTROL_SCHEMA}.{table}");
+        items.push(match found {
+            None => CheckItem::new(
+                name,
+                CheckStatus::Info,
+                "does not exist yet; tidemark creates it at first start",
             ),
-        )
-        .with_fix(format!(
-            "GRANT SELECT, INSERT, UPDATE ON {CONTROL_SCHEMA}.checkpoints TO {role};"
-        )),
-    });
+            Some(t) if t.writable => {
+                CheckItem::new(name, CheckStatus::Pass, "readable and writable")
+            }
+            Some(_) => CheckItem::new(
+                name,
+                CheckStatus::Fail,
+                format!(
+                    "{} cannot read and update it: no progress can be recorded",
+                    facts.user
+                ),
+            )
+            .with_fix(format!(
+                "GRANT SELECT, INSERT, UPDATE ON {CONTROL_SCHEMA}.{table} TO {role};"
+            )),
+        });
+    }
     items
 }
 
@@ -373,7 +383,7 @@ mod tests {
                 name: "tidemark".into(),
                 ..SchemaFacts::default()
             }],
-            checkpoints: None,
+            control_tables: CONTROL_TABLES.iter().map(|t| (*t, None)).collect(),
         }
     }
 
@@ -400,7 +410,7 @@ mod tests {
         facts.read_only = true;
         facts.can_create_schema = false;
         facts.can_create_temp = false;
-        facts.checkpoints = Some(TableFacts { writable: false });
+        facts.control_tables[0].1 = Some(TableFacts { writable: false });
         facts.schemas.push(SchemaFacts {
             name: "acme_in_txn".into(),
             exists: true,
@@ -420,8 +430,8 @@ mod tests {
             "GRANT TEMPORARY ON DATABASE \"wh\" TO \"loader\";"
         );
         assert_eq!(
-            fix("control table tidemark.checkpoints"),
-            "GRANT SELECT, INSERT, UPDATE ON tidemark.checkpoints TO \"loader\";"
+            fix("control table tidemark.progress"),
+            "GRANT SELECT, INSERT, UPDATE ON tidemark.progress TO \"loader\";"
         );
         assert_eq!(
             fix("schema acme_in_txn tables"),

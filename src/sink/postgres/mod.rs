@@ -1,5 +1,5 @@
 //! The Postgres warehouse sink: COPY into a staging table, apply the last change per key
-//! (DELETE + INSERT ... ON CONFLICT) and record the checkpoint, in one transaction per batch
+//! (DELETE + INSERT ... ON CONFLICT) and record the source's progress, in one transaction per batch
 //! (docs/warehouse-postgres.md).
 //!
 //! The sink keeps a cache of target table shapes (columns and key) so that evolving a table
@@ -19,12 +19,13 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
-    Batch, Checkpoint, LoadStep, Sink, SinkError, SinkFuture, Step, TableChanges, TargetTable,
+    Batch, LoadStep, Progress, ProgressRecord, Sink, SinkError, SinkFuture, SnapshotProgress, Step,
+    TableChanges, TableVersion, TargetTable,
 };
 use crate::config::SecretUrl;
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
-use crate::event::{Column, ResumePoint, TableSchema};
+use crate::event::{Column, TableSchema};
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
 use types::{extension_type, postgres_type_where};
@@ -69,11 +70,11 @@ pub enum PostgresSinkError {
         /// What is wrong and how to fix it.
         problem: String,
     },
-    /// A stored checkpoint cannot be read.
+    /// A stored progress record cannot be read.
     #[error(
-        "checkpoint of source {source_id} in tidemark.checkpoints is not a resume point: {reason}"
+        "the progress of source {source_id} in tidemark.progress does not hold a resume point: {reason}. Fix: restore the row, or delete it to start the source at the end of its log (changes in between are skipped)"
     )]
-    Checkpoint {
+    Progress {
         /// The source.
         source_id: String,
         /// Why it does not parse.
@@ -90,7 +91,7 @@ impl PostgresSinkError {
         match self {
             PostgresSinkError::Connect { .. } => ErrorKind::Retry,
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
-            PostgresSinkError::Table { .. } | PostgresSinkError::Checkpoint { .. } => {
+            PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
                 ErrorKind::Operator
             }
             PostgresSinkError::Spill(_) => ErrorKind::Fatal,
@@ -178,8 +179,11 @@ impl Sink for PostgresSink {
         Box::pin(async move { Ok(self.ensure_control_tables().await?) })
     }
 
-    fn read_progress<'a>(&'a mut self, source_id: &'a str) -> SinkFuture<'a, Option<ResumePoint>> {
-        Box::pin(async move { Ok(self.read_checkpoint(source_id).await?) })
+    fn read_progress<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Option<ProgressRecord>> {
+        Box::pin(async move { Ok(PostgresSink::read_progress(self, source_id).await?) })
     }
 
     fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()> {
@@ -214,11 +218,18 @@ struct Shape {
 }
 
 impl Shape {
-    fn user_columns(&self) -> Vec<String> {
-        let metadata: HashSet<&str> = sql::METADATA_COLUMNS.iter().map(|(n, _)| *n).collect();
+    /// The source columns (name, type), without tidemark's metadata columns.
+    fn user_columns_typed(&self) -> Vec<&(String, String)> {
         self.columns
             .iter()
-            .filter(|(name, _)| !metadata.contains(name.as_str()))
+            .filter(|(name, _)| !sql::METADATA_COLUMNS.iter().any(|(m, _)| m == name))
+            .collect()
+    }
+
+    /// The source columns' names.
+    fn user_columns(&self) -> Vec<String> {
+        self.user_columns_typed()
+            .into_iter()
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -343,30 +354,56 @@ impl PostgresSink {
             .map_err(sql_error("creating the control tables in schema tidemark"))
     }
 
-    /// The committed resume point of `source_id`, if it has one.
-    pub async fn read_checkpoint(
+    /// The committed progress record of `source_id`, if it has one.
+    pub async fn read_progress(
         &self,
         source_id: &str,
-    ) -> Result<Option<ResumePoint>, PostgresSinkError> {
-        let row = self
+    ) -> Result<Option<ProgressRecord>, PostgresSinkError> {
+        let context = || format!("reading the progress of source {source_id}");
+        let Some(row) = self
             .client
-            .query_opt(sql::READ_CHECKPOINT, &[&source_id])
+            .query_opt(sql::READ_PROGRESS, &[&source_id])
             .await
-            .map_err(sql_error(format_args!(
-                "reading the checkpoint of source {source_id}"
-            )))?;
-        let Some(row) = row else {
+            .map_err(sql_error(context()))?
+        else {
             return Ok(None);
         };
-        let value: serde_json::Value = row.try_get(0).map_err(sql_error(format_args!(
-            "reading the checkpoint of source {source_id}"
-        )))?;
-        serde_json::from_value(value.clone())
-            .map(Some)
-            .map_err(|e| PostgresSinkError::Checkpoint {
+        let resume_point: serde_json::Value = row.try_get(0).map_err(sql_error(context()))?;
+        let source_commit_ts_micros: Option<i64> = row.try_get(1).map_err(sql_error(context()))?;
+        let snapshot: Option<serde_json::Value> = row.try_get(2).map_err(sql_error(context()))?;
+        let resume_point = serde_json::from_value(resume_point.clone()).map_err(|e| {
+            PostgresSinkError::Progress {
                 source_id: source_id.to_owned(),
-                reason: format!("{e} in {value}"),
-            })
+                reason: format!("{e} in {resume_point}"),
+            }
+        })?;
+        let mut tables = Vec::new();
+        for row in self
+            .client
+            .query(sql::READ_TABLE_VERSIONS, &[&source_id])
+            .await
+            .map_err(sql_error(context()))?
+        {
+            let Json(columns): Json<Vec<(String, String)>> =
+                row.try_get(3).map_err(sql_error(context()))?;
+            tables.push(TableVersion {
+                table: TargetTable {
+                    schema: row.try_get(0).map_err(sql_error(context()))?,
+                    table: row.try_get(1).map_err(sql_error(context()))?,
+                },
+                version: row.try_get(2).map_err(sql_error(context()))?,
+                columns,
+                position: row.try_get(4).map_err(sql_error(context()))?,
+            });
+        }
+        Ok(Some(ProgressRecord {
+            progress: Progress {
+                resume_point,
+                source_commit_ts_micros,
+                snapshot: snapshot.map(SnapshotProgress),
+            },
+            tables,
+        }))
     }
 
     /// What the load in progress is doing: a handle that stays valid while `apply` runs.
@@ -374,7 +411,7 @@ impl PostgresSink {
         self.step.clone()
     }
 
-    /// Applies `batch` and its checkpoint in one transaction: all of it, or none of it.
+    /// Applies `batch` and its progress in one transaction: all of it, or none of it.
     pub async fn apply(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
         let result = self.apply_once(batch).await;
         self.step.set(Step::Idle);
@@ -386,13 +423,16 @@ impl PostgresSink {
         result
     }
 
-    /// Whether `batch`'s checkpoint is the committed one, on a new connection if this one broke.
+    /// Whether `batch`'s progress is the committed one, on a new connection if this one broke.
     pub async fn committed(&mut self, batch: &Batch) -> Result<bool, PostgresSinkError> {
         if self.is_closed() {
             *self = self.reconnect().await?;
         }
-        let committed = self.read_checkpoint(&batch.source_id).await?;
-        Ok(committed.as_ref() == Some(&batch.checkpoint.resume_point))
+        let committed = PostgresSink::read_progress(self, &batch.source_id).await?;
+        Ok(committed.is_some_and(|record| {
+            record.progress.resume_point == batch.progress.resume_point
+                && record.progress.snapshot == batch.progress.snapshot
+        }))
     }
 
     async fn apply_once(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
@@ -413,8 +453,13 @@ impl PostgresSink {
         tx.batch_execute(sql::LOAD_SETTINGS)
             .await
             .map_err(sql_error("setting up the load transaction"))?;
+        let position = batch.progress.resume_point.to_string();
+        let versions = Versions {
+            source_id: &batch.source_id,
+            position: &position,
+        };
         for (from, to) in &batch.renames {
-            rename(tx, shapes, from, to).await?;
+            rename(tx, shapes, &versions, from, to).await?;
         }
         let mut append_tables = Vec::new();
         let mut partial_skipped = Vec::new();
@@ -430,7 +475,7 @@ impl PostgresSink {
                 schemas.insert(changes.target.schema.clone());
             }
             extension_types.learn(tx, changes).await?;
-            let shape = prepare_table(tx, shapes, extension_types, changes).await?;
+            let shape = prepare_table(tx, shapes, extension_types, &versions, changes).await?;
             let Some(shape) = shape else {
                 continue;
             };
@@ -443,8 +488,8 @@ impl PostgresSink {
             }
         }
         crash_point(crash::AFTER_APPLY);
-        step.set(Step::Checkpoint);
-        write_checkpoint(tx, &batch.source_id, &batch.checkpoint).await?;
+        step.set(Step::Progress);
+        write_progress(tx, &batch.source_id, &batch.progress).await?;
         crash_point(crash::BEFORE_COMMIT);
         step.set(Step::Commit);
         client_tx
@@ -486,10 +531,12 @@ async fn prepare_table(
     tx: &Transaction<'_>,
     shapes: &mut HashMap<TargetTable, Shape>,
     extension_types: &mut ExtensionTypes,
+    versions: &Versions<'_>,
     changes: &TableChanges,
 ) -> Result<Option<Shape>, PostgresSinkError> {
     let target = &changes.target;
-    let mut shape = match shapes.get(target) {
+    let cached = shapes.get(target).cloned();
+    let mut shape = match &cached {
         Some(shape) => Some(shape.clone()),
         None => read_shape(tx, target).await?,
     };
@@ -519,9 +566,74 @@ async fn prepare_table(
         }
     }
     if let Some(shape) = &shape {
+        // First sight of the table in this process (the record may predate it, or be missing
+        // for a table an earlier release created) or a change: record it; unchanged columns
+        // leave the version as it is.
+        if cached.as_ref() != Some(shape) {
+            versions.record(tx, target, shape).await?;
+        }
         shapes.insert(target.clone(), shape.clone());
     }
     Ok(shape)
+}
+
+/// Where a batch records the table versions it makes: its source and its position.
+struct Versions<'a> {
+    source_id: &'a str,
+    position: &'a str,
+}
+
+impl Versions<'_> {
+    /// Records `shape`'s source columns as `target`'s next version, unless they are the
+    /// recorded ones.
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        target: &TargetTable,
+        shape: &Shape,
+    ) -> Result<(), PostgresSinkError> {
+        let columns = shape.user_columns_typed();
+        tx.execute(
+            sql::RECORD_TABLE_VERSION,
+            &[
+                &self.source_id,
+                &target.schema,
+                &target.table,
+                &Json(&columns),
+                &self.position,
+            ],
+        )
+        .await
+        .map_err(sql_error(format_args!(
+            "recording the schema version of {target}"
+        )))?;
+        Ok(())
+    }
+
+    /// Moves `from`'s version record to `to`, the rename counting as a version.
+    async fn rename(
+        &self,
+        tx: &Transaction<'_>,
+        from: &TargetTable,
+        to: &TargetTable,
+    ) -> Result<(), PostgresSinkError> {
+        tx.execute(
+            sql::RENAME_TABLE_VERSION,
+            &[
+                &self.source_id,
+                &from.schema,
+                &from.table,
+                &to.schema,
+                &to.table,
+                &self.position,
+            ],
+        )
+        .await
+        .map_err(sql_error(format_args!(
+            "recording the rename of {from} to {to}"
+        )))?;
+        Ok(())
+    }
 }
 
 /// Source columns as target (name, type), names lowercased and checked.
@@ -648,6 +760,7 @@ async fn evolve(
 async fn rename(
     tx: &Transaction<'_>,
     shapes: &mut HashMap<TargetTable, Shape>,
+    versions: &Versions<'_>,
     from: &TargetTable,
     to: &TargetTable,
 ) -> Result<(), PostgresSinkError> {
@@ -673,6 +786,7 @@ async fn rename(
         .await
         .map_err(sql_error(format_args!("renaming {from} to {to}")))?;
     info!(from = %from, to = %to, "renamed target table");
+    versions.rename(tx, from, to).await?;
     shapes.remove(from);
     shapes.remove(to);
     Ok(())
@@ -803,24 +917,25 @@ async fn apply_statement(
         )))
 }
 
-async fn write_checkpoint(
+async fn write_progress(
     tx: &Transaction<'_>,
     source_id: &str,
-    checkpoint: &Checkpoint,
+    progress: &Progress,
 ) -> Result<(), PostgresSinkError> {
-    let text = checkpoint.resume_point.to_string();
+    let text = progress.resume_point.to_string();
     tx.execute(
-        sql::WRITE_CHECKPOINT,
+        sql::WRITE_PROGRESS,
         &[
             &source_id,
-            &Json(&checkpoint.resume_point),
+            &Json(&progress.resume_point),
             &text,
-            &checkpoint.source_commit_ts_micros,
+            &progress.source_commit_ts_micros,
+            &progress.snapshot.as_ref().map(Json),
         ],
     )
     .await
     .map_err(sql_error(format_args!(
-        "recording the checkpoint of source {source_id}"
+        "recording the progress of source {source_id}"
     )))?;
     Ok(())
 }

@@ -25,14 +25,42 @@ pub const METADATA_COLUMNS: [(&str, &str); 4] = [
     (LOADED_AT, "timestamp with time zone"),
 ];
 
-/// Creates the control schema and tables (idempotent).
-pub const CONTROL_TABLES: &str = "CREATE SCHEMA IF NOT EXISTS tidemark;
-CREATE TABLE IF NOT EXISTS tidemark.checkpoints (
+/// Creates the control schema and tables (idempotent), under a lock so that groups starting
+/// together do not race (one simple query runs as one transaction, which holds the lock). A `tidemark.checkpoints` table of an earlier release becomes
+/// `tidemark.progress`, keeping every source's position.
+pub const CONTROL_TABLES: &str =
+    "SELECT pg_advisory_xact_lock(hashtext('tidemark control tables'));
+CREATE SCHEMA IF NOT EXISTS tidemark;
+DO $$ BEGIN
+    IF to_regclass('tidemark.checkpoints') IS NOT NULL
+       AND to_regclass('tidemark.progress') IS NULL THEN
+        ALTER TABLE tidemark.checkpoints RENAME TO progress;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS tidemark.progress (
     source_id text PRIMARY KEY,
     resume_point jsonb NOT NULL,
     position text NOT NULL,
     source_commit_ts timestamptz,
     committed_at timestamptz NOT NULL DEFAULT now()
+);
+DO $$ BEGIN
+    -- Checked first: ALTER TABLE needs ownership even when the column exists.
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'tidemark.progress'::regclass AND attname = 'snapshot'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE tidemark.progress ADD COLUMN snapshot jsonb;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS tidemark.table_versions (
+    source_id text NOT NULL,
+    target_schema text NOT NULL,
+    target_table text NOT NULL,
+    version integer NOT NULL,
+    columns jsonb NOT NULL,
+    position text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, target_schema, target_table)
 )";
 
 /// Planner settings for one load transaction. A batch is usually small next to its target
@@ -41,20 +69,51 @@ CREATE TABLE IF NOT EXISTS tidemark.checkpoints (
 /// on a 900k-row target with a 100k-row batch: 0.5 s against 1.3 s). Local to the transaction.
 pub const LOAD_SETTINGS: &str = "SET LOCAL random_page_cost = 1.1";
 
-/// Reads one source's resume point (`$1` = source id).
-pub const READ_CHECKPOINT: &str =
-    "SELECT resume_point FROM tidemark.checkpoints WHERE source_id = $1";
+/// Reads one source's progress (`$1` = source id): resume point, commit time in µs since the
+/// epoch, snapshot state.
+pub const READ_PROGRESS: &str = "SELECT resume_point,
+    (extract(epoch FROM source_commit_ts) * 1000000)::bigint,
+    snapshot
+FROM tidemark.progress WHERE source_id = $1";
 
-/// Records one source's checkpoint: `$1` source id, `$2` resume point (jsonb), `$3` its text
-/// form, `$4` source commit time in µs since the epoch (or NULL).
-pub const WRITE_CHECKPOINT: &str = "INSERT INTO tidemark.checkpoints AS c
-    (source_id, resume_point, position, source_commit_ts, committed_at)
-VALUES ($1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', now())
+/// Records one source's progress: `$1` source id, `$2` resume point (jsonb), `$3` its text
+/// form, `$4` source commit time in µs since the epoch (or NULL), `$5` snapshot state (jsonb or
+/// NULL). A batch without a commit time keeps the one before (a heartbeat moves the position,
+/// not the time of the last change).
+pub const WRITE_PROGRESS: &str = "INSERT INTO tidemark.progress AS c
+    (source_id, resume_point, position, source_commit_ts, committed_at, snapshot)
+VALUES ($1, $2, $3, 'epoch'::timestamptz + $4::bigint * interval '1 microsecond', now(), $5)
 ON CONFLICT (source_id) DO UPDATE SET
     resume_point = EXCLUDED.resume_point,
     position = EXCLUDED.position,
     source_commit_ts = COALESCE(EXCLUDED.source_commit_ts, c.source_commit_ts),
-    committed_at = EXCLUDED.committed_at";
+    committed_at = EXCLUDED.committed_at,
+    snapshot = EXCLUDED.snapshot";
+
+/// One source's table versions (`$1` = source id), in table order.
+pub const READ_TABLE_VERSIONS: &str =
+    "SELECT target_schema, target_table, version, columns, position
+FROM tidemark.table_versions WHERE source_id = $1
+ORDER BY target_schema, target_table";
+
+/// Records a table's schema as its next version: `$1` source id, `$2` schema, `$3` table,
+/// `$4` columns (jsonb `[[name, type], ...]`), `$5` source position text. The first record of a
+/// table is version 1.
+pub const RECORD_TABLE_VERSION: &str = "INSERT INTO tidemark.table_versions AS v
+    (source_id, target_schema, target_table, version, columns, position, changed_at)
+VALUES ($1, $2, $3, 1, $4, $5, now())
+ON CONFLICT (source_id, target_schema, target_table) DO UPDATE SET
+    version = v.version + 1,
+    columns = EXCLUDED.columns,
+    position = EXCLUDED.position,
+    changed_at = EXCLUDED.changed_at
+WHERE v.columns IS DISTINCT FROM EXCLUDED.columns";
+
+/// Moves a table's version record with a rename, counting the rename as a version: `$1`
+/// source id, `$2`/`$3` old schema and table, `$4`/`$5` new, `$6` source position text.
+pub const RENAME_TABLE_VERSION: &str = "UPDATE tidemark.table_versions
+SET target_schema = $4, target_table = $5, version = version + 1, position = $6, changed_at = now()
+WHERE source_id = $1 AND target_schema = $2 AND target_table = $3";
 
 /// Columns (name, `format_type`) of a table in attribute order: `$1` schema, `$2` table.
 pub const TABLE_COLUMNS: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
