@@ -18,7 +18,7 @@ use crate::source::postgres::check::check_postgres_source;
 
 /// Checks one source's prerequisites, whatever its kind.
 pub async fn check_source(source: &SourceConfig) -> CheckReport {
-    match source.kind {
+    match source.kind() {
         SourceKind::Mysql => check_mysql_source(source).await,
         SourceKind::Postgres => check_postgres_source(source).await,
     }

@@ -16,15 +16,16 @@ use super::locate::{Locator, join_key};
 use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
 use super::source::{
-    DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, StartPosition,
-    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_slot_name,
-    default_target_table, derived_server_id, render_target_schema, schema_name_problem,
-    slot_name_problem,
+    DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition,
+    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_target_table,
+    render_target_schema, schema_name_problem,
 };
 use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
 use super::{BatchConfig, Config, GroupConfig};
+use crate::source::mysql::config::{MysqlSettings, checked_server_id};
+use crate::source::postgres::config::{PostgresSettings, slot_name_problem};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -478,19 +479,8 @@ impl Builder<'_> {
         if let Some(problem) = name_problem(&id) {
             return Err(self.invalid(raw.id.span(), &key("id"), problem));
         }
-        let kind = match self.string(&raw.kind, &key("kind"))?.as_str() {
-            "mysql" => SourceKind::Mysql,
-            "postgres" => SourceKind::Postgres,
-            other => {
-                return Err(self.invalid(
-                    raw.kind.span(),
-                    &key("kind"),
-                    format!(
-                        "unknown source kind `{other}`; expected \"mysql\" (MySQL or MariaDB) or \"postgres\""
-                    ),
-                ));
-            }
-        };
+        let kind = self.source_kind(raw, at)?;
+        self.reject_other_kinds_keys(raw, kind, at)?;
         let url = match kind {
             SourceKind::Mysql => self.mysql_url(&raw.url, &key("url"))?,
             SourceKind::Postgres => self.postgres_url(&raw.url, &key("url"))?,
@@ -522,26 +512,6 @@ impl Builder<'_> {
             None => default_target_table(&include).to_string(),
         };
         let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
-        let server_id = match (&raw.server_id, kind) {
-            (Some(id), SourceKind::Postgres) => {
-                return Err(self.invalid(
-                    id.span(),
-                    &key("server_id"),
-                    "applies only to kind = \"mysql\"",
-                ));
-            }
-            (Some(id), SourceKind::Mysql) => u32::try_from(*id.get_ref())
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    self.invalid(
-                        id.span(),
-                        &key("server_id"),
-                        "must be between 1 and 4294967295 and differ from every server and replica in the MySQL topology",
-                    )
-                })?,
-            (None, _) => derived_server_id(&id),
-        };
         let heartbeat = match &raw.heartbeat {
             Some(value) => {
                 let heartbeat = self.duration(value, &key("heartbeat"))?;
@@ -572,26 +542,13 @@ impl Builder<'_> {
             },
             None => StartPosition::End,
         };
-        let slot = self
-            .postgres_name(raw.slot.as_ref(), kind, &key("slot"))?
-            .unwrap_or_else(|| default_slot_name(&id));
-        let publication = self
-            .postgres_name(raw.publication.as_ref(), kind, &key("publication"))?
-            .unwrap_or_else(|| slot.clone());
-        let publish_all_tables = match &raw.publish_all_tables {
-            Some(value) if kind != SourceKind::Postgres => {
-                return Err(self.invalid(
-                    value.span(),
-                    &key("publish_all_tables"),
-                    "applies only to kind = \"postgres\"",
-                ));
-            }
-            Some(value) => *value.get_ref(),
-            None => false,
+        let settings = match kind {
+            SourceKind::Mysql => SourceSettings::Mysql(self.mysql_settings(raw, &id, at)?),
+            SourceKind::Postgres => SourceSettings::Postgres(self.postgres_settings(raw, &id, at)?),
         };
         Ok(SourceConfig {
             id,
-            kind,
+            settings,
             url,
             tenant,
             region,
@@ -601,29 +558,88 @@ impl Builder<'_> {
             include,
             exclude,
             snapshot,
-            server_id,
             heartbeat,
             start,
-            slot,
-            publication,
-            publish_all_tables,
         })
     }
 
-    /// A Postgres slot or publication name at `key`, if given: only for Postgres sources, and
-    /// only in the characters Postgres accepts.
-    fn postgres_name(
-        &self,
-        value: Option<&Str>,
-        kind: SourceKind,
-        key: &str,
-    ) -> Result<Option<String>> {
+    /// The source's `kind`, one of [`SourceKind::ALL`].
+    fn source_kind(&self, raw: &RawSource, at: &str) -> Result<SourceKind> {
+        let key = format!("{at}.kind");
+        let name = self.string(&raw.kind, &key)?;
+        SourceKind::parse(&name).ok_or_else(|| {
+            let expected: Vec<String> = SourceKind::ALL
+                .iter()
+                .map(|kind| format!("\"{kind}\" ({})", kind.product()))
+                .collect();
+            self.invalid(
+                raw.kind.span(),
+                &key,
+                format!(
+                    "unknown source kind `{name}`; expected {}",
+                    one_of(&expected)
+                ),
+            )
+        })
+    }
+
+    /// A key that only sources of another kind accept is an error naming the key, its line and
+    /// the kind it belongs to: silently ignoring it would hide a wrong `kind` or a misplaced key.
+    fn reject_other_kinds_keys(&self, raw: &RawSource, kind: SourceKind, at: &str) -> Result<()> {
+        for (name, span) in raw.kind_keys() {
+            if kind.keys().contains(&name) {
+                continue;
+            }
+            let owner = SourceKind::ALL
+                .into_iter()
+                .find(|other| other.keys().contains(&name));
+            let message = match owner {
+                Some(owner) => format!(
+                    "belongs to kind = \"{owner}\" sources; this source is kind = \"{kind}\" ({}): remove the key, or set kind = \"{owner}\" if the source is {}",
+                    kind.product(),
+                    owner.product(),
+                ),
+                // Only if the raw table lists a key no kind claims (a unit test keeps them in step).
+                None => format!("does not apply to kind = \"{kind}\" sources; remove it"),
+            };
+            return Err(self.invalid(span, &format!("{at}.{name}"), message));
+        }
+        Ok(())
+    }
+
+    /// The settings of a MySQL source: `server_id` checked, or derived from the id.
+    fn mysql_settings(&self, raw: &RawSource, id: &str, at: &str) -> Result<MysqlSettings> {
+        let server_id = raw
+            .server_id
+            .as_ref()
+            .map(|value| {
+                checked_server_id(*value.get_ref())
+                    .map_err(|m| self.invalid(value.span(), &format!("{at}.server_id"), m))
+            })
+            .transpose()?;
+        Ok(MysqlSettings::new(id, server_id))
+    }
+
+    /// The settings of a Postgres source: slot and publication names checked, defaults filled.
+    fn postgres_settings(&self, raw: &RawSource, id: &str, at: &str) -> Result<PostgresSettings> {
+        let slot = self.postgres_name(raw.slot.as_ref(), &format!("{at}.slot"))?;
+        let publication =
+            self.postgres_name(raw.publication.as_ref(), &format!("{at}.publication"))?;
+        let publish_all_tables = raw.publish_all_tables.as_ref().map(|v| *v.get_ref());
+        Ok(PostgresSettings::new(
+            id,
+            slot,
+            publication,
+            publish_all_tables,
+        ))
+    }
+
+    /// A Postgres slot or publication name at `key`, if given, in the characters Postgres
+    /// accepts.
+    fn postgres_name(&self, value: Option<&Str>, key: &str) -> Result<Option<String>> {
         let Some(value) = value else {
             return Ok(None);
         };
-        if kind != SourceKind::Postgres {
-            return Err(self.invalid(value.span(), key, "applies only to kind = \"postgres\""));
-        }
         let name = self.string(value, key)?;
         match slot_name_problem(&name) {
             Some(problem) => Err(self.invalid(value.span(), key, problem)),
@@ -780,6 +796,15 @@ impl Builder<'_> {
     }
 }
 
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the choices a message lists.
+fn one_of(choices: &[String]) -> String {
+    match choices.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Why a group name or source id is not acceptable, if it is not.
 fn name_problem(name: &str) -> Option<String> {
     if name.len() > 63 {
@@ -788,4 +813,34 @@ fn name_problem(name: &str) -> Option<String> {
     name.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         .map(|c| format!("contains `{c}`; use letters, digits, - and _"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_specific_source_key_belongs_to_exactly_one_kind() {
+        for name in RawSource::KIND_KEYS {
+            let owners: Vec<SourceKind> = SourceKind::ALL
+                .into_iter()
+                .filter(|kind| kind.keys().contains(&name))
+                .collect();
+            assert_eq!(owners.len(), 1, "{name}: {owners:?}");
+        }
+        for kind in SourceKind::ALL {
+            for name in kind.keys() {
+                assert!(RawSource::KIND_KEYS.contains(name), "{kind}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn choices_read_as_a_list() {
+        let list =
+            |names: &[&str]| one_of(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(list(&["\"a\""]), "\"a\"");
+        assert_eq!(list(&["\"a\"", "\"b\""]), "\"a\" or \"b\"");
+        assert_eq!(list(&["\"a\"", "\"b\"", "\"c\""]), "\"a\", \"b\" or \"c\"");
+    }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use secret::SecretUrl;
 pub use source::{
-    SnapshotMode, SourceConfig, SourceKind, StartPosition, TablePattern, derived_server_id,
+    SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition, TablePattern,
 };
 pub use units::{ByteSize, parse_duration, parse_size};
 pub use warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
