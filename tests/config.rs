@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use tidemark::config::{
-    ByteSize, Config, ConfigError, ConfigErrorKind, RedshiftAuth, RedshiftTarget, SnapshotMode,
-    SourceConfig, SourceKind, WarehouseConfig,
+    ByteSize, Config, ConfigError, ConfigErrorKind, SnapshotMode, SourceConfig, SourceKind,
+    WarehouseConfig, WarehouseKind,
 };
+use tidemark::sink::redshift::config::{RedshiftAuth, RedshiftTarget};
 use tidemark::source::mysql::config::{MysqlSettings, derived_server_id};
 use tidemark::source::postgres::config::PostgresSettings;
 
@@ -806,5 +807,60 @@ fn an_unknown_source_kind_lists_the_kinds() {
     assert_eq!(
         e.message(),
         "unknown source kind `oracle`; expected \"mysql\" (MySQL or MariaDB) or \"postgres\" (Postgres)"
+    );
+}
+
+/// [`BASE`] with its warehouse replaced by `warehouse` (the lines after `[warehouse]`).
+fn with_warehouse(warehouse: &str) -> String {
+    BASE.replace(
+        "kind = \"postgres\"\nurl = \"postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse\"\n",
+        warehouse,
+    )
+}
+
+/// A valid Redshift `[warehouse]` body.
+const REDSHIFT: &str = "kind = \"redshift\"\nworkgroup = \"analytics\"\ndatabase = \"warehouse\"\n\
+    s3_bucket = \"bucket\"\niam_role = \"arn:aws:iam::123456789012:role/copy\"\nregion = \"ap-south-1\"\n";
+
+#[test]
+fn a_redshift_key_on_a_postgres_warehouse_names_file_line_key_and_both_kinds() {
+    let text = BASE.replace(
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\ns3_bucket = \"b\"",
+    );
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.s3_bucket", 7);
+    assert_eq!(
+        e.message(),
+        "belongs to kind = \"redshift\" warehouses; this warehouse is kind = \"postgres\" (Postgres): remove the key, or set kind = \"redshift\" if the warehouse is Amazon Redshift"
+    );
+}
+
+#[test]
+fn a_postgres_key_on_a_redshift_warehouse_names_file_line_key_and_both_kinds() {
+    let config = parse(&with_warehouse(REDSHIFT)).unwrap();
+    assert_eq!(config.warehouse.kind(), WarehouseKind::Redshift);
+
+    let text = with_warehouse(&format!("{REDSHIFT}url = \"postgres://x@y/z\"\n"));
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "warehouse.url",
+        line_of(&text, "url = \"postgres://x"),
+    );
+    assert_eq!(
+        e.message(),
+        "belongs to kind = \"postgres\" warehouses; this warehouse is kind = \"redshift\" (Amazon Redshift): remove the key, or set kind = \"postgres\" if the warehouse is Postgres"
+    );
+}
+
+#[test]
+fn an_unknown_warehouse_kind_lists_the_kinds() {
+    let e = parse_err(&BASE.replace("kind = \"postgres\"", "kind = \"snowflake\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.kind", 6);
+    assert_eq!(
+        e.message(),
+        "unknown warehouse kind `snowflake`; expected \"postgres\" (Postgres) or \"redshift\" (Amazon Redshift)"
     );
 }

@@ -31,9 +31,9 @@ pub async fn check_warehouse(
     sources: &[&SourceConfig],
 ) -> CheckReport {
     match warehouse {
-        WarehouseConfig::Postgres { url } => {
+        WarehouseConfig::Postgres(postgres) => {
             let schemas: Vec<String> = sources.iter().map(|s| s.staging_schema()).collect();
-            check_postgres_warehouse(url, &schemas).await
+            check_postgres_warehouse(&postgres.url, &schemas).await
         }
         WarehouseConfig::Redshift(redshift) => {
             let mut report =

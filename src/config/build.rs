@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::env::{EnvError, interpolate};
 use super::error::{ConfigError, ConfigErrorKind};
+use super::kind::KindTable;
 use super::locate::{Locator, join_key};
 use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
@@ -22,8 +23,13 @@ use super::source::{
 };
 use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
-use super::warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+use super::warehouse::{WarehouseConfig, WarehouseKind};
 use super::{BatchConfig, Config, GroupConfig};
+use crate::sink::postgres::config::PostgresWarehouseConfig;
+use crate::sink::redshift::config::{
+    DEFAULT_S3_PREFIX, RedshiftAuth, RedshiftConfig, RedshiftTarget, bucket_problem,
+    iam_role_problem, normalized_s3_prefix,
+};
 use crate::source::mysql::config::{MysqlSettings, checked_server_id};
 use crate::source::postgres::config::{PostgresSettings, slot_name_problem};
 
@@ -35,8 +41,6 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/tidemark";
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest accepted `heartbeat`.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
-/// Default `[warehouse] s3_prefix`.
-const DEFAULT_S3_PREFIX: &str = "tidemark/";
 
 /// Parses and validates `text` (see [`Config::from_str_with_env`]).
 pub(crate) fn build(
@@ -255,30 +259,10 @@ impl Builder<'_> {
     fn warehouse(&self, raw: &Spanned<RawWarehouse>) -> Result<WarehouseConfig> {
         let header = raw.span();
         let raw = raw.get_ref();
-        let kind = self.string(&raw.kind, "warehouse.kind")?;
-        let redshift_keys: [(&str, Option<&Str>); 9] = [
-            ("cluster_id", raw.cluster_id.as_ref()),
-            ("workgroup", raw.workgroup.as_ref()),
-            ("database", raw.database.as_ref()),
-            ("secret_arn", raw.secret_arn.as_ref()),
-            ("db_user", raw.db_user.as_ref()),
-            ("s3_bucket", raw.s3_bucket.as_ref()),
-            ("s3_prefix", raw.s3_prefix.as_ref()),
-            ("iam_role", raw.iam_role.as_ref()),
-            ("region", raw.region.as_ref()),
-        ];
-        match kind.as_str() {
-            "postgres" => {
-                if let Some((name, value)) = redshift_keys
-                    .iter()
-                    .find_map(|(name, value)| value.map(|v| (name, v)))
-                {
-                    return Err(self.invalid(
-                        value.span(),
-                        &format!("warehouse.{name}"),
-                        "applies only to kind = \"redshift\"",
-                    ));
-                }
+        let kind: WarehouseKind = self.kind(&raw.kind, "warehouse.kind", "warehouse")?;
+        self.reject_other_kinds_keys(raw.kind_keys(), kind, "warehouse", "warehouse")?;
+        match kind {
+            WarehouseKind::Postgres => {
                 let Some(url) = &raw.url else {
                     return Err(self.error(
                         ConfigErrorKind::MissingKey,
@@ -288,25 +272,13 @@ impl Builder<'_> {
                     ));
                 };
                 let url = self.postgres_url(url, "warehouse.url")?;
-                Ok(WarehouseConfig::Postgres { url })
+                Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig { url }))
             }
-            "redshift" => self.redshift(raw, header).map(WarehouseConfig::Redshift),
-            other => Err(self.invalid(
-                raw.kind.span(),
-                "warehouse.kind",
-                format!("unknown warehouse kind `{other}`; expected \"postgres\" or \"redshift\""),
-            )),
+            WarehouseKind::Redshift => self.redshift(raw, header).map(WarehouseConfig::Redshift),
         }
     }
 
     fn redshift(&self, raw: &RawWarehouse, header: Range<usize>) -> Result<RedshiftConfig> {
-        if let Some(url) = &raw.url {
-            return Err(self.invalid(
-                url.span(),
-                "warehouse.url",
-                "applies only to kind = \"postgres\"; Redshift is reached through the Data API (cluster_id or workgroup, database)",
-            ));
-        }
         let required = |value: Option<&Str>, name: &str| -> Result<String> {
             let key = format!("warehouse.{name}");
             match value {
@@ -377,30 +349,19 @@ impl Builder<'_> {
         };
         let database = required(raw.database.as_ref(), "database")?;
         let s3_bucket = required(raw.s3_bucket.as_ref(), "s3_bucket")?;
-        if s3_bucket.starts_with("s3://") || s3_bucket.contains('/') {
+        if let Some(problem) = bucket_problem(&s3_bucket) {
             let span = raw.s3_bucket.as_ref().map_or(header.clone(), Spanned::span);
-            return Err(self.invalid(
-                span,
-                "warehouse.s3_bucket",
-                "give the bucket name only (no s3://, no /); put the key prefix in s3_prefix",
-            ));
+            return Err(self.invalid(span, "warehouse.s3_bucket", problem));
         }
-        let mut s3_prefix = self
-            .optional(raw.s3_prefix.as_ref(), "warehouse.s3_prefix")?
-            .unwrap_or_else(|| DEFAULT_S3_PREFIX.to_string())
-            .trim_start_matches('/')
-            .to_string();
-        if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
-            s3_prefix.push('/');
-        }
+        let s3_prefix = normalized_s3_prefix(
+            &self
+                .optional(raw.s3_prefix.as_ref(), "warehouse.s3_prefix")?
+                .unwrap_or_else(|| DEFAULT_S3_PREFIX.to_string()),
+        );
         let iam_role = required(raw.iam_role.as_ref(), "iam_role")?;
-        if !iam_role.starts_with("arn:") {
+        if let Some(problem) = iam_role_problem(&iam_role) {
             let span = raw.iam_role.as_ref().map_or(header.clone(), Spanned::span);
-            return Err(self.invalid(
-                span,
-                "warehouse.iam_role",
-                "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-            ));
+            return Err(self.invalid(span, "warehouse.iam_role", problem));
         }
         let region = required(raw.region.as_ref(), "region")?;
         Ok(RedshiftConfig {
@@ -479,8 +440,8 @@ impl Builder<'_> {
         if let Some(problem) = name_problem(&id) {
             return Err(self.invalid(raw.id.span(), &key("id"), problem));
         }
-        let kind = self.source_kind(raw, at)?;
-        self.reject_other_kinds_keys(raw, kind, at)?;
+        let kind: SourceKind = self.kind(&raw.kind, &key("kind"), "source")?;
+        self.reject_other_kinds_keys(raw.kind_keys(), kind, at, "source")?;
         let url = match kind {
             SourceKind::Mysql => self.mysql_url(&raw.url, &key("url"))?,
             SourceKind::Postgres => self.postgres_url(&raw.url, &key("url"))?,
@@ -563,46 +524,54 @@ impl Builder<'_> {
         })
     }
 
-    /// The source's `kind`, one of [`SourceKind::ALL`].
-    fn source_kind(&self, raw: &RawSource, at: &str) -> Result<SourceKind> {
-        let key = format!("{at}.kind");
-        let name = self.string(&raw.kind, &key)?;
-        SourceKind::parse(&name).ok_or_else(|| {
-            let expected: Vec<String> = SourceKind::ALL
+    /// The `kind` of a table of family `K` (a source, the warehouse): one of `K::ALL`.
+    fn kind<K: KindTable>(&self, value: &Str, key: &str, family: &str) -> Result<K> {
+        let name = self.string(value, key)?;
+        K::parse(&name).ok_or_else(|| {
+            let expected: Vec<String> = K::ALL
                 .iter()
                 .map(|kind| format!("\"{kind}\" ({})", kind.product()))
                 .collect();
             self.invalid(
-                raw.kind.span(),
-                &key,
+                value.span(),
+                key,
                 format!(
-                    "unknown source kind `{name}`; expected {}",
+                    "unknown {family} kind `{name}`; expected {}",
                     one_of(&expected)
                 ),
             )
         })
     }
 
-    /// A key that only sources of another kind accept is an error naming the key, its line and
+    /// A key that only tables of another kind accept is an error naming the key, its line and
     /// the kind it belongs to: silently ignoring it would hide a wrong `kind` or a misplaced key.
-    fn reject_other_kinds_keys(&self, raw: &RawSource, kind: SourceKind, at: &str) -> Result<()> {
-        for (name, span) in raw.kind_keys() {
+    /// `present` lists the kind-specific keys the table has, with their spans; `at` is the
+    /// table's key path and `this` what it is called in the message (`source`, `warehouse`).
+    fn reject_other_kinds_keys<K: KindTable>(
+        &self,
+        present: impl Iterator<Item = (&'static str, Range<usize>)>,
+        kind: K,
+        at: &str,
+        this: &str,
+    ) -> Result<()> {
+        for (name, span) in present {
             if kind.keys().contains(&name) {
                 continue;
             }
-            let owner = SourceKind::ALL
-                .into_iter()
-                .find(|other| other.keys().contains(&name));
-            let message = match owner {
+            let message = match K::owner_of(name) {
                 Some(owner) => format!(
-                    "belongs to kind = \"{owner}\" sources; this source is kind = \"{kind}\" ({}): remove the key, or set kind = \"{owner}\" if the source is {}",
+                    "belongs to kind = \"{owner}\" {tables}; this {this} is kind = \"{kind}\" ({}): remove the key, or set kind = \"{owner}\" if the {this} is {}",
                     kind.product(),
                     owner.product(),
+                    tables = K::TABLES,
                 ),
                 // Only if the raw table lists a key no kind claims (a unit test keeps them in step).
-                None => format!("does not apply to kind = \"{kind}\" sources; remove it"),
+                None => format!(
+                    "does not apply to kind = \"{kind}\" {}; remove it",
+                    K::TABLES
+                ),
             };
-            return Err(self.invalid(span, &format!("{at}.{name}"), message));
+            return Err(self.invalid(span, &join_key(at, name), message));
         }
         Ok(())
     }
@@ -819,20 +788,28 @@ fn name_problem(name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_kind_specific_source_key_belongs_to_exactly_one_kind() {
-        for name in RawSource::KIND_KEYS {
-            let owners: Vec<SourceKind> = SourceKind::ALL
-                .into_iter()
-                .filter(|kind| kind.keys().contains(&name))
+    /// Every key of `raw_keys` (a raw table's kind-specific keys) belongs to exactly one kind of
+    /// `K`, and every kind's keys are among them.
+    fn keys_in_step<K: KindTable + std::fmt::Debug>(raw_keys: &[&str]) {
+        for name in raw_keys {
+            let owners: Vec<K> = K::ALL
+                .iter()
+                .copied()
+                .filter(|kind| kind.keys().contains(name))
                 .collect();
             assert_eq!(owners.len(), 1, "{name}: {owners:?}");
         }
-        for kind in SourceKind::ALL {
+        for kind in K::ALL {
             for name in kind.keys() {
-                assert!(RawSource::KIND_KEYS.contains(name), "{kind}: {name}");
+                assert!(raw_keys.contains(name), "{kind}: {name}");
             }
         }
+    }
+
+    #[test]
+    fn every_kind_specific_key_belongs_to_exactly_one_kind() {
+        keys_in_step::<SourceKind>(&RawSource::KIND_KEYS);
+        keys_in_step::<WarehouseKind>(&RawWarehouse::KIND_KEYS);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod build;
 mod env;
 mod error;
+mod kind;
 mod locate;
 mod raw;
 mod secret;
@@ -30,7 +31,7 @@ pub use source::{
     SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition, TablePattern,
 };
 pub use units::{ByteSize, parse_duration, parse_size};
-pub use warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+pub use warehouse::{WarehouseConfig, WarehouseKind};
 
 /// One source group's configuration: the group, its warehouse, batching and its sources.
 #[derive(Debug, Clone)]

@@ -103,3 +103,42 @@ impl RawSource {
             .filter_map(|(name, span)| span.map(|span| (name, span)))
     }
 }
+
+impl RawWarehouse {
+    /// The keys that only some warehouse kinds accept (every key but `kind`), in file-format
+    /// order.
+    pub const KIND_KEYS: [&'static str; 10] = [
+        "url",
+        "cluster_id",
+        "workgroup",
+        "database",
+        "secret_arn",
+        "db_user",
+        "s3_bucket",
+        "s3_prefix",
+        "iam_role",
+        "region",
+    ];
+
+    /// The [`RawWarehouse::KIND_KEYS`] present in `[warehouse]`, with the span of each value:
+    /// what `build` checks against the warehouse's kind.
+    pub fn kind_keys(&self) -> impl Iterator<Item = (&'static str, Range<usize>)> {
+        let spans = [
+            &self.url,
+            &self.cluster_id,
+            &self.workgroup,
+            &self.database,
+            &self.secret_arn,
+            &self.db_user,
+            &self.s3_bucket,
+            &self.s3_prefix,
+            &self.iam_role,
+            &self.region,
+        ]
+        .map(|value| value.as_ref().map(Spanned::span));
+        Self::KIND_KEYS
+            .into_iter()
+            .zip(spans)
+            .filter_map(|(name, span)| span.map(|span| (name, span)))
+    }
+}

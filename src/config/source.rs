@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::kind::KindTable;
 use super::secret::SecretUrl;
 use super::template;
 use crate::source::mysql::config::MysqlSettings;
@@ -38,8 +39,8 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// Every source kind, in the order messages list them: the one table of kinds that parsing
-    /// and error messages read.
+    /// Every source kind, in the order messages list them: the one table of source kinds that
+    /// parsing and error messages read.
     pub const ALL: [SourceKind; 2] = [SourceKind::Mysql, SourceKind::Postgres];
 
     /// The name used in the config file.
@@ -56,13 +57,6 @@ impl SourceKind {
             SourceKind::Mysql => "MySQL or MariaDB",
             SourceKind::Postgres => "Postgres",
         }
-    }
-
-    /// The kind named `name` in the config file.
-    pub fn parse(name: &str) -> Option<SourceKind> {
-        SourceKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
     }
 
     /// The config keys only sources of this kind accept.
@@ -88,6 +82,19 @@ impl SourceKind {
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl KindTable for SourceKind {
+    const ALL: &'static [SourceKind] = &SourceKind::ALL;
+    const TABLES: &'static str = "sources";
+
+    fn product(self) -> &'static str {
+        SourceKind::product(self)
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        SourceKind::keys(self)
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod last_change;
 pub mod null;
 pub mod postgres;
+pub mod redshift;
 pub mod staging;
 
 use std::fmt;
@@ -94,9 +95,9 @@ pub trait Sink: Send {
 /// sink.
 pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
     match warehouse {
-        WarehouseConfig::Postgres { url } => {
-            Ok(Box::new(postgres::PostgresSink::connect(url).await?))
-        }
+        WarehouseConfig::Postgres(postgres) => Ok(Box::new(
+            postgres::PostgresSink::connect(&postgres.url).await?,
+        )),
         WarehouseConfig::Redshift(_) => {
             Err(SinkError::new(ErrorKind::Operator, REDSHIFT_NOT_BUILT))
         }
