@@ -861,6 +861,34 @@ fn an_unknown_warehouse_kind_lists_the_kinds() {
     assert_error(&e, ConfigErrorKind::Invalid, "warehouse.kind", 6);
     assert_eq!(
         e.message(),
-        "unknown warehouse kind `snowflake`; expected \"postgres\" (Postgres) or \"redshift\" (Amazon Redshift)"
+        "unknown warehouse kind `snowflake`; expected \"postgres\" (Postgres), \"redshift\" (Amazon Redshift) or \"null\" (no warehouse: batches are discarded)"
     );
+}
+
+#[test]
+fn a_null_warehouse_takes_no_other_key() {
+    let config = parse(&with_warehouse("kind = \"null\"\n")).unwrap();
+    assert!(matches!(config.warehouse, WarehouseConfig::Null));
+    assert_eq!(config.warehouse.kind(), WarehouseKind::Null);
+
+    for (line, owner, product) in [
+        ("url = \"postgres://x@y/z\"", "postgres", "Postgres"),
+        ("s3_bucket = \"b\"", "redshift", "Amazon Redshift"),
+    ] {
+        let text = with_warehouse(&format!("kind = \"null\"\n{line}\n"));
+        let key = line.split(" = ").next().unwrap();
+        let e = parse_err(&text);
+        assert_error(
+            &e,
+            ConfigErrorKind::Invalid,
+            &format!("warehouse.{key}"),
+            line_of(&text, line),
+        );
+        assert_eq!(
+            e.message(),
+            format!(
+                "belongs to kind = \"{owner}\" warehouses; this warehouse is kind = \"null\" (no warehouse: batches are discarded): remove the key, or set kind = \"{owner}\" if the warehouse is {product}"
+            )
+        );
+    }
 }

@@ -45,5 +45,15 @@ pub async fn check_warehouse(
             ));
             report
         }
+        // Nothing to connect to and nothing that could be missing: ready by construction.
+        WarehouseConfig::Null => {
+            let mut report = CheckReport::for_warehouse(warehouse.describe());
+            report.items.push(CheckItem::new(
+                "kind",
+                CheckStatus::Pass,
+                "kind = \"null\": every batch is discarded and progress is kept in memory only (lost at exit); for benchmarks and dry runs",
+            ));
+            report
+        }
     }
 }

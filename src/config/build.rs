@@ -275,6 +275,7 @@ impl Builder<'_> {
                 Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig { url }))
             }
             WarehouseKind::Redshift => self.redshift(raw, header).map(WarehouseConfig::Redshift),
+            WarehouseKind::Null => Ok(WarehouseConfig::Null),
         }
     }
 

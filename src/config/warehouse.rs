@@ -18,6 +18,9 @@ pub enum WarehouseConfig {
     Postgres(PostgresWarehouseConfig),
     /// Amazon Redshift: gzip files in S3, COPY with a manifest, MERGE via the Data API.
     Redshift(RedshiftConfig),
+    /// No warehouse: every batch is discarded and progress is kept in memory only, for
+    /// benchmarks and dry runs (`kind = "null"`, no other keys).
+    Null,
 }
 
 impl WarehouseConfig {
@@ -26,6 +29,7 @@ impl WarehouseConfig {
         match self {
             WarehouseConfig::Postgres(_) => WarehouseKind::Postgres,
             WarehouseConfig::Redshift(_) => WarehouseKind::Redshift,
+            WarehouseConfig::Null => WarehouseKind::Null,
         }
     }
 
@@ -36,6 +40,7 @@ impl WarehouseConfig {
             WarehouseConfig::Redshift(redshift) => {
                 format!("redshift database {}", redshift.database)
             }
+            WarehouseConfig::Null => "null warehouse (nothing is stored)".to_owned(),
         }
     }
 }
@@ -47,18 +52,25 @@ pub enum WarehouseKind {
     Postgres,
     /// `kind = "redshift"`.
     Redshift,
+    /// `kind = "null"`.
+    Null,
 }
 
 impl WarehouseKind {
     /// Every warehouse kind, in the order messages list them: the one table of warehouse kinds
     /// that parsing and error messages read.
-    pub const ALL: [WarehouseKind; 2] = [WarehouseKind::Postgres, WarehouseKind::Redshift];
+    pub const ALL: [WarehouseKind; 3] = [
+        WarehouseKind::Postgres,
+        WarehouseKind::Redshift,
+        WarehouseKind::Null,
+    ];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             WarehouseKind::Postgres => "postgres",
             WarehouseKind::Redshift => "redshift",
+            WarehouseKind::Null => "null",
         }
     }
 
@@ -67,6 +79,7 @@ impl WarehouseKind {
         match self {
             WarehouseKind::Postgres => "Postgres",
             WarehouseKind::Redshift => "Amazon Redshift",
+            WarehouseKind::Null => "no warehouse: batches are discarded",
         }
     }
 
@@ -75,6 +88,8 @@ impl WarehouseKind {
         match self {
             WarehouseKind::Postgres => PostgresWarehouseConfig::KEYS,
             WarehouseKind::Redshift => RedshiftConfig::KEYS,
+            // Nothing to reach and nothing to store.
+            WarehouseKind::Null => &[],
         }
     }
 }
