@@ -201,7 +201,10 @@ publication = {PUBLICATION:?}
         // Nothing is ever confirmed: the slot is a throwaway copy.
         let (_confirm, confirmations) = tokio::sync::watch::channel(None);
         let checkpoint = ResumePoint::Lsn { lsn: from.0 };
-        let opened = PgReader::open(source, Some(&checkpoint), confirmations)
+        let settings = source
+            .postgres()
+            .expect("the child's source is a Postgres source");
+        let opened = PgReader::open(source, settings, Some(&checkpoint), confirmations)
             .await
             .unwrap_or_else(|e| panic!("opening the Postgres reader at {from}: {e}"));
         harness::drain(Box::new(opened.reader), to, limit, |_, reader| {

@@ -234,6 +234,21 @@ fn a_redshift_warehouse_is_refused_by_check_as_by_run() {
 }
 
 #[test]
+fn a_null_warehouse_is_reported_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "SRC_URL", "");
+    let text_of = std::fs::read_to_string(&path).unwrap().replace(
+        "kind = \"postgres\"\nurl = \"${WH_URL}\"",
+        "kind = \"null\"",
+    );
+    std::fs::write(&path, text_of).unwrap();
+    let out = check(&path, &[("SRC_URL", support::mysql_url())]);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    assert!(msg.contains("every batch is discarded"), "{msg}");
+}
+
+#[test]
 fn check_into_a_closed_pipe_exits_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "SRC_URL", "");

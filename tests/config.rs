@@ -5,9 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use tidemark::config::{
-    ByteSize, Config, ConfigError, ConfigErrorKind, RedshiftAuth, RedshiftTarget, SnapshotMode,
-    SourceKind, WarehouseConfig, derived_server_id,
+    ByteSize, Config, ConfigError, ConfigErrorKind, SnapshotMode, SourceConfig, SourceKind,
+    WarehouseConfig, WarehouseKind,
 };
+use tidemark::sink::redshift::config::{RedshiftAuth, RedshiftTarget};
+use tidemark::source::mysql::config::{MysqlSettings, derived_server_id};
+use tidemark::source::postgres::config::PostgresSettings;
 
 const PASSWORD: &str = "pw-Zq81x!never-printed";
 
@@ -70,6 +73,16 @@ fn line_of(text: &str, needle: &str) -> usize {
         .unwrap_or_else(|| panic!("{needle} not in text"))
 }
 
+/// The settings of a source the test configured as MySQL.
+fn mysql(source: &SourceConfig) -> &MysqlSettings {
+    source.mysql().expect("a MySQL source")
+}
+
+/// The settings of a source the test configured as Postgres.
+fn postgres_settings(source: &SourceConfig) -> &PostgresSettings {
+    source.postgres().expect("a Postgres source")
+}
+
 fn assert_error(e: &ConfigError, kind: ConfigErrorKind, key: &str, line: usize) {
     assert_eq!(e.kind(), kind, "{e}");
     assert_eq!(e.key(), Some(key), "{e}");
@@ -90,11 +103,11 @@ fn valid_config_loads_typed_values() {
     assert_eq!(config.batch.catch_up_lag, Duration::from_secs(10));
     assert_eq!(config.batch.catch_up_max_bytes, ByteSize(1 << 30));
     let source = &config.sources[0];
-    assert_eq!(source.kind, SourceKind::Mysql);
+    assert_eq!(source.kind(), SourceKind::Mysql);
     assert_eq!(source.snapshot, SnapshotMode::Never);
     assert_eq!(source.staging_schema(), "acme_in_txn");
     assert_eq!(source.heartbeat, Duration::from_secs(5));
-    assert_eq!(source.server_id, derived_server_id("acme-in-txn"));
+    assert_eq!(mysql(source).server_id, derived_server_id("acme-in-txn"));
     assert_eq!(
         source.url.expose(),
         format!("mysql://repl:{PASSWORD}@10.0.0.5:3306")
@@ -452,7 +465,7 @@ fn server_id_is_explicit_or_derived() {
         "snapshot = \"never\"",
         "snapshot = \"never\"\nserver_id = 4101",
     );
-    assert_eq!(parse(&text).unwrap().sources[0].server_id, 4101);
+    assert_eq!(mysql(&parse(&text).unwrap().sources[0]).server_id, 4101);
 
     let text = BASE.replace(
         "snapshot = \"never\"",
@@ -687,7 +700,7 @@ fn postgres_sources_get_a_slot_and_publication_named_after_their_id() {
         )
     };
     let config = parse(&postgres("")).unwrap();
-    let source = &config.sources[1];
+    let source = postgres_settings(&config.sources[1]);
     assert_eq!(source.slot, "tidemark_globex_sg_txn");
     assert_eq!(source.publication, "tidemark_globex_sg_txn");
     assert!(!source.publish_all_tables);
@@ -696,7 +709,7 @@ fn postgres_sources_get_a_slot_and_publication_named_after_their_id() {
         "slot = \"acme_slot\"\npublication = \"acme_pub\"\npublish_all_tables = true\n",
     ))
     .unwrap();
-    let source = &config.sources[1];
+    let source = postgres_settings(&config.sources[1]);
     assert_eq!(
         (source.slot.as_str(), source.publication.as_str()),
         ("acme_slot", "acme_pub")
@@ -722,4 +735,160 @@ fn postgres_sources_get_a_slot_and_publication_named_after_their_id() {
         "sources[0].publication",
         line_of(&text, "publication ="),
     );
+}
+
+/// [`BASE`] with its source made a Postgres source (same id, tenant, region, function).
+fn postgres_base() -> String {
+    BASE.replace("kind = \"mysql\"", "kind = \"postgres\"")
+        .replace(
+            "mysql://repl:${ACME_PASSWORD}@10.0.0.5:3306",
+            "postgres://repl:${ACME_PASSWORD}@10.0.0.5:5432/app",
+        )
+}
+
+#[test]
+fn a_postgres_key_on_a_mysql_source_names_file_line_key_and_both_kinds() {
+    for line in [
+        "slot = \"acme_slot\"",
+        "publication = \"acme_pub\"",
+        "publish_all_tables = true",
+    ] {
+        let e = invalid_source_line(line);
+        let key = line.split(" = ").next().unwrap();
+        assert_eq!(
+            e.message(),
+            "belongs to kind = \"postgres\" sources; this source is kind = \"mysql\" (MySQL or MariaDB): remove the key, or set kind = \"postgres\" if the source is Postgres",
+            "{key}: {e}"
+        );
+    }
+    // The whole line an operator reads: file, line, key, then why and the fix.
+    let text = with_source_line("slot = \"acme_slot\"");
+    let line = line_of(&text, "slot =");
+    assert!(
+        parse_err(&text).to_string().starts_with(&format!(
+            "conf/test.toml:{line}: key `sources[0].slot`: belongs to kind = \"postgres\" sources; this source is kind = \"mysql\""
+        )),
+        "{}",
+        parse_err(&text)
+    );
+}
+
+#[test]
+fn a_mysql_key_on_a_postgres_source_names_file_line_key_and_both_kinds() {
+    let text = postgres_base().replace(
+        "snapshot = \"never\"",
+        "snapshot = \"never\"\nserver_id = 4101",
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].server_id",
+        line_of(&text, "server_id ="),
+    );
+    assert_eq!(
+        e.message(),
+        "belongs to kind = \"mysql\" sources; this source is kind = \"postgres\" (Postgres): remove the key, or set kind = \"mysql\" if the source is MySQL or MariaDB",
+    );
+    // Without it the same source loads, with its Postgres settings.
+    let config = parse(&postgres_base()).unwrap();
+    assert_eq!(config.sources[0].kind(), SourceKind::Postgres);
+    assert!(config.sources[0].mysql().is_none());
+    assert_eq!(
+        postgres_settings(&config.sources[0]).slot,
+        "tidemark_acme_in_txn"
+    );
+}
+
+#[test]
+fn an_unknown_source_kind_lists_the_kinds() {
+    let text = BASE.replace("kind = \"mysql\"", "kind = \"oracle\"");
+    let e = parse_err(&text);
+    assert_eq!(
+        e.message(),
+        "unknown source kind `oracle`; expected \"mysql\" (MySQL or MariaDB) or \"postgres\" (Postgres)"
+    );
+}
+
+/// [`BASE`] with its warehouse replaced by `warehouse` (the lines after `[warehouse]`).
+fn with_warehouse(warehouse: &str) -> String {
+    BASE.replace(
+        "kind = \"postgres\"\nurl = \"postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse\"\n",
+        warehouse,
+    )
+}
+
+/// A valid Redshift `[warehouse]` body.
+const REDSHIFT: &str = "kind = \"redshift\"\nworkgroup = \"analytics\"\ndatabase = \"warehouse\"\n\
+    s3_bucket = \"bucket\"\niam_role = \"arn:aws:iam::123456789012:role/copy\"\nregion = \"ap-south-1\"\n";
+
+#[test]
+fn a_redshift_key_on_a_postgres_warehouse_names_file_line_key_and_both_kinds() {
+    let text = BASE.replace(
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\ns3_bucket = \"b\"",
+    );
+    let e = parse_err(&text);
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.s3_bucket", 7);
+    assert_eq!(
+        e.message(),
+        "belongs to kind = \"redshift\" warehouses; this warehouse is kind = \"postgres\" (Postgres): remove the key, or set kind = \"redshift\" if the warehouse is Amazon Redshift"
+    );
+}
+
+#[test]
+fn a_postgres_key_on_a_redshift_warehouse_names_file_line_key_and_both_kinds() {
+    let config = parse(&with_warehouse(REDSHIFT)).unwrap();
+    assert_eq!(config.warehouse.kind(), WarehouseKind::Redshift);
+
+    let text = with_warehouse(&format!("{REDSHIFT}url = \"postgres://x@y/z\"\n"));
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "warehouse.url",
+        line_of(&text, "url = \"postgres://x"),
+    );
+    assert_eq!(
+        e.message(),
+        "belongs to kind = \"postgres\" warehouses; this warehouse is kind = \"redshift\" (Amazon Redshift): remove the key, or set kind = \"postgres\" if the warehouse is Postgres"
+    );
+}
+
+#[test]
+fn an_unknown_warehouse_kind_lists_the_kinds() {
+    let e = parse_err(&BASE.replace("kind = \"postgres\"", "kind = \"snowflake\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.kind", 6);
+    assert_eq!(
+        e.message(),
+        "unknown warehouse kind `snowflake`; expected \"postgres\" (Postgres), \"redshift\" (Amazon Redshift) or \"null\" (no warehouse: batches are discarded)"
+    );
+}
+
+#[test]
+fn a_null_warehouse_takes_no_other_key() {
+    let config = parse(&with_warehouse("kind = \"null\"\n")).unwrap();
+    assert!(matches!(config.warehouse, WarehouseConfig::Null));
+    assert_eq!(config.warehouse.kind(), WarehouseKind::Null);
+
+    for (line, owner, product) in [
+        ("url = \"postgres://x@y/z\"", "postgres", "Postgres"),
+        ("s3_bucket = \"b\"", "redshift", "Amazon Redshift"),
+    ] {
+        let text = with_warehouse(&format!("kind = \"null\"\n{line}\n"));
+        let key = line.split(" = ").next().unwrap();
+        let e = parse_err(&text);
+        assert_error(
+            &e,
+            ConfigErrorKind::Invalid,
+            &format!("warehouse.{key}"),
+            line_of(&text, line),
+        );
+        assert_eq!(
+            e.message(),
+            format!(
+                "belongs to kind = \"{owner}\" warehouses; this warehouse is kind = \"null\" (no warehouse: batches are discarded): remove the key, or set kind = \"{owner}\" if the warehouse is {product}"
+            )
+        );
+    }
 }

@@ -156,6 +156,47 @@ async fn sigterm_loads_the_changes_already_read_before_exiting() {
     }
 }
 
+/// `[warehouse] kind = "null"`: the group runs with nothing to connect to, reads its source, and
+/// SIGTERM still ends it with status 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_warehouse_runs_and_sigterm_exits_0() {
+    let (mut conn, db) = support::fresh_mysql_database("pl_cli_null").await;
+    conn.query_drop(T_TABLE).await.unwrap();
+    let source = SourceConfig::mysql("null", &support::mysql_url(), &db);
+    // No server behind this URL: a null warehouse must never try to reach one.
+    let unused = format!("postgres://postgres@127.0.0.1:{}/wh", closed_port());
+    let group = GroupConfig::new(&unused, vec![source]);
+    let mut tm = Tidemark::prepare(|state| {
+        group.render(state).replace(
+            &format!("kind = \"postgres\"\nurl = \"{unused}\""),
+            "kind = \"null\"",
+        )
+    });
+    assert!(
+        std::fs::read_to_string(&tm.config_path)
+            .unwrap()
+            .contains("kind = \"null\""),
+        "the config names the null warehouse"
+    );
+    tm.spawn();
+    let replicating = wait_until(Duration::from_secs(30), async || {
+        output(&tm).contains("first start: replicating changes")
+    })
+    .await;
+    tm.assert_running("after the source started");
+    assert!(replicating, "the source never started:\n{}", output(&tm));
+    conn.query_drop("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+    let status = tm.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM; output:\n{}",
+        output(&tm)
+    );
+}
+
 /// Source `ok` flows; source `down` points at a closed port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_source_at_start_does_not_stop_the_other() {

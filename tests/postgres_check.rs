@@ -53,7 +53,8 @@ async fn every_gap_is_reported_with_its_fix_until_the_source_is_ready() {
     let db = source_database("pgchk_ready").await;
     let names = db.db.replace('-', "_").to_lowercase();
     let source = source(&db.url, &names);
-    let (slot, publication) = (source.slot.clone(), source.publication.clone());
+    let pg = source.postgres().expect("a Postgres source");
+    let (slot, publication) = (pg.slot.clone(), pg.publication.clone());
 
     let report = check_postgres_source(&source).await;
     // A table that cannot identify its rows is left out by `run` (loudly), not a reason to
@@ -153,6 +154,7 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
         1,
     );
     let source = source(&url, &names);
+    let pg = source.postgres().expect("a Postgres source");
 
     let report = check_postgres_source(&source).await;
     let text = report.to_string();
@@ -160,7 +162,7 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
     db.client
         .batch_execute(&format!(
             "CREATE PUBLICATION {} FOR TABLE shop.orders",
-            source.publication
+            pg.publication
         ))
         .await
         .unwrap();
@@ -168,11 +170,11 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
     db.client
         .batch_execute(&format!(
             "DROP PUBLICATION {}; DROP OWNED BY {role}; DROP ROLE {role};",
-            source.publication
+            pg.publication
         ))
         .await
         .unwrap();
-    let item = format!("publication {}", source.publication);
+    let item = format!("publication {}", pg.publication);
     assert_eq!(status(&lacking, &item), CheckStatus::Fail, "{lacking}");
     assert!(
         lacking
@@ -194,12 +196,12 @@ async fn a_plain_role_is_told_what_to_grant_and_its_password_never_shows() {
     );
     // Not the tables' owner: it cannot create the publication itself. The keyless shop.notes is
     // left out: published, the source would refuse its updates and deletes.
-    let publication = format!("publication {}", source.publication);
+    let publication = format!("publication {}", pg.publication);
     assert_eq!(status(&report, &publication), CheckStatus::Fail, "{text}");
     assert!(
         fix(&report, &publication).starts_with(&format!(
             "as the tables' owner: CREATE PUBLICATION {} FOR TABLE shop.audit, shop.orders;",
-            source.publication
+            pg.publication
         )),
         "{text}"
     );

@@ -98,13 +98,14 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         .unwrap();
     let names = db.db.to_lowercase();
     let source = source(&db.url, &names);
+    let pg = source.postgres().expect("a Postgres source");
     let _cleanup = SlotGuard {
         url: db.url.clone(),
-        slot: source.slot.clone(),
+        slot: pg.slot.clone(),
     };
 
     // First start: publication and slot are created.
-    let ensure = async || ensure_publication(&db.client, &source).await.unwrap();
+    let ensure = async || ensure_publication(&db.client, &source, pg).await.unwrap();
     let quoted = |names: &[&str]| -> Vec<String> {
         names.iter().map(|n| format!("\"shop\".\"{n}\"")).collect()
     };
@@ -118,7 +119,7 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         db.client
             .query_one(
                 "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
-                &[&source.publication],
+                &[&pg.publication],
             )
             .await
             .unwrap()
@@ -176,7 +177,7 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     let other_url = db.url.replacen("postgres@", &format!("{role}@"), 1);
     assert_ne!(other_url, db.url, "the test URL names user postgres");
     let other = pg_client(&other_url).await;
-    let change = ensure_publication(&other, &source).await.unwrap();
+    let change = ensure_publication(&other, &source, pg).await.unwrap();
     let Some((tables, message)) = &change.refused else {
         panic!("expected a refusal, got {change:?}");
     };
@@ -189,12 +190,12 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         ))
         .await
         .unwrap();
-    let slot = read_slot(&db.client, &source).await.unwrap();
+    let slot = read_slot(&db.client, &source.id, pg).await.unwrap();
     assert_eq!(
-        decide_start(&source.id, &source.slot, &db.db, None, slot.as_ref()).unwrap(),
+        decide_start(&source.id, &pg.slot, &db.db, None, slot.as_ref()).unwrap(),
         StartDecision::CreateSlot
     );
-    let start = create_slot(&db.client, &source).await.unwrap();
+    let start = create_slot(&db.client, &source.id, pg).await.unwrap();
 
     // One statement per call: a multi-statement simple query would be one transaction.
     for statement in [
@@ -208,8 +209,8 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     let options = StreamOptions {
         source_id: Arc::from("stream-test"),
         url: SecretUrl::new(db.url.clone()),
-        slot: source.slot.clone(),
-        publication: source.publication.clone(),
+        slot: pg.slot.clone(),
+        publication: pg.publication.clone(),
         start,
         status_interval: Duration::from_millis(500),
     };
@@ -234,7 +235,7 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     stream.confirm(last);
     assert!(
         wait_until(Duration::from_secs(15), async || {
-            confirmed_and_retained(&db, &source.slot).await.0 >= last
+            confirmed_and_retained(&db, &pg.slot).await.0 >= last
         })
         .await,
         "the slot did not take the confirmation"
@@ -288,11 +289,11 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         .unwrap();
     stream.confirm(wal_end);
     let retained_ok = wait_until(Duration::from_secs(20), async || {
-        let (confirmed, retained) = confirmed_and_retained(&db, &source.slot).await;
+        let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot).await;
         confirmed >= wal_end && retained < 16 << 20
     })
     .await;
-    let (confirmed, retained) = confirmed_and_retained(&db, &source.slot).await;
+    let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot).await;
     stream.close().await;
     assert!(
         retained_ok,

@@ -12,19 +12,26 @@ use toml::Spanned;
 
 use super::env::{EnvError, interpolate};
 use super::error::{ConfigError, ConfigErrorKind};
+use super::kind::KindTable;
 use super::locate::{Locator, join_key};
 use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
 use super::source::{
-    DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, StartPosition,
-    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_slot_name,
-    default_target_table, derived_server_id, render_target_schema, schema_name_problem,
-    slot_name_problem,
+    DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition,
+    TARGET_SCHEMA_PLACEHOLDERS, TARGET_TABLE_PLACEHOLDERS, TablePattern, default_target_table,
+    render_target_schema, schema_name_problem,
 };
 use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
-use super::warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+use super::warehouse::{WarehouseConfig, WarehouseKind};
 use super::{BatchConfig, Config, GroupConfig};
+use crate::sink::postgres::config::PostgresWarehouseConfig;
+use crate::sink::redshift::config::{
+    DEFAULT_S3_PREFIX, RedshiftAuth, RedshiftConfig, RedshiftTarget, bucket_problem,
+    iam_role_problem, normalized_s3_prefix,
+};
+use crate::source::mysql::config::{MysqlSettings, checked_server_id};
+use crate::source::postgres::config::{PostgresSettings, slot_name_problem};
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -34,8 +41,6 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/tidemark";
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest accepted `heartbeat`.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
-/// Default `[warehouse] s3_prefix`.
-const DEFAULT_S3_PREFIX: &str = "tidemark/";
 
 /// Parses and validates `text` (see [`Config::from_str_with_env`]).
 pub(crate) fn build(
@@ -254,30 +259,10 @@ impl Builder<'_> {
     fn warehouse(&self, raw: &Spanned<RawWarehouse>) -> Result<WarehouseConfig> {
         let header = raw.span();
         let raw = raw.get_ref();
-        let kind = self.string(&raw.kind, "warehouse.kind")?;
-        let redshift_keys: [(&str, Option<&Str>); 9] = [
-            ("cluster_id", raw.cluster_id.as_ref()),
-            ("workgroup", raw.workgroup.as_ref()),
-            ("database", raw.database.as_ref()),
-            ("secret_arn", raw.secret_arn.as_ref()),
-            ("db_user", raw.db_user.as_ref()),
-            ("s3_bucket", raw.s3_bucket.as_ref()),
-            ("s3_prefix", raw.s3_prefix.as_ref()),
-            ("iam_role", raw.iam_role.as_ref()),
-            ("region", raw.region.as_ref()),
-        ];
-        match kind.as_str() {
-            "postgres" => {
-                if let Some((name, value)) = redshift_keys
-                    .iter()
-                    .find_map(|(name, value)| value.map(|v| (name, v)))
-                {
-                    return Err(self.invalid(
-                        value.span(),
-                        &format!("warehouse.{name}"),
-                        "applies only to kind = \"redshift\"",
-                    ));
-                }
+        let kind: WarehouseKind = self.kind(&raw.kind, "warehouse.kind", "warehouse")?;
+        self.reject_other_kinds_keys(raw.kind_keys(), kind, "warehouse", "warehouse")?;
+        match kind {
+            WarehouseKind::Postgres => {
                 let Some(url) = &raw.url else {
                     return Err(self.error(
                         ConfigErrorKind::MissingKey,
@@ -287,25 +272,14 @@ impl Builder<'_> {
                     ));
                 };
                 let url = self.postgres_url(url, "warehouse.url")?;
-                Ok(WarehouseConfig::Postgres { url })
+                Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig { url }))
             }
-            "redshift" => self.redshift(raw, header).map(WarehouseConfig::Redshift),
-            other => Err(self.invalid(
-                raw.kind.span(),
-                "warehouse.kind",
-                format!("unknown warehouse kind `{other}`; expected \"postgres\" or \"redshift\""),
-            )),
+            WarehouseKind::Redshift => self.redshift(raw, header).map(WarehouseConfig::Redshift),
+            WarehouseKind::Null => Ok(WarehouseConfig::Null),
         }
     }
 
     fn redshift(&self, raw: &RawWarehouse, header: Range<usize>) -> Result<RedshiftConfig> {
-        if let Some(url) = &raw.url {
-            return Err(self.invalid(
-                url.span(),
-                "warehouse.url",
-                "applies only to kind = \"postgres\"; Redshift is reached through the Data API (cluster_id or workgroup, database)",
-            ));
-        }
         let required = |value: Option<&Str>, name: &str| -> Result<String> {
             let key = format!("warehouse.{name}");
             match value {
@@ -376,30 +350,19 @@ impl Builder<'_> {
         };
         let database = required(raw.database.as_ref(), "database")?;
         let s3_bucket = required(raw.s3_bucket.as_ref(), "s3_bucket")?;
-        if s3_bucket.starts_with("s3://") || s3_bucket.contains('/') {
+        if let Some(problem) = bucket_problem(&s3_bucket) {
             let span = raw.s3_bucket.as_ref().map_or(header.clone(), Spanned::span);
-            return Err(self.invalid(
-                span,
-                "warehouse.s3_bucket",
-                "give the bucket name only (no s3://, no /); put the key prefix in s3_prefix",
-            ));
+            return Err(self.invalid(span, "warehouse.s3_bucket", problem));
         }
-        let mut s3_prefix = self
-            .optional(raw.s3_prefix.as_ref(), "warehouse.s3_prefix")?
-            .unwrap_or_else(|| DEFAULT_S3_PREFIX.to_string())
-            .trim_start_matches('/')
-            .to_string();
-        if !s3_prefix.is_empty() && !s3_prefix.ends_with('/') {
-            s3_prefix.push('/');
-        }
+        let s3_prefix = normalized_s3_prefix(
+            &self
+                .optional(raw.s3_prefix.as_ref(), "warehouse.s3_prefix")?
+                .unwrap_or_else(|| DEFAULT_S3_PREFIX.to_string()),
+        );
         let iam_role = required(raw.iam_role.as_ref(), "iam_role")?;
-        if !iam_role.starts_with("arn:") {
+        if let Some(problem) = iam_role_problem(&iam_role) {
             let span = raw.iam_role.as_ref().map_or(header.clone(), Spanned::span);
-            return Err(self.invalid(
-                span,
-                "warehouse.iam_role",
-                "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-            ));
+            return Err(self.invalid(span, "warehouse.iam_role", problem));
         }
         let region = required(raw.region.as_ref(), "region")?;
         Ok(RedshiftConfig {
@@ -478,19 +441,8 @@ impl Builder<'_> {
         if let Some(problem) = name_problem(&id) {
             return Err(self.invalid(raw.id.span(), &key("id"), problem));
         }
-        let kind = match self.string(&raw.kind, &key("kind"))?.as_str() {
-            "mysql" => SourceKind::Mysql,
-            "postgres" => SourceKind::Postgres,
-            other => {
-                return Err(self.invalid(
-                    raw.kind.span(),
-                    &key("kind"),
-                    format!(
-                        "unknown source kind `{other}`; expected \"mysql\" (MySQL or MariaDB) or \"postgres\""
-                    ),
-                ));
-            }
-        };
+        let kind: SourceKind = self.kind(&raw.kind, &key("kind"), "source")?;
+        self.reject_other_kinds_keys(raw.kind_keys(), kind, at, "source")?;
         let url = match kind {
             SourceKind::Mysql => self.mysql_url(&raw.url, &key("url"))?,
             SourceKind::Postgres => self.postgres_url(&raw.url, &key("url"))?,
@@ -522,26 +474,6 @@ impl Builder<'_> {
             None => default_target_table(&include).to_string(),
         };
         let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
-        let server_id = match (&raw.server_id, kind) {
-            (Some(id), SourceKind::Postgres) => {
-                return Err(self.invalid(
-                    id.span(),
-                    &key("server_id"),
-                    "applies only to kind = \"mysql\"",
-                ));
-            }
-            (Some(id), SourceKind::Mysql) => u32::try_from(*id.get_ref())
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    self.invalid(
-                        id.span(),
-                        &key("server_id"),
-                        "must be between 1 and 4294967295 and differ from every server and replica in the MySQL topology",
-                    )
-                })?,
-            (None, _) => derived_server_id(&id),
-        };
         let heartbeat = match &raw.heartbeat {
             Some(value) => {
                 let heartbeat = self.duration(value, &key("heartbeat"))?;
@@ -572,26 +504,13 @@ impl Builder<'_> {
             },
             None => StartPosition::End,
         };
-        let slot = self
-            .postgres_name(raw.slot.as_ref(), kind, &key("slot"))?
-            .unwrap_or_else(|| default_slot_name(&id));
-        let publication = self
-            .postgres_name(raw.publication.as_ref(), kind, &key("publication"))?
-            .unwrap_or_else(|| slot.clone());
-        let publish_all_tables = match &raw.publish_all_tables {
-            Some(value) if kind != SourceKind::Postgres => {
-                return Err(self.invalid(
-                    value.span(),
-                    &key("publish_all_tables"),
-                    "applies only to kind = \"postgres\"",
-                ));
-            }
-            Some(value) => *value.get_ref(),
-            None => false,
+        let settings = match kind {
+            SourceKind::Mysql => SourceSettings::Mysql(self.mysql_settings(raw, &id, at)?),
+            SourceKind::Postgres => SourceSettings::Postgres(self.postgres_settings(raw, &id, at)?),
         };
         Ok(SourceConfig {
             id,
-            kind,
+            settings,
             url,
             tenant,
             region,
@@ -601,29 +520,96 @@ impl Builder<'_> {
             include,
             exclude,
             snapshot,
-            server_id,
             heartbeat,
             start,
-            slot,
-            publication,
-            publish_all_tables,
         })
     }
 
-    /// A Postgres slot or publication name at `key`, if given: only for Postgres sources, and
-    /// only in the characters Postgres accepts.
-    fn postgres_name(
+    /// The `kind` of a table of family `K` (a source, the warehouse): one of `K::ALL`.
+    fn kind<K: KindTable>(&self, value: &Str, key: &str, family: &str) -> Result<K> {
+        let name = self.string(value, key)?;
+        K::parse(&name).ok_or_else(|| {
+            let expected: Vec<String> = K::ALL
+                .iter()
+                .map(|kind| format!("\"{kind}\" ({})", kind.product()))
+                .collect();
+            self.invalid(
+                value.span(),
+                key,
+                format!(
+                    "unknown {family} kind `{name}`; expected {}",
+                    one_of(&expected)
+                ),
+            )
+        })
+    }
+
+    /// A key that only tables of another kind accept is an error naming the key, its line and
+    /// the kind it belongs to: silently ignoring it would hide a wrong `kind` or a misplaced key.
+    /// `present` lists the kind-specific keys the table has, with their spans; `at` is the
+    /// table's key path and `this` what it is called in the message (`source`, `warehouse`).
+    fn reject_other_kinds_keys<K: KindTable>(
         &self,
-        value: Option<&Str>,
-        kind: SourceKind,
-        key: &str,
-    ) -> Result<Option<String>> {
+        present: impl Iterator<Item = (&'static str, Range<usize>)>,
+        kind: K,
+        at: &str,
+        this: &str,
+    ) -> Result<()> {
+        for (name, span) in present {
+            if kind.keys().contains(&name) {
+                continue;
+            }
+            let message = match K::owner_of(name) {
+                Some(owner) => format!(
+                    "belongs to kind = \"{owner}\" {tables}; this {this} is kind = \"{kind}\" ({}): remove the key, or set kind = \"{owner}\" if the {this} is {}",
+                    kind.product(),
+                    owner.product(),
+                    tables = K::TABLES,
+                ),
+                // Only if the raw table lists a key no kind claims (a unit test keeps them in step).
+                None => format!(
+                    "does not apply to kind = \"{kind}\" {}; remove it",
+                    K::TABLES
+                ),
+            };
+            return Err(self.invalid(span, &join_key(at, name), message));
+        }
+        Ok(())
+    }
+
+    /// The settings of a MySQL source: `server_id` checked, or derived from the id.
+    fn mysql_settings(&self, raw: &RawSource, id: &str, at: &str) -> Result<MysqlSettings> {
+        let server_id = raw
+            .server_id
+            .as_ref()
+            .map(|value| {
+                checked_server_id(*value.get_ref())
+                    .map_err(|m| self.invalid(value.span(), &format!("{at}.server_id"), m))
+            })
+            .transpose()?;
+        Ok(MysqlSettings::new(id, server_id))
+    }
+
+    /// The settings of a Postgres source: slot and publication names checked, defaults filled.
+    fn postgres_settings(&self, raw: &RawSource, id: &str, at: &str) -> Result<PostgresSettings> {
+        let slot = self.postgres_name(raw.slot.as_ref(), &format!("{at}.slot"))?;
+        let publication =
+            self.postgres_name(raw.publication.as_ref(), &format!("{at}.publication"))?;
+        let publish_all_tables = raw.publish_all_tables.as_ref().map(|v| *v.get_ref());
+        Ok(PostgresSettings::new(
+            id,
+            slot,
+            publication,
+            publish_all_tables,
+        ))
+    }
+
+    /// A Postgres slot or publication name at `key`, if given, in the characters Postgres
+    /// accepts.
+    fn postgres_name(&self, value: Option<&Str>, key: &str) -> Result<Option<String>> {
         let Some(value) = value else {
             return Ok(None);
         };
-        if kind != SourceKind::Postgres {
-            return Err(self.invalid(value.span(), key, "applies only to kind = \"postgres\""));
-        }
         let name = self.string(value, key)?;
         match slot_name_problem(&name) {
             Some(problem) => Err(self.invalid(value.span(), key, problem)),
@@ -780,6 +766,15 @@ impl Builder<'_> {
     }
 }
 
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: the choices a message lists.
+fn one_of(choices: &[String]) -> String {
+    match choices.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// Why a group name or source id is not acceptable, if it is not.
 fn name_problem(name: &str) -> Option<String> {
     if name.len() > 63 {
@@ -788,4 +783,42 @@ fn name_problem(name: &str) -> Option<String> {
     name.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         .map(|c| format!("contains `{c}`; use letters, digits, - and _"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of `raw_keys` (a raw table's kind-specific keys) belongs to exactly one kind of
+    /// `K`, and every kind's keys are among them.
+    fn keys_in_step<K: KindTable + std::fmt::Debug>(raw_keys: &[&str]) {
+        for name in raw_keys {
+            let owners: Vec<K> = K::ALL
+                .iter()
+                .copied()
+                .filter(|kind| kind.keys().contains(name))
+                .collect();
+            assert_eq!(owners.len(), 1, "{name}: {owners:?}");
+        }
+        for kind in K::ALL {
+            for name in kind.keys() {
+                assert!(raw_keys.contains(name), "{kind}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_specific_key_belongs_to_exactly_one_kind() {
+        keys_in_step::<SourceKind>(&RawSource::KIND_KEYS);
+        keys_in_step::<WarehouseKind>(&RawWarehouse::KIND_KEYS);
+    }
+
+    #[test]
+    fn choices_read_as_a_list() {
+        let list =
+            |names: &[&str]| one_of(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(list(&["\"a\""]), "\"a\"");
+        assert_eq!(list(&["\"a\"", "\"b\""]), "\"a\" or \"b\"");
+        assert_eq!(list(&["\"a\"", "\"b\"", "\"c\""]), "\"a\", \"b\" or \"c\"");
+    }
 }

@@ -5,14 +5,17 @@
 //! interpolated, parsed into its type (durations, sizes, modes, name templates) and checked
 //! against the others (unique ids, valid and unique staging schemas), or the first
 //! [`ConfigError`], whose one-line message reads ``file.toml:LINE: key `sources[1].kind`: message``.
-//! Unknown keys are errors, never ignored. Secrets in URLs are held in [`SecretUrl`] and
-//! never appear in `Debug` or `Display` output.
+//! Unknown keys are errors, never ignored, and so is a key of another kind (`slot` on a MySQL
+//! source): each kind's settings live beside its code (`source::<kind>::config`,
+//! `sink::<kind>::config`) and a loaded config holds only those of its kinds. Secrets in URLs
+//! are held in [`SecretUrl`] and never appear in `Debug` or `Display` output.
 //!
 //! The file format, every key and its default are documented in `docs/config.md`.
 
 mod build;
 mod env;
 mod error;
+mod kind;
 mod locate;
 mod raw;
 mod secret;
@@ -27,10 +30,10 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use secret::SecretUrl;
 pub use source::{
-    SnapshotMode, SourceConfig, SourceKind, StartPosition, TablePattern, derived_server_id,
+    SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition, TablePattern,
 };
 pub use units::{ByteSize, parse_duration, parse_size};
-pub use warehouse::{RedshiftAuth, RedshiftConfig, RedshiftTarget, WarehouseConfig};
+pub use warehouse::{WarehouseConfig, WarehouseKind};
 
 /// One source group's configuration: the group, its warehouse, batching and its sources.
 #[derive(Debug, Clone)]

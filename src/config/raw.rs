@@ -3,6 +3,8 @@
 //! Unknown keys are rejected here (`deny_unknown_fields`); everything else (interpolation,
 //! units, cross-field rules) happens when [`super::build`] turns these into typed config.
 
+use std::ops::Range;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -79,4 +81,64 @@ pub(crate) struct RawSource {
     pub slot: Option<Str>,
     pub publication: Option<Str>,
     pub publish_all_tables: Option<Spanned<bool>>,
+}
+
+impl RawSource {
+    /// The keys that only some source kinds accept, in file-format order.
+    pub const KIND_KEYS: [&'static str; 4] =
+        ["server_id", "slot", "publication", "publish_all_tables"];
+
+    /// The [`RawSource::KIND_KEYS`] present in this entry, with the span of each value: what
+    /// `build` checks against the source's kind.
+    pub fn kind_keys(&self) -> impl Iterator<Item = (&'static str, Range<usize>)> {
+        let spans = [
+            self.server_id.as_ref().map(Spanned::span),
+            self.slot.as_ref().map(Spanned::span),
+            self.publication.as_ref().map(Spanned::span),
+            self.publish_all_tables.as_ref().map(Spanned::span),
+        ];
+        Self::KIND_KEYS
+            .into_iter()
+            .zip(spans)
+            .filter_map(|(name, span)| span.map(|span| (name, span)))
+    }
+}
+
+impl RawWarehouse {
+    /// The keys that only some warehouse kinds accept (every key but `kind`), in file-format
+    /// order.
+    pub const KIND_KEYS: [&'static str; 10] = [
+        "url",
+        "cluster_id",
+        "workgroup",
+        "database",
+        "secret_arn",
+        "db_user",
+        "s3_bucket",
+        "s3_prefix",
+        "iam_role",
+        "region",
+    ];
+
+    /// The [`RawWarehouse::KIND_KEYS`] present in `[warehouse]`, with the span of each value:
+    /// what `build` checks against the warehouse's kind.
+    pub fn kind_keys(&self) -> impl Iterator<Item = (&'static str, Range<usize>)> {
+        let spans = [
+            &self.url,
+            &self.cluster_id,
+            &self.workgroup,
+            &self.database,
+            &self.secret_arn,
+            &self.db_user,
+            &self.s3_bucket,
+            &self.s3_prefix,
+            &self.iam_role,
+            &self.region,
+        ]
+        .map(|value| value.as_ref().map(Spanned::span));
+        Self::KIND_KEYS
+            .into_iter()
+            .zip(spans)
+            .filter_map(|(name, span)| span.map(|span| (name, span)))
+    }
 }

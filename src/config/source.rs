@@ -4,12 +4,19 @@
 //! [`SourceConfig::staging_schema`] (the rendered `target_schema`) is a valid warehouse identifier
 //! unique in the group, its `target_table` template uses only known placeholders and contains
 //! `{table}`, and its `snapshot` mode is one tidemark implements.
+//!
+//! The keys every source has live here; the settings of one kind live beside that kind's code
+//! (`source::<kind>::config`) and a source holds only its own kind's, in [`SourceSettings`]:
+//! a key of another kind was refused when the file was loaded.
 
 use std::fmt;
 use std::time::Duration;
 
+use super::kind::KindTable;
 use super::secret::SecretUrl;
 use super::template;
+use crate::source::mysql::config::MysqlSettings;
+use crate::source::postgres::config::PostgresSettings;
 
 /// Default `target_schema` template.
 pub(crate) const DEFAULT_TARGET_SCHEMA: &str = "{tenant}_{region}_{function}";
@@ -32,11 +39,31 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// Every source kind, in the order messages list them: the one table of source kinds that
+    /// parsing and error messages read.
+    pub const ALL: [SourceKind; 2] = [SourceKind::Mysql, SourceKind::Postgres];
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Mysql => "mysql",
             SourceKind::Postgres => "postgres",
+        }
+    }
+
+    /// The databases this kind reads, in words, for messages.
+    pub fn product(self) -> &'static str {
+        match self {
+            SourceKind::Mysql => "MySQL or MariaDB",
+            SourceKind::Postgres => "Postgres",
+        }
+    }
+
+    /// The config keys only sources of this kind accept.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::Mysql => MysqlSettings::KEYS,
+            SourceKind::Postgres => PostgresSettings::KEYS,
         }
     }
 
@@ -55,6 +82,19 @@ impl SourceKind {
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl KindTable for SourceKind {
+    const ALL: &'static [SourceKind] = &SourceKind::ALL;
+    const TABLES: &'static str = "sources";
+
+    fn product(self) -> &'static str {
+        SourceKind::product(self)
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        SourceKind::keys(self)
     }
 }
 
@@ -172,8 +212,8 @@ impl fmt::Display for TablePattern {
 pub struct SourceConfig {
     /// Unique id within the group; keys the source's checkpoint.
     pub id: String,
-    /// MySQL/MariaDB or Postgres.
-    pub kind: SourceKind,
+    /// The settings of the source's kind (MySQL/MariaDB or Postgres); the kind is read from them.
+    pub settings: SourceSettings,
     /// Connection URL; its password never prints.
     pub url: SecretUrl,
     /// Tenant, `{tenant}` of the `target_schema` template.
@@ -196,22 +236,54 @@ pub struct SourceConfig {
     pub exclude: Vec<TablePattern>,
     /// When existing rows are copied; always [`SnapshotMode::Never`] for now.
     pub snapshot: SnapshotMode,
-    /// MySQL replica server id used on the binlog dump connection: the configured `server_id`,
-    /// or [`derived_server_id`] of the source id. Unused for Postgres sources.
-    pub server_id: u32,
     /// Interval of server heartbeats on an idle connection (default 5s).
     pub heartbeat: Duration,
     /// Where to start when the source has no checkpoint yet (default: the end of the log).
     pub start: StartPosition,
-    /// Postgres: the logical replication slot (default `tidemark_` + the id, `-` as `_`).
-    pub slot: String,
-    /// Postgres: the publication the slot streams (default: the slot's name).
-    pub publication: String,
-    /// Postgres: create the publication `FOR ALL TABLES` instead of for the included tables.
-    pub publish_all_tables: bool,
+}
+
+/// The settings of one source kind: each variant holds exactly the keys its kind accepts, so a
+/// reader of one kind cannot reach another kind's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSettings {
+    /// `kind = "mysql"`: MySQL or MariaDB.
+    Mysql(MysqlSettings),
+    /// `kind = "postgres"`.
+    Postgres(PostgresSettings),
+}
+
+impl SourceSettings {
+    /// The kind these settings belong to.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSettings::Mysql(_) => SourceKind::Mysql,
+            SourceSettings::Postgres(_) => SourceKind::Postgres,
+        }
+    }
 }
 
 impl SourceConfig {
+    /// Which database the source reads from, as its settings say.
+    pub fn kind(&self) -> SourceKind {
+        self.settings.kind()
+    }
+
+    /// The MySQL settings, when this is a MySQL/MariaDB source.
+    pub fn mysql(&self) -> Option<&MysqlSettings> {
+        match &self.settings {
+            SourceSettings::Mysql(settings) => Some(settings),
+            SourceSettings::Postgres(_) => None,
+        }
+    }
+
+    /// The Postgres settings, when this is a Postgres source.
+    pub fn postgres(&self) -> Option<&PostgresSettings> {
+        match &self.settings {
+            SourceSettings::Postgres(settings) => Some(settings),
+            SourceSettings::Mysql(_) => None,
+        }
+    }
+
     /// The warehouse schema this source's tables load into: [`SourceConfig::target_schema`]
     /// (rendered, lowercased and validated at load time).
     pub fn staging_schema(&self) -> String {
@@ -229,7 +301,7 @@ impl SourceConfig {
     /// system schema (`mysql`, `sys`, `information_schema`, `performance_schema`; Postgres
     /// `pg_*` and `information_schema`).
     pub fn includes_table(&self, schema: &str, table: &str) -> bool {
-        !self.kind.is_system_schema(schema)
+        !self.kind().is_system_schema(schema)
             && self.include.iter().any(|p| p.matches(schema, table))
             && !self.exclude.iter().any(|p| p.matches(schema, table))
     }
@@ -237,30 +309,9 @@ impl SourceConfig {
     /// True when some table of `schema` may be replicated (include patterns only; used to decide
     /// which databases need grants).
     pub fn includes_schema(&self, schema: &str) -> bool {
-        !self.kind.is_system_schema(schema) && self.include.iter().any(|p| p.matches_schema(schema))
+        !self.kind().is_system_schema(schema)
+            && self.include.iter().any(|p| p.matches_schema(schema))
     }
-}
-
-/// The default slot (and publication) name of source `id`: `tidemark_` + the id with `-` as `_`,
-/// lowercased (slot names allow only lowercase letters, digits and underscores).
-pub fn default_slot_name(id: &str) -> String {
-    format!("tidemark_{}", id.replace('-', "_")).to_lowercase()
-}
-
-/// Why `name` cannot be a Postgres replication slot or publication name, if it cannot.
-pub fn slot_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() || name.len() > 63 {
-        return Some("must be 1 to 63 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Some(
-            "may hold only lowercase letters, digits and underscores (Postgres slot name rules)",
-        );
-    }
-    None
 }
 
 /// A checked `target_schema` template rendered with a source's values and lowercased, not yet
@@ -339,18 +390,6 @@ pub(crate) fn schema_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// The MySQL replica server id used when `server_id` is not configured: the 32-bit FNV-1a hash
-/// of the source id mapped into 1073741824..=4294967294, far above the small ids operators
-/// usually give their servers. Stable across releases and hosts: changing it is a breaking change.
-pub fn derived_server_id(source_id: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in source_id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    0x4000_0000 + hash % 0xBFFF_FFFF
-}
-
 /// Glob match with `*` (any run, possibly empty) and `?` (exactly one character).
 fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
@@ -395,18 +434,6 @@ mod tests {
         assert!(!glob_match("t?", "t12"));
         assert!(!glob_match("shop", "Shop"));
         assert!(!glob_match("a*b", "axxc"));
-    }
-
-    #[test]
-    fn derived_server_ids_are_stable_and_high() {
-        assert_eq!(
-            derived_server_id("acme-in-txn"),
-            derived_server_id("acme-in-txn")
-        );
-        assert_ne!(derived_server_id("a"), derived_server_id("b"));
-        for id in ["", "a", "acme-in-txn", "zzzzzzzzzzzzzzzzzzzz"] {
-            assert!(derived_server_id(id) >= 0x4000_0000);
-        }
     }
 
     #[test]

@@ -1,77 +1,114 @@
-//! Typed `[warehouse]`: a Postgres connection, or Redshift reached through the Data API and S3.
+//! Typed `[warehouse]`: which kind of warehouse changes load into, and that kind's settings.
 //!
-//! Invariant: each variant holds exactly the keys its kind needs; keys of the other kind are
-//! rejected at load time rather than ignored.
+//! Invariant: each variant holds exactly the keys its kind needs, and its settings live beside
+//! the kind's sink (`sink::<kind>::config`); keys of another kind are rejected at load time
+//! (naming the kind they belong to) rather than ignored. [`WarehouseKind::ALL`] is the one
+//! table of kinds that parsing and messages read.
 
-use super::secret::SecretUrl;
+use std::fmt;
+
+use super::kind::KindTable;
+use crate::sink::postgres::config::PostgresWarehouseConfig;
+use crate::sink::redshift::config::RedshiftConfig;
 
 /// Where changes are loaded.
 #[derive(Debug, Clone)]
 pub enum WarehouseConfig {
     /// Postgres (local, RDS, Aurora): COPY into staging tables, then MERGE.
-    Postgres {
-        /// Connection URL (`postgres://user:password@host:5432/db`); its password never prints.
-        url: SecretUrl,
-    },
+    Postgres(PostgresWarehouseConfig),
     /// Amazon Redshift: gzip files in S3, COPY with a manifest, MERGE via the Data API.
     Redshift(RedshiftConfig),
+    /// No warehouse: every batch is discarded and progress is kept in memory only, for
+    /// benchmarks and dry runs (`kind = "null"`, no other keys).
+    Null,
 }
 
 impl WarehouseConfig {
-    /// The config name of the warehouse kind (`postgres` or `redshift`).
-    pub fn kind(&self) -> &'static str {
+    /// The kind of warehouse.
+    pub fn kind(&self) -> WarehouseKind {
         match self {
-            WarehouseConfig::Postgres { .. } => "postgres",
-            WarehouseConfig::Redshift(_) => "redshift",
+            WarehouseConfig::Postgres(_) => WarehouseKind::Postgres,
+            WarehouseConfig::Redshift(_) => WarehouseKind::Redshift,
+            WarehouseConfig::Null => WarehouseKind::Null,
         }
     }
 
     /// Where the warehouse is, for messages: never a password.
     pub fn describe(&self) -> String {
         match self {
-            WarehouseConfig::Postgres { url } => url.redacted(),
+            WarehouseConfig::Postgres(postgres) => postgres.url.redacted(),
             WarehouseConfig::Redshift(redshift) => {
                 format!("redshift database {}", redshift.database)
             }
+            WarehouseConfig::Null => "null warehouse (nothing is stored)".to_owned(),
         }
     }
 }
 
-/// Which Redshift deployment the Data API addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedshiftTarget {
-    /// A provisioned cluster, by `cluster_id`.
-    Cluster(String),
-    /// A Redshift Serverless workgroup, by `workgroup`.
-    Workgroup(String),
+/// Which kind of warehouse `[warehouse] kind` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarehouseKind {
+    /// `kind = "postgres"`.
+    Postgres,
+    /// `kind = "redshift"`.
+    Redshift,
+    /// `kind = "null"`.
+    Null,
 }
 
-/// How the Data API authenticates to the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedshiftAuth {
-    /// An AWS Secrets Manager secret holding the database credentials (`secret_arn`).
-    SecretArn(String),
-    /// Temporary credentials for this database user (`db_user`; provisioned clusters only).
-    DbUser(String),
-    /// The caller's IAM identity (Serverless workgroups without `secret_arn`).
-    Iam,
+impl WarehouseKind {
+    /// Every warehouse kind, in the order messages list them: the one table of warehouse kinds
+    /// that parsing and error messages read.
+    pub const ALL: [WarehouseKind; 3] = [
+        WarehouseKind::Postgres,
+        WarehouseKind::Redshift,
+        WarehouseKind::Null,
+    ];
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarehouseKind::Postgres => "postgres",
+            WarehouseKind::Redshift => "redshift",
+            WarehouseKind::Null => "null",
+        }
+    }
+
+    /// What this kind is, in words, for messages.
+    pub fn product(self) -> &'static str {
+        match self {
+            WarehouseKind::Postgres => "Postgres",
+            WarehouseKind::Redshift => "Amazon Redshift",
+            WarehouseKind::Null => "no warehouse: batches are discarded",
+        }
+    }
+
+    /// The config keys this kind accepts besides `kind`.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            WarehouseKind::Postgres => PostgresWarehouseConfig::KEYS,
+            WarehouseKind::Redshift => RedshiftConfig::KEYS,
+            // Nothing to reach and nothing to store.
+            WarehouseKind::Null => &[],
+        }
+    }
 }
 
-/// `[warehouse]` with `kind = "redshift"`.
-#[derive(Debug, Clone)]
-pub struct RedshiftConfig {
-    /// Cluster or Serverless workgroup.
-    pub target: RedshiftTarget,
-    /// Database name.
-    pub database: String,
-    /// Data API authentication.
-    pub auth: RedshiftAuth,
-    /// Bucket for staged batch files (name only, no `s3://`).
-    pub s3_bucket: String,
-    /// Key prefix for staged files (default `tidemark/`), always ending in `/`.
-    pub s3_prefix: String,
-    /// ARN of the IAM role Redshift assumes to read the staged files in COPY.
-    pub iam_role: String,
-    /// AWS region of the cluster/workgroup and the bucket.
-    pub region: String,
+impl fmt::Display for WarehouseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl KindTable for WarehouseKind {
+    const ALL: &'static [WarehouseKind] = &WarehouseKind::ALL;
+    const TABLES: &'static str = "warehouses";
+
+    fn product(self) -> &'static str {
+        WarehouseKind::product(self)
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        WarehouseKind::keys(self)
+    }
 }

@@ -12,6 +12,7 @@ pub mod last_change;
 pub mod null;
 pub mod postgres;
 pub mod progress;
+pub mod redshift;
 pub mod staging;
 
 use std::fmt;
@@ -102,12 +103,13 @@ pub trait Sink: Send {
 /// sink.
 pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
     match warehouse {
-        WarehouseConfig::Postgres { url } => {
-            Ok(Box::new(postgres::PostgresSink::connect(url).await?))
-        }
+        WarehouseConfig::Postgres(postgres) => Ok(Box::new(
+            postgres::PostgresSink::connect(&postgres.url).await?,
+        )),
         WarehouseConfig::Redshift(_) => {
             Err(SinkError::new(ErrorKind::Operator, REDSHIFT_NOT_BUILT))
         }
+        WarehouseConfig::Null => Ok(Box::new(null::NullSink::default())),
     }
 }
 

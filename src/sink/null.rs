@@ -1,6 +1,7 @@
 //! A sink that discards every batch and keeps each source's progress in memory: for measuring
 //! what reading and batching cost without a warehouse, and for proving that the pipeline works
 //! with any [`Sink`]. Progress lasts as long as the sink: nothing survives a restart.
+//! Operators get it with `[warehouse] kind = "null"` (benchmarks, dry runs).
 
 use std::collections::HashMap;
 

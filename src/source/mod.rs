@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{SourceConfig, SourceKind};
+use crate::config::{SourceConfig, SourceSettings};
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage};
 use mysql::error::BinlogError;
@@ -130,9 +130,11 @@ pub async fn open(
     checkpoint: Option<&ResumePoint>,
 ) -> Result<Opened, ReadError> {
     let (acknowledger, acknowledged) = Acknowledger::new();
-    let (source, first_checkpoint) = match source.kind {
-        SourceKind::Mysql => mysql::open(source, checkpoint).await?,
-        SourceKind::Postgres => postgres::open(source, checkpoint, acknowledged).await?,
+    let (source, first_checkpoint) = match &source.settings {
+        SourceSettings::Mysql(settings) => mysql::open(source, settings, checkpoint).await?,
+        SourceSettings::Postgres(settings) => {
+            postgres::open(source, settings, checkpoint, acknowledged).await?
+        }
     };
     Ok(Opened {
         source,
@@ -145,8 +147,10 @@ pub async fn open(
 /// the binlog end and its GTID state; Postgres a new slot at the end of the WAL (the old slot is
 /// dropped, and must not be in use). Where `tidemark skip-to-end` moves a source.
 pub async fn restart_at_end(source: &SourceConfig) -> Result<ResumePoint, ReadError> {
-    match source.kind {
-        SourceKind::Mysql => Ok(mysql::restart_at_end(source).await?),
-        SourceKind::Postgres => Ok(postgres::reader::restart_slot_at_end(source).await?),
+    match &source.settings {
+        SourceSettings::Mysql(settings) => Ok(mysql::restart_at_end(source, settings).await?),
+        SourceSettings::Postgres(settings) => {
+            Ok(postgres::reader::restart_slot_at_end(source, settings).await?)
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! Postgres rolled the DDL back with it.
 
 pub mod check;
+pub mod config;
 mod sql;
 mod types;
 

@@ -21,7 +21,8 @@ use mysql_async::{Conn, Opts, Row, Value};
 
 use crate::check::report::{CONNECTION_ITEM, QUERIES_ITEM};
 pub use crate::check::{CheckItem, CheckReport, CheckStatus};
-use crate::config::{SecretUrl, SourceConfig, SourceKind};
+use crate::config::{SecretUrl, SourceConfig};
+use crate::source::mysql::config::MysqlSettings;
 
 /// Knobs of [`check_mysql_source_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,17 +54,17 @@ pub async fn check_mysql_source(source: &SourceConfig) -> CheckReport {
 /// Checks every prerequisite of a MySQL/MariaDB source; never fails, see [`CheckReport`].
 pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptions) -> CheckReport {
     let mut report = CheckReport::for_source(&source.id, source.url.to_string());
-    if source.kind != SourceKind::Mysql {
+    let Some(settings) = source.mysql() else {
         report.items.push(CheckItem::new(
             CONNECTION_ITEM,
             CheckStatus::Fail,
             format!(
                 "source is kind = \"{}\"; this check is for kind = \"mysql\"",
-                source.kind
+                source.kind()
             ),
         ));
         return report;
-    }
+    };
     let mut conn = match connect(source, options).await {
         Ok(conn) => conn,
         Err(error) => {
@@ -73,7 +74,7 @@ pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptio
     };
     let inspected = tokio::time::timeout(
         options.query_timeout,
-        inspect(&mut conn, source, options, &mut report.items),
+        inspect(&mut conn, source, settings, options, &mut report.items),
     )
     .await;
     match inspected {
@@ -263,6 +264,7 @@ const VARIABLES: [&str; 20] = [
 async fn inspect(
     conn: &mut Conn,
     source: &SourceConfig,
+    settings: &MysqlSettings,
     options: &CheckOptions,
     items: &mut Vec<CheckItem>,
 ) -> Result<(), CheckError> {
@@ -310,7 +312,7 @@ async fn inspect(
             account.sql()
         ),
     ));
-    items.extend(evaluate_settings(&server, source, options));
+    items.extend(evaluate_settings(&server, settings, options));
 
     let grants: Vec<Grant> = text_rows(conn, "SHOW GRANTS", "SHOW GRANTS FOR CURRENT_USER()")
         .await?
@@ -414,10 +416,11 @@ async fn current_account(conn: &mut Conn) -> Result<Account, CheckError> {
     })
 }
 
-/// Checks the binlog settings, retention, GTID mode and server id of `server`.
+/// Checks the binlog settings, retention, GTID mode of `server`, and that it accepts the replica
+/// server id of `settings`.
 pub fn evaluate_settings(
     server: &ServerFacts,
-    source: &SourceConfig,
+    settings: &MysqlSettings,
     options: &CheckOptions,
 ) -> Vec<CheckItem> {
     let mut items = Vec::new();
@@ -531,7 +534,7 @@ pub fn evaluate_settings(
     items.push(gtid_item(server));
     items.extend(retention_items(server, options));
 
-    let ours = source.server_id;
+    let ours = settings.server_id;
     items.push(match server.var("server_id").and_then(|v| v.parse::<u32>().ok()) {
         Some(theirs) if theirs == ours => CheckItem::new(
             "server_id",
@@ -1098,6 +1101,10 @@ mod tests {
         config.sources.into_iter().next().unwrap()
     }
 
+    fn mysql(source: &SourceConfig) -> &MysqlSettings {
+        source.mysql().expect("a MySQL source")
+    }
+
     fn facts(flavor: Flavor, version: (u16, u16, u16), vars: &[(&str, &str)]) -> ServerFacts {
         ServerFacts {
             flavor,
@@ -1134,7 +1141,7 @@ mod tests {
                 ("server_id", "1"),
             ],
         );
-        let items = evaluate_settings(&server, &source(None), &CheckOptions::default());
+        let items = evaluate_settings(&server, mysql(&source(None)), &CheckOptions::default());
         assert_eq!(find(&items, "binlog_format").status, CheckStatus::Fail);
         assert_eq!(
             find(&items, "binlog_format").fix.as_deref(),
@@ -1175,7 +1182,7 @@ mod tests {
                 ("server_id", "77"),
             ],
         );
-        let items = evaluate_settings(&server, &source(Some(77)), &CheckOptions::default());
+        let items = evaluate_settings(&server, mysql(&source(Some(77))), &CheckOptions::default());
         let metadata = find(&items, "binlog_row_metadata");
         assert_eq!(metadata.status, CheckStatus::Fail);
         assert!(metadata.fix.as_deref().unwrap().contains("MariaDB 10.5"));
@@ -1192,7 +1199,7 @@ mod tests {
                 ("binlog_expire_logs_seconds", "0"),
             ],
         );
-        let items = evaluate_settings(&rds, &source(None), &CheckOptions::default());
+        let items = evaluate_settings(&rds, mysql(&source(None)), &CheckOptions::default());
         let retention = find(&items, "binlog_retention");
         assert_eq!(retention.status, CheckStatus::Warn);
         assert_eq!(

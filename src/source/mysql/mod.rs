@@ -7,6 +7,7 @@
 //!
 //! - [`reader`]: the replica connection as a [`Source`] (the only file here that talks to the
 //!   server while streaming);
+//! - [`config`]: the settings only a MySQL source has (`server_id`) and their checks;
 //! - [`check`]: the prerequisites `tidemark check` reports;
 //! - pure decoding, no I/O: [`assemble`] (events to `SourceMessage`s), [`layout`] and [`decode`]
 //!   (row images), [`jsonb`] and [`jsondiff`], [`charset`], [`ddl`], [`gtid`], [`mariadb`];
@@ -15,6 +16,7 @@
 pub mod assemble;
 pub mod charset;
 pub mod check;
+pub mod config;
 pub mod ddl;
 pub mod decode;
 pub mod error;
@@ -32,15 +34,16 @@ use std::sync::Arc;
 use crate::config::SourceConfig;
 use crate::event::ResumePoint;
 use crate::source::{Reconnecting, Reopen, Source};
+use config::MysqlSettings;
 use error::BinlogError;
 use reader::{BinlogReader, ReaderOptions, StartPosition, current_end};
 
-/// How the reader of `source` connects and behaves.
-pub fn reader_options(source: &SourceConfig) -> ReaderOptions {
+/// How the reader of `source` (with its MySQL `settings`) connects and behaves.
+pub fn reader_options(source: &SourceConfig, settings: &MysqlSettings) -> ReaderOptions {
     let mut options = ReaderOptions::new(
         Arc::from(source.id.as_str()),
         source.url.expose().to_owned(),
-        source.server_id,
+        settings.server_id,
     );
     options.heartbeat = source.heartbeat;
     options
@@ -50,13 +53,14 @@ pub fn reader_options(source: &SourceConfig) -> ReaderOptions {
 /// returns the checkpoint to record first when there was none.
 pub(super) async fn open(
     source: &SourceConfig,
+    settings: &MysqlSettings,
     checkpoint: Option<&ResumePoint>,
 ) -> Result<(Reconnecting, Option<ResumePoint>), BinlogError> {
     let start = match checkpoint {
         Some(point) => StartPosition::Resume(point.clone()),
         None => StartPosition::End,
     };
-    let reader = follow(reader_options(source), start).await?;
+    let reader = follow(reader_options(source, settings), start).await?;
     let first_checkpoint = checkpoint.is_none().then(|| reader.resume_point());
     Ok((reader, first_checkpoint))
 }
@@ -90,6 +94,9 @@ pub async fn follow(
 }
 
 /// The binlog's current end and its GTID state: where `tidemark skip-to-end` moves a source.
-pub(super) async fn restart_at_end(source: &SourceConfig) -> Result<ResumePoint, BinlogError> {
-    current_end(&reader_options(source)).await
+pub(super) async fn restart_at_end(
+    source: &SourceConfig,
+    settings: &MysqlSettings,
+) -> Result<ResumePoint, BinlogError> {
+    current_end(&reader_options(source, settings)).await
 }

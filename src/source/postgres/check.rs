@@ -17,6 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::check::report::CONNECTION_ITEM;
 use crate::check::{CheckItem, CheckReport, CheckStatus};
 use crate::config::{SecretUrl, SourceConfig};
+use crate::source::postgres::config::PostgresSettings;
 use crate::source::postgres::slot::{USER_TABLES, UnpublishedTable, unpublished_tables};
 
 /// Longest wait for the connection, and then for all the queries.
@@ -127,7 +128,18 @@ pub struct SlotFacts {
 /// Checks every prerequisite of a Postgres source.
 pub async fn check_postgres_source(source: &SourceConfig) -> CheckReport {
     let mut report = CheckReport::for_source(&source.id, source.url.to_string());
-    let facts = match tokio::time::timeout(TIMEOUT * 2, gather(source)).await {
+    let Some(settings) = source.postgres() else {
+        report.items.push(CheckItem::new(
+            CONNECTION_ITEM,
+            CheckStatus::Fail,
+            format!(
+                "source is kind = \"{}\"; this check is for kind = \"postgres\"",
+                source.kind()
+            ),
+        ));
+        return report;
+    };
+    let facts = match tokio::time::timeout(TIMEOUT * 2, gather(source, settings)).await {
         Ok(Ok(facts)) => facts,
         Ok(Err(problem)) => {
             report.items.push(connection_failed(&source.url, &problem));
@@ -141,7 +153,7 @@ pub async fn check_postgres_source(source: &SourceConfig) -> CheckReport {
             return report;
         }
     };
-    report.items = evaluate(source, &facts);
+    report.items = evaluate(settings, &facts);
     report
 }
 
@@ -165,8 +177,12 @@ async fn connect(url: &SecretUrl) -> Result<Client, String> {
     Ok(client)
 }
 
-/// Reads every fact the check needs, with the source's own credentials.
-pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
+/// Reads every fact the check of `source` (with its Postgres `settings`) needs, with the
+/// source's own credentials.
+pub async fn gather(
+    source: &SourceConfig,
+    settings: &PostgresSettings,
+) -> Result<PostgresFacts, String> {
     let client = connect(&source.url).await?;
     let sql_error = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(db) => db.message().to_owned(),
@@ -241,7 +257,7 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
             "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate,
                 pg_has_role(current_user, pubowner, 'USAGE')
              FROM pg_publication WHERE pubname = $1",
-            &[&source.publication],
+            &[&settings.publication],
         )
         .await
         .map_err(sql_error)?;
@@ -252,7 +268,7 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
             .filter(|(i, _)| !row.get::<_, bool>(i + 1))
             .map(|(_, op)| op)
             .collect();
-        let unpublished = unpublished_tables(&client, source)
+        let unpublished = unpublished_tables(&client, source, settings)
             .await
             .map_err(|e| e.to_string())?;
         facts.publication = Some(PublicationFacts {
@@ -268,7 +284,7 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
                 CASE WHEN pg_is_in_recovery() THEN NULL
                      ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END
              FROM pg_replication_slots WHERE slot_name = $1",
-            &[&source.slot],
+            &[&settings.slot],
         )
         .await
         .map_err(sql_error)?;
@@ -282,8 +298,8 @@ pub async fn gather(source: &SourceConfig) -> Result<PostgresFacts, String> {
     Ok(facts)
 }
 
-/// Judges `facts` against what tidemark needs for `source`.
-pub fn evaluate(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> {
+/// Judges `facts` against what tidemark needs for a source with these `settings`.
+pub fn evaluate(settings: &PostgresSettings, facts: &PostgresFacts) -> Vec<CheckItem> {
     let mut items = vec![CheckItem::new(
         CONNECTION_ITEM,
         CheckStatus::Pass,
@@ -326,8 +342,8 @@ pub fn evaluate(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> 
     ));
     items.push(replication_privilege(facts));
     items.extend(replica_identity(facts));
-    items.push(publication(source, facts));
-    items.extend(slot(source, facts));
+    items.push(publication(settings, facts));
+    items.extend(slot(settings, facts));
     let unreadable: Vec<String> = facts
         .tables
         .iter()
@@ -471,11 +487,11 @@ fn replica_identity(facts: &PostgresFacts) -> Vec<CheckItem> {
     items
 }
 
-fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
-    let name = format!("publication {}", source.publication);
-    let quoted = quote_ident(&source.publication);
+fn publication(settings: &PostgresSettings, facts: &PostgresFacts) -> CheckItem {
+    let name = format!("publication {}", settings.publication);
+    let quoted = quote_ident(&settings.publication);
     let Some(publication) = &facts.publication else {
-        let scope = if source.publish_all_tables {
+        let scope = if settings.publish_all_tables {
             "FOR ALL TABLES".to_owned()
         } else {
             // Tables that cannot identify their rows are left out: published, the source would
@@ -492,7 +508,7 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
                 format!("FOR TABLE {}", tables.join(", "))
             }
         };
-        let can_create = if source.publish_all_tables {
+        let can_create = if settings.publish_all_tables {
             facts.superuser
         } else {
             facts.superuser
@@ -596,8 +612,8 @@ fn publication(source: &SourceConfig, facts: &PostgresFacts) -> CheckItem {
     ))
 }
 
-fn slot(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> {
-    let name = format!("slot {}", source.slot);
+fn slot(settings: &PostgresSettings, facts: &PostgresFacts) -> Vec<CheckItem> {
+    let name = format!("slot {}", settings.slot);
     let mut items = Vec::new();
     if facts.max_slot_wal_keep_mb < 0 {
         items.push(
@@ -620,7 +636,7 @@ fn slot(source: &SourceConfig, facts: &PostgresFacts) -> Vec<CheckItem> {
         ));
         return items;
     };
-    let drop = format!("SELECT pg_drop_replication_slot('{}');", source.slot);
+    let drop = format!("SELECT pg_drop_replication_slot('{}');", settings.slot);
     if slot.plugin != "pgoutput" || slot.database.as_deref() != Some(facts.database.as_str()) {
         items.push(
             CheckItem::new(

@@ -2,6 +2,7 @@
 //!
 //! Changes are read from a logical replication slot through the `pgoutput` plugin, the one every
 //! Postgres ships, so nothing needs installing on the source server:
+//! - [`config`]: the settings only a Postgres source has (slot, publication) and their checks;
 //! - [`slot`]: the publication and slot, created on first start, checked against the checkpoint;
 //! - [`stream`]: the replication connection, decoded messages and position confirmations;
 //! - [`pgoutput`]: the protocol decoder (bytes of one message in, a typed message out, no I/O);
@@ -13,6 +14,7 @@
 pub mod assemble;
 pub mod catalog;
 pub mod check;
+pub mod config;
 pub mod pgoutput;
 pub mod reader;
 pub mod slot;
@@ -26,6 +28,7 @@ use tokio::sync::watch;
 use crate::config::SourceConfig;
 use crate::event::ResumePoint;
 use crate::source::{Reconnecting, Reopen, Source};
+use config::PostgresSettings;
 use reader::{PgReadError, PgReader};
 
 /// Opens `source` after `checkpoint` (creating the publication and a slot at the end of the WAL
@@ -33,15 +36,17 @@ use reader::{PgReadError, PgReader};
 /// Positions the warehouse committed arrive on `acknowledged`.
 pub(super) async fn open(
     source: &SourceConfig,
+    settings: &PostgresSettings,
     checkpoint: Option<&ResumePoint>,
     acknowledged: watch::Receiver<Option<ResumePoint>>,
 ) -> Result<(Reconnecting, Option<ResumePoint>), PgReadError> {
-    let opened = PgReader::open(source, checkpoint, acknowledged.clone()).await?;
-    let config = Arc::new(source.clone());
+    let opened = PgReader::open(source, settings, checkpoint, acknowledged.clone()).await?;
+    let config = Arc::new((source.clone(), settings.clone()));
     let reopen: Reopen = Box::new(move |at| {
         let (config, acknowledged) = (config.clone(), acknowledged.clone());
         Box::pin(async move {
-            let reopened = PgReader::open(&config, Some(&at), acknowledged).await?;
+            let (source, settings) = &*config;
+            let reopened = PgReader::open(source, settings, Some(&at), acknowledged).await?;
             Ok(Box::new(reopened.reader) as Box<dyn Source>)
         })
     });

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::assemble::{AssembleError, Assembler};
 use super::catalog::{self, CatalogError};
+use super::config::PostgresSettings;
 use super::pgoutput::{Lsn, PgOutputMessage};
 use super::slot::{self, PublicationChange, SlotError, StartDecision, WalPosition};
 use super::stream::{PgStream, StreamError, StreamItem, StreamOptions};
@@ -125,10 +126,12 @@ pub struct Opened {
 }
 
 impl PgReader {
-    /// Opens `source` at `checkpoint`, creating the publication and the slot when this is the
-    /// first start. Positions the warehouse has committed arrive on `confirmations`.
+    /// Opens `source` (with its Postgres `settings`) at `checkpoint`, creating the publication
+    /// and the slot when this is the first start. Positions the warehouse has committed arrive on
+    /// `confirmations`.
     pub async fn open(
         source: &SourceConfig,
+        settings: &PostgresSettings,
         checkpoint: Option<&ResumePoint>,
         confirmations: watch::Receiver<Option<ResumePoint>>,
     ) -> Result<Opened, PgReadError> {
@@ -153,19 +156,23 @@ impl PgReader {
                 message: source.url.scrub(&e.to_string()),
             })?
             .get(0);
-        log_publication_change(source, &slot::ensure_publication(&sql, source).await?);
-        let existing = slot::read_slot(&sql, source).await?;
+        log_publication_change(
+            &source.id,
+            settings,
+            &slot::ensure_publication(&sql, source, settings).await?,
+        );
+        let existing = slot::read_slot(&sql, &source.id, settings).await?;
         let decision = slot::decide_start(
             &source.id,
-            &source.slot,
+            &settings.slot,
             &database,
             checkpoint,
             existing.as_ref(),
         )?;
         let start = match decision {
             StartDecision::CreateSlot => {
-                let at = slot::create_slot(&sql, source).await?;
-                info!(source = %source.id, slot = %source.slot, position = %at, "created the replication slot");
+                let at = slot::create_slot(&sql, &source.id, settings).await?;
+                info!(source = %source.id, slot = %settings.slot, position = %at, "created the replication slot");
                 at
             }
             StartDecision::Resume(at) => at,
@@ -173,8 +180,8 @@ impl PgReader {
         let options = StreamOptions {
             source_id: source_id.clone(),
             url: source.url.clone(),
-            slot: source.slot.clone(),
-            publication: source.publication.clone(),
+            slot: settings.slot.clone(),
+            publication: settings.publication.clone(),
             start,
             status_interval: source.heartbeat,
         };
@@ -289,12 +296,19 @@ impl Source for PgReader {
 /// Gives the source a new slot at the current end of the WAL (dropping its old slot, which must
 /// not be in use) and returns that position: where `tidemark skip-to-end` moves a source. The
 /// publication is made first, as at a first start, so the new slot can decode from its start.
-pub async fn restart_slot_at_end(source: &SourceConfig) -> Result<ResumePoint, PgReadError> {
+pub async fn restart_slot_at_end(
+    source: &SourceConfig,
+    settings: &PostgresSettings,
+) -> Result<ResumePoint, PgReadError> {
     let sql = connect_sql(source).await?;
-    log_publication_change(source, &slot::ensure_publication(&sql, source).await?);
-    slot::drop_idle_slot(&sql, source).await?;
-    let at = slot::create_slot(&sql, source).await?;
-    info!(source = %source.id, slot = %source.slot, position = %at, "created the replication slot at the current end of the WAL");
+    log_publication_change(
+        &source.id,
+        settings,
+        &slot::ensure_publication(&sql, source, settings).await?,
+    );
+    slot::drop_idle_slot(&sql, &source.id, settings).await?;
+    let at = slot::create_slot(&sql, &source.id, settings).await?;
+    info!(source = %source.id, slot = %settings.slot, position = %at, "created the replication slot at the current end of the WAL");
     Ok(ResumePoint::Lsn { lsn: at.0 })
 }
 
@@ -321,8 +335,8 @@ async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
 }
 
 /// Says what [`slot::ensure_publication`] changed, and what it could not.
-fn log_publication_change(source: &SourceConfig, change: &PublicationChange) {
-    let (id, publication) = (&source.id, &source.publication);
+fn log_publication_change(id: &str, settings: &PostgresSettings, change: &PublicationChange) {
+    let publication = &settings.publication;
     if change.created {
         info!(source = %id, publication = %publication, tables = %change.added.join(", "), "created the publication");
     } else if !change.added.is_empty() {

@@ -12,6 +12,7 @@ use std::fmt;
 
 use tokio_postgres::Client;
 
+use super::config::PostgresSettings;
 use crate::config::SourceConfig;
 use crate::error::ErrorKind;
 
@@ -198,8 +199,8 @@ pub fn decide_start(
     }
 }
 
-fn sql_error(source: &SourceConfig, doing: &str) -> impl Fn(tokio_postgres::Error) -> SlotError {
-    let source_id = source.id.clone();
+fn sql_error(source_id: &str, doing: &str) -> impl Fn(tokio_postgres::Error) -> SlotError {
+    let source_id = source_id.to_owned();
     let doing = doing.to_owned();
     move |e| {
         let (message, kind) = match e.as_db_error() {
@@ -216,20 +217,21 @@ fn sql_error(source: &SourceConfig, doing: &str) -> impl Fn(tokio_postgres::Erro
     }
 }
 
-/// The source's slot, if it exists.
+/// The slot of source `source_id`, if it exists.
 pub async fn read_slot(
     client: &Client,
-    source: &SourceConfig,
+    source_id: &str,
+    settings: &PostgresSettings,
 ) -> Result<Option<SlotState>, SlotError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, database::text, restart_lsn::text, confirmed_flush_lsn::text,
                 wal_status
              FROM pg_replication_slots WHERE slot_name = $1",
-            &[&source.slot],
+            &[&settings.slot],
         )
         .await
-        .map_err(sql_error(source, "reading pg_replication_slots"))?;
+        .map_err(sql_error(source_id, "reading pg_replication_slots"))?;
     Ok(row.map(|row| SlotState {
         plugin: row.get::<_, Option<String>>(0).unwrap_or_default(),
         database: row.get(1),
@@ -243,22 +245,26 @@ pub async fn read_slot(
     }))
 }
 
-/// Drops the source's slot if it exists; refuses while a process streams from it (a running
-/// tidemark), whose position would otherwise be lost under it.
-pub async fn drop_idle_slot(client: &Client, source: &SourceConfig) -> Result<(), SlotError> {
-    let doing = format!("dropping replication slot `{}`", source.slot);
+/// Drops the slot of source `source_id` if it exists; refuses while a process streams from it
+/// (a running tidemark), whose position would otherwise be lost under it.
+pub async fn drop_idle_slot(
+    client: &Client,
+    source_id: &str,
+    settings: &PostgresSettings,
+) -> Result<(), SlotError> {
+    let doing = format!("dropping replication slot `{}`", settings.slot);
     let active: Option<bool> = client
         .query_opt(
             "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-            &[&source.slot],
+            &[&settings.slot],
         )
         .await
-        .map_err(sql_error(source, &doing))?
+        .map_err(sql_error(source_id, &doing))?
         .map(|row| row.get(0));
     match active {
         None => Ok(()),
         Some(true) => Err(SlotError::Sql {
-            source_id: source.id.clone(),
+            source_id: source_id.to_owned(),
             doing,
             message:
                 "a process is streaming from it (is tidemark running this source?); stop it first"
@@ -266,29 +272,31 @@ pub async fn drop_idle_slot(client: &Client, source: &SourceConfig) -> Result<()
             kind: ErrorKind::Operator,
         }),
         Some(false) => client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&source.slot])
+            .execute("SELECT pg_drop_replication_slot($1)", &[&settings.slot])
             .await
             .map(drop)
-            .map_err(sql_error(source, &doing)),
+            .map_err(sql_error(source_id, &doing)),
     }
 }
 
-/// Creates the source's pgoutput slot; returns the position it starts at.
-pub async fn create_slot(client: &Client, source: &SourceConfig) -> Result<WalPosition, SlotError> {
+/// Creates the pgoutput slot of source `source_id`; returns the position it starts at.
+pub async fn create_slot(
+    client: &Client,
+    source_id: &str,
+    settings: &PostgresSettings,
+) -> Result<WalPosition, SlotError> {
+    let doing = format!("creating replication slot `{}`", settings.slot);
     let row = client
         .query_one(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&source.slot],
+            &[&settings.slot],
         )
         .await
-        .map_err(sql_error(
-            source,
-            &format!("creating replication slot `{}`", source.slot),
-        ))?;
+        .map_err(sql_error(source_id, &doing))?;
     let text: String = row.get(0);
     WalPosition::parse(&text).ok_or_else(|| SlotError::Sql {
-        source_id: source.id.clone(),
-        doing: format!("creating replication slot `{}`", source.slot),
+        source_id: source_id.to_owned(),
+        doing,
         message: format!("the server returned an unreadable position {text:?}"),
         kind: ErrorKind::Fatal,
     })
@@ -344,11 +352,12 @@ impl UnpublishedTable {
     }
 }
 
-/// The included tables that exist and that the source's publication does not publish, in name
-/// order (all of them when the publication does not exist).
+/// The tables `source` includes that exist and that its publication (named in `settings`) does
+/// not publish, in name order (all of them when the publication does not exist).
 pub async fn unpublished_tables(
     client: &Client,
     source: &SourceConfig,
+    settings: &PostgresSettings,
 ) -> Result<Vec<UnpublishedTable>, SlotError> {
     let rows = client
         .query(
@@ -359,11 +368,11 @@ pub async fn unpublished_tables(
                  {USER_TABLES} AND NOT {PUBLISHED}
                  ORDER BY 1, 2"
             ),
-            &[&source.publication],
+            &[&settings.publication],
         )
         .await
         .map_err(sql_error(
-            source,
+            &source.id,
             "listing the tables the publication lacks",
         ))?;
     Ok(rows
@@ -377,34 +386,35 @@ pub async fn unpublished_tables(
         .collect())
 }
 
-/// Makes the source's publication publish every included table that exists and can identify
-/// its rows: creates it (for those tables, or `FOR ALL TABLES` when configured), or adds the
+/// Makes the publication named in `settings` publish every table `source` includes that exists
+/// and can identify its rows: creates it (for those tables, or `FOR ALL TABLES` when configured), or adds the
 /// tables it lacks. Tables created later join at the next start. Adding is not required to
 /// succeed: the publication may belong to someone else, and the tables it has still replicate.
 pub async fn ensure_publication(
     client: &Client,
     source: &SourceConfig,
+    settings: &PostgresSettings,
 ) -> Result<PublicationChange, SlotError> {
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&source.publication],
+            &[&settings.publication],
         )
         .await
-        .map_err(sql_error(source, "reading pg_publication"))?
+        .map_err(sql_error(&source.id, "reading pg_publication"))?
         .is_some();
-    let publication = quote(&source.publication);
-    let creating = format!("creating publication `{}`", source.publication);
+    let publication = quote(&settings.publication);
+    let creating = format!("creating publication `{}`", settings.publication);
     let mut change = PublicationChange::default();
-    if !exists && source.publish_all_tables {
+    if !exists && settings.publish_all_tables {
         client
             .batch_execute(&format!("CREATE PUBLICATION {publication} FOR ALL TABLES"))
             .await
-            .map_err(sql_error(source, &creating))?;
+            .map_err(sql_error(&source.id, &creating))?;
         change.created = true;
         return Ok(change);
     }
-    let unpublished = unpublished_tables(client, source).await?;
+    let unpublished = unpublished_tables(client, source, settings).await?;
     if !exists && unpublished.is_empty() {
         return Err(SlotError::Sql {
             source_id: source.id.clone(),
@@ -427,7 +437,7 @@ pub async fn ensure_publication(
         client
             .batch_execute(&format!("CREATE PUBLICATION {publication}{scope}"))
             .await
-            .map_err(sql_error(source, &creating))?;
+            .map_err(sql_error(&source.id, &creating))?;
         change.created = true;
         change.added = tables;
         return Ok(change);
@@ -445,7 +455,7 @@ pub async fn ensure_publication(
         Ok(()) => change.added = tables,
         Err(e) => match e.as_db_error() {
             Some(db) => change.refused = Some((tables, db.message().to_owned())),
-            None => return Err(sql_error(source, "adding tables to the publication")(e)),
+            None => return Err(sql_error(&source.id, "adding tables to the publication")(e)),
         },
     }
     Ok(change)
