@@ -204,7 +204,7 @@ mod child {
         from: BinlogPos,
         to: BinlogPos,
         limit: u64,
-    ) -> harness::NullSink {
+    ) -> harness::Tally {
         let options = ReaderOptions::new("bench", url, READER_SERVER_ID);
         let start = StartPosition::Resume(ResumePoint::Binlog {
             file: from.file,

@@ -3,7 +3,7 @@
 //! The parent times the other reader and this binary re-executed as a child (`--child ...`)
 //! alternately, prints every run, then the best of each side, the throughput ratio and the
 //! child's peak RSS against the targets. The child reads its range with tidemark's reader into
-//! a [`NullSink`] and prints one `key=value` report line, which the parent parses. Each
+//! a [`Tally`] and prints one `key=value` report line, which the parent parses. Each
 //! benchmark keeps only how to start each side and what its range is.
 //!
 //! Included with `mod harness;` (beside `mod workload;`) by each decode benchmark.
@@ -229,16 +229,18 @@ pub fn child_args<'a, const N: usize>(args: &'a [String], usage: &str) -> ([&'a 
     (std::array::from_fn(|i| required[i].as_str()), limit)
 }
 
-/// Discards what it is given, counting it. Stands in for a warehouse sink.
+/// Counts the messages a reader hands out and drops them: the end of the line for the decode
+/// benchmarks, which measure the reader alone (no batching, no sink; `tidemark::sink::null` is
+/// the null warehouse the pipeline loads into).
 #[derive(Debug, Default)]
-pub struct NullSink {
+pub struct Tally {
     insert: u64,
     update: u64,
     delete: u64,
     transactions: u64,
 }
 
-impl NullSink {
+impl Tally {
     /// Row changes counted so far.
     pub fn changes(&self) -> u64 {
         self.insert + self.update + self.delete
@@ -269,7 +271,7 @@ impl NullSink {
 /// Child mode's body: runs `read` on a current-thread runtime, timed, then prints the report
 /// line the parent parses:
 /// `changes=N insert=N update=N delete=N transactions=N secs=S vm_hwm_kb=K`.
-pub fn report_child(read: impl Future<Output = NullSink>) {
+pub fn report_child(read: impl Future<Output = Tally>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -289,7 +291,7 @@ pub fn report_child(read: impl Future<Output = NullSink>) {
     );
 }
 
-/// Hands everything `reader` reads to a [`NullSink`] until `at_end` (given the resume point of
+/// Hands everything `reader` reads to a [`Tally`] until `at_end` (given the resume point of
 /// the batch's last commit, if any, and the reader) says the range is done, or `limit` changes
 /// arrived; then closes the reader. Panics on a read error or after 60 s without a batch
 /// before reaching `to`.
@@ -298,8 +300,8 @@ pub async fn drain(
     to: impl Display,
     limit: u64,
     at_end: impl Fn(Option<ResumePoint>, &dyn Source) -> bool,
-) -> NullSink {
-    let mut sink = NullSink::default();
+) -> Tally {
+    let mut sink = Tally::default();
     let mut batch = Vec::new();
     loop {
         let read = tokio::time::timeout(Duration::from_secs(60), reader.next_batch(&mut batch));

@@ -11,7 +11,7 @@
 //!   -f /dev/null`: the server decodes the WAL into pgoutput messages, which the client writes
 //!   out as they are;
 //! - (b) tidemark's [`PgReader`] (what `tidemark run` reads a Postgres source with) decoding
-//!   every message into typed row changes, handed to a null sink that counts and discards them.
+//!   every message into typed row changes, handed to a tally that counts and discards them.
 //!   It runs in a child process (this binary re-executed with `--child`) so the peak RSS it
 //!   reports (`VmHWM`) is the reader's alone.
 //!
@@ -197,7 +197,7 @@ publication = {PUBLICATION:?}
         from: WalPosition,
         to: WalPosition,
         limit: u64,
-    ) -> harness::NullSink {
+    ) -> harness::Tally {
         // Nothing is ever confirmed: the slot is a throwaway copy.
         let (_confirm, confirmations) = tokio::sync::watch::channel(None);
         let checkpoint = ResumePoint::Lsn { lsn: from.0 };
