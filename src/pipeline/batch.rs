@@ -32,7 +32,7 @@ use super::route::{RouteConflict, Router};
 use crate::config::BatchConfig;
 use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
-use crate::sink::staging::TableMark;
+use crate::sink::changes::TableMark;
 use crate::sink::{Batch, Checkpoint, EncodeError, TableChanges, TargetTable};
 
 /// How long a position-only change (transactions that touched no replicated table, heartbeats)

@@ -1,17 +1,17 @@
 //! Warehouse loaders: a [`Batch`] of encoded changes plus the checkpoint it completes, applied in
 //! one warehouse transaction, behind the [`Sink`] trait.
 //!
-//! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
+//! The pipeline fills batches ([`changes`] encodes each change once, into the tab-separated text
 //! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
 //! stages the rows, applies the last change per key, and records the checkpoint, all or
 //! nothing. Sinks see only `event/` types and the batch; they know nothing about sources. The
 //! pipeline knows sinks only through [`Sink`] and [`connect`], the one factory: a new sink is a
 //! folder here plus one line in [`connect`].
 
+pub mod changes;
 pub mod last_change;
 pub mod null;
 pub mod postgres;
-pub mod staging;
 
 use std::fmt;
 use std::future::Future;
@@ -23,7 +23,7 @@ use crate::config::WarehouseConfig;
 use crate::error::ErrorKind;
 
 use crate::event::ResumePoint;
-pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
+pub use changes::{EncodeError, Segment, SpillBuffer, TableChanges};
 
 /// A sink's failure as the pipeline sees it: the sink's own error, and whether waiting can fix
 /// it (the pipeline's retry loops decide from the kind alone).
