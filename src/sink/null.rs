@@ -1,9 +1,15 @@
 //! A sink that discards every batch and keeps each source's progress in memory: for measuring
 //! what reading and batching cost without a warehouse, and for proving that the pipeline works
 //! with any [`Sink`]. Progress lasts as long as the sink: nothing survives a restart.
+//!
+//! Its encoder, [`NullEncoder`], writes one byte per row, so a batch still counts its rows and
+//! bytes, cuts and filters at row boundaries, and spills, at almost no cost: the byte limits
+//! then count rows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::encode::{EncodeError, Encoded, Row, RowEncoder};
 use super::{Batch, LoadStep, Sink, SinkFuture};
 use crate::event::ResumePoint;
 
@@ -47,6 +53,25 @@ impl Sink for NullSink {
 
     fn load_step(&self) -> LoadStep {
         self.step.clone()
+    }
+
+    fn encoder(&self) -> Arc<dyn RowEncoder> {
+        Arc::new(NullEncoder)
+    }
+}
+
+/// Writes each row as its terminator alone: one byte, whatever the row holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullEncoder;
+
+impl RowEncoder for NullEncoder {
+    fn encode(&self, _row: &Row<'_>, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+        out.push(b'\n');
+        Ok(Encoded::default())
+    }
+
+    fn row_terminator(&self) -> u8 {
+        b'\n'
     }
 }
 

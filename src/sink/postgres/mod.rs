@@ -7,11 +7,13 @@
 //! Postgres rolled the DDL back with it.
 
 pub mod check;
+pub mod copy_text;
 mod sql;
 mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use futures_util::SinkExt;
 use tokio_postgres::types::Json;
@@ -19,12 +21,14 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
-    Batch, Checkpoint, LoadStep, Sink, SinkError, SinkFuture, Step, TableChanges, TargetTable,
+    Batch, Checkpoint, LoadStep, RowEncoder, Sink, SinkError, SinkFuture, Step, TableChanges,
+    TargetTable,
 };
 use crate::config::SecretUrl;
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{Column, ResumePoint, TableSchema};
+pub use copy_text::CopyText;
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
 use types::{extension_type, postgres_type_where};
@@ -192,6 +196,10 @@ impl Sink for PostgresSink {
 
     fn load_step(&self) -> LoadStep {
         PostgresSink::load_step(self)
+    }
+
+    fn encoder(&self) -> Arc<dyn RowEncoder> {
+        Arc::new(CopyText)
     }
 }
 
@@ -716,7 +724,7 @@ async fn load_table(
             .await
             .map_err(sql_error(context()))?;
         futures_util::pin_mut!(sink);
-        let mut chunks = changes.copy_chunks(index);
+        let mut chunks = changes.row_chunks(index);
         while let Some(chunk) = chunks.next_chunk()? {
             sink.send(chunk).await.map_err(sql_error(context()))?;
         }
