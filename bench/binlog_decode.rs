@@ -199,12 +199,7 @@ mod child {
     }
 
     /// Reads from `from` until a transaction commits at or past `to` (or `limit` changes).
-    async fn read_range(
-        url: &str,
-        from: BinlogPos,
-        to: BinlogPos,
-        limit: u64,
-    ) -> harness::Tally {
+    async fn read_range(url: &str, from: BinlogPos, to: BinlogPos, limit: u64) -> harness::Tally {
         let options = ReaderOptions::new("bench", url, READER_SERVER_ID);
         let start = StartPosition::Resume(ResumePoint::Binlog {
             file: from.file,

@@ -17,7 +17,7 @@ use tidemark::event::{
     ChangeEvent, Column, ColumnType, Op, Position, ResumePoint, SourceMessage, TableId,
     TableSchema, Transaction, Value,
 };
-use tidemark::sink::postgres::PostgresSink;
+use tidemark::sink::postgres::{CopyText, PostgresSink};
 use tidemark::sink::{Batch, Progress, TableChanges, TargetTable};
 
 /// The warehouse schema the fixture tables land in.
@@ -101,7 +101,7 @@ async fn load(wh: &Warehouse, changes: &[ChangeEvent]) {
         };
         tables
             .entry(id.clone())
-            .or_insert_with(|| TableChanges::new(id, target))
+            .or_insert_with(|| TableChanges::with_encoder(id, target, Arc::new(CopyText)))
             .push(change, &mut seq)
             .unwrap_or_else(|e| panic!("staging: {e}"));
     }

@@ -1,8 +1,8 @@
 //! Postgres source types against a real PostgreSQL 15: a table with a column of every supported
 //! type (and two carried as text) is written, read back from a logical slot, decoded, assembled
-//! into change events, encoded by the staging encoder and copied into a warehouse table of the
-//! types `sink::postgres::postgres_type` chooses; then source and target are compared as Postgres
-//! prints them (the shared table comparison; a difference is reported column by column). Also: key changes, REPLICA IDENTITY FULL (the primary key read
+//! into change events, encoded by the Postgres sink's encoder (`CopyText`) and copied into a
+//! warehouse table of the types `sink::postgres::postgres_type` chooses; then source and target
+//! are compared as Postgres prints them (the shared table comparison; a difference is reported column by column). Also: key changes, REPLICA IDENTITY FULL (the primary key read
 //! from the catalog, in key order) and unchanged TOAST values on a real stream.
 
 mod support;
@@ -10,6 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
@@ -21,7 +22,7 @@ use support::pipeline::{
     Source, TablePair, Warehouse, assert_tables_equal, fresh_warehouse, pg_client, pg_rows,
 };
 use tidemark::event::{ChangeEvent, Op, SourceMessage, TableSchema, Value};
-use tidemark::sink::postgres::postgres_type;
+use tidemark::sink::postgres::{CopyText, postgres_type};
 use tidemark::sink::{TableChanges, TargetTable};
 use tidemark::source::postgres::assemble::Assembler;
 use tidemark::source::postgres::catalog;
@@ -119,7 +120,7 @@ async fn scenario(source: &Warehouse, target: &Warehouse, slot: &str) {
     check_full_identity(&schemas, &changes, &big);
     check_key_change(&changes);
 
-    // Every row of every_type as first inserted, through the staging encoder into the warehouse.
+    // Every row of every_type as first inserted, through the COPY text encoder into the warehouse.
     let inserts: Vec<&ChangeEvent> = changes
         .iter()
         .copied()
@@ -245,7 +246,7 @@ fn check_full_identity(
     );
 }
 
-/// The key change comes with the old key, which the staging encoder turns into a delete of the
+/// The key change comes with the old key, which a batch's changes turn into a delete of the
 /// old key and an update of the new one.
 fn check_key_change(changes: &[&ChangeEvent]) {
     let update = changes
@@ -257,7 +258,8 @@ fn check_key_change(changes: &[&ChangeEvent]) {
     assert_eq!((&before[0], &after[0]), (&Value::Int(3), &Value::Int(10)));
     assert!(before[1..].iter().all(|v| *v == Value::Unchanged));
     assert!(after[1..].iter().all(|v| *v == Value::Null));
-    let mut staged = TableChanges::new(update.table.id.clone(), target_table());
+    let mut staged =
+        TableChanges::with_encoder(update.table.id.clone(), target_table(), Arc::new(CopyText));
     let mut seq = 0;
     staged.push(update, &mut seq).expect("stage the key change");
     assert_eq!(
@@ -277,7 +279,8 @@ fn target_table() -> TargetTable {
 /// Encodes the changes as the sink stages them and copies them into a table of the warehouse
 /// types (after the staging columns: seq, op, position, commit time).
 async fn load_into_warehouse(target: &Warehouse, schema: &TableSchema, inserts: &[&ChangeEvent]) {
-    let mut staged = TableChanges::new(schema.id.clone(), target_table());
+    let mut staged =
+        TableChanges::with_encoder(schema.id.clone(), target_table(), Arc::new(CopyText));
     let mut seq = 0;
     for change in inserts {
         staged
@@ -324,7 +327,7 @@ async fn load_into_warehouse(target: &Warehouse, schema: &TableSchema, inserts: 
         .await
         .expect("COPY");
     let mut sink = pin!(sink);
-    let mut chunks = staged.copy_chunks(0);
+    let mut chunks = staged.row_chunks(0);
     while let Some(chunk) = chunks.next_chunk().expect("staged chunk") {
         sink.send(chunk).await.expect("COPY data");
     }

@@ -32,8 +32,8 @@ use super::route::{RouteConflict, Router};
 use crate::config::BatchConfig;
 use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
-use crate::sink::staging::TableMark;
-use crate::sink::{Batch, EncodeError, Progress, TableChanges, TargetTable};
+use crate::sink::changes::TableMark;
+use crate::sink::{Batch, EncodeError, Progress, RowEncoder, TableChanges, TargetTable};
 
 /// How long a position-only change (transactions that touched no replicated table, heartbeats)
 /// waits before it is recorded: often enough that a restart does not re-read much.
@@ -89,6 +89,8 @@ pub struct Batcher {
     router: Router,
     limits: BatchConfig,
     spill_dir: PathBuf,
+    /// The sink's format, in which every change is encoded as it arrives.
+    encoder: Arc<dyn RowEncoder>,
     tables: Vec<TableChanges>,
     by_source: HashMap<TableId, usize>,
     renames: Vec<(TargetTable, TargetTable)>,
@@ -104,18 +106,21 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// A batcher for one source, routing with `router`, spilling under `spill_dir`.
+    /// A batcher for one source, routing with `router`, spilling under `spill_dir`, encoding
+    /// rows with `encoder` (the sink's).
     pub fn new(
         source_id: Arc<str>,
         router: Router,
         limits: BatchConfig,
         spill_dir: PathBuf,
+        encoder: Arc<dyn RowEncoder>,
     ) -> Batcher {
         Batcher {
             source_id,
             router,
             limits,
             spill_dir,
+            encoder,
             tables: Vec::new(),
             by_source: HashMap::new(),
             renames: Vec::new(),
@@ -168,8 +173,11 @@ impl Batcher {
                         let Some(target) = self.router.route(&event.table.id)?.cloned() else {
                             return Ok(());
                         };
-                        self.tables
-                            .push(TableChanges::new(event.table.id.clone(), target));
+                        self.tables.push(TableChanges::with_encoder(
+                            event.table.id.clone(),
+                            target,
+                            self.encoder.clone(),
+                        ));
                         self.by_source
                             .insert(event.table.id.clone(), self.tables.len() - 1);
                         self.tables.len() - 1
@@ -425,14 +433,14 @@ mod tests {
     use crate::event::{
         ChangeEvent, Column, ColumnType, DdlEvent, Op, Position, TableSchema, Transaction, Value,
     };
+    use crate::sink::null::NullEncoder;
 
     fn batcher(max_rows: u64) -> Batcher {
         let text = r#"
 [group]
 name = "g"
 [warehouse]
-kind = "postgres"
-url = "postgres://wh"
+kind = "null"
 [[sources]]
 id = "s"
 kind = "mysql"
@@ -457,6 +465,7 @@ snapshot = "never"
             Router::new(&config.sources[0]),
             limits,
             std::env::temp_dir(),
+            Arc::new(NullEncoder),
         )
     }
 

@@ -270,6 +270,7 @@ async fn run_source(
         router,
         context.limits,
         context.spill_dir.clone(),
+        sink.encoder(),
     );
     let mut loader = Loader::new(sink, source_id.clone(), context.limits.slow_load_warning);
     let mut cut = Vec::new();

@@ -1,9 +1,10 @@
 //! Which staged row is each key's last change, so a batch stages only those rows.
 //!
 //! A batch may change one key many times (a backlog read after an outage often does: insert,
-//! several updates, delete). The warehouse only needs the last change of each key, so the staging
-//! buffer keeps every row as written (rows are appended, never moved) and this index marks the
-//! earlier ones dead; the loader skips dead rows when it streams the buffer to `COPY`.
+//! several updates, delete). The warehouse only needs the last change of each key, so a batch's
+//! changes (`sink/changes.rs`) keep every row as written (rows are appended, never moved) and
+//! this index marks the earlier ones dead; the loader skips dead rows when it streams the buffer
+//! to the warehouse.
 //!
 //! Unchanged values (a Postgres update that left a TOASTed column out) cannot replace an earlier
 //! change of their key: the column's value must come from that earlier change, or from the

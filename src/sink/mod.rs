@@ -1,19 +1,21 @@
 //! Warehouse loaders: a [`Batch`] of encoded changes plus the source progress it completes,
 //! applied in one warehouse transaction, behind the [`Sink`] trait.
 //!
-//! The pipeline fills batches ([`staging`] encodes each change once, into the tab-separated text
-//! that `COPY` reads) and hands them to a sink; the sink creates and evolves target tables,
-//! stages the rows, applies the last change per key, and records the source's progress
-//! ([`progress`]), all or nothing. Sinks see only `event/` types and the batch; they know nothing about sources. The
+//! The pipeline fills batches ([`changes`] encodes each change once, as it arrives, with the
+//! sink's own [`RowEncoder`]) and hands them to a sink; the sink creates and evolves target
+//! tables, stages the rows, applies the last change per key, and records the source's progress
+//! ([`progress`]), all or nothing. Sinks see only `event/` types and the batch; they know
+//! nothing about sources. The
 //! pipeline knows sinks only through [`Sink`] and [`connect`], the one factory: a new sink is a
 //! folder here plus one line in [`connect`].
 
+pub mod changes;
+pub mod encode;
 pub mod last_change;
 pub mod null;
 pub mod postgres;
 pub mod progress;
 pub mod redshift;
-pub mod staging;
 
 use std::fmt;
 use std::future::Future;
@@ -25,8 +27,9 @@ use crate::config::WarehouseConfig;
 use crate::error::ErrorKind;
 
 use crate::event::ResumePoint;
+pub use changes::{Segment, SpillBuffer, TableChanges};
+pub use encode::{EncodeError, RowEncoder};
 pub use progress::{Progress, ProgressRecord, SnapshotProgress, TableVersion};
-pub use staging::{EncodeError, Segment, SpillBuffer, TableChanges};
 
 /// A sink's failure as the pipeline sees it: the sink's own error, and whether waiting can fix
 /// it (the pipeline's retry loops decide from the kind alone).
@@ -97,6 +100,9 @@ pub trait Sink: Send {
 
     /// What the load in progress is doing, for reports of slow loads; valid while `apply` runs.
     fn load_step(&self) -> LoadStep;
+
+    /// The format this sink's batches are encoded in: the batcher writes every row with it.
+    fn encoder(&self) -> Arc<dyn RowEncoder>;
 }
 
 /// Opens a sink on the configured warehouse: the one place that maps a warehouse kind to its

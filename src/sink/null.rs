@@ -2,9 +2,15 @@
 //! what reading and batching cost without a warehouse, and for proving that the pipeline works
 //! with any [`Sink`]. Progress lasts as long as the sink: nothing survives a restart.
 //! Operators get it with `[warehouse] kind = "null"` (benchmarks, dry runs).
+//!
+//! Its encoder, [`NullEncoder`], writes one byte per row, so a batch still counts its rows and
+//! bytes, cuts and filters at row boundaries, and spills, at almost no cost: the byte limits
+//! then count rows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::encode::{EncodeError, Encoded, Row, RowEncoder};
 use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture};
 
 /// Discards batches; remembers the last progress of each source and what it discarded.
@@ -52,6 +58,25 @@ impl Sink for NullSink {
 
     fn load_step(&self) -> LoadStep {
         self.step.clone()
+    }
+
+    fn encoder(&self) -> Arc<dyn RowEncoder> {
+        Arc::new(NullEncoder)
+    }
+}
+
+/// Writes each row as its terminator alone: one byte, whatever the row holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullEncoder;
+
+impl RowEncoder for NullEncoder {
+    fn encode(&self, _row: &Row<'_>, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+        out.push(b'\n');
+        Ok(Encoded::default())
+    }
+
+    fn row_terminator(&self) -> u8 {
+        b'\n'
     }
 }
 

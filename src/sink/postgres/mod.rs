@@ -8,11 +8,13 @@
 
 pub mod check;
 pub mod config;
+pub mod encode;
 mod sql;
 mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use futures_util::SinkExt;
 use tokio_postgres::types::Json;
@@ -20,13 +22,14 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
-    Batch, LoadStep, Progress, ProgressRecord, Sink, SinkError, SinkFuture, SnapshotProgress, Step,
-    TableChanges, TableVersion, TargetTable,
+    Batch, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
+    SnapshotProgress, Step, TableChanges, TableVersion, TargetTable,
 };
 use crate::config::SecretUrl;
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{Column, TableSchema};
+pub use encode::CopyText;
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
 use types::{extension_type, postgres_type_where};
@@ -197,6 +200,10 @@ impl Sink for PostgresSink {
 
     fn load_step(&self) -> LoadStep {
         PostgresSink::load_step(self)
+    }
+
+    fn encoder(&self) -> Arc<dyn RowEncoder> {
+        Arc::new(CopyText)
     }
 }
 
@@ -831,7 +838,7 @@ async fn load_table(
             .await
             .map_err(sql_error(context()))?;
         futures_util::pin_mut!(sink);
-        let mut chunks = changes.copy_chunks(index);
+        let mut chunks = changes.row_chunks(index);
         while let Some(chunk) = chunks.next_chunk()? {
             sink.send(chunk).await.map_err(sql_error(context()))?;
         }

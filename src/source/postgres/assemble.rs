@@ -14,11 +14,11 @@
 //! - The primary key is the replica identity (the primary key, or the index of REPLICA IDENTITY
 //!   USING INDEX). With REPLICA IDENTITY FULL every column is flagged, which is not a key: the
 //!   real primary key comes from the catalog, and a table without one has no key (append mode).
-//! - Row images follow what the staging encoder expects: an update's `before` always holds the
-//!   key (the old key when pgoutput sent one, so a changed key is seen; otherwise the key of the
-//!   new row); columns an image does not carry are [`Value::Unchanged`] (the non-key columns of a
-//!   key-only old image, unchanged TOAST values). With FULL identity an unchanged TOAST value is
-//!   taken from the old row, which holds it whole.
+//! - Row images follow what a batch's changes expect (`sink/changes.rs`): an update's `before`
+//!   always holds the key (the old key when pgoutput sent one, so a changed key is seen;
+//!   otherwise the key of the new row); columns an image does not carry are [`Value::Unchanged`]
+//!   (the non-key columns of a key-only old image, unchanged TOAST values). With FULL identity
+//!   an unchanged TOAST value is taken from the old row, which holds it whole.
 //! - Every problem is an [`AssembleError`] naming the WAL position (and table, column and
 //!   change position where there is one); no input panics. A change of a relation never
 //!   described, a Begin inside a transaction or a Commit that does not match its Begin is an
@@ -970,11 +970,15 @@ mod tests {
             schema: "s".into(),
             table: "items".into(),
         };
-        let mut staged = crate::sink::TableChanges::new(c[0].table.id.clone(), target);
+        let mut staged = crate::sink::TableChanges::with_encoder(
+            c[0].table.id.clone(),
+            target,
+            Arc::new(crate::sink::postgres::CopyText),
+        );
         let mut seq = 0;
         staged.push(c[0], &mut seq).unwrap();
         let mut text = Vec::new();
-        let mut chunks = staged.copy_chunks(0);
+        let mut chunks = staged.row_chunks(0);
         while let Some(chunk) = chunks.next_chunk().unwrap() {
             text.extend_from_slice(&chunk);
         }
