@@ -29,6 +29,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use std::path::Path;
+
+use tidemark::config::Config;
 use tidemark::event::ResumePoint;
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
@@ -92,11 +95,12 @@ fn parent() {
         started.elapsed().as_secs_f64()
     );
 
-    let (_, t) = REPORT.compare(
+    let (from, to) = (range.start.to_string(), range.end.to_string());
+    let (m, t) = REPORT.compare(
         reps,
         || harness::timed_command(mysqlbinlog.command(), counted.total()),
         // Side (b): this binary in child mode reading the range.
-        || harness::timed_child([&url, &range.start.to_string(), &range.end.to_string()]),
+        || harness::timed_child([&url, &from, &to]),
     );
     if t.changes != counted.total() {
         println!(
@@ -105,6 +109,14 @@ fn parent() {
             counted.total()
         );
     }
+    // Side (c): the same range through `tidemark run`'s pipeline into the null warehouse.
+    harness::compare_pipeline(
+        reps,
+        &["pipeline", &url, &from, &to],
+        REPORT.theirs,
+        m,
+        "events",
+    );
 }
 
 /// Row events `mariadb-binlog -v` printed, by kind.
@@ -191,6 +203,9 @@ mod child {
 
     /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
+        if args.first().map(String::as_str) == Some("pipeline") {
+            return pipeline(&args[1..]);
+        }
         let usage = "usage: binlog_decode --child URL FROM_FILE:POS TO_FILE:POS [MAX_CHANGES]";
         let ([url, from, to], limit) = harness::child_args(args, usage);
         let from = BinlogPos::parse(from).unwrap_or_else(|| panic!("{usage}"));
@@ -215,5 +230,36 @@ mod child {
                 if BinlogPos::key(&file, pos) >= end)
         })
         .await
+    }
+
+    /// `--child pipeline URL FROM_FILE:POS TO_FILE:POS`: the range through `tidemark run`'s
+    /// pipeline into the null warehouse, until the progress reaches `TO`.
+    fn pipeline(args: &[String]) {
+        let usage = "usage: binlog_decode --child pipeline URL FROM_FILE:POS TO_FILE:POS";
+        let ([url, from, to], _) = harness::child_args(args, usage);
+        let from = BinlogPos::parse(from).unwrap_or_else(|| panic!("{usage}"));
+        let to = BinlogPos::parse(to).unwrap_or_else(|| panic!("{usage}"));
+        let state_dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
+        let text = format!(
+            "[group]\nname = \"bench-binlog-decode\"\nstate_dir = {state_dir:?}\n\n\
+             [warehouse]\nkind = \"null\"\n\n\
+             [[sources]]\nid = \"w1\"\nkind = \"mysql\"\nurl = {url:?}\n\
+             server_id = {READER_SERVER_ID}\ntenant = \"bench\"\nregion = \"decode\"\n\
+             function = \"w1\"\ninclude = [\"bench.orders\"]\nsnapshot = \"never\"\n"
+        );
+        let config = Config::from_str_with_env(&text, Path::new("binlog_decode.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("the child's config: {e}"));
+        let start = ResumePoint::Binlog {
+            file: from.file,
+            pos: from.pos,
+            gtid: None,
+        };
+        let end = BinlogPos::key(&to.file, to.pos);
+        harness::report_pipeline_child(
+            config,
+            start,
+            |at| matches!(at, ResumePoint::Binlog { file, pos, .. } if BinlogPos::key(file, *pos) >= end),
+        );
+        let _ = std::fs::remove_dir_all(state_dir);
     }
 }

@@ -13,7 +13,11 @@ use std::fmt::Display;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tidemark::config::Config;
 use tidemark::event::{Op, ResumePoint, SourceMessage};
+use tidemark::pipeline::run_group;
+use tidemark::sink::null::NullSink;
+use tidemark::sink::{Batch, Sink};
 use tidemark::source::Source;
 
 /// Runs `child` with the arguments after `--child` when the binary was re-executed as the
@@ -288,6 +292,98 @@ pub fn report_child(read: impl Future<Output = Tally>) {
         sink.delete,
         sink.transactions,
         crate::workload::vm_hwm_kb(None).expect("VmHWM in /proc/self/status")
+    );
+}
+
+/// Side (c), in the child: `tidemark run`'s whole pipeline for the config's one source (checks,
+/// reader, router, batcher, loader) into the null warehouse (`[warehouse] kind = "null"`),
+/// started at `start` by recording it as the source's progress first, and stopped (SIGTERM's
+/// path: the batch in flight loads) once the progress satisfies `done`. Prints the report line;
+/// its changes are those the null sink discarded. A multi-threaded runtime, as `tidemark run`.
+pub fn report_pipeline_child(
+    config: Config,
+    start: ResumePoint,
+    done: impl Fn(&ResumePoint) -> bool,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    let source_id = config.sources[0].id.clone();
+    let started = Instant::now();
+    let sink = runtime.block_on(async move {
+        let mut sink = NullSink::process_wide();
+        let mut first = Batch::position_only(source_id.as_str().into(), start);
+        sink.apply(&mut first).await.expect("recording the start");
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let group = tokio::spawn(async move { run_group(&config, shutdown).await });
+        loop {
+            let record = sink.read_progress(&source_id).await.expect("null progress");
+            if record.is_some_and(|r| done(&r.progress.resume_point)) {
+                break;
+            }
+            assert!(
+                !group.is_finished(),
+                "the pipeline stopped before the end: {:?}",
+                group.await
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = stop.send(true);
+        group
+            .await
+            .expect("the pipeline task")
+            .unwrap_or_else(|e| panic!("the pipeline failed: {e}"));
+        sink
+    });
+    let secs = started.elapsed().as_secs_f64();
+    drop(runtime);
+    println!(
+        "changes={} batches={} secs={secs:.3} vm_hwm_kb={}",
+        sink.changes(),
+        sink.batches(),
+        crate::workload::vm_hwm_kb(None).expect("VmHWM in /proc/self/status")
+    );
+}
+
+/// Times side (c) `reps` times (this binary as a child with `args`) and prints its runs and
+/// its best against `reference`, the other reader's best run: what the pipeline adds to the
+/// reader, without a warehouse. Informational: no target.
+pub fn compare_pipeline<S: AsRef<OsStr> + Clone>(
+    reps: usize,
+    args: &[S],
+    theirs: &str,
+    reference: Run,
+    unit: &str,
+) {
+    println!();
+    println!(
+        "pipeline into the null warehouse (tidemark run's read, route, batch and load steps; rows encoded as one byte):"
+    );
+    let mut runs = Vec::new();
+    for rep in 1..=reps {
+        let run = timed_child(args.iter().cloned());
+        println!(
+            "  run {rep}/{reps}: {:<14} {:>9} {unit} {:>7.2} s {:>10.0} /s  peak RSS {:.1} MB",
+            "tidemark run",
+            run.changes,
+            run.secs,
+            run.rate(),
+            run.rss_mb
+        );
+        runs.push(run);
+    }
+    let best = *runs
+        .iter()
+        .min_by(|a, b| a.secs.total_cmp(&b.secs))
+        .expect("at least one run");
+    println!(
+        "  tidemark run -> null: {:>9} {unit} {:>7.2} s {:>10.0} /s  ratio to {theirs}: {:.2}x  peak RSS {:.1} MB",
+        best.changes,
+        best.secs,
+        best.rate(),
+        best.rate() / reference.rate(),
+        runs.iter().map(|r| r.rss_mb).fold(0.0, f64::max)
     );
 }
 

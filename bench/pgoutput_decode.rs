@@ -106,7 +106,7 @@ fn parent() {
         runtime.block_on(slots.drop_slot(&slot));
         run
     };
-    let (_, t) = REPORT.compare(
+    let (m, t) = REPORT.compare(
         reps,
         || {
             on_copy(&|slot| {
@@ -135,6 +135,17 @@ fn parent() {
             );
         }
     }
+    // Side (c): the same range through `tidemark run`'s pipeline into the null warehouse.
+    let (start, end) = (range.start.to_string(), range.end.to_string());
+    let slot = runtime.block_on(slots.copy());
+    harness::compare_pipeline(
+        reps,
+        &["pipeline", url.as_str(), &slot, &start, &end],
+        REPORT.theirs,
+        m,
+        "changes",
+    );
+    runtime.block_on(slots.drop_slot(&slot));
 }
 
 /// Child mode: `--child URL SLOT START END [MAX_CHANGES]`.
@@ -148,23 +159,45 @@ mod child {
 
     /// Parses the arguments, reads the range and prints the report line.
     pub fn run(args: &[String]) {
+        if args.first().map(String::as_str) == Some("pipeline") {
+            return pipeline(&args[1..]);
+        }
         let usage = "usage: pgoutput_decode --child URL SLOT START_LSN END_LSN [MAX_CHANGES]";
         let ([url, slot, from, to], limit) = harness::child_args(args, usage);
         let from = WalPosition::parse(from).unwrap_or_else(|| panic!("{usage}"));
         let to = WalPosition::parse(to).unwrap_or_else(|| panic!("{usage}"));
-        let source = source_config(url, slot);
-        harness::report_child(read_range(&source, from, to, limit));
+        let config = config(url, slot);
+        harness::report_child(read_range(&config.sources[0], from, to, limit));
     }
 
-    /// A Postgres source reading `bench.orders` of the database at `url` through `slot` and
-    /// W2's publication, validated as `tidemark run` validates its config.
-    fn source_config(url: &str, slot: &str) -> SourceConfig {
+    /// `--child pipeline URL SLOT START END`: the range through `tidemark run`'s pipeline into
+    /// the null warehouse, until the progress reaches `END`. Each run needs a fresh copy of
+    /// the slot: the pipeline confirms what it loads.
+    fn pipeline(args: &[String]) {
+        let usage = "usage: pgoutput_decode --child pipeline URL SLOT START_LSN END_LSN";
+        let ([url, slot, from, to], _) = harness::child_args(args, usage);
+        let from = WalPosition::parse(from).unwrap_or_else(|| panic!("{usage}"));
+        let to = WalPosition::parse(to).unwrap_or_else(|| panic!("{usage}"));
+        let config = config(url, slot);
+        let state_dir = config.group.state_dir.clone();
+        harness::report_pipeline_child(
+            config,
+            ResumePoint::Lsn { lsn: from.0 },
+            |at| matches!(at, ResumePoint::Lsn { lsn } if *lsn >= to.0),
+        );
+        let _ = std::fs::remove_dir_all(state_dir);
+    }
+
+    /// A config whose one source reads `bench.orders` of the database at `url` through `slot`
+    /// and W2's publication, into the null warehouse, validated as `tidemark run` validates it.
+    fn config(url: &str, slot: &str) -> Config {
+        let state_dir = std::env::temp_dir().join(format!("tidemark-bench-{}", std::process::id()));
         let text = format!(
             r#"[group]
 name = "bench-pgoutput"
+state_dir = {state_dir:?}
 [warehouse]
-kind = "postgres"
-url = "postgres://unused@127.0.0.1:1/warehouse"
+kind = "null"
 [[sources]]
 id = "bench-w2"
 kind = "postgres"
@@ -183,11 +216,8 @@ publication = {PUBLICATION:?}
                 None
             })
             .unwrap_or_else(|e| panic!("the child's source config: {e}"));
+        assert_eq!(config.sources.len(), 1, "one source in the child's config");
         config
-            .sources
-            .into_iter()
-            .next()
-            .expect("one source in the child's config")
     }
 
     /// Opens the reader at `from` and counts what it delivers until its resume point reaches

@@ -115,7 +115,7 @@ pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkE
         WarehouseConfig::Redshift(_) => {
             Err(SinkError::new(ErrorKind::Operator, REDSHIFT_NOT_BUILT))
         }
-        WarehouseConfig::Null => Ok(Box::new(null::NullSink::default())),
+        WarehouseConfig::Null => Ok(Box::new(null::NullSink::process_wide())),
     }
 }
 

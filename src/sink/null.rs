@@ -1,27 +1,59 @@
 //! A sink that discards every batch and keeps each source's progress in memory: for measuring
 //! what reading and batching cost without a warehouse, and for proving that the pipeline works
-//! with any [`Sink`]. Progress lasts as long as the sink: nothing survives a restart.
-//! Operators get it with `[warehouse] kind = "null"` (benchmarks, dry runs).
+//! with any [`Sink`]. Operators get it with `[warehouse] kind = "null"` (benchmarks, dry runs):
+//! every connection then shares the process's one record of progress
+//! ([`NullSink::process_wide`]), so a source that restarts after an error resumes where it was,
+//! but nothing survives the process.
 //!
 //! Its encoder, [`NullEncoder`], writes one byte per row, so a batch still counts its rows and
 //! bytes, cuts and filters at row boundaries, and spills, at almost no cost: the byte limits
 //! then count rows.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::encode::{EncodeError, Encoded, Row, RowEncoder};
 use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture};
 
-/// Discards batches; remembers the last progress of each source and what it discarded.
-#[derive(Debug, Default)]
+/// Discards batches; remembers the last progress of each source and what it discarded. Clones
+/// share what they remember.
+#[derive(Debug, Clone, Default)]
 pub struct NullSink {
-    progress: HashMap<String, Progress>,
+    state: Arc<Mutex<Discarded>>,
     step: LoadStep,
-    /// Row changes discarded so far.
-    pub changes: u64,
-    /// Batches discarded so far.
-    pub batches: u64,
+}
+
+/// What a [`NullSink`] and its clones remember.
+#[derive(Debug, Default)]
+struct Discarded {
+    progress: HashMap<String, Progress>,
+    changes: u64,
+    batches: u64,
+}
+
+impl NullSink {
+    /// A sink sharing the one record of this process: what `kind = "null"` connects to.
+    pub fn process_wide() -> NullSink {
+        static PROCESS: OnceLock<NullSink> = OnceLock::new();
+        PROCESS.get_or_init(NullSink::default).clone()
+    }
+
+    /// Row changes discarded so far, by this sink and its clones.
+    pub fn changes(&self) -> u64 {
+        self.state().changes
+    }
+
+    /// Batches discarded so far, by this sink and its clones.
+    pub fn batches(&self) -> u64 {
+        self.state().batches
+    }
+
+    fn state(&self) -> MutexGuard<'_, Discarded> {
+        // Nothing can be left half-updated under this lock; a panic elsewhere does not matter.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Sink for NullSink {
@@ -35,25 +67,33 @@ impl Sink for NullSink {
     ) -> SinkFuture<'a, Option<ProgressRecord>> {
         Box::pin(async move {
             // No tables are kept, so there are no table versions to report.
-            Ok(self.progress.get(source_id).map(|progress| ProgressRecord {
-                progress: progress.clone(),
-                tables: Vec::new(),
-            }))
+            Ok(self
+                .state()
+                .progress
+                .get(source_id)
+                .map(|progress| ProgressRecord {
+                    progress: progress.clone(),
+                    tables: Vec::new(),
+                }))
         })
     }
 
     fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()> {
         Box::pin(async move {
-            self.changes += batch.changes();
-            self.batches += 1;
-            self.progress
+            let mut state = self.state();
+            state.changes += batch.changes();
+            state.batches += 1;
+            state
+                .progress
                 .insert(batch.source_id.to_string(), batch.progress.clone());
             Ok(())
         })
     }
 
     fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool> {
-        Box::pin(async move { Ok(self.progress.get(&*batch.source_id) == Some(&batch.progress)) })
+        Box::pin(async move {
+            Ok(self.state().progress.get(&*batch.source_id) == Some(&batch.progress))
+        })
     }
 
     fn load_step(&self) -> LoadStep {
@@ -95,6 +135,9 @@ mod tests {
         let record = sink.read_progress("s").await.unwrap().unwrap();
         assert_eq!(record.progress.resume_point, at);
         assert!(sink.committed(&batch).await.unwrap());
-        assert_eq!(sink.batches, 1);
+        assert_eq!(sink.batches(), 1);
+        // A clone (what every connection to `kind = "null"` is) sees the same progress.
+        let mut other = sink.clone();
+        assert!(other.read_progress("s").await.unwrap().is_some());
     }
 }
