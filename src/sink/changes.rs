@@ -630,12 +630,37 @@ impl RowWriter<'_> {
     }
 }
 
+/// A change of `table` in a transaction at a fixed position and commit time, for the tests of
+/// this module and of every sink's encoder.
+#[cfg(test)]
+pub(crate) fn test_change(
+    table: &Arc<TableSchema>,
+    op: Op,
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
+) -> ChangeEvent {
+    ChangeEvent {
+        source: "s".into(),
+        table: table.clone(),
+        op,
+        before,
+        after,
+        position: Position { txn: 7, seq: 2 },
+        transaction: Arc::new(crate::event::Transaction {
+            id: "x".into(),
+            gtid: None,
+            commit_ts_micros: 1_700_000_000_000_000,
+            log_coordinate: 7,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
 
     use super::*;
-    use crate::event::{Column, ColumnType, Transaction};
+    use crate::event::{Column, ColumnType};
     use crate::sink::encode::Encoded;
 
     /// A format of its own (`op:value;`) with another terminator than a newline: the batch
@@ -667,23 +692,9 @@ mod tests {
     }
 
     fn change(table: &Arc<TableSchema>, op: Op, image: Value) -> ChangeEvent {
-        let (before, after) = match op {
-            Op::Delete => (Some(vec![image]), None),
-            _ => (None, Some(vec![image])),
-        };
-        ChangeEvent {
-            source: "s".into(),
-            table: table.clone(),
-            op,
-            before,
-            after,
-            position: Position { txn: 1, seq: 0 },
-            transaction: Arc::new(Transaction {
-                id: "x".into(),
-                gtid: None,
-                commit_ts_micros: 0,
-                log_coordinate: 1,
-            }),
+        match op {
+            Op::Delete => test_change(table, op, Some(vec![image]), None),
+            _ => test_change(table, op, None, Some(vec![image])),
         }
     }
 

@@ -303,9 +303,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{
-        ChangeEvent, Column, Date, DateTime, Op, Position, TableId, TableSchema, Transaction,
-    };
+    use crate::event::{Column, Date, DateTime, Op, TableId, TableSchema};
+    use crate::sink::changes::test_change as change;
     use crate::sink::{TableChanges, TargetTable};
 
     fn schema(columns: &[(&str, ColumnType)], key: &[usize]) -> Arc<TableSchema> {
@@ -321,28 +320,6 @@ mod tests {
                 .collect(),
             primary_key: key.to_vec(),
         })
-    }
-
-    fn change(
-        table: &Arc<TableSchema>,
-        op: Op,
-        before: Option<Vec<Value>>,
-        after: Option<Vec<Value>>,
-    ) -> ChangeEvent {
-        ChangeEvent {
-            source: "s".into(),
-            table: table.clone(),
-            op,
-            before,
-            after,
-            position: Position { txn: 7, seq: 2 },
-            transaction: Arc::new(Transaction {
-                id: "x".into(),
-                gtid: None,
-                commit_ts_micros: 1_700_000_000_000_000,
-                log_coordinate: 7,
-            }),
-        }
     }
 
     /// The column types of the tables with unchanged values: INT and TEXT.
