@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use tidemark::check::{check_source, check_warehouse};
 use tidemark::config::Config;
+use tidemark::observe::status::{read_status, render_table};
 use tidemark::observe::{LogFormat, init_logging};
 use tidemark::pipeline::{SkipError, run_group, skip_to_end};
 use tidemark::source::Source;
@@ -72,6 +73,16 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Show where each source stands, from the warehouse's progress records: state, position,
+    /// lag at its last commit and how long ago that was. Works whether or not `run` is running.
+    Status {
+        /// The group's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print a JSON array (one object per source) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode change logs (binlog files, or a live server) into JSON lines, for debugging.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -117,6 +128,7 @@ fn main() -> ExitCode {
             source,
             yes,
         } => block_on(skip(config, source, yes)),
+        Command::Status { config, json } => block_on(status(config, json)),
         Command::Inspect(InspectCommand::Binlog {
             files,
             positional_names,
@@ -249,6 +261,32 @@ async fn check(path: PathBuf, only: Option<String>) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+async fn status(path: PathBuf, json: bool) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let lines = match read_status(&config).await {
+        Ok(lines) => lines,
+        Err(e) => {
+            return fail(&format!(
+                "reading progress from the warehouse ({}): {e}",
+                config.warehouse.describe()
+            ));
+        }
+    };
+    let text = if json {
+        match serde_json::to_string_pretty(&lines) {
+            Ok(text) => text + "\n",
+            Err(e) => return fail(&format!("writing the status as JSON: {e}")),
+        }
+    } else {
+        render_table(&lines)
+    };
+    Stdout::default().print(&text);
+    ExitCode::SUCCESS
 }
 
 /// What `skip-to-end` says before it moves anything: what will be lost, and how to go on.

@@ -1,9 +1,12 @@
-//! Logging setup (tracing), shared by every command. Metrics and health endpoints come later.
+//! Logging setup (tracing), shared by every command, and `tidemark status` ([`status`]).
+//! Metrics and health endpoints come later.
 //!
 //! Log values are written for people and for machines at once: a duration is a field named
 //! `<what>_s` holding seconds as a number ([`seconds`]), which the JSON format carries as a
 //! number and the text format prints as `<what>=0.97s`; an absent value is left out, never
 //! printed as `None` or `Some(..)`.
+
+pub mod status;
 
 use std::fmt;
 use std::time::Duration;

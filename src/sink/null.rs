@@ -73,6 +73,7 @@ impl Sink for NullSink {
                 .get(source_id)
                 .map(|progress| ProgressRecord {
                     progress: progress.clone(),
+                    committed_at_micros: None,
                     tables: Vec::new(),
                 }))
         })

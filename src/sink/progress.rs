@@ -44,6 +44,8 @@ pub struct SnapshotProgress(pub serde_json::Value);
 pub struct ProgressRecord {
     /// The progress the last committed batch recorded.
     pub progress: Progress,
+    /// When that batch committed (µs since the epoch), if the sink keeps it.
+    pub committed_at_micros: Option<i64>,
     /// The schema version of each target table the source has loaded, by table.
     pub tables: Vec<TableVersion>,
 }

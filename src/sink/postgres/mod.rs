@@ -379,6 +379,7 @@ impl PostgresSink {
         let resume_point: serde_json::Value = row.try_get(0).map_err(sql_error(context()))?;
         let source_commit_ts_micros: Option<i64> = row.try_get(1).map_err(sql_error(context()))?;
         let snapshot: Option<serde_json::Value> = row.try_get(2).map_err(sql_error(context()))?;
+        let committed_at_micros: Option<i64> = row.try_get(3).map_err(sql_error(context()))?;
         let resume_point = serde_json::from_value(resume_point.clone()).map_err(|e| {
             PostgresSinkError::Progress {
                 source_id: source_id.to_owned(),
@@ -410,6 +411,7 @@ impl PostgresSink {
                 source_commit_ts_micros,
                 snapshot: snapshot.map(SnapshotProgress),
             },
+            committed_at_micros,
             tables,
         }))
     }

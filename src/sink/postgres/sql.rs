@@ -69,11 +69,12 @@ CREATE TABLE IF NOT EXISTS tidemark.table_versions (
 /// on a 900k-row target with a 100k-row batch: 0.5 s against 1.3 s). Local to the transaction.
 pub const LOAD_SETTINGS: &str = "SET LOCAL random_page_cost = 1.1";
 
-/// Reads one source's progress (`$1` = source id): resume point, commit time in µs since the
-/// epoch, snapshot state.
+/// Reads one source's progress (`$1` = source id): resume point, source commit time and
+/// warehouse commit time in µs since the epoch, snapshot state.
 pub const READ_PROGRESS: &str = "SELECT resume_point,
     (extract(epoch FROM source_commit_ts) * 1000000)::bigint,
-    snapshot
+    snapshot,
+    (extract(epoch FROM committed_at) * 1000000)::bigint
 FROM tidemark.progress WHERE source_id = $1";
 
 /// Records one source's progress: `$1` source id, `$2` resume point (jsonb), `$3` its text
