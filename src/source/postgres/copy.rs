@@ -19,7 +19,10 @@
 //! - Every problem is a [`CopyError`] naming `schema.table` and the range; no server data
 //!   panics.
 //!
-//! Limits: a publication with a column list (Postgres 15) streams only its columns, while the
+//! Limits: values carried as text that embed a zone offset (arrays and ranges of `timestamptz`)
+//! equal the streamed text when both sessions print in the same zone: the copy resets its
+//! session to the default zone, which is the replication session's.
+//! A publication with a column list (Postgres 15) streams only its columns, while the
 //! copy describes every column; tables of such publications are not supported yet.
 
 use std::fmt;
@@ -642,8 +645,14 @@ fn split_pages(pages: u32, chunks: u64) -> Vec<u32> {
 /// Sets [`SESSION_SETTINGS`] (and `standard_conforming_strings`, which range literals rely on)
 /// on the caller's session: COPY prints values with the output functions pgoutput uses, and
 /// these settings make them print what [`types`] reads.
+///
+/// `TimeZone` is reset to the session's default: the replication session sets none, so its
+/// walsender prints with the server's, database's or role's default zone, and so does this
+/// session after the reset (neither driver sends a zone at startup). That matters for values
+/// carried as text that embed an offset: arrays and ranges of `timestamptz` print each instant
+/// in the session's zone.
 async fn set_session(client: &Client, table: &TableId) -> Result<(), CopyError> {
-    let mut sql = String::from("SET standard_conforming_strings = on;");
+    let mut sql = String::from("RESET TimeZone; SET standard_conforming_strings = on;");
     for (name, value) in SESSION_SETTINGS {
         sql.push_str(&format!(" SET {name} = {};", literal(value)));
     }
