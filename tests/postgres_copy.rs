@@ -121,8 +121,8 @@ async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("describe found no {table}"));
-        // Small chunks: several ranges even for five rows.
-        let ranges = key_ranges(&copier, &described.schema, 2)
+        // One-row chunks: several ranges even for a few rows, of every kind of key.
+        let ranges = key_ranges(&copier, &described.schema, 1)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut rows = Vec::new();
