@@ -15,6 +15,7 @@ use support::pg_source::{
     peek_slot, release_slot,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
+use tidemark::error::ErrorKind;
 use tidemark::event::{Op, Row, SourceMessage, TableSchema, Value};
 use tidemark::source::postgres::assemble::Assembler;
 use tidemark::source::postgres::catalog;
@@ -65,9 +66,21 @@ async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
         .batch_execute(TYPE_MATRIX_SCHEMA)
         .await
         .expect("schema");
+    // The other two replica identities: a unique index's columns, and nothing (the primary key
+    // then comes from the catalog).
+    client
+        .batch_execute(
+            "CREATE TABLE by_index (a int NOT NULL, c text, b text NOT NULL, UNIQUE (b, a));
+             ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_b_a_key;
+             CREATE TABLE identity_nothing (v text, id int PRIMARY KEY);
+             ALTER TABLE identity_nothing REPLICA IDENTITY NOTHING;",
+        )
+        .await
+        .expect("identity tables");
     client
         .batch_execute(&format!(
-            "CREATE PUBLICATION {PUBLICATION} FOR TABLE every_type, full_identity, full_no_key"
+            "CREATE PUBLICATION {PUBLICATION} FOR TABLE every_type, full_identity, full_no_key, \
+             by_index, identity_nothing"
         ))
         .await
         .expect("publication");
@@ -88,7 +101,9 @@ async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
         .batch_execute(
             "INSERT INTO full_identity VALUES (2, 'o', 7, 'small');
              UPDATE full_identity SET n = 2 WHERE k = 1;
-             INSERT INTO full_no_key VALUES (1, 'x'), (2, NULL);",
+             INSERT INTO full_no_key VALUES (1, 'x'), (2, NULL);
+             INSERT INTO by_index VALUES (1, 'c', 'b'), (2, NULL, 'a');
+             INSERT INTO identity_nothing VALUES ('v', 1), (NULL, 2);",
         )
         .await
         .expect("changes");
@@ -108,7 +123,14 @@ async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
         .batch_execute(&format!("SET TimeZone = '{COPY_TIME_ZONE}'"))
         .await
         .expect("the caller's own time zone");
-    for table in ["every_type", "full_identity", "full_no_key"] {
+    let tables = [
+        "every_type",
+        "full_identity",
+        "full_no_key",
+        "by_index",
+        "identity_nothing",
+    ];
+    for table in tables {
         let (schema, after_images) = streamed
             .get(table)
             .unwrap_or_else(|| panic!("nothing streamed for {table}"));
@@ -130,6 +152,9 @@ async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
             rows.extend(read_all(&copier, &described, range).await);
         }
         assert_rows_equal(table, schema, after_images, &rows);
+        if schema.has_key() {
+            assert_eq!(ranges.len(), rows.len(), "{table}: one range per row");
+        }
         println!(
             "{table}: {} columns, {} rows in {} ranges equal",
             schema.columns.len(),
@@ -361,6 +386,40 @@ async fn key_and_ctid_ranges_hold_every_row_exactly_once() {
         count += read_all(client, &table, range).await.len();
     }
     assert_eq!(count, ROWS as usize + 2000);
+
+    // A user without SELECT on the table: an error for an operator, naming the table and range.
+    let role = format!("tidemark_copy_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN;"
+        ))
+        .await
+        .expect("role");
+    let other = pg_client(&db.url.replacen("postgres@", &format!("{role}@"), 1)).await;
+    let int_key = describe(&other, "public", "int_key")
+        .await
+        .expect("the catalog is readable by every user")
+        .expect("int_key");
+    // The key's minimum and maximum need SELECT (a page split may not: it can use estimates).
+    let refused = key_ranges(&other, &int_key.schema, CHUNK_ROWS)
+        .await
+        .expect_err("ranges without SELECT");
+    assert_eq!(refused.kind(), ErrorKind::Operator, "{refused}");
+    assert!(refused.to_string().contains("public.int_key"), "{refused}");
+    let refused = read_chunk(&other, &table, &page_ranges[1], 10)
+        .await
+        .expect_err("COPY without SELECT");
+    assert_eq!(refused.kind(), ErrorKind::Operator, "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains("public.no_key") && message.contains(&page_ranges[1].to_string()),
+        "{message}"
+    );
+    drop(other);
+    client
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .await
+        .expect("drop role");
 }
 
 /// Reads `table` chunk by chunk and checks that column `unique` (1..=ROWS, or the int key)

@@ -566,7 +566,7 @@ async fn sampled_cuts(
     let texts: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
     let sql = format!(
         "SELECT {texts} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS tidemark_rn \
-         FROM {table}) s WHERE tidemark_rn % $1 = 1 AND tidemark_rn > 1 ORDER BY tidemark_rn",
+         FROM {table}) s WHERE (tidemark_rn - 1) % $1 = 0 AND tidemark_rn > 1 ORDER BY tidemark_rn",
         texts = texts.join(", "),
         cols = columns.join(", "),
         table = qualified(&schema.id)
