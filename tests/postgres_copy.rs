@@ -556,6 +556,15 @@ async fn readers_sharing_an_exported_snapshot_see_one_point_while_a_writer_goes_
     for client in [&first, &second, &exporter] {
         client.batch_execute("COMMIT").await.expect("commit");
     }
+    // A snapshot whose exporting transaction ended cannot be imported: named, for an operator.
+    let gone = begin_at_snapshot(&first, &snapshot)
+        .await
+        .expect_err("a snapshot of an ended transaction");
+    assert!(matches!(gone, copy::CopyError::Snapshot { .. }), "{gone}");
+    assert_eq!(gone.kind(), ErrorKind::Operator, "{gone}");
+    assert!(gone.to_string().contains(&snapshot), "{gone}");
+    // The failed import left the connection usable.
+    first.batch_execute("SELECT 1").await.expect("usable");
     // A name Postgres never exports is refused before reaching the server.
     assert!(matches!(
         begin_at_snapshot(&exporter, "x'; DROP TABLE shared; --").await,

@@ -88,6 +88,16 @@ pub enum CopyError {
         /// What is wrong.
         problem: String,
     },
+    /// The exported snapshot could not be imported (the exporting transaction ended, or the
+    /// connection failed).
+    #[error("importing snapshot {snapshot} for a copy: {error}")]
+    Snapshot {
+        /// The snapshot's name.
+        snapshot: String,
+        /// The driver's error.
+        #[source]
+        error: tokio_postgres::Error,
+    },
     /// A snapshot name Postgres never exports (it prints them as hex digits and dashes).
     #[error("snapshot name {0:?} is not one pg_export_snapshot or a new slot returns")]
     SnapshotName(String),
@@ -122,7 +132,9 @@ impl CopyError {
     /// as for streamed values), never skipped.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            CopyError::Sql { error, .. } => sql_error_kind(error),
+            CopyError::Sql { error, .. } | CopyError::Snapshot { error, .. } => {
+                sql_error_kind(error)
+            }
             CopyError::Catalog { error, .. } => error.kind(),
             CopyError::Describe { error, .. } => error.kind(),
             CopyError::Value(bad) if matches!(bad.problem, ValueError::OutOfRange(_)) => {
@@ -676,9 +688,8 @@ pub async fn begin_at_snapshot(client: &Client, snapshot: &str) -> Result<(), Co
     if let Err(error) = client.batch_execute(&sql).await {
         // Leave the connection usable: a failed SET leaves the transaction aborted.
         let _ = client.batch_execute("ROLLBACK").await;
-        return Err(CopyError::Sql {
-            table: "(none)".into(),
-            doing: format!("importing snapshot {snapshot}"),
+        return Err(CopyError::Snapshot {
+            snapshot: snapshot.to_owned(),
             error,
         });
     }
@@ -941,6 +952,32 @@ mod tests {
             ]
         );
         assert_eq!(fields(""), vec![Some(String::new())]);
+    }
+
+    #[test]
+    fn values_beyond_the_event_model_need_an_operator_and_corrupt_ones_are_fatal() {
+        let bad = |problem| {
+            CopyError::Value(Box::new(BadCopyValue {
+                table: "shop.t".into(),
+                range: "rows in pages [0, +inf)".into(),
+                row: 7,
+                column: "at".into(),
+                type_name: "timestamptz",
+                excerpt: "294276-12-31 23:59:59+00".into(),
+                problem,
+            }))
+        };
+        let out_of_range = bad(ValueError::OutOfRange("too late".into()));
+        assert_eq!(out_of_range.kind(), ErrorKind::Operator);
+        assert!(
+            out_of_range
+                .to_string()
+                .starts_with("copying source table shop.t, rows in pages [0, +inf): row 7")
+        );
+        assert_eq!(
+            bad(ValueError::Malformed("no".into())).kind(),
+            ErrorKind::Fatal
+        );
     }
 
     #[test]
