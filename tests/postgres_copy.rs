@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use support::pg_source::{
@@ -15,6 +16,7 @@ use support::pg_source::{
     peek_slot, release_slot,
 };
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
+use tidemark::config::SecretUrl;
 use tidemark::error::ErrorKind;
 use tidemark::event::{Op, Row, SourceMessage, TableSchema, Value};
 use tidemark::source::postgres::assemble::Assembler;
@@ -24,6 +26,8 @@ use tidemark::source::postgres::copy::{
     table_schema,
 };
 use tidemark::source::postgres::pgoutput::{Lsn, PgOutputMessage, decode};
+use tidemark::source::postgres::slot::WalPosition;
+use tidemark::source::postgres::stream::{StreamOptions, create_slot_exporting_snapshot};
 use tidemark::source::postgres::types::SESSION_SETTINGS;
 use tokio_postgres::Client;
 
@@ -570,4 +574,103 @@ async fn readers_sharing_an_exported_snapshot_see_one_point_while_a_writer_goes_
         begin_at_snapshot(&exporter, "x'; DROP TABLE shared; --").await,
         Err(copy::CopyError::SnapshotName(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_exporting_its_snapshot_plus_its_changes_hold_every_row_once() {
+    let admin = pg_client(&support::pg_url()).await;
+    let slot = fresh_slot_name(&admin, "tidemark_pg_copy_export_").await;
+    let db = fresh_warehouse("pg_copy_export").await;
+
+    let outcome = AssertUnwindSafe(exported_slot_scenario(&db, &slot))
+        .catch_unwind()
+        .await;
+
+    release_slot(&admin, &slot, vec![db]).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn exported_slot_scenario(db: &Warehouse, slot: &str) {
+    let client = &db.client;
+    client
+        .batch_execute(
+            "SET synchronous_commit = on;
+             CREATE TABLE t (id int PRIMARY KEY, v int);
+             INSERT INTO t SELECT i, 0 FROM generate_series(1, 1000) i;
+             CREATE PUBLICATION copy_export_pub FOR TABLE t;",
+        )
+        .await
+        .expect("table");
+    let options = StreamOptions {
+        source_id: "copy-export".into(),
+        url: SecretUrl::new(db.url.clone()),
+        slot: slot.to_owned(),
+        publication: "copy_export_pub".into(),
+        start: WalPosition(0),
+        status_interval: Duration::from_secs(10),
+    };
+    let exported = create_slot_exporting_snapshot(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Changes after the slot's start: the stream has them, the snapshot must not.
+    client
+        .batch_execute("UPDATE t SET v = 1 WHERE id <= 10; INSERT INTO t VALUES (1001, 1);")
+        .await
+        .expect("writer");
+    let reader = pg_client(&db.url).await;
+    begin_at_snapshot(&reader, &exported.snapshot)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let consistent_point = exported.consistent_point;
+    exported.release();
+    let table = describe(&reader, "public", "t")
+        .await
+        .expect("describe")
+        .expect("t");
+    let ranges = key_ranges(&reader, &table.schema, 300)
+        .await
+        .expect("ranges");
+    let rows = read_ranges(&reader, &table, ranges.iter()).await;
+    reader.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(rows.len(), 1000, "the rows at the slot's start");
+    assert!(
+        rows.iter().all(|r| r[1] == Value::Int(0)),
+        "no change after it"
+    );
+
+    // The slot streams exactly the writer's changes from its consistent point. Its session may
+    // take a moment to end after the release.
+    let mut peeked = None;
+    for _ in 0..50 {
+        match client
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                 'proto_version', '1', 'publication_names', 'copy_export_pub')",
+                &[&slot],
+            )
+            .await
+        {
+            Ok(rows) => {
+                peeked = Some(rows);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let (mut updates, mut inserts) = (0, 0);
+    for row in peeked.expect("the slot became free to peek") {
+        match decode(&bytes::Bytes::from(row.get::<_, Vec<u8>>(0))).expect("pgoutput") {
+            PgOutputMessage::Update(_) => updates += 1,
+            PgOutputMessage::Insert(_) => inserts += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (updates, inserts),
+        (10, 1),
+        "the slot streams the changes after its start, and only those"
+    );
+    assert!(consistent_point.0 > 0);
 }
