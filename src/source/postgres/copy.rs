@@ -677,6 +677,8 @@ async fn set_session(client: &Client, table: &TableId) -> Result<(), CopyError> 
 /// Opens a transaction that sees exactly what the exported snapshot `snapshot` saw
 /// (`REPEATABLE READ`, read only), for [`read_chunk`] to copy in. The caller ends it with
 /// `COMMIT`. Every reader importing the same snapshot sees the same rows, while writers go on.
+/// The snapshot of a new slot's start comes from
+/// [`super::stream::create_slot_exporting_snapshot`].
 pub async fn begin_at_snapshot(client: &Client, snapshot: &str) -> Result<(), CopyError> {
     if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(CopyError::SnapshotName(snapshot.to_owned()));
