@@ -255,6 +255,15 @@ impl Assembler {
         self.relations.get(&relation_oid).map(|r| &r.schema)
     }
 
+    /// How the values of relation `relation_oid`'s columns are read, in column order, if a
+    /// Relation message described it: what a snapshot's copy reads its text with, so copied
+    /// values are the streamed ones.
+    pub fn readers_of(&self, relation_oid: u32) -> Option<&[TextReader]> {
+        self.relations
+            .get(&relation_oid)
+            .map(|r| r.readers.as_slice())
+    }
+
     /// Processes one message, `at` being the WAL position it arrived at (the XLogData's
     /// `wal_start`; used in errors), appending the messages it produces to `out`. On error,
     /// `out` may hold messages of the failing transaction: the caller stops the source and
@@ -661,7 +670,8 @@ fn excerpt(bytes: &[u8]) -> String {
     }
 }
 
-fn reader_name(reader: TextReader) -> &'static str {
+/// The type a reader reads, for error messages.
+pub(super) fn reader_name(reader: TextReader) -> &'static str {
     match reader {
         TextReader::Bool => "bool",
         TextReader::Int => "integer",

@@ -9,12 +9,14 @@
 //! - [`catalog`] and [`types`]: what pgoutput's text values mean, per column type;
 //! - [`assemble`]: pgoutput messages to tidemark's `SourceMessage` grammar;
 //! - [`reader`]: all of the above as a [`Source`];
+//! - [`copy`]: a table's existing rows (a snapshot's reads), with the stream's schema and values;
 //! - [`check`]: the prerequisites `tidemark check` reports.
 
 pub mod assemble;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod copy;
 pub mod pgoutput;
 pub mod reader;
 pub mod slot;

@@ -7,6 +7,10 @@
 //! checkpoint. Keepalives surface as [`StreamItem::KeepAlive`] with the server's WAL end: when
 //! nothing tidemark replicates is in flight, that position can be recorded and confirmed, which
 //! keeps the slot advancing on a database whose replicated tables are idle while others are busy.
+//!
+//! A new slot can also be created on a replication session that exports its snapshot
+//! ([`create_slot_exporting_snapshot`]): what a snapshot copies in, so that the copy and the
+//! slot's changes meet at one point.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,47 +135,7 @@ impl std::fmt::Debug for PgStream {
 impl PgStream {
     /// Opens the replication connection and starts streaming from `options.start`.
     pub async fn connect(options: &StreamOptions) -> Result<PgStream, StreamError> {
-        let url_error = |problem: String| StreamError::Url {
-            source_id: options.source_id.to_string(),
-            problem,
-        };
-        let parsed: tokio_postgres::Config = options
-            .url
-            .expose()
-            .parse()
-            .map_err(|e: tokio_postgres::Error| url_error(options.url.scrub(&e.to_string())))?;
-        let host = match parsed.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-            None => "localhost".to_owned(),
-        };
-        let port = parsed.get_ports().first().copied().unwrap_or(5432);
-        let user = parsed
-            .get_user()
-            .ok_or_else(|| url_error("it names no user".into()))?;
-        let password = parsed
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
-        let database = parsed.get_dbname().ok_or_else(|| {
-            url_error("it names no database (postgres://user@host/DATABASE)".into())
-        })?;
-        let config = ReplicationConfig::new(
-            host,
-            user,
-            password,
-            database,
-            options.slot.clone(),
-            options.publication.clone(),
-        )
-        .with_port(port)
-        .with_start_lsn(Lsn::from_u64(options.start.0))
-        .with_ack_lsn(Lsn::from_u64(options.start.0))
-        .with_status_interval(options.status_interval)
-        .with_wakeup_interval(options.status_interval)
-        .with_application_name(format!("tidemark {}", options.source_id))
-        // The text formats the type readers parse (ISO dates, exact floats, hex bytea, ...).
-        .with_options(types::session_options());
+        let config = replication_config(options)?;
         let mut client = ReplicationClient::connect(config)
             .await
             .map_err(|e| connection_error(&options.source_id, &options.url, &e))?;
@@ -185,7 +149,6 @@ impl PgStream {
             url: options.url.clone(),
         })
     }
-
     /// Waits for at least one item, then appends every item already received (up to a bound).
     pub async fn next_items(&mut self, out: &mut Vec<StreamItem>) -> Result<(), StreamError> {
         let first = self.client.recv().await;
@@ -281,6 +244,128 @@ impl PgStream {
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.shutdown()).await;
     }
+}
+
+/// The replication session's configuration for `options`: the server, slot and publication, and
+/// the session settings the type readers need.
+fn replication_config(options: &StreamOptions) -> Result<ReplicationConfig, StreamError> {
+    let url_error = |problem: String| StreamError::Url {
+        source_id: options.source_id.to_string(),
+        problem,
+    };
+    let parsed: tokio_postgres::Config = options
+        .url
+        .expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| url_error(options.url.scrub(&e.to_string())))?;
+    let host = match parsed.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    let user = parsed
+        .get_user()
+        .ok_or_else(|| url_error("it names no user".into()))?;
+    let password = parsed
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let database = parsed
+        .get_dbname()
+        .ok_or_else(|| url_error("it names no database (postgres://user@host/DATABASE)".into()))?;
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        options.slot.clone(),
+        options.publication.clone(),
+    )
+    .with_port(port)
+    .with_start_lsn(Lsn::from_u64(options.start.0))
+    .with_ack_lsn(Lsn::from_u64(options.start.0))
+    .with_status_interval(options.status_interval)
+    .with_wakeup_interval(options.status_interval)
+    .with_application_name(format!("tidemark {}", options.source_id))
+    // The text formats the type readers parse (ISO dates, exact floats, hex bytea, ...).
+    .with_options(types::session_options()))
+}
+
+/// A slot just created together with a snapshot of the database at the slot's start: a copy
+/// made in that snapshot plus the slot's changes from `consistent_point` on hold every row once.
+/// The snapshot can be imported (`SET TRANSACTION SNAPSHOT`) only while this session lives and
+/// has run no other command; a transaction that imported it keeps it after that.
+pub struct ExportedSlot {
+    /// Where the slot starts: the first change it streams committed after the snapshot.
+    pub consistent_point: WalPosition,
+    /// The snapshot's name, for [`super::copy::begin_at_snapshot`].
+    pub snapshot: String,
+    session: ReplicationClient,
+}
+
+impl std::fmt::Debug for ExportedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedSlot")
+            .field("consistent_point", &self.consistent_point)
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportedSlot {
+    /// Ends the session that holds the snapshot (the server notices within moments; the slot
+    /// stays): call it once every reader has imported the snapshot.
+    pub fn release(self) {
+        // Dropping a gated client closes its gate, and the worker terminates the session.
+        drop(self.session);
+    }
+}
+
+/// Creates `options.slot` (pgoutput) on a replication session that exports its snapshot
+/// (`CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT`), the one way to get a snapshot that matches a
+/// slot's start exactly.
+pub async fn create_slot_exporting_snapshot(
+    options: &StreamOptions,
+) -> Result<ExportedSlot, StreamError> {
+    let error =
+        |e: &pgwire_replication::PgWireError| connection_error(&options.source_id, &options.url, e);
+    let mut session = ReplicationClient::connect_gated(replication_config(options)?)
+        .await
+        .map_err(|e| error(&e))?;
+    // The pre-15 spelling, which Postgres 15+ still accepts.
+    let rows = session
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            super::slot::quote(&options.slot)
+        ))
+        .await
+        .map_err(|e| error(&e))?;
+    // One row: slot_name, consistent_point, snapshot_name, output_plugin.
+    let field = |i: usize| {
+        rows.first()
+            .and_then(|row| row.get(i))
+            .and_then(|value| value.as_ref())
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    };
+    let unreadable = || StreamError::Connection {
+        source_id: options.source_id.to_string(),
+        message: format!(
+            "CREATE_REPLICATION_SLOT {} answered no readable consistent point and snapshot",
+            options.slot
+        ),
+        kind: ErrorKind::Fatal,
+    };
+    let consistent_point = field(1)
+        .as_deref()
+        .and_then(WalPosition::parse)
+        .ok_or_else(unreadable)?;
+    let snapshot = field(2).ok_or_else(unreadable)?;
+    Ok(ExportedSlot {
+        consistent_point,
+        snapshot,
+        session,
+    })
 }
 
 /// A pgoutput timestamp (µs since 2000-01-01) as µs since the Unix epoch.
