@@ -68,14 +68,21 @@ fn kind(item: &StreamItem) -> &'static str {
     }
 }
 
-async fn confirmed_and_retained(db: &Warehouse, slot: &str) -> (WalPosition, i64) {
+/// The slot's confirmed position, and how much WAL before `upto` it still retains (from its
+/// restart LSN up to `upto`). Measured against a given point, not the server's current WAL end,
+/// so that other tests writing to the same server do not count.
+async fn confirmed_and_retained(
+    db: &Warehouse,
+    slot: &str,
+    upto: WalPosition,
+) -> (WalPosition, i64) {
     let row = db
         .client
         .query_one(
             "SELECT confirmed_flush_lsn::text,
-                pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                pg_wal_lsn_diff($2::text::pg_lsn, restart_lsn)::bigint
              FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
+            &[&slot, &upto.to_string()],
         )
         .await
         .unwrap();
@@ -235,7 +242,7 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
     stream.confirm(last);
     assert!(
         wait_until(Duration::from_secs(15), async || {
-            confirmed_and_retained(&db, &pg.slot).await.0 >= last
+            confirmed_and_retained(&db, &pg.slot, last).await.0 >= last
         })
         .await,
         "the slot did not take the confirmation"
@@ -289,11 +296,11 @@ async fn changes_stream_in_order_and_confirmations_move_the_slot_also_when_idle(
         .unwrap();
     stream.confirm(wal_end);
     let retained_ok = wait_until(Duration::from_secs(20), async || {
-        let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot).await;
+        let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot, wal_end).await;
         confirmed >= wal_end && retained < 16 << 20
     })
     .await;
-    let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot).await;
+    let (confirmed, retained) = confirmed_and_retained(&db, &pg.slot, wal_end).await;
     stream.close().await;
     assert!(
         retained_ok,
