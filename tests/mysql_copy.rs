@@ -284,3 +284,30 @@ async fn missing_tables_and_grants_are_told_apart() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_address_and_uuid_types_copy_as_they_stream() {
+    let (mut conn, db) = support::fresh_mysql_database("copy_inet").await;
+    conn.query_drop("CREATE TABLE addr (id INT PRIMARY KEY, a INET6, u UUID, b INET4)")
+        .await
+        .unwrap();
+    let mut reader = reader_at_end("copy_inet").await;
+    conn.query_drop(
+        "INSERT INTO addr VALUES (1, '::1', '123e4567-e89b-12d3-a456-426655440000', '1.2.3.4'), \
+         (2, '2001:db8::ff00:42:8329', 'f47ac10b-58cc-4372-a567-0e02b2c3d479', '255.0.0.1'), \
+         (3, NULL, NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    let streamed = collect_changes(&mut reader, &db, 3).await;
+    reader.close().await;
+    let mut copy_conn = support::mysql_conn(&support::mysql_url()).await;
+    let schema = table_schema(&mut copy_conn, &db, "addr")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(schema, *streamed[0].table);
+    let copied = read_all(&mut copy_conn, &schema, &KeyRange::all()).await;
+    let after: Vec<Row> = streamed.iter().map(|c| c.after.clone().unwrap()).collect();
+    assert_eq!(copied, after);
+}
