@@ -14,7 +14,7 @@ use tidemark::event::{ChangeEvent, Row, SourceMessage, TableSchema, Value};
 use tidemark::source::mysql::copy::{KeyRange, key_ranges, read_chunk, table_schema};
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
-use support::type_matrix::{MAXIMUM, MINIMUM, TYPICAL, ZEROS, insert};
+use support::type_matrix::{MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert};
 
 /// A binlog reader at the current end of the log.
 async fn reader_at_end(hint: &str) -> BinlogReader {
@@ -87,7 +87,6 @@ async fn copied_matrix_equals_streamed_matrix() {
     }
     conn.query_drop("COMMIT").await.unwrap();
     let streamed = collect_changes(&mut reader, &db, 5).await;
-    reader.close().await;
 
     let mut copy_conn = support::mysql_conn(&support::mysql_url()).await;
     let schema = table_schema(&mut copy_conn, &db, "matrix")
@@ -104,7 +103,21 @@ async fn copied_matrix_equals_streamed_matrix() {
     assert_eq!(ranges.len(), 1, "5 rows are one chunk");
     let copied = read_all(&mut copy_conn, &schema, &ranges[0]).await;
     assert_eq!(copied.len(), 5);
-    for (change, row) in streamed.iter().zip(&copied) {
+    assert_rows_equal(&schema, &copied, &streamed);
+
+    // Updated values (new extremes, negative TIME, fractional TIMESTAMP...) too.
+    conn.query_drop(UPDATE_ROWS_2_AND_4).await.unwrap();
+    let updated = collect_changes(&mut reader, &db, 2).await;
+    reader.close().await;
+    let copied = read_all(&mut copy_conn, &schema, &ranges[0]).await;
+    let rows_2_and_4 = [copied[1].clone(), copied[3].clone()];
+    assert_rows_equal(&schema, &rows_2_and_4, &updated);
+}
+
+/// Each copied row equals the after image of the change at the same place, column by column.
+fn assert_rows_equal(schema: &TableSchema, copied: &[Row], streamed: &[ChangeEvent]) {
+    assert_eq!(copied.len(), streamed.len());
+    for (change, row) in streamed.iter().zip(copied) {
         let after = change.after.as_ref().unwrap();
         assert_eq!(after.len(), row.len());
         for (i, column) in schema.columns.iter().enumerate() {

@@ -38,9 +38,13 @@ use std::sync::Arc;
 use mysql_async::Value as MyValue;
 use mysql_async::prelude::Queryable;
 
-use super::charset::{Charset, charset_named};
+use super::charset::charset_named;
+use super::decode::{bit_value, enum_value, geometry_value, set_value, vector_value};
+use super::layout::{blob_max_bytes, character_column_type};
 use crate::error::ErrorKind;
-use crate::event::{Column, ColumnType, Date, DateTime, Row, TableId, TableSchema, Value};
+use crate::event::{
+    Column, ColumnType, Date, DateTime, Row, TableId, TableSchema, Value, civil_from_days,
+};
 
 /// A half-open range of primary-key tuples: `lower <= key < upper`, each side unbounded when
 /// `None`.
@@ -335,13 +339,13 @@ fn primary_key(columns: &[CatalogColumn], unique: &[UniquePart]) -> Vec<usize> {
     }
 }
 
-/// Sizes of TINY/-/MEDIUM/LONG TEXT and BLOB, as the binlog's length-prefix widths imply.
-fn blob_max_bytes(data_type: &str) -> Option<u64> {
+/// The length-prefix width the binlog gives TINY/-/MEDIUM/LONG TEXT and BLOB.
+fn blob_pack(data_type: &str) -> Option<u8> {
     match data_type {
-        "tinytext" | "tinyblob" => Some(255),
-        "text" | "blob" => Some(65_535),
-        "mediumtext" | "mediumblob" => Some(16_777_215),
-        "longtext" | "longblob" => Some(4_294_967_295),
+        "tinytext" | "tinyblob" => Some(1),
+        "text" | "blob" => Some(2),
+        "mediumtext" | "mediumblob" => Some(3),
+        "longtext" | "longblob" => Some(4),
         _ => None,
     }
 }
@@ -392,14 +396,7 @@ fn column_type(c: &CatalogColumn) -> Result<ColumnType, String> {
     let text_or_binary = |max_bytes: Option<u64>| -> Result<ColumnType, String> {
         let charset = c.charset.as_deref().unwrap_or("binary");
         let cs = charset_named(charset).ok_or_else(|| format!("unknown charset {charset}"))?;
-        Ok(if cs.is_binary() {
-            ColumnType::Binary { max_bytes }
-        } else {
-            ColumnType::Text {
-                max_bytes,
-                charset: Arc::from(cs.name()),
-            }
-        })
+        Ok(character_column_type(cs, max_bytes))
     };
     Ok(match c.data_type.as_str() {
         "tinyint" => int(8),
@@ -428,7 +425,7 @@ fn column_type(c: &CatalogColumn) -> Result<ColumnType, String> {
         },
         "year" => ColumnType::Year,
         "char" | "varchar" | "binary" | "varbinary" => text_or_binary(c.octet_length)?,
-        t if blob_max_bytes(t).is_some() => text_or_binary(blob_max_bytes(t))?,
+        t if blob_pack(t).is_some() => text_or_binary(blob_pack(t).map(blob_max_bytes))?,
         "enum" => ColumnType::Enum {
             labels: parse_labels(&c.column_type)?,
         },
@@ -666,10 +663,11 @@ fn param(value: &Value) -> MyValue {
             let (days, tod) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
             let (y, m, d) = civil_from_days(days);
             let secs = tod / 1_000_000;
+            // A TIMESTAMP lies in 1970..=2038: every part fits its field.
             MyValue::Date(
                 u16::try_from(y).unwrap_or(0),
-                m,
-                d,
+                m as u8,
+                d as u8,
                 (secs / 3600) as u8,
                 (secs / 60 % 60) as u8,
                 (secs % 60) as u8,
@@ -715,19 +713,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The SQL expression that reads a column as the binlog would hold it: ENUM and SET as their
@@ -852,14 +837,7 @@ fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
             if b.len() > 8 {
                 return Err(format!("BIT value of {} bytes", b.len()));
             }
-            let bits = b.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x));
-            if *width < 64 && bits >> width != 0 {
-                return Err(format!("BIT({width}) value {bits:#x} is too wide"));
-            }
-            Value::Bit {
-                bits,
-                width: *width,
-            }
+            bit_value(b.iter().fold(0, |acc, &x| acc << 8 | u64::from(x)), *width)?
         }
         (ColumnType::Date, MyValue::Date(y, m, d, ..)) => Value::Date(Date {
             year: i32::from(y),
@@ -896,58 +874,18 @@ fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
             Value::Year(y)
         }
         (ColumnType::Text { charset, .. }, MyValue::Bytes(b)) => {
-            let cs = charset_named(charset).unwrap_or(Charset::Other("unknown"));
+            let cs = charset_named(charset).ok_or_else(|| format!("unknown charset {charset}"))?;
             Value::Text(cs.decode(&b).map_err(|e| e.to_string())?)
         }
         (ColumnType::Binary { .. }, MyValue::Bytes(b)) => Value::Bytes(b),
-        (ColumnType::Enum { labels }, v) => match unsigned(&v)? {
-            0 => Value::Enum(String::new()),
-            i => Value::Enum(
-                usize::try_from(i - 1)
-                    .ok()
-                    .and_then(|i| labels.get(i))
-                    .cloned()
-                    .ok_or_else(|| format!("ENUM index {i} of {} labels", labels.len()))?,
-            ),
-        },
-        (ColumnType::Set { labels }, v) => {
-            let mask = unsigned(&v)?;
-            if labels.len() < 64 && mask >> labels.len() != 0 {
-                return Err(format!(
-                    "SET bitmask {mask:#x} beyond {} labels",
-                    labels.len()
-                ));
-            }
-            Value::Set(
-                labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask >> i & 1 == 1)
-                    .map(|(_, l)| l.clone())
-                    .collect(),
-            )
-        }
+        (ColumnType::Enum { labels }, v) => enum_value(labels, unsigned(&v)?)?,
+        (ColumnType::Set { labels }, v) => set_value(labels, unsigned(&v)?)?,
         (ColumnType::Json, MyValue::Bytes(b)) => {
             let text = String::from_utf8(b).map_err(|_| "JSON text is not UTF-8".to_owned())?;
             Value::Json(compact_json(&text))
         }
-        (ColumnType::Geometry, MyValue::Bytes(b)) => {
-            let Some((srid, wkb)) = b.split_at_checked(4) else {
-                return Err(format!("GEOMETRY value of {} bytes has no SRID", b.len()));
-            };
-            let srid = u32::from_le_bytes([srid[0], srid[1], srid[2], srid[3]]);
-            Value::Geometry {
-                srid,
-                wkb: wkb.to_vec(),
-            }
-        }
-        (ColumnType::Vector { .. }, MyValue::Bytes(b)) => {
-            let (floats, rest) = b.as_chunks::<4>();
-            if !rest.is_empty() {
-                return Err(format!("VECTOR value of {} bytes", b.len()));
-            }
-            Value::Vector(floats.iter().map(|f| f32::from_le_bytes(*f)).collect())
-        }
+        (ColumnType::Geometry, MyValue::Bytes(b)) => geometry_value(&b)?,
+        (ColumnType::Vector { .. }, MyValue::Bytes(b)) => vector_value(&b)?,
         (_, v) => return Err(unexpected(&v)),
     })
 }
