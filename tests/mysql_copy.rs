@@ -182,7 +182,8 @@ async fn schemas_equal_the_binlog_for_every_kind_of_key() {
     assert!(streamed[3].table.primary_key.is_empty());
 }
 
-/// Copies `table` in chunks of `chunk_rows` and checks that every row comes exactly once.
+/// Copies `table` in chunks of `chunk_rows` and checks that every row comes exactly once and
+/// that no chunk holds more than twice `chunk_rows`; returns the number of chunks.
 async fn assert_chunks_cover(
     conn: &mut mysql_async::Conn,
     db: &str,
@@ -195,7 +196,13 @@ async fn assert_chunks_cover(
     assert!(ranges[0].lower.is_none() && ranges[ranges.len() - 1].upper.is_none());
     let mut seen = HashSet::new();
     for range in &ranges {
-        for row in read_all(conn, &schema, range).await {
+        let chunk = read_all(conn, &schema, range).await;
+        assert!(
+            chunk.len() as u64 <= 2 * chunk_rows,
+            "{table}: {} rows in {range}",
+            chunk.len()
+        );
+        for row in chunk {
             assert!(
                 seen.insert(format!("{row:?}")),
                 "{table}: row {row:?} copied twice"
@@ -323,4 +330,71 @@ async fn mariadb_address_and_uuid_types_copy_as_they_stream() {
     let copied = read_all(&mut copy_conn, &schema, &KeyRange::all()).await;
     let after: Vec<Row> = streamed.iter().map(|c| c.after.clone().unwrap()).collect();
     assert_eq!(copied, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_every_splittable_type_chunk_without_gaps_or_overlaps() {
+    let (mut conn, db) = support::fresh_mysql_database("copy_typed_keys").await;
+    let rows = 3_000;
+    // (table, columns, the SELECT over n = 1..=rows that fills it)
+    let tables = [
+        // Sparse: split by keyset scan, not arithmetic; the largest unsigned key too.
+        (
+            "sparse",
+            "id BIGINT UNSIGNED PRIMARY KEY",
+            "n * n * n * 1000",
+        ),
+        ("bins", "k VARBINARY(16) PRIMARY KEY", "UNHEX(MD5(n))"),
+        (
+            "times",
+            "d DATETIME(6), n INT, PRIMARY KEY (d, n)",
+            "'2024-01-01' + INTERVAL (n % 100) SECOND + INTERVAL n MICROSECOND, n",
+        ),
+        (
+            "stamps",
+            "t TIMESTAMP(3) PRIMARY KEY",
+            "FROM_UNIXTIME(1000000000 + n * 7.001)",
+        ),
+        ("decs", "k DECIMAL(12,3) PRIMARY KEY", "n * 1.5 - 2000"),
+        (
+            "latin",
+            "k VARCHAR(10) CHARACTER SET latin1, n INT, PRIMARY KEY (k, n)",
+            "CONCAT(SUBSTRING('àéîõüÀÉÎÕÜ', n % 10 + 1, 1), n % 13), n",
+        ),
+        (
+            "years",
+            "y YEAR, n INT, PRIMARY KEY (y, n)",
+            "1901 + n % 200, n",
+        ),
+        (
+            "clock",
+            "t TIME(2) PRIMARY KEY",
+            "SEC_TO_TIME(n * 97 - 150000) + INTERVAL 0.25 SECOND",
+        ),
+    ];
+    conn.query_drop("SET SESSION max_recursive_iterations = 100000")
+        .await
+        .unwrap();
+    for (name, defs, select) in tables {
+        conn.query_drop(format!("CREATE TABLE {name} ({defs})"))
+            .await
+            .unwrap();
+        conn.query_drop(format!(
+            "INSERT INTO {name} WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s \
+             WHERE n < {rows}) SELECT {select} FROM s"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("filling {name}: {e}"));
+    }
+    conn.query_drop("INSERT INTO sparse VALUES (18446744073709551615)")
+        .await
+        .unwrap();
+    for (name, _, _) in tables {
+        let expected = if name == "sparse" { rows + 1 } else { rows };
+        let chunks = assert_chunks_cover(&mut conn, &db, name, expected, 250).await;
+        assert!(
+            (11..=14).contains(&chunks),
+            "{name}: {chunks} chunks of 250 for {expected} rows"
+        );
+    }
 }

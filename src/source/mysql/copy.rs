@@ -24,9 +24,12 @@
 //!
 //! Chunks ([`key_ranges`]) are half-open primary-key ranges: the first is unbounded below and
 //! the last unbounded above, so rows inserted later at either end still fall in a chunk, and
-//! together they cover the key space exactly once. A single integer key is split arithmetically
-//! between its MIN and MAX (no scan); any other key is split at every `chunk_rows`-th key read
-//! from the index (one keyset scan of the index); a table without a usable key is one chunk.
+//! together they cover the key space exactly once. A single integer key whose values are dense
+//! (MAX - MIN under 4 × the row count) is split arithmetically between its MIN and MAX (one
+//! `MIN/MAX/COUNT(*)` query); any other key is split at every `chunk_rows`-th key read in key
+//! order (a keyset scan: one pass over the key, `chunk_rows` rows per boundary query); a table
+//! without a key, or whose key does not compare as bound parameters (ENUM, SET, BIT, floats,
+//! JSON, spatial), is one chunk.
 //!
 //! These functions set session variables on the connection they are given (`time_zone`,
 //! `character_set_results`): give them a connection of their own.
@@ -40,6 +43,7 @@ use mysql_async::prelude::Queryable;
 
 use super::charset::charset_named;
 use super::decode::{bit_value, enum_value, geometry_value, set_value, vector_value};
+use super::error::server_error_kind;
 use super::layout::{blob_max_bytes, character_column_type};
 use crate::error::ErrorKind;
 use crate::event::{
@@ -120,9 +124,9 @@ pub enum CopyError {
     },
 }
 
-/// Server error codes that mean a missing grant: ER_DBACCESS_DENIED, ER_ACCESS_DENIED,
-/// ER_TABLEACCESS_DENIED, ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED.
-const ACCESS_DENIED: [u16; 5] = [1044, 1045, 1142, 1143, 1227];
+/// Server errors that mean the table changed under the copy (ER_NO_SUCH_TABLE,
+/// ER_BAD_FIELD_ERROR): a retry meets them again; the schema must be read anew.
+const TABLE_CHANGED: [u16; 2] = [1146, 1054];
 
 impl CopyError {
     /// Whether retrying can help (connection trouble), an operator must act (grants,
@@ -130,10 +134,10 @@ impl CopyError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             CopyError::Server { error, .. } => match &**error {
-                mysql_async::Error::Server(e) if ACCESS_DENIED.contains(&e.code) => {
+                mysql_async::Error::Server(e) if TABLE_CHANGED.contains(&e.code) => {
                     ErrorKind::Operator
                 }
-                _ => ErrorKind::Retry,
+                other => server_error_kind(other),
             },
             CopyError::Unsupported { .. } => ErrorKind::Operator,
             CopyError::Value { .. } => ErrorKind::Fatal,
@@ -524,21 +528,26 @@ pub async fn key_ranges(
             (Ok(min), Ok(max)) => (min, max),
             _ => return Err(bad(format!("MIN {min} / MAX {max} are not integers"))),
         };
-        let bounds = int_boundaries(min, max, count, chunk_rows);
-        let values: Vec<Value> = bounds
-            .into_iter()
-            .map(|b| {
-                if *unsigned {
-                    u64::try_from(b).map(Value::UInt).map_err(|_| b)
-                } else {
-                    i64::try_from(b).map(Value::Int).map_err(|_| b)
-                }
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|b| bad(format!("boundary {b} out of range")))?;
-        return Ok(ranges_between(
-            values.into_iter().map(|v| vec![v]).collect(),
-        ));
+        // Keys spread thinly (a few far outliers, hashed ids) would leave most rows in a few
+        // equal-width chunks: those tables are split by the keyset scan below instead.
+        let dense = max - min < SPARSE_FACTOR * i128::from(count.max(1));
+        if dense {
+            let bounds = int_boundaries(min, max, count, chunk_rows);
+            let values: Vec<Value> = bounds
+                .into_iter()
+                .map(|b| {
+                    if *unsigned {
+                        u64::try_from(b).map(Value::UInt).map_err(|_| b)
+                    } else {
+                        i64::try_from(b).map(Value::Int).map_err(|_| b)
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|b| bad(format!("boundary {b} out of range")))?;
+            return Ok(ranges_between(
+                values.into_iter().map(|v| vec![v]).collect(),
+            ));
+        }
     }
     // Keyset scan: each boundary is the key `chunk_rows` rows after the previous one.
     let list = keys.join(", ");
@@ -576,6 +585,10 @@ pub async fn key_ranges(
     }
     Ok(ranges_between(boundaries))
 }
+
+/// An integer key whose MIN..MAX span exceeds this many times its row count is split by a
+/// keyset scan rather than arithmetically: equal-width ranges would be too uneven.
+const SPARSE_FACTOR: i128 = 4;
 
 /// Interior boundaries splitting integer keys `min..=max` (holding `rows` rows) into about
 /// `rows / chunk_rows` equal-width ranges. Gaps in the keys make some chunks smaller; the
@@ -1051,6 +1064,35 @@ mod tests {
         ];
         assert_eq!(primary_key(&columns, &rows), [2, 0]);
         assert!(primary_key(&columns, &rows[..2]).is_empty());
+    }
+
+    #[test]
+    fn errors_know_who_can_fix_them() {
+        let server = |code| CopyError::Server {
+            table: "db.t".to_owned(),
+            range: KeyRange::all().to_string(),
+            context: "selecting the chunk",
+            error: Box::new(mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: "m".to_owned(),
+                state: "HY000".to_owned(),
+            })),
+        };
+        assert_eq!(server(1142).kind(), ErrorKind::Operator, "no SELECT grant");
+        assert_eq!(server(1146).kind(), ErrorKind::Operator, "table dropped");
+        assert_eq!(server(1205).kind(), ErrorKind::Retry, "lock wait timeout");
+        let message = server(1205).to_string();
+        assert!(
+            message.contains("db.t") && message.contains("unbounded"),
+            "{message}"
+        );
+        let value = CopyError::Value {
+            table: "db.t".to_owned(),
+            range: "r".to_owned(),
+            column: "c".to_owned(),
+            reason: "x".to_owned(),
+        };
+        assert_eq!(value.kind(), ErrorKind::Fatal);
     }
 
     #[test]
