@@ -261,6 +261,17 @@ async fn key_ranges_cover_every_row_exactly_once() {
     let last = read_all(&mut conn, &schema, &ranges[ranges.len() - 1]).await;
     assert_eq!(first[0][0], Value::Int(-5000));
     assert_eq!(last[last.len() - 1][0], Value::Int(900_000));
+
+    // A consumer may stop after a batch; the connection stays usable.
+    let mut batches = 0;
+    let count = read_chunk(&mut conn, &schema, &KeyRange::all(), 100, async |_| {
+        batches += 1;
+        ControlFlow::Break(())
+    })
+    .await
+    .unwrap();
+    assert_eq!((batches, count), (1, 100));
+    assert_eq!(read_all(&mut conn, &schema, &ranges[0]).await, first);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

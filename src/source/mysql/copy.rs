@@ -1,5 +1,5 @@
 //! Reading a table's existing rows over a normal SQL connection: the MySQL/MariaDB half of a
-//! snapshot (the orchestration lives in `snapshot/`).
+//! snapshot (the orchestration, `snapshot/`, builds on it and is still to come).
 //!
 //! Guarantee: for the same table and rows, [`table_schema`] returns a [`TableSchema`] equal
 //! (`==`) to the one the binlog reader emits with `binlog_row_metadata=FULL`, and
@@ -12,22 +12,23 @@
 //!   ENUM/SET labels come from `COLUMN_TYPE`, and a table without a primary key uses its first
 //!   UNIQUE index on NOT NULL whole columns, as the server itself does for the table map;
 //! - rows are read with the binary protocol in UTC with `character_set_results = NULL`, so text
-//!   arrives as the stored bytes and is converted by the same [`Charset`] code as the binlog;
+//!   arrives as the stored bytes and is converted by the same
+//!   [`Charset`](super::charset::Charset) code as the binlog;
 //!   ENUM and SET are read as their index and bitmask (`col + 0`) and labelled from the schema,
 //!   as the binlog decoder does; binary columns (MariaDB's INET6, UUID and INET4 among them) are
 //!   read as their bytes (`CAST(col AS BINARY)`); FLOAT and DOUBLE arrive as IEEE values,
 //!   DECIMAL as its digits, zero dates as zero parts.
 //!
 //! Not covered by a live test (no MySQL 8 server here): MySQL's JSON, whose text SELECT prints
-//! is compacted to the binary JSON decoder's form ([`compact_json`]: equal as long as MySQL
+//! is compacted to the binary JSON decoder's form (`compact_json`: equal as long as MySQL
 //! prints numbers and escapes as that decoder does), and VECTOR.
 //!
 //! Chunks ([`key_ranges`]) are half-open primary-key ranges: the first is unbounded below and
 //! the last unbounded above, so rows inserted later at either end still fall in a chunk, and
 //! together they cover the key space exactly once. A single integer key whose values are dense
 //! (MAX - MIN under 4 × the row count) is split arithmetically between its MIN and MAX (one
-//! `MIN/MAX/COUNT(*)` query); any other key is split at every `chunk_rows`-th key read in key
-//! order (a keyset scan: one pass over the key, `chunk_rows` rows per boundary query); a table
+//! `MIN/MAX/COUNT(*)` query); any other key is split at every `chunk_rows`-th key (a keyset
+//! scan: one pass over the table in key order, `chunk_rows` keys per boundary query); a table
 //! without a key, or whose key does not compare as bound parameters (ENUM, SET, BIT, floats,
 //! JSON, spatial), is one chunk.
 //!
@@ -488,11 +489,7 @@ pub async fn key_ranges(
 ) -> Result<Vec<KeyRange>, CopyError> {
     let table = schema.id.to_string();
     let chunk_rows = chunk_rows.max(1);
-    let key_types: Vec<&ColumnType> = schema
-        .primary_key
-        .iter()
-        .map(|&i| &schema.columns[i].ty)
-        .collect();
+    let key_types: Vec<&ColumnType> = key_columns_of(schema).iter().map(|c| &c.ty).collect();
     if key_types.is_empty() || !key_types.iter().all(|t| splittable(t)) {
         if schema.has_key() {
             tracing::warn!(
@@ -503,54 +500,87 @@ pub async fn key_ranges(
         return Ok(vec![KeyRange::all()]);
     }
     prepare_session(conn, &table).await?;
-    let keys = key_columns(schema);
-    let from = quoted_table(&schema.id);
-    let server = |context| server_error(&table, "key ranges", context);
-    if let [ColumnType::Int { unsigned, .. }] = key_types.as_slice() {
-        let sql = format!(
-            "SELECT CAST(MIN({k}) AS CHAR), CAST(MAX({k}) AS CHAR), COUNT(*) FROM {from}",
-            k = keys[0]
-        );
-        let row: Option<(Option<String>, Option<String>, u64)> = conn
-            .query_first(sql)
-            .await
-            .map_err(server("reading MIN, MAX and COUNT"))?;
-        let bad = |reason: String| CopyError::Value {
-            table: table.clone(),
-            range: "key ranges".to_owned(),
-            column: schema.columns[schema.primary_key[0]].name.to_string(),
-            reason,
-        };
-        let Some((Some(min), Some(max), count)) = row else {
-            return Ok(vec![KeyRange::all()]);
-        };
-        let (min, max): (i128, i128) = match (min.parse(), max.parse()) {
-            (Ok(min), Ok(max)) => (min, max),
-            _ => return Err(bad(format!("MIN {min} / MAX {max} are not integers"))),
-        };
-        // Keys spread thinly (a few far outliers, hashed ids) would leave most rows in a few
-        // equal-width chunks: those tables are split by the keyset scan below instead.
-        let dense = max - min < SPARSE_FACTOR * i128::from(count.max(1));
-        if dense {
-            let bounds = int_boundaries(min, max, count, chunk_rows);
-            let values: Vec<Value> = bounds
-                .into_iter()
-                .map(|b| {
-                    if *unsigned {
-                        u64::try_from(b).map(Value::UInt).map_err(|_| b)
-                    } else {
-                        i64::try_from(b).map(Value::Int).map_err(|_| b)
-                    }
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|b| bad(format!("boundary {b} out of range")))?;
-            return Ok(ranges_between(
-                values.into_iter().map(|v| vec![v]).collect(),
-            ));
-        }
+    if let [ColumnType::Int { unsigned, .. }] = key_types.as_slice()
+        && let Some(ranges) = dense_int_ranges(conn, schema, *unsigned, chunk_rows).await?
+    {
+        return Ok(ranges);
     }
-    // Keyset scan: each boundary is the key `chunk_rows` rows after the previous one.
+    let boundaries = keyset_boundaries(conn, schema, chunk_rows).await?;
+    Ok(ranges_between(boundaries))
+}
+
+/// The key columns of `schema`, in key order.
+fn key_columns_of(schema: &TableSchema) -> Vec<&Column> {
+    schema
+        .primary_key
+        .iter()
+        .filter_map(|&i| schema.columns.get(i))
+        .collect()
+}
+
+/// Equal-width ranges between MIN and MAX of a single integer key, or `None` when its keys are
+/// too sparse for equal widths to give even chunks.
+async fn dense_int_ranges(
+    conn: &mut mysql_async::Conn,
+    schema: &TableSchema,
+    unsigned: bool,
+    chunk_rows: u64,
+) -> Result<Option<Vec<KeyRange>>, CopyError> {
+    let table = schema.id.to_string();
+    let key = &key_columns(schema)[0];
+    let sql = format!(
+        "SELECT CAST(MIN({key}) AS CHAR), CAST(MAX({key}) AS CHAR), COUNT(*) FROM {}",
+        quoted_table(&schema.id)
+    );
+    let row: Option<(Option<String>, Option<String>, u64)> = conn.query_first(sql).await.map_err(
+        server_error(&table, "key ranges", "reading MIN, MAX and COUNT"),
+    )?;
+    let bad = |reason: String| CopyError::Value {
+        table: table.clone(),
+        range: "key ranges".to_owned(),
+        column: key.clone(),
+        reason,
+    };
+    let Some((Some(min), Some(max), count)) = row else {
+        return Ok(Some(vec![KeyRange::all()]));
+    };
+    let (min, max): (i128, i128) = match (min.parse(), max.parse()) {
+        (Ok(min), Ok(max)) => (min, max),
+        _ => return Err(bad(format!("MIN {min} / MAX {max} are not integers"))),
+    };
+    // Keys spread thinly (a few far outliers, hashed ids) would leave most rows in a few
+    // equal-width chunks: those tables are split by a keyset scan instead.
+    if max - min >= SPARSE_FACTOR * i128::from(count.max(1)) {
+        return Ok(None);
+    }
+    let values: Vec<Vec<Value>> = int_boundaries(min, max, count, chunk_rows)
+        .into_iter()
+        .map(|b| {
+            let value = if unsigned {
+                u64::try_from(b).map(Value::UInt).ok()
+            } else {
+                i64::try_from(b).map(Value::Int).ok()
+            };
+            value
+                .map(|v| vec![v])
+                .ok_or_else(|| bad(format!("boundary {b} out of range")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(ranges_between(values)))
+}
+
+/// The first key of every chunk but the first: each is the key `chunk_rows` rows after the one
+/// before, read in key order.
+async fn keyset_boundaries(
+    conn: &mut mysql_async::Conn,
+    schema: &TableSchema,
+    chunk_rows: u64,
+) -> Result<Vec<Vec<Value>>, CopyError> {
+    let table = schema.id.to_string();
+    let keys = key_columns(schema);
     let list = keys.join(", ");
+    let from = quoted_table(&schema.id);
+    let key_columns = key_columns_of(schema);
     let mut boundaries: Vec<Vec<Value>> = Vec::new();
     loop {
         let range = KeyRange {
@@ -562,28 +592,43 @@ pub async fn key_ranges(
             "SELECT {list} FROM {from} WHERE {predicate} ORDER BY {list} LIMIT 1 OFFSET {chunk_rows}"
         );
         let params: Vec<MyValue> = params.into_iter().map(param).collect();
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(sql, params)
-            .await
-            .map_err(server("reading chunk boundaries"))?;
-        let Some(row) = row else { break };
-        let raw = row.unwrap_raw();
-        let mut key = Vec::with_capacity(raw.len());
-        for (n, value) in raw.into_iter().enumerate() {
-            let column = &schema.columns[schema.primary_key[n]];
-            let value = to_value(&column.ty, value.unwrap_or(MyValue::NULL)).map_err(|reason| {
-                CopyError::Value {
-                    table: table.clone(),
-                    range: "key ranges".to_owned(),
-                    column: column.name.to_string(),
-                    reason,
-                }
-            })?;
-            key.push(value);
-        }
+        let row: Option<mysql_async::Row> = conn.exec_first(sql, params).await.map_err(
+            server_error(&table, "key ranges", "reading chunk boundaries"),
+        )?;
+        let Some(row) = row else {
+            return Ok(boundaries);
+        };
+        let key = row_values(&table, "key ranges", &key_columns, row)?;
         boundaries.push(key);
     }
-    Ok(ranges_between(boundaries))
+}
+
+/// The [`Value`]s of one result row whose fields are `columns`, in order.
+fn row_values(
+    table: &str,
+    range: &str,
+    columns: &[&Column],
+    row: mysql_async::Row,
+) -> Result<Row, CopyError> {
+    let raw = row.unwrap_raw();
+    let error = |column: &str, reason: String| CopyError::Value {
+        table: table.to_owned(),
+        range: range.to_owned(),
+        column: column.to_owned(),
+        reason,
+    };
+    if raw.len() != columns.len() {
+        let reason = format!("{} values for {} columns", raw.len(), columns.len());
+        return Err(error("(row)", reason));
+    }
+    columns
+        .iter()
+        .zip(raw)
+        .map(|(column, value)| {
+            to_value(&column.ty, value.unwrap_or(MyValue::NULL))
+                .map_err(|reason| error(&column.name, reason))
+        })
+        .collect()
 }
 
 /// An integer key whose MIN..MAX span exceeds this many times its row count is split by a
@@ -786,34 +831,20 @@ where
         .await
         .map_err(server("selecting the chunk"))?;
     let batch_rows = batch_rows.max(1);
-    let mut batch = Vec::with_capacity(batch_rows.min(4096));
+    let capacity = batch_rows.min(4096);
+    let mut batch = Vec::with_capacity(capacity);
+    let columns: Vec<&Column> = schema.columns.iter().collect();
     let mut count = 0u64;
     while let Some(row) = result.next().await.map_err(server("reading the chunk"))? {
-        let raw = row.unwrap_raw();
-        if raw.len() != schema.columns.len() {
-            return Err(CopyError::Value {
-                table,
-                range: range.to_string(),
-                column: "(row)".to_owned(),
-                reason: format!("{} values for {} columns", raw.len(), schema.columns.len()),
-            });
-        }
-        let mut values = Vec::with_capacity(raw.len());
-        for (column, value) in schema.columns.iter().zip(raw) {
-            let value = to_value(&column.ty, value.unwrap_or(MyValue::NULL)).map_err(|reason| {
-                CopyError::Value {
-                    table: table.clone(),
-                    range: range.to_string(),
-                    column: column.name.to_string(),
-                    reason,
-                }
-            })?;
-            values.push(value);
-        }
+        let values = row_values(&table, &range_text, &columns, row)?;
         batch.push(values);
         count += 1;
-        if batch.len() >= batch_rows && on_batch(std::mem::take(&mut batch)).await.is_break() {
-            return Ok(count);
+        if batch.len() >= batch_rows {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
+            if on_batch(full).await.is_break() {
+                // The driver discards the rest of the result before the connection's next query.
+                return Ok(count);
+            }
         }
     }
     if !batch.is_empty() {
