@@ -286,6 +286,17 @@ async fn missing_tables_and_grants_are_told_apart() {
             .unwrap()
             .is_none()
     );
+    assert!(
+        table_schema(&mut conn, "no_such_db", "t")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    conn.query_drop("CREATE VIEW peek AS SELECT id FROM secret")
+        .await
+        .unwrap();
+    let view = table_schema(&mut conn, &db, "peek").await.unwrap_err();
+    assert_eq!(view.kind(), ErrorKind::Operator, "{view}");
     let schema = table_schema(&mut conn, &db, "secret")
         .await
         .unwrap()

@@ -206,74 +206,23 @@ pub async fn table_schema(
     let name = format!("{db}.{table}");
     prepare_session(conn, &name).await?;
     let server = |context| server_error(&name, "catalog", context);
-    let rows: Vec<mysql_async::Row> = conn
-        .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_OCTET_LENGTH, \
-             NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
-             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
-             ORDER BY ORDINAL_POSITION",
+    let catalog = catalog_columns(conn, db, table, &name).await?;
+    if catalog.is_empty() {
+        return absent_or_denied(conn, db, table, &name).await;
+    }
+    let kind: Option<String> = conn
+        .exec_first(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
             (db, table),
         )
         .await
-        .map_err(server("reading information_schema.COLUMNS"))?;
-    if rows.is_empty() {
-        // information_schema hides tables the user has no privilege on: ask the table itself,
-        // so a missing grant is reported as one and not as a missing table.
-        let probe = format!(
-            "SELECT 1 FROM {} LIMIT 0",
-            quoted_table(&TableId::new(db, table))
-        );
-        return match conn.query_drop(probe).await {
-            Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Ok(None),
-            Err(error) => Err(server("reading the table")(error)),
-            Ok(()) => Ok(None),
-        };
-    }
-    let catalog_err = |column: &str, reason: String| CopyError::Value {
-        table: name.clone(),
-        range: "catalog".to_owned(),
-        column: column.to_owned(),
-        reason,
-    };
-    let mut catalog = Vec::with_capacity(rows.len());
-    for row in rows {
-        let text = |i: usize| -> Result<Option<String>, CopyError> {
-            match row.as_ref(i) {
-                None | Some(MyValue::NULL) => Ok(None),
-                Some(MyValue::Bytes(b)) => String::from_utf8(b.clone())
-                    .map(Some)
-                    .map_err(|_| catalog_err("(catalog)", format!("field {i} is not UTF-8"))),
-                Some(other) => Err(catalog_err("(catalog)", format!("field {i}: {other:?}"))),
-            }
-        };
-        let number = |i: usize| -> Result<Option<u64>, CopyError> {
-            match row.as_ref(i) {
-                None | Some(MyValue::NULL) => Ok(None),
-                Some(MyValue::UInt(u)) => Ok(Some(*u)),
-                Some(MyValue::Int(n)) => u64::try_from(*n)
-                    .map(Some)
-                    .map_err(|_| catalog_err("(catalog)", format!("field {i} is {n}"))),
-                Some(MyValue::Bytes(b)) => std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .map(Some)
-                    .ok_or_else(|| catalog_err("(catalog)", format!("field {i}: {b:?}"))),
-                Some(other) => Err(catalog_err("(catalog)", format!("field {i}: {other:?}"))),
-            }
-        };
-        let required = |i: usize| -> Result<String, CopyError> {
-            text(i)?.ok_or_else(|| catalog_err("(catalog)", format!("field {i} is NULL")))
-        };
-        catalog.push(CatalogColumn {
-            name: required(0)?,
-            data_type: required(1)?.to_ascii_lowercase(),
-            column_type: required(2)?,
-            nullable: required(3)? == "YES",
-            octet_length: number(4)?,
-            precision: number(5)?,
-            scale: number(6)?,
-            fsp: number(7)?,
-            charset: text(8)?,
+        .map_err(server("reading information_schema.TABLES"))?;
+    if kind.as_deref() == Some("VIEW") {
+        return Err(CopyError::Unsupported {
+            table: name,
+            column: "(all)".to_owned(),
+            what: "a view has no binlog rows of its own; copy its base tables".to_owned(),
         });
     }
     let mut columns = Vec::with_capacity(catalog.len());
@@ -304,6 +253,91 @@ pub async fn table_schema(
         columns,
         primary_key,
     }))
+}
+
+/// `None` for a table that information_schema does not show because it does not exist; an
+/// error when it is hidden because the user may not read it (information_schema hides tables
+/// without privileges, so the table itself is asked).
+async fn absent_or_denied(
+    conn: &mut mysql_async::Conn,
+    db: &str,
+    table: &str,
+    name: &str,
+) -> Result<Option<TableSchema>, CopyError> {
+    let probe = format!(
+        "SELECT 1 FROM {} LIMIT 0",
+        quoted_table(&TableId::new(db, table))
+    );
+    match conn.query_drop(probe).await {
+        // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR.
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Ok(None),
+        Err(error) => Err(server_error(name, "catalog", "reading the table")(error)),
+        Ok(()) => Ok(None),
+    }
+}
+
+/// The rows of information_schema.COLUMNS for `db`.`table`, in column order.
+async fn catalog_columns(
+    conn: &mut mysql_async::Conn,
+    db: &str,
+    table: &str,
+    name: &str,
+) -> Result<Vec<CatalogColumn>, CopyError> {
+    let rows: Vec<mysql_async::Row> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_OCTET_LENGTH, \
+             NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? \
+             ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        .await
+        .map_err(server_error(
+            name,
+            "catalog",
+            "reading information_schema.COLUMNS",
+        ))?;
+    rows.iter()
+        .map(|row| {
+            catalog_column(row).map_err(|reason| CopyError::Value {
+                table: name.to_owned(),
+                range: "catalog".to_owned(),
+                column: "(information_schema.COLUMNS)".to_owned(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// One row of information_schema.COLUMNS, read as [`catalog_columns`] selects it.
+fn catalog_column(row: &mysql_async::Row) -> Result<CatalogColumn, String> {
+    let text = |i: usize| -> Result<Option<String>, String> {
+        match row.as_ref(i) {
+            None | Some(MyValue::NULL) => Ok(None),
+            Some(MyValue::Bytes(b)) => String::from_utf8(b.clone())
+                .map(Some)
+                .map_err(|_| format!("field {i} is not UTF-8")),
+            Some(other) => Err(format!("field {i}: {other:?}")),
+        }
+    };
+    let number = |i: usize| -> Result<Option<u64>, String> {
+        match row.as_ref(i) {
+            None | Some(MyValue::NULL) => Ok(None),
+            Some(v) => unsigned(v).map(Some).map_err(|e| format!("field {i}: {e}")),
+        }
+    };
+    let required = |i: usize| text(i)?.ok_or_else(|| format!("field {i} is NULL"));
+    Ok(CatalogColumn {
+        name: required(0)?,
+        data_type: required(1)?.to_ascii_lowercase(),
+        column_type: required(2)?,
+        nullable: required(3)? == "YES",
+        octet_length: number(4)?,
+        precision: number(5)?,
+        scale: number(6)?,
+        fsp: number(7)?,
+        charset: text(8)?,
+    })
 }
 
 /// One part of a unique index as STATISTICS lists it: index name, position in the index,
@@ -953,7 +987,8 @@ fn unsigned(v: &MyValue) -> Result<u64, String> {
 }
 
 /// MySQL's JSON text (`{"a": 1, "b": [1, 2]}`) in the compact form the binary JSON decoder
-/// prints: the same tokens without the blanks MySQL puts after `:` and `,`.
+/// prints: the same tokens without the blanks MySQL puts after `:` and `,`. Exact because
+/// [`super::jsonb`] guarantees its text is MySQL's except for those separators.
 fn compact_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let (mut in_string, mut escaped) = (false, false);
