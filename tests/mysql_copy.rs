@@ -420,3 +420,67 @@ async fn keys_of_every_splittable_type_chunk_without_gaps_or_overlaps() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusual_declarations_copy_as_they_stream() {
+    let (mut conn, db) = support::fresh_mysql_database("copy_decls").await;
+    let columns = [
+        "`odd name ``q``` INT NOT NULL PRIMARY KEY",
+        "tt TINYTEXT CHARACTER SET latin1",
+        "tb TINYBLOB",
+        "mb MEDIUMBLOB",
+        "lt LONGTEXT CHARACTER SET utf8mb4",
+        "c255 CHAR(255) CHARACTER SET utf8mb4",
+        "c3 CHAR(5) CHARACTER SET utf8mb3 NOT NULL DEFAULT 'x'",
+        "u2c CHAR(4) CHARACTER SET ucs2",
+        "el ENUM('it''s', 'a,b', 'back\\\\slash', 'é') CHARACTER SET latin1",
+        "s64 SET_OF_64_LABELS",
+        "b1 BIT(1) NOT NULL DEFAULT b'1'",
+        "b33 BIT(33)",
+        "dz DECIMAL(65,0)",
+        "ds DECIMAL(4,4)",
+        "f53 FLOAT(53)",
+        "fmd FLOAT(7,3)",
+        "flag BOOL",
+        "ts TIMESTAMP(2) NOT NULL DEFAULT '2001-02-03 04:05:06.07'",
+        "dt0 DATETIME",
+        "ls LINESTRING",
+        "mp MULTIPOLYGON",
+        "gc GEOMETRYCOLLECTION",
+        "y YEAR NOT NULL DEFAULT 1999",
+    ];
+    let labels: Vec<String> = (0..64).map(|i| format!("'l{i}'")).collect();
+    let set_of_64 = format!("SET({})", labels.join(","));
+    conn.query_drop(format!(
+        "CREATE TABLE decls ({}) CHARACTER SET utf8mb4",
+        columns.join(", ").replace("SET_OF_64_LABELS", &set_of_64)
+    ))
+    .await
+    .unwrap();
+    let mut reader = reader_at_end("copy_decls").await;
+    conn.query_drop(
+        "INSERT INTO decls (`odd name ``q```, tt, tb, mb, lt, c255, u2c, el, s64, b33, dz, ds, \
+         f53, fmd, flag, dt0, ls, mp, gc) VALUES (1, 'ÿé', x'00', x'0102', '{}', \
+         REPEAT('€', 255), 'ab€', 'back\\\\slash', 'l0,l25,l63', b'100000000000000000000000000000001', \
+         -12345678901234567890123456789012345678901234567890123456789012345, -0.9999, 1e-300, \
+         -1234.567, TRUE, '2024-12-31 23:59:59', ST_GeomFromText('LINESTRING(0 0,1 1)'), \
+         ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)))'), \
+         ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1))')), (2, NULL, NULL, NULL, NULL, NULL, \
+         NULL, 'it''s', '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    let streamed = collect_changes(&mut reader, &db, 2).await;
+    reader.close().await;
+    let mut copy_conn = support::mysql_conn(&support::mysql_url()).await;
+    let schema = table_schema(&mut copy_conn, &db, "decls")
+        .await
+        .unwrap()
+        .unwrap();
+    for (ours, theirs) in schema.columns.iter().zip(&streamed[0].table.columns) {
+        assert_eq!(ours, theirs, "column {}", theirs.name);
+    }
+    assert_eq!(schema, *streamed[0].table);
+    let copied = read_all(&mut copy_conn, &schema, &KeyRange::all()).await;
+    assert_rows_equal(&schema, &copied, &streamed);
+}

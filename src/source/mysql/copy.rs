@@ -14,7 +14,7 @@
 //! - rows are read with the binary protocol in UTC with `character_set_results = NULL`, so text
 //!   arrives as the stored bytes and is converted by the same
 //!   [`Charset`](super::charset::Charset) code as the binlog;
-//!   ENUM and SET are read as their index and bitmask (`col + 0`) and labelled from the schema,
+//!   ENUM and SET are read as their index and bitmask (`CAST(col + 0 AS UNSIGNED)`) and labelled from the schema,
 //!   as the binlog decoder does; binary columns (MariaDB's INET6, UUID and INET4 among them) are
 //!   read as their bytes (`CAST(col AS BINARY)`); FLOAT and DOUBLE arrive as IEEE values,
 //!   DECIMAL as its digits, zero dates as zero parts.
@@ -389,7 +389,9 @@ fn blob_pack(data_type: &str) -> Option<u8> {
     }
 }
 
-/// The labels of `enum('a','b''c')` / `set(...)` as `COLUMN_TYPE` spells them.
+/// The labels of `enum('a','b''c')` / `set(...)` as `COLUMN_TYPE` spells them: quotes doubled,
+/// and backslash, NUL, newline and carriage return escaped with a backslash (the server's
+/// `append_unescaped`).
 fn parse_labels(column_type: &str) -> Result<Arc<[String]>, String> {
     let open = column_type
         .find('(')
@@ -410,6 +412,13 @@ fn parse_labels(column_type: &str) -> Result<Arc<[String]>, String> {
                             label.push('\'');
                         }
                         Some('\'') => break,
+                        Some('\\') => match chars.next() {
+                            Some('0') => label.push('\0'),
+                            Some('n') => label.push('\n'),
+                            Some('r') => label.push('\r'),
+                            Some(ch) => label.push(ch),
+                            None => return Err(format!("unterminated label in {column_type}")),
+                        },
                         Some(ch) => label.push(ch),
                         None => return Err(format!("unterminated label in {column_type}")),
                     }
@@ -808,13 +817,17 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// The SQL expression that reads a column as the binlog would hold it: ENUM and SET as their
-/// index and bitmask, binary columns as their bytes (MariaDB's INET6, UUID and INET4 would
+/// index and bitmask (unsigned), binary columns as their bytes (MariaDB's INET6, UUID and INET4 would
 /// otherwise arrive as text; for BINARY, VARBINARY and BLOB the cast changes nothing), everything
 /// else as stored.
 fn select_expr(column: &Column) -> String {
     let name = quote(&column.name);
     match column.ty {
-        ColumnType::Enum { .. } | ColumnType::Set { .. } => format!("{name} + 0"),
+        // `+ 0` gives a signed BIGINT, negative for a SET with its 64th label: the cast
+        // restores the bitmask.
+        ColumnType::Enum { .. } | ColumnType::Set { .. } => {
+            format!("CAST({name} + 0 AS UNSIGNED)")
+        }
         ColumnType::Binary { .. } => format!("CAST({name} AS BINARY)"),
         _ => name,
     }
@@ -1163,8 +1176,8 @@ mod tests {
 
     #[test]
     fn labels_keep_quotes_and_commas() {
-        let labels = parse_labels("enum('a','it''s','x,y','')").unwrap();
-        assert_eq!(&*labels, ["a", "it's", "x,y", ""]);
+        let labels = parse_labels(r"enum('a','it''s','x,y','','b\\s','n\0\n\r')").unwrap();
+        assert_eq!(&*labels, ["a", "it's", "x,y", "", "b\\s", "n\0\n\r"]);
         assert!(parse_labels("enum('a").is_err());
     }
 
