@@ -461,7 +461,8 @@ async fn unusual_declarations_copy_as_they_stream() {
     conn.query_drop(
         "INSERT INTO decls (`odd name ``q```, tt, tb, mb, lt, c255, u2c, el, s64, b33, dz, ds, \
          f53, fmd, flag, dt0, ls, mp, gc) VALUES (1, 'ÿé', x'00', x'0102', '{}', \
-         REPEAT('€', 255), 'ab€', 'back\\\\slash', 'l0,l25,l63', b'100000000000000000000000000000001', \
+         REPEAT('€', 255), 'ab€', 'back\\\\slash', 'l0,l25,l63', \
+         b'100000000000000000000000000000001', \
          -12345678901234567890123456789012345678901234567890123456789012345, -0.9999, 1e-300, \
          -1234.567, TRUE, '2024-12-31 23:59:59', ST_GeomFromText('LINESTRING(0 0,1 1)'), \
          ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)))'), \

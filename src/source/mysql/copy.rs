@@ -13,9 +13,9 @@
 //!   UNIQUE index on NOT NULL whole columns, as the server itself does for the table map;
 //! - rows are read with the binary protocol in UTC with `character_set_results = NULL`, so text
 //!   arrives as the stored bytes and is converted by the same
-//!   [`Charset`](super::charset::Charset) code as the binlog;
-//!   ENUM and SET are read as their index and bitmask (`CAST(col + 0 AS UNSIGNED)`) and labelled from the schema,
-//!   as the binlog decoder does; binary columns (MariaDB's INET6, UUID and INET4 among them) are
+//!   [`Charset`](super::charset::Charset) code as the binlog; ENUM and SET are read as their
+//!   index and bitmask (`CAST(col + 0 AS UNSIGNED)`) and labelled from the schema, as the
+//!   binlog decoder does; binary columns (MariaDB's INET6, UUID and INET4 among them) are
 //!   read as their bytes (`CAST(col AS BINARY)`); FLOAT and DOUBLE arrive as IEEE values,
 //!   DECIMAL as its digits, zero dates as zero parts.
 //!
@@ -632,7 +632,8 @@ async fn keyset_boundaries(
         };
         let (predicate, params) = range_predicate(&keys, &range);
         let sql = format!(
-            "SELECT {list} FROM {from} WHERE {predicate} ORDER BY {list} LIMIT 1 OFFSET {chunk_rows}"
+            "SELECT {list} FROM {from} WHERE {predicate} \
+             ORDER BY {list} LIMIT 1 OFFSET {chunk_rows}"
         );
         let params: Vec<MyValue> = params.into_iter().map(param).collect();
         let row: Option<mysql_async::Row> = conn.exec_first(sql, params).await.map_err(
@@ -817,9 +818,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// The SQL expression that reads a column as the binlog would hold it: ENUM and SET as their
-/// index and bitmask (unsigned), binary columns as their bytes (MariaDB's INET6, UUID and INET4 would
-/// otherwise arrive as text; for BINARY, VARBINARY and BLOB the cast changes nothing), everything
-/// else as stored.
+/// index and bitmask (unsigned), binary columns as their bytes (MariaDB's INET6, UUID and INET4
+/// would otherwise arrive as text; for BINARY, VARBINARY and BLOB the cast changes nothing),
+/// everything else as stored.
 fn select_expr(column: &Column) -> String {
     let name = quote(&column.name);
     match column.ty {
