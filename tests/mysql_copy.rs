@@ -448,6 +448,8 @@ async fn unusual_declarations_copy_as_they_stream() {
         "mp MULTIPOLYGON",
         "gc GEOMETRYCOLLECTION",
         "y YEAR NOT NULL DEFAULT 1999",
+        "zf DECIMAL(6,2) ZEROFILL NOT NULL DEFAULT 1.5",
+        "zi INT(8) ZEROFILL NOT NULL DEFAULT 42",
     ];
     let labels: Vec<String> = (0..64).map(|i| format!("'l{i}'")).collect();
     let set_of_64 = format!("SET({})", labels.join(","));

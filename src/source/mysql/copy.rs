@@ -916,15 +916,7 @@ fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
         }
         (ColumnType::Float, MyValue::Float(f)) => Value::Float(f),
         (ColumnType::Double, MyValue::Double(d)) => Value::Double(d),
-        (ColumnType::Decimal { .. }, MyValue::Bytes(b)) => {
-            let ok = !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'.'));
-            if !ok {
-                return Err(format!("DECIMAL text {b:?}"));
-            }
-            Value::Decimal(String::from_utf8_lossy(&b).into_owned())
-        }
+        (ColumnType::Decimal { .. }, MyValue::Bytes(b)) => Value::Decimal(decimal_text(&b)?),
         (ColumnType::Bit { width }, MyValue::Bytes(b)) => {
             if b.len() > 8 {
                 return Err(format!("BIT value of {} bytes", b.len()));
@@ -979,6 +971,30 @@ fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
         (ColumnType::Geometry, MyValue::Bytes(b)) => geometry_value(&b)?,
         (ColumnType::Vector { .. }, MyValue::Bytes(b)) => vector_value(&b)?,
         (_, v) => return Err(unexpected(&v)),
+    })
+}
+
+/// DECIMAL digits as the server sent them, in the binlog decoder's form: a ZEROFILL column's
+/// leading zeros (`001.50`) dropped down to one integer digit (`1.50`, `0.50`).
+fn decimal_text(raw: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| format!("DECIMAL text {raw:?}"))?;
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    if int.is_empty() || !all_digits(int) || !frac.is_none_or(all_digits) {
+        return Err(format!("DECIMAL text {text:?}"));
+    }
+    let trimmed = int.trim_start_matches('0');
+    let int = if trimmed.is_empty() { "0" } else { trimmed };
+    Ok(match frac {
+        Some(frac) => format!("{sign}{int}.{frac}"),
+        None => format!("{sign}{int}"),
     })
 }
 
@@ -1242,6 +1258,18 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn decimal_text_drops_zerofill_padding_only() {
+        assert_eq!(decimal_text(b"001.50").unwrap(), "1.50");
+        assert_eq!(decimal_text(b"000.05").unwrap(), "0.05");
+        assert_eq!(decimal_text(b"0000000000").unwrap(), "0");
+        assert_eq!(decimal_text(b"-12.340").unwrap(), "-12.340");
+        assert_eq!(decimal_text(b"100").unwrap(), "100");
+        for bad in [&b""[..], b"1e5", b"-", b".5", b"1.2.3", b"1.-2"] {
+            assert!(decimal_text(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
