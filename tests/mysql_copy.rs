@@ -473,7 +473,14 @@ async fn unusual_declarations_copy_as_they_stream() {
     )
     .await
     .unwrap();
-    let streamed = collect_changes(&mut reader, &db, 2).await;
+    // An invalid ENUM value (index 0) and CHAR trailing blanks, which neither side keeps.
+    conn.query_drop("SET SESSION sql_mode = ''").await.unwrap();
+    conn.query_drop(
+        "INSERT INTO decls (`odd name ``q```, el, c3, u2c) VALUES (3, 'bogus', 'ab  ', 'x  ')",
+    )
+    .await
+    .unwrap();
+    let streamed = collect_changes(&mut reader, &db, 3).await;
     reader.close().await;
     let mut copy_conn = support::mysql_conn(&support::mysql_url()).await;
     let schema = table_schema(&mut copy_conn, &db, "decls")
