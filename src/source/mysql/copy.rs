@@ -42,7 +42,7 @@ use std::sync::Arc;
 use mysql_async::Value as MyValue;
 use mysql_async::prelude::Queryable;
 
-use super::charset::charset_named;
+use super::charset::{Charset, charset_named};
 use super::decode::{bit_value, enum_value, geometry_value, set_value, vector_value};
 use super::error::server_error_kind;
 use super::layout::{blob_max_bytes, character_column_type};
@@ -623,7 +623,7 @@ async fn keyset_boundaries(
     let keys = key_columns(schema);
     let list = keys.join(", ");
     let from = quoted_table(&schema.id);
-    let key_columns = key_columns_of(schema);
+    let key_fields = fields(&table, &key_columns_of(schema))?;
     let mut boundaries: Vec<Vec<Value>> = Vec::new();
     loop {
         let range = KeyRange {
@@ -642,16 +642,42 @@ async fn keyset_boundaries(
         let Some(row) = row else {
             return Ok(boundaries);
         };
-        let key = row_values(&table, "key ranges", &key_columns, row)?;
+        let key = row_values(&table, "key ranges", &key_fields, row)?;
         boundaries.push(key);
     }
 }
 
-/// The [`Value`]s of one result row whose fields are `columns`, in order.
+/// A result field's column and, for text, its charset: looked up once per read, not per value.
+struct Field<'a> {
+    column: &'a Column,
+    charset: Option<Charset>,
+}
+
+/// The fields of a result whose columns are `columns`, in order.
+fn fields<'a>(table: &str, columns: &[&'a Column]) -> Result<Vec<Field<'a>>, CopyError> {
+    columns
+        .iter()
+        .map(|&column| {
+            let charset = match &column.ty {
+                ColumnType::Text { charset, .. } => Some(charset_named(charset).ok_or_else(
+                    || CopyError::Unsupported {
+                        table: table.to_owned(),
+                        column: column.name.to_string(),
+                        what: format!("unknown charset {charset}"),
+                    },
+                )?),
+                _ => None,
+            };
+            Ok(Field { column, charset })
+        })
+        .collect()
+}
+
+/// The [`Value`]s of one result row whose fields are `fields`, in order.
 fn row_values(
     table: &str,
     range: &str,
-    columns: &[&Column],
+    columns: &[Field<'_>],
     row: mysql_async::Row,
 ) -> Result<Row, CopyError> {
     let raw = row.unwrap_raw();
@@ -668,9 +694,13 @@ fn row_values(
     columns
         .iter()
         .zip(raw)
-        .map(|(column, value)| {
-            to_value(&column.ty, value.unwrap_or(MyValue::NULL))
-                .map_err(|reason| error(&column.name, reason))
+        .map(|(field, value)| {
+            to_value(
+                &field.column.ty,
+                field.charset,
+                value.unwrap_or(MyValue::NULL),
+            )
+            .map_err(|reason| error(&field.column.name, reason))
         })
         .collect()
 }
@@ -882,6 +912,7 @@ where
     let capacity = batch_rows.min(4096);
     let mut batch = Vec::with_capacity(capacity);
     let columns: Vec<&Column> = schema.columns.iter().collect();
+    let columns = fields(&table, &columns)?;
     let mut count = 0u64;
     while let Some(row) = result.next().await.map_err(server("reading the chunk"))? {
         let values = row_values(&table, &range_text, &columns, row)?;
@@ -901,9 +932,9 @@ where
     Ok(count)
 }
 
-/// The [`Value`] the binlog decoder produces for a column of type `ty` holding what the binary
-/// protocol sent as `v` (read by [`select_expr`]).
-fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
+/// The [`Value`] the binlog decoder produces for a column of type `ty` (text in `charset`)
+/// holding what the binary protocol sent as `v` (read by [`select_expr`]).
+fn to_value(ty: &ColumnType, charset: Option<Charset>, v: MyValue) -> Result<Value, String> {
     if v == MyValue::NULL {
         return Ok(Value::Null);
     }
@@ -957,8 +988,8 @@ fn to_value(ty: &ColumnType, v: MyValue) -> Result<Value, String> {
             let y = u16::try_from(unsigned(&v)?).map_err(|_| format!("YEAR {v:?}"))?;
             Value::Year(y)
         }
-        (ColumnType::Text { charset, .. }, MyValue::Bytes(b)) => {
-            let cs = charset_named(charset).ok_or_else(|| format!("unknown charset {charset}"))?;
+        (ColumnType::Text { charset: name, .. }, MyValue::Bytes(b)) => {
+            let cs = charset.ok_or_else(|| format!("no decoder for charset {name}"))?;
             Value::Text(cs.decode(&b).map_err(|e| e.to_string())?)
         }
         (ColumnType::Binary { .. }, MyValue::Bytes(b)) => Value::Bytes(b),
@@ -1212,15 +1243,16 @@ mod tests {
     fn protocol_values_become_binlog_values() {
         let ty = ColumnType::Timestamp { fsp: 6 };
         assert_eq!(
-            to_value(&ty, MyValue::Date(1970, 1, 1, 0, 0, 1, 5)).unwrap(),
+            to_value(&ty, None, MyValue::Date(1970, 1, 1, 0, 0, 1, 5)).unwrap(),
             Value::Timestamp(1_000_005)
         );
         assert_eq!(
-            to_value(&ty, MyValue::Date(0, 0, 0, 0, 0, 0, 0)).unwrap(),
+            to_value(&ty, None, MyValue::Date(0, 0, 0, 0, 0, 0, 0)).unwrap(),
             Value::Timestamp(0)
         );
         let time = to_value(
             &ColumnType::Time { fsp: 6 },
+            None,
             MyValue::Time(true, 34, 22, 59, 59, 0),
         );
         assert_eq!(time.unwrap(), Value::Time(-3_020_399_000_000));
@@ -1229,35 +1261,41 @@ mod tests {
             labels: labels.clone(),
         };
         assert_eq!(
-            to_value(&set, MyValue::Int(5)).unwrap(),
+            to_value(&set, None, MyValue::Int(5)).unwrap(),
             Value::Set(vec!["x".into(), "z".into()])
         );
-        assert!(to_value(&set, MyValue::Int(8)).is_err());
+        assert!(to_value(&set, None, MyValue::Int(8)).is_err());
         let en = ColumnType::Enum { labels };
         assert_eq!(
-            to_value(&en, MyValue::UInt(0)).unwrap(),
+            to_value(&en, None, MyValue::UInt(0)).unwrap(),
             Value::Enum("".into())
         );
-        assert!(to_value(&en, MyValue::UInt(4)).is_err());
+        assert!(to_value(&en, None, MyValue::UInt(4)).is_err());
         let bit = ColumnType::Bit { width: 10 };
         assert_eq!(
-            to_value(&bit, MyValue::Bytes(vec![3, 255])).unwrap(),
+            to_value(&bit, None, MyValue::Bytes(vec![3, 255])).unwrap(),
             Value::Bit {
                 bits: 1023,
                 width: 10
             }
         );
-        assert!(to_value(&bit, MyValue::Bytes(vec![4, 0])).is_err());
-        assert!(
-            to_value(
-                &ColumnType::Decimal {
-                    precision: 5,
-                    scale: 2
-                },
-                MyValue::Bytes(b"1e5".to_vec())
-            )
-            .is_err()
+        assert!(to_value(&bit, None, MyValue::Bytes(vec![4, 0])).is_err());
+        let decimal = ColumnType::Decimal {
+            precision: 5,
+            scale: 2,
+        };
+        assert!(to_value(&decimal, None, MyValue::Bytes(b"1e5".to_vec())).is_err());
+        let latin1 = ColumnType::Text {
+            max_bytes: Some(10),
+            charset: "latin1".into(),
+        };
+        let text = to_value(
+            &latin1,
+            Some(Charset::Latin1),
+            MyValue::Bytes(vec![0x80, b'a']),
         );
+        assert_eq!(text.unwrap(), Value::Text("€a".into()));
+        assert!(to_value(&latin1, None, MyValue::Bytes(vec![b'a'])).is_err());
     }
 
     #[test]
