@@ -27,6 +27,7 @@ use serde::Serialize;
 
 pub use position::{GtidState, Position, ResumePoint, binlog_coordinate};
 pub use schema::{Column, ColumnType, TableId, TableSchema};
+pub(crate) use value::civil_from_days;
 pub use value::{
     Date, DateTime, Value, format_time_micros, format_timestamp_micros, to_hex,
     write_timestamp_micros,

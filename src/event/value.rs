@@ -334,7 +334,7 @@ fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
 }
 
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's algorithm: exact for the whole i64 day range we can meet.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

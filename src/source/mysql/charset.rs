@@ -177,6 +177,22 @@ pub fn charset_name_of_collation(id: u16) -> Option<&'static str> {
     }
 }
 
+/// The charset the server calls `name` (`utf8` is `utf8mb3`, as collation ids name it), or
+/// `None` when no collation id has it: the catalog's name read with the binlog's spelling.
+pub fn charset_named(name: &str) -> Option<Charset> {
+    let name = if name.eq_ignore_ascii_case("utf8") {
+        "utf8mb3"
+    } else {
+        name
+    };
+    RANGES
+        .iter()
+        .map(|&(_, _, n)| n)
+        .chain(UCA1400_BLOCKS)
+        .find(|n| n.eq_ignore_ascii_case(name))
+        .map(Charset::from_name)
+}
+
 impl Charset {
     /// The charset of a collation id, or `None` when the id is unknown.
     pub fn from_collation(id: u16) -> Option<Charset> {
@@ -325,6 +341,15 @@ fn decode_utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_charset_names_read_as_collation_ids_name_them() {
+        assert_eq!(charset_named("utf8"), Some(Charset::Utf8mb3));
+        assert_eq!(charset_named("UTF8MB4"), Some(Charset::Utf8mb4));
+        assert_eq!(charset_named("binary"), Some(Charset::Binary));
+        assert_eq!(charset_named("cp1251"), Some(Charset::Other("cp1251")));
+        assert_eq!(charset_named("klingon"), None);
+    }
 
     #[test]
     fn collation_ids_map_to_charsets() {

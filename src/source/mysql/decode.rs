@@ -547,14 +547,7 @@ impl Decoder {
             }
             Decoder::Decimal(plan) => Value::Decimal(plan.decode(buf)?),
             Decoder::Bit { width } => {
-                let bits = be_uint(take(buf, usize::from(*width).div_ceil(8))?);
-                if *width < 64 && bits >> width != 0 {
-                    return Err(format!("corrupt BIT({width}): value {bits:#x} is too wide"));
-                }
-                Value::Bit {
-                    bits,
-                    width: *width,
-                }
+                bit_value(be_uint(take(buf, usize::from(*width).div_ceil(8))?), *width)?
             }
             Decoder::Date => Value::Date(decode_date(buf)?),
             Decoder::OldTime => Value::Time(decode_old_time(buf)?),
@@ -582,61 +575,92 @@ impl Decoder {
                 Value::Bytes(bytes)
             }
             Decoder::Enum { bytes, labels } => {
-                let index = le_uint(take(buf, usize::from(*bytes))?) as usize;
-                match index {
-                    0 => Value::Enum(String::new()),
-                    i => match labels.get(i - 1) {
-                        Some(label) => Value::Enum(label.clone()),
-                        None => {
-                            return Err(format!(
-                                "ENUM index {i} is out of range ({} labels)",
-                                labels.len()
-                            ));
-                        }
-                    },
-                }
+                enum_value(labels, le_uint(take(buf, usize::from(*bytes))?))?
             }
             Decoder::Set { bytes, labels } => {
-                let mask = le_uint(take(buf, usize::from(*bytes))?);
-                if labels.len() < 64 && mask >> labels.len() != 0 {
-                    return Err(format!(
-                        "SET bitmask {mask:#x} has bits beyond its {} labels",
-                        labels.len()
-                    ));
-                }
-                let mut set = Vec::with_capacity(mask.count_ones() as usize);
-                for (i, label) in labels.iter().enumerate() {
-                    if mask >> i & 1 == 1 {
-                        set.push(label.clone());
-                    }
-                }
-                Value::Set(set)
+                set_value(labels, le_uint(take(buf, usize::from(*bytes))?))?
             }
             Decoder::Json { len_bytes } => json_value(take_prefixed(buf, *len_bytes)?)?,
-            Decoder::Geometry { len_bytes } => {
-                let len = read_len(buf, *len_bytes)?;
-                let raw = take(buf, len)?;
-                let Some((srid, wkb)) = raw.split_at_checked(4) else {
-                    return Err(format!("GEOMETRY value of {len} bytes has no SRID"));
-                };
-                Value::Geometry {
-                    srid: le_uint(srid) as u32,
-                    wkb: wkb.to_vec(),
-                }
-            }
-            Decoder::Vector { len_bytes } => {
-                let raw = take_prefixed(buf, *len_bytes)?;
-                let (floats, rest) = raw.as_chunks::<4>();
-                if !rest.is_empty() {
-                    return Err(format!(
-                        "VECTOR value of {} bytes is not a whole number of 4-byte floats",
-                        raw.len()
-                    ));
-                }
-                Value::Vector(floats.iter().map(|b| f32::from_le_bytes(*b)).collect())
-            }
+            Decoder::Geometry { len_bytes } => geometry_value(take_prefixed(buf, *len_bytes)?)?,
+            Decoder::Vector { len_bytes } => vector_value(take_prefixed(buf, *len_bytes)?)?,
         })
     }
+}
+
+// The value rules below are shared with `super::copy`, which reads the same stored forms over
+// SQL: one rule per type keeps a copied value equal to a streamed one.
+
+/// A `BIT(width)` value of its stored bits; bits beyond the width are corrupt.
+#[inline]
+pub(crate) fn bit_value(bits: u64, width: u8) -> Result<Value, Reason> {
+    if width < 64 && bits >> width != 0 {
+        return Err(format!("corrupt BIT({width}): value {bits:#x} is too wide"));
+    }
+    Ok(Value::Bit { bits, width })
+}
+
+/// The ENUM value of a stored index: its label, or the empty string for MySQL's invalid-value
+/// index 0.
+#[inline]
+pub(crate) fn enum_value(labels: &[String], index: u64) -> Result<Value, Reason> {
+    if index == 0 {
+        return Ok(Value::Enum(String::new()));
+    }
+    usize::try_from(index - 1)
+        .ok()
+        .and_then(|i| labels.get(i))
+        .map(|label| Value::Enum(label.clone()))
+        .ok_or_else(|| {
+            format!(
+                "ENUM index {index} is out of range ({} labels)",
+                labels.len()
+            )
+        })
+}
+
+/// The SET value of a stored bitmask: the labels of its bits, in definition order.
+#[inline]
+pub(crate) fn set_value(labels: &[String], mask: u64) -> Result<Value, Reason> {
+    if labels.len() < 64 && mask >> labels.len() != 0 {
+        return Err(format!(
+            "SET bitmask {mask:#x} has bits beyond its {} labels",
+            labels.len()
+        ));
+    }
+    let mut set = Vec::with_capacity(mask.count_ones() as usize);
+    for (i, label) in labels.iter().enumerate() {
+        if mask >> i & 1 == 1 {
+            set.push(label.clone());
+        }
+    }
+    Ok(Value::Set(set))
+}
+
+/// A GEOMETRY value from its stored form: 4-byte little-endian SRID, then WKB.
+#[inline]
+pub(crate) fn geometry_value(raw: &[u8]) -> Result<Value, Reason> {
+    let Some((srid, wkb)) = raw.split_at_checked(4) else {
+        return Err(format!("GEOMETRY value of {} bytes has no SRID", raw.len()));
+    };
+    Ok(Value::Geometry {
+        srid: le_uint(srid) as u32,
+        wkb: wkb.to_vec(),
+    })
+}
+
+/// A VECTOR value from its stored form: little-endian 32-bit floats.
+#[inline]
+pub(crate) fn vector_value(raw: &[u8]) -> Result<Value, Reason> {
+    let (floats, rest) = raw.as_chunks::<4>();
+    if !rest.is_empty() {
+        return Err(format!(
+            "VECTOR value of {} bytes is not a whole number of 4-byte floats",
+            raw.len()
+        ));
+    }
+    Ok(Value::Vector(
+        floats.iter().map(|b| f32::from_le_bytes(*b)).collect(),
+    ))
 }
 
 /// MySQL's `decimal2bin` for test vectors (here and in the binary JSON tests): digits as text,

@@ -155,9 +155,11 @@ impl BinlogError {
 }
 
 /// MySQL error codes that an operator has to fix (grants, passwords, unknown database).
-const OPERATOR_CODES: &[u16] = &[1044, 1045, 1049, 1142, 1227, 1698, 1226, 3118];
+const OPERATOR_CODES: &[u16] = &[1044, 1045, 1049, 1142, 1143, 1227, 1698, 1226, 3118];
 
-fn server_error_kind(error: &mysql_async::Error) -> ErrorKind {
+/// Whether a driver error needs an operator (grants, passwords, a bad URL) or a retry (all else:
+/// network, restarts, lock timeouts). Shared by the binlog reader and [`super::copy`].
+pub(crate) fn server_error_kind(error: &mysql_async::Error) -> ErrorKind {
     match error {
         mysql_async::Error::Server(e) if OPERATOR_CODES.contains(&e.code) => ErrorKind::Operator,
         mysql_async::Error::Url(_) => ErrorKind::Operator,

@@ -800,6 +800,26 @@ fn read_either_flavor<T: PartialEq>(
     }
 }
 
+/// The type of a character column (CHAR, VARCHAR, TEXT, BLOB...) stored in `charset`: bytes
+/// for the `binary` charset, else text in that charset. Shared with [`super::copy`], which
+/// builds the same schema from the catalog.
+pub(crate) fn character_column_type(charset: Charset, max_bytes: Option<u64>) -> ColumnType {
+    if charset.is_binary() {
+        ColumnType::Binary { max_bytes }
+    } else {
+        ColumnType::Text {
+            max_bytes,
+            charset: Arc::from(charset.name()),
+        }
+    }
+}
+
+/// The declared size in bytes of a TEXT or BLOB whose length prefix is `pack` bytes (TINY 1,
+/// plain 2, MEDIUM 3, LONG 4): the largest length the prefix holds.
+pub(crate) fn blob_max_bytes(pack: u8) -> u64 {
+    (1u64 << (8 * u32::from(pack))) - 1
+}
+
 /// The charset of a collation id, or an error naming the column.
 fn charset_of(id: u16, column: &str) -> Result<Charset, String> {
     charset_name_of_collation(id)
@@ -927,22 +947,12 @@ fn build(
             }
         };
         let text_or_binary = |charset: Charset, len_bytes: u8, max: u64, pad_to: u32| {
-            if charset.is_binary() {
-                (
-                    ColumnType::Binary {
-                        max_bytes: Some(max),
-                    },
-                    Decoder::Bytes { len_bytes, pad_to },
-                )
+            let decoder = if charset.is_binary() {
+                Decoder::Bytes { len_bytes, pad_to }
             } else {
-                (
-                    ColumnType::Text {
-                        max_bytes: Some(max),
-                        charset: Arc::from(charset.name()),
-                    },
-                    Decoder::Text { len_bytes, charset },
-                )
-            }
+                Decoder::Text { len_bytes, charset }
+            };
+            (character_column_type(charset, Some(max)), decoder)
         };
         let (ty, decoder) = match kind {
             Kind::Int { bytes } => (
@@ -982,10 +992,7 @@ fn build(
                 let charset = text_charset(i)?;
                 text_or_binary(charset, len_bytes, u64::from(max_len), u32::from(max_len))
             }
-            Kind::Blob { pack } => {
-                let max = (1u64 << (8 * u32::from(pack))) - 1;
-                text_or_binary(text_charset(i)?, pack, max, 0)
-            }
+            Kind::Blob { pack } => text_or_binary(text_charset(i)?, pack, blob_max_bytes(pack), 0),
             Kind::Json { pack } => (ColumnType::Json, Decoder::Json { len_bytes: pack }),
             Kind::Geometry { pack } => {
                 (ColumnType::Geometry, Decoder::Geometry { len_bytes: pack })

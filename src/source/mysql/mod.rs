@@ -9,6 +9,8 @@
 //!   server while streaming);
 //! - [`config`]: the settings only a MySQL source has (`server_id`) and their checks;
 //! - [`check`]: the prerequisites `tidemark check` reports;
+//! - [`copy`]: a table's schema and existing rows read over SQL, equal to what the binlog gives
+//!   for the same rows (the MySQL half of snapshots);
 //! - pure decoding, no I/O: [`assemble`] (events to `SourceMessage`s), [`layout`] and [`decode`]
 //!   (row images), [`jsonb`] and [`jsondiff`], [`charset`], [`ddl`], [`gtid`], [`mariadb`];
 //! - [`file`] and [`inspect`]: binlog files on disk and `tidemark inspect`.
@@ -17,6 +19,7 @@ pub mod assemble;
 pub mod charset;
 pub mod check;
 pub mod config;
+pub mod copy;
 pub mod ddl;
 pub mod decode;
 pub mod error;
