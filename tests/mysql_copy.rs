@@ -6,15 +6,17 @@ mod support;
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use tidemark::error::ErrorKind;
-use tidemark::event::{ChangeEvent, Row, SourceMessage, TableSchema, Value};
+use tidemark::event::{ChangeEvent, Row, TableSchema, Value};
 use tidemark::source::mysql::copy::{KeyRange, key_ranges, read_chunk, table_schema};
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
-use support::type_matrix::{MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert};
+use support::type_matrix::{
+    MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, collect_changes, insert,
+};
 
 /// A binlog reader at the current end of the log.
 async fn reader_at_end(hint: &str) -> BinlogReader {
@@ -24,30 +26,6 @@ async fn reader_at_end(hint: &str) -> BinlogReader {
     BinlogReader::connect(options, StartPosition::End)
         .await
         .unwrap()
-}
-
-/// Reads until `count` changes of database `db` have been committed.
-async fn collect_changes(reader: &mut BinlogReader, db: &str, count: usize) -> Vec<ChangeEvent> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut pending, mut done, mut batch) = (Vec::new(), Vec::new(), Vec::new());
-    while done.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} changes",
-            done.len()
-        );
-        batch.clear();
-        reader.next_batch(&mut batch).await.unwrap();
-        for message in batch.drain(..) {
-            match message {
-                SourceMessage::Change(c) if *c.table.id.namespace == *db => pending.push(c),
-                SourceMessage::Commit(_) => done.append(&mut pending),
-                SourceMessage::Rollback => pending.clear(),
-                _ => {}
-            }
-        }
-    }
-    done
 }
 
 /// Every row of `range`, in the order read.

@@ -5,14 +5,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use tidemark::event::{ChangeEvent, Op, SourceMessage, Value, format_time_micros, to_hex};
+use tidemark::event::{Op, Value, format_time_micros, to_hex};
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
 use support::type_matrix::{
-    COLUMNS, Form, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, insert,
+    COLUMNS, Form, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, collect_changes, insert,
 };
 
 /// The SQL expression that prints column `name` in `form`.
@@ -206,31 +206,4 @@ async fn every_type_decodes_to_what_select_returns() {
         }
     }
     reader.close().await;
-}
-
-/// Reads until `count` changes of `db`.matrix have been committed.
-async fn collect_changes(reader: &mut BinlogReader, db: &str, count: usize) -> Vec<ChangeEvent> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pending = Vec::new();
-    let mut done = Vec::new();
-    let mut batch = Vec::new();
-    while done.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} changes arrived",
-            done.len()
-        );
-        batch.clear();
-        reader.next_batch(&mut batch).await.unwrap();
-        for message in batch.drain(..) {
-            match message {
-                SourceMessage::Change(c) if *c.table.id.namespace == *db => pending.push(c),
-                SourceMessage::Commit(_) => done.append(&mut pending),
-                SourceMessage::Rollback => pending.clear(),
-                _ => {}
-            }
-        }
-    }
-    assert_eq!(done.len(), count);
-    done
 }

@@ -11,10 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, fresh_slot_name, incompressible_text, parse_lsn,
-    peek_slot, release_slot,
-};
+use support::pg_source::{fresh_slot_name, parse_lsn, peek_slot, release_slot, type_matrix_source};
 use support::pipeline::{Warehouse, fresh_warehouse, pg_client};
 use tidemark::config::SecretUrl;
 use tidemark::error::ErrorKind;
@@ -61,46 +58,21 @@ async fn copied_schema_and_rows_equal_the_streamed_ones_for_every_type() {
 
 async fn type_matrix_scenario(source: &Warehouse, slot: &str) {
     let client = &source.client;
-    // The dev server commits asynchronously, and a slot only hands out flushed WAL.
-    client
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .expect("synchronous_commit");
-    client
-        .batch_execute(TYPE_MATRIX_SCHEMA)
-        .await
-        .expect("schema");
     // The other two replica identities: a unique index's columns, and nothing (the primary key
     // then comes from the catalog).
-    client
-        .batch_execute(
-            "CREATE TABLE by_index (a int NOT NULL, c text, b text NOT NULL, UNIQUE (b, a));
-             ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_b_a_key;
-             CREATE TABLE identity_nothing (v text, id int PRIMARY KEY);
-             ALTER TABLE identity_nothing REPLICA IDENTITY NOTHING;",
-        )
-        .await
-        .expect("identity tables");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {PUBLICATION} FOR TABLE every_type, full_identity, full_no_key, \
-             by_index, identity_nothing"
-        ))
-        .await
-        .expect("publication");
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .expect("create slot");
-    client.batch_execute(TYPE_MATRIX_ROWS).await.expect("rows");
-    let big = incompressible_text(10_000, 0xC0B1);
-    client
-        .execute("INSERT INTO full_identity VALUES (1, 'p', 1, $1)", &[&big])
-        .await
-        .expect("full_identity insert");
+    let identities =
+        "CREATE TABLE by_index (a int NOT NULL, c text, b text NOT NULL, UNIQUE (b, a));
+         ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_b_a_key;
+         CREATE TABLE identity_nothing (v text, id int PRIMARY KEY);
+         ALTER TABLE identity_nothing REPLICA IDENTITY NOTHING;";
+    type_matrix_source(
+        client,
+        slot,
+        PUBLICATION,
+        (identities, &["by_index", "identity_nothing"]),
+        0xC0B1,
+    )
+    .await;
     client
         .batch_execute(
             "INSERT INTO full_identity VALUES (2, 'o', 7, 'small');

@@ -14,10 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt};
-use support::pg_source::{
-    TYPE_MATRIX_ROWS, TYPE_MATRIX_SCHEMA, fresh_slot_name, incompressible_text, parse_lsn,
-    peek_slot, release_slot,
-};
+use support::pg_source::{fresh_slot_name, parse_lsn, peek_slot, release_slot, type_matrix_source};
 use support::pipeline::{
     Source, TablePair, Warehouse, assert_tables_equal, fresh_warehouse, pg_client, pg_rows,
 };
@@ -58,34 +55,7 @@ async fn every_postgres_type_lands_equal_in_the_warehouse() {
 
 async fn scenario(source: &Warehouse, target: &Warehouse, slot: &str) {
     let client = &source.client;
-    // The dev server commits asynchronously, and a slot only hands out flushed WAL.
-    client
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .expect("synchronous_commit");
-    client
-        .batch_execute(TYPE_MATRIX_SCHEMA)
-        .await
-        .expect("schema");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {PUBLICATION} FOR TABLE every_type, full_identity, full_no_key"
-        ))
-        .await
-        .expect("publication");
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .expect("create slot");
-    client.batch_execute(TYPE_MATRIX_ROWS).await.expect("rows");
-    let big = incompressible_text(10_000, 0x7E57);
-    client
-        .execute("INSERT INTO full_identity VALUES (1, 'p', 1, $1)", &[&big])
-        .await
-        .expect("full_identity insert");
+    let big = type_matrix_source(client, slot, PUBLICATION, ("", &[]), 0x7E57).await;
     for sql in [
         // The TOASTed `big` is not touched: pgoutput sends it as unchanged ('u').
         "UPDATE full_identity SET n = 2",

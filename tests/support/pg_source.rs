@@ -373,3 +373,50 @@ fn named_for_dead_process(name: &str, prefix: &str) -> bool {
         .and_then(|pid| pid.parse::<u32>().ok())
         .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
+
+/// Sets up the type matrix as a replication source in `client`'s database: the matrix tables
+/// (then `extra_ddl`), publication `publication` of them and of `extra_tables`, slot `slot`,
+/// then the matrix rows and a `full_identity` row holding a TOASTed text made from `big_seed`,
+/// which it returns. Commits are synchronous: a slot only hands out flushed WAL.
+pub async fn type_matrix_source(
+    client: &Client,
+    slot: &str,
+    publication: &str,
+    (extra_ddl, extra_tables): (&str, &[&str]),
+    big_seed: u64,
+) -> String {
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .expect("synchronous_commit");
+    client
+        .batch_execute(TYPE_MATRIX_SCHEMA)
+        .await
+        .expect("schema");
+    if !extra_ddl.is_empty() {
+        client.batch_execute(extra_ddl).await.expect("extra tables");
+    }
+    let mut tables = vec!["every_type", "full_identity", "full_no_key"];
+    tables.extend_from_slice(extra_tables);
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {}",
+            tables.join(", ")
+        ))
+        .await
+        .expect("publication");
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .expect("create slot");
+    client.batch_execute(TYPE_MATRIX_ROWS).await.expect("rows");
+    let big = incompressible_text(10_000, big_seed);
+    client
+        .execute("INSERT INTO full_identity VALUES (1, 'p', 1, $1)", &[&big])
+        .await
+        .expect("full_identity insert");
+    big
+}

@@ -368,3 +368,37 @@ pub fn insert(id: i64, values: &[&str]) -> String {
         values.join(", ")
     )
 }
+
+/// Reads until `count` changes of tables in database `db` have been committed, and returns
+/// them in commit order (changes of rolled-back transactions are dropped).
+pub async fn collect_changes(
+    reader: &mut tidemark::source::mysql::reader::BinlogReader,
+    db: &str,
+    count: usize,
+) -> Vec<tidemark::event::ChangeEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut pending = Vec::new();
+    let mut done = Vec::new();
+    let mut batch = Vec::new();
+    while done.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} changes arrived",
+            done.len()
+        );
+        batch.clear();
+        reader.next_batch(&mut batch).await.unwrap();
+        for message in batch.drain(..) {
+            match message {
+                tidemark::event::SourceMessage::Change(c) if *c.table.id.namespace == *db => {
+                    pending.push(c)
+                }
+                tidemark::event::SourceMessage::Commit(_) => done.append(&mut pending),
+                tidemark::event::SourceMessage::Rollback => pending.clear(),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(done.len(), count);
+    done
+}
