@@ -14,9 +14,7 @@ use tidemark::event::{ChangeEvent, Row, TableSchema, Value};
 use tidemark::source::mysql::copy::{KeyRange, key_ranges, read_chunk, table_schema};
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
-use support::type_matrix::{
-    MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, collect_changes, insert,
-};
+use support::type_matrix::{UPDATE_ROWS_2_AND_4, collect_changes, insert_matrix_rows};
 
 /// A binlog reader at the current end of the log.
 async fn reader_at_end(hint: &str) -> BinlogReader {
@@ -51,19 +49,7 @@ async fn copied_matrix_equals_streamed_matrix() {
     let (mut conn, db) = support::fresh_mysql_database("copy_types").await;
     support::type_matrix::create_table(&mut conn).await;
     let mut reader = reader_at_end("copy_types").await;
-    let all_null: Vec<&str> = std::iter::repeat_n("NULL", MAXIMUM.len()).collect();
-    let rows: [(i64, &[&str]); 5] = [
-        (1, MINIMUM),
-        (2, MAXIMUM),
-        (3, &all_null),
-        (4, TYPICAL),
-        (5, ZEROS),
-    ];
-    conn.query_drop("BEGIN").await.unwrap();
-    for (id, values) in rows {
-        conn.query_drop(insert(id, values)).await.unwrap();
-    }
-    conn.query_drop("COMMIT").await.unwrap();
+    insert_matrix_rows(&mut conn).await;
     let streamed = collect_changes(&mut reader, &db, 5).await;
 
     let mut copy_conn = support::mysql_conn(&support::mysql_url()).await;

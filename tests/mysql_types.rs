@@ -12,7 +12,7 @@ use tidemark::event::{Op, Value, format_time_micros, to_hex};
 use tidemark::source::mysql::reader::{BinlogReader, ReaderOptions, StartPosition};
 
 use support::type_matrix::{
-    COLUMNS, Form, MAXIMUM, MINIMUM, TYPICAL, UPDATE_ROWS_2_AND_4, ZEROS, collect_changes, insert,
+    COLUMNS, Form, UPDATE_ROWS_2_AND_4, collect_changes, insert_matrix_rows,
 };
 
 /// The SQL expression that prints column `name` in `form`.
@@ -130,19 +130,7 @@ async fn every_type_decodes_to_what_select_returns() {
         .await
         .unwrap();
 
-    let all_null: Vec<&str> = std::iter::repeat_n("NULL", MAXIMUM.len()).collect();
-    let rows: [(i64, &[&str]); 5] = [
-        (1, MINIMUM),
-        (2, MAXIMUM),
-        (3, &all_null),
-        (4, TYPICAL),
-        (5, ZEROS),
-    ];
-    conn.query_drop("BEGIN").await.unwrap();
-    for (id, values) in rows {
-        conn.query_drop(insert(id, values)).await.unwrap();
-    }
-    conn.query_drop("COMMIT").await.unwrap();
+    insert_matrix_rows(&mut conn).await;
 
     let inserted = collect_changes(&mut reader, &db, 5).await;
     for change in &inserted {

@@ -402,3 +402,22 @@ pub async fn collect_changes(
     assert_eq!(done.len(), count);
     done
 }
+
+/// Inserts the matrix's five rows in one transaction: 1 MINIMUM, 2 MAXIMUM, 3 all NULL,
+/// 4 TYPICAL, 5 ZEROS.
+pub async fn insert_matrix_rows(conn: &mut mysql_async::Conn) {
+    use mysql_async::prelude::Queryable;
+    let all_null: Vec<&str> = std::iter::repeat_n("NULL", MAXIMUM.len()).collect();
+    let rows: [(i64, &[&str]); 5] = [
+        (1, MINIMUM),
+        (2, MAXIMUM),
+        (3, &all_null),
+        (4, TYPICAL),
+        (5, ZEROS),
+    ];
+    conn.query_drop("BEGIN").await.unwrap();
+    for (id, values) in rows {
+        conn.query_drop(insert(id, values)).await.unwrap();
+    }
+    conn.query_drop("COMMIT").await.unwrap();
+}
