@@ -1,0 +1,215 @@
+//! Snapshot read benchmark (the read side of issue 13's `snapshot` benchmark, MySQL/MariaDB):
+//! tidemark's table copy reader (`source::mysql::copy`) against `mariadb --quick`, both reading
+//! every row of one table of W1's shape.
+//!
+//! - (a) `mariadb --no-defaults --quick --batch -e "SELECT * FROM bench.snap"` into /dev/null;
+//! - (b) this benchmark re-executed as a child (`--child URL PARALLELISM`): `table_schema`,
+//!   `key_ranges` (100k-row chunks), then `PARALLELISM` readers, each on its own connection,
+//!   taking chunks from a shared queue and decoding every row into typed values with
+//!   `read_chunk` (1000-row batches), counted and dropped.
+//!
+//! Target: tidemark's rows/s at least 0.8 of `mariadb --quick`'s, peak RSS at most 256 MB.
+//! The table (`bench.snap`, `TIDEMARK_BENCH_SNAPSHOT_ROWS` rows, default 5,000,000) is made
+//! once with MariaDB's sequence engine and reused. `TIDEMARK_BENCH_PARALLELISM` (default 2)
+//! sets the readers. See `bench/README.md`.
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The `tidemark` binary's allocator, so the child measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use mysql_async::prelude::Queryable;
+use tidemark::source::mysql::copy::{key_ranges, read_chunk, table_schema};
+
+#[allow(dead_code)] // shared by the decode benchmarks; this one uses part of it
+mod harness;
+#[allow(dead_code)] // shared by several benchmarks; this one uses part of it
+mod workload;
+
+use harness::Report;
+use workload::{connect, host_port, server_url, source_revision};
+
+/// How the output names the sides, and the targets.
+const REPORT: Report = Report {
+    theirs: "mariadb --quick",
+    unit: "rows",
+    run_rate: "rows/s",
+    result_rate: "rows/s",
+    ratio_target: 0.8,
+    ratio_decimals: 1,
+    rss_target_mb: Some(256.0),
+};
+
+/// Rows per chunk, as a snapshot would cut the table.
+const CHUNK_ROWS: u64 = 100_000;
+
+/// Rows per batch handed over by `read_chunk`.
+const BATCH_ROWS: usize = 1000;
+
+fn main() {
+    harness::dispatch(child, parent);
+}
+
+/// Makes or finds the table, then times both sides alternately and reports.
+fn parent() {
+    let reps = harness::reps_from_env();
+    let url = server_url();
+    let (host, port) = host_port(&url);
+    let rows = env_number("TIDEMARK_BENCH_SNAPSHOT_ROWS", 5_000_000);
+    let parallelism = env_number("TIDEMARK_BENCH_PARALLELISM", 2);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let made = runtime.block_on(ensure_table(&url, rows));
+    drop(runtime);
+    println!(
+        "snapshot_read: bench.snap ({rows} rows of W1's shape) on {url}, {parallelism} readers, tidemark {}",
+        source_revision()
+    );
+    println!("  {made}");
+    let reference = || {
+        let mut cmd = Command::new("mariadb");
+        cmd.args(["--no-defaults", "--quick", "--batch", "--user=root"])
+            .arg(format!("--host={host}"))
+            .arg(format!("--port={port}"))
+            .args(["-e", "SELECT * FROM bench.snap"])
+            .stdin(Stdio::null());
+        harness::timed_command(cmd, rows)
+    };
+    let (_, t) = REPORT.compare(reps, reference, || {
+        harness::timed_child([url.as_str(), &parallelism.to_string()])
+    });
+    if t.changes != rows {
+        println!(
+            "  WARNING: tidemark read {} rows, the table has {rows}",
+            t.changes
+        );
+    }
+}
+
+/// `name` from the environment as a positive number, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a positive integer"))
+    })
+}
+
+/// Creates `bench.snap` with `rows` rows unless it already holds them; says which.
+async fn ensure_table(url: &str, rows: u64) -> String {
+    let mut conn = connect(url).await;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS bench")
+        .await
+        .expect("creating database bench");
+    let existing: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM bench.snap")
+        .await
+        .ok()
+        .flatten();
+    if existing == Some(rows) {
+        return "reused from an earlier run".into();
+    }
+    let started = Instant::now();
+    // Written without the binlog: nothing reads it, and it would only fill the disk.
+    let setup = format!(
+        "SET SESSION sql_log_bin = 0;
+         USE bench;
+         DROP TABLE IF EXISTS bench.snap;
+         CREATE TABLE bench.snap (
+             id BIGINT PRIMARY KEY,
+             qty INT,
+             sku VARCHAR(32),
+             status_code SMALLINT,
+             amount DECIMAL(12,2),
+             state ENUM('new','paid','shipped','cancelled'),
+             note TEXT,
+             created_at DATETIME(6),
+             updated_at TIMESTAMP(3) NULL,
+             flags BIT(8),
+             attrs JSON
+         );
+         INSERT INTO bench.snap
+         SELECT seq, seq % 1000, CONCAT('SKU-', seq), seq % 7, (seq % 100000) / 100,
+                ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
+                REPEAT(CHAR(97 + seq % 26), 10 + seq % 50),
+                TIMESTAMP('2024-01-01 00:00:00.123456') + INTERVAL seq SECOND,
+                TIMESTAMP('2024-06-01 00:00:00.5') + INTERVAL seq SECOND,
+                seq % 256,
+                JSON_OBJECT('k', seq % 10, 's', CONCAT('v', seq % 97))
+         FROM seq_1_to_{rows};"
+    );
+    conn.query_drop(setup)
+        .await
+        .unwrap_or_else(|e| panic!("making bench.snap: {e}"));
+    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
+}
+
+/// Child mode: `--child URL PARALLELISM`: reads every row of `bench.snap` with tidemark's copy
+/// reader and prints `changes=N secs=S vm_hwm_kb=K`.
+fn child(args: &[String]) {
+    let usage = "usage: snapshot_read --child URL PARALLELISM";
+    let ([url, parallelism], _) = harness::child_args(args, usage);
+    let parallelism: usize = parallelism.parse().unwrap_or_else(|_| panic!("{usage}"));
+    let started = Instant::now();
+    let rows = read_table(url, parallelism.max(1));
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "changes={rows} secs={secs:.3} vm_hwm_kb={}",
+        workload::vm_hwm_kb(None).expect("VmHWM in /proc/self/status")
+    );
+}
+
+/// A current-thread runtime, one per reader thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime")
+}
+
+/// Plans the chunks, then reads them with `parallelism` readers, each a thread with its own
+/// connection taking chunks from a shared queue; returns the rows read.
+fn read_table(url: &str, parallelism: usize) -> u64 {
+    let (schema, ranges) = runtime().block_on(async {
+        let mut conn = connect(url).await;
+        let schema = table_schema(&mut conn, "bench", "snap")
+            .await
+            .expect("reading the schema")
+            .expect("bench.snap exists");
+        let ranges = key_ranges(&mut conn, &schema, CHUNK_ROWS)
+            .await
+            .expect("planning the chunks");
+        (schema, ranges)
+    });
+    let queue = Arc::new(Mutex::new(VecDeque::from(ranges)));
+    let schema = Arc::new(schema);
+    let readers: Vec<_> = (0..parallelism)
+        .map(|_| {
+            let (queue, schema, url) = (queue.clone(), schema.clone(), url.to_owned());
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    let mut conn = connect(&url).await;
+                    let mut rows = 0u64;
+                    loop {
+                        let next = queue.lock().expect("the chunk queue").pop_front();
+                        let Some(range) = next else { break };
+                        read_chunk(&mut conn, &schema, &range, BATCH_ROWS, async |batch| {
+                            rows += batch.len() as u64;
+                            ControlFlow::Continue(())
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("reading {range}: {e}"));
+                    }
+                    rows
+                })
+            })
+        })
+        .collect();
+    readers
+        .into_iter()
+        .map(|reader| reader.join().expect("a reader thread"))
+        .sum()
+}
