@@ -1,17 +1,20 @@
-//! Snapshot read benchmark (the read side of issue 13's `snapshot` benchmark, MySQL/MariaDB):
-//! tidemark's table copy reader (`source::mysql::copy`) against `mariadb --quick`, both reading
-//! every row of one table of W1's shape.
+//! Snapshot read benchmark (the read side of issue 13's `snapshot` benchmark): tidemark's table
+//! copy readers (`source::mysql::copy`, `source::postgres::copy`) against the servers' own
+//! clients, each reading every row of one table of W1's shape.
 //!
-//! - (a) `mariadb --no-defaults --quick --batch -e "SELECT * FROM bench.snap"` into /dev/null;
-//! - (b) this benchmark re-executed as a child (`--child URL PARALLELISM`): `table_schema`,
-//!   `key_ranges` (100k-row chunks), then `PARALLELISM` readers, each on its own connection,
-//!   taking chunks from a shared queue and decoding every row into typed values with
-//!   `read_chunk` (1000-row batches), counted and dropped.
+//! - MySQL/MariaDB: (a) `mariadb --no-defaults --quick --batch -e "SELECT * FROM bench.snap"`
+//!   into /dev/null; Postgres: (a) `psql -c "\copy (SELECT * FROM bench.snap) TO '/dev/null'"`;
+//! - (b) this benchmark re-executed as a child (`--child KIND URL PARALLELISM`): `table_schema`,
+//!   `key_ranges` (100k-row chunks), then `PARALLELISM` readers, each a thread with its own
+//!   connection, taking chunks from a shared queue and decoding every row into typed values
+//!   with `read_chunk` (1000-row batches), counted and dropped.
 //!
-//! Target: tidemark's rows/s at least 0.8 of `mariadb --quick`'s, peak RSS at most 256 MB.
-//! The table (`bench.snap`, `TIDEMARK_BENCH_SNAPSHOT_ROWS` rows, default 5,000,000) is made
-//! once with MariaDB's sequence engine and reused. `TIDEMARK_BENCH_PARALLELISM` (default 2)
-//! sets the readers. See `bench/README.md`.
+//! Target: tidemark's rows/s at least 0.8 of the client's, peak RSS at most 256 MB. The tables
+//! (`bench.snap`, `TIDEMARK_BENCH_SNAPSHOT_ROWS` rows, default 5,000,000) are made once (MariaDB:
+//! the sequence engine, outside the binlog; Postgres: `generate_series` into an UNLOGGED table,
+//! in database `tidemark_snap` of the `bench-source` instance) and reused.
+//! `TIDEMARK_BENCH_PARALLELISM` (default 2) sets the readers, `TIDEMARK_BENCH_KINDS` (`mysql`,
+//! `postgres` or both, the default) the halves. See `bench/README.md`.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -25,17 +28,20 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use mysql_async::prelude::Queryable;
 use tidemark::source::mysql::copy::{key_ranges, read_chunk, table_schema};
+use tidemark::source::postgres::copy as pg_copy;
 
 #[allow(dead_code)] // shared by the decode benchmarks; this one uses part of it
 mod harness;
 #[allow(dead_code)] // shared by several benchmarks; this one uses part of it
 mod workload;
+#[allow(dead_code)] // shared by several benchmarks; this one uses part of it
+mod workload_pg;
 
 use harness::Report;
 use workload::{connect, host_port, server_url, source_revision};
 
-/// How the output names the sides, and the targets.
-const REPORT: Report = Report {
+/// How the output names the sides, and the targets: MySQL/MariaDB.
+const MYSQL_REPORT: Report = Report {
     theirs: "mariadb --quick",
     unit: "rows",
     run_rate: "rows/s",
@@ -44,6 +50,15 @@ const REPORT: Report = Report {
     ratio_decimals: 1,
     rss_target_mb: Some(256.0),
 };
+
+/// The same for Postgres.
+const POSTGRES_REPORT: Report = Report {
+    theirs: "psql \\copy",
+    ..MYSQL_REPORT
+};
+
+/// The database of the Postgres table.
+const PG_DB: &str = "tidemark_snap";
 
 /// Rows per chunk, as a snapshot would cut the table.
 const CHUNK_ROWS: u64 = 100_000;
@@ -55,13 +70,25 @@ fn main() {
     harness::dispatch(child, parent);
 }
 
-/// Makes or finds the table, then times both sides alternately and reports.
+/// Runs the halves `TIDEMARK_BENCH_KINDS` names (both by default).
 fn parent() {
+    let kinds = std::env::var("TIDEMARK_BENCH_KINDS").unwrap_or_else(|_| "mysql,postgres".into());
+    let rows = env_number("TIDEMARK_BENCH_SNAPSHOT_ROWS", 5_000_000);
+    let parallelism = env_number("TIDEMARK_BENCH_PARALLELISM", 2);
+    for kind in kinds.split(',').map(str::trim) {
+        match kind {
+            "mysql" => mysql_half(rows, parallelism),
+            "postgres" => postgres_half(rows, parallelism),
+            other => panic!("TIDEMARK_BENCH_KINDS: unknown kind {other:?} (mysql, postgres)"),
+        }
+    }
+}
+
+/// MySQL/MariaDB: makes or finds the table, then times both sides alternately and reports.
+fn mysql_half(rows: u64, parallelism: u64) {
     let reps = harness::reps_from_env();
     let url = server_url();
     let (host, port) = host_port(&url);
-    let rows = env_number("TIDEMARK_BENCH_SNAPSHOT_ROWS", 5_000_000);
-    let parallelism = env_number("TIDEMARK_BENCH_PARALLELISM", 2);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     let made = runtime.block_on(ensure_table(&url, rows));
     drop(runtime);
@@ -79,8 +106,8 @@ fn parent() {
             .stdin(Stdio::null());
         harness::timed_command(cmd, rows)
     };
-    let (_, t) = REPORT.compare(reps, reference, || {
-        harness::timed_child([url.as_str(), &parallelism.to_string()])
+    let (_, t) = MYSQL_REPORT.compare(reps, reference, || {
+        harness::timed_child(["mysql", url.as_str(), &parallelism.to_string()])
     });
     if t.changes != rows {
         println!(
@@ -88,6 +115,110 @@ fn parent() {
             t.changes
         );
     }
+}
+
+/// Postgres: makes or finds the table, then times both sides alternately and reports.
+fn postgres_half(rows: u64, parallelism: u64) {
+    let reps = harness::reps_from_env();
+    let server = workload_pg::pg_source_server_url();
+    let url = workload_pg::db_url(&server, PG_DB);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let made = runtime.block_on(ensure_pg_table(&server, &url, rows));
+    drop(runtime);
+    println!();
+    println!(
+        "snapshot_read: bench.snap ({rows} rows of W1's shape, UNLOGGED) on {url}, {parallelism} readers, tidemark {}",
+        source_revision()
+    );
+    println!("  {made}");
+    let reference = || {
+        let mut cmd = Command::new(psql());
+        cmd.args(["-X", "-q", "-d", &url, "-c"])
+            .arg("\\copy (SELECT * FROM bench.snap) TO '/dev/null'")
+            .stdin(Stdio::null());
+        harness::timed_command(cmd, rows)
+    };
+    let (_, t) = POSTGRES_REPORT.compare(reps, reference, || {
+        harness::timed_child(["postgres", url.as_str(), &parallelism.to_string()])
+    });
+    if t.changes != rows {
+        println!(
+            "  WARNING: tidemark read {} rows, the table has {rows}",
+            t.changes
+        );
+    }
+}
+
+/// Debian's psql of the server's version, else the one on the PATH.
+fn psql() -> String {
+    let debian = format!("{}/psql", workload_pg::PG_BIN);
+    if std::path::Path::new(&debian).exists() {
+        debian
+    } else {
+        "psql".to_owned()
+    }
+}
+
+/// Creates database `tidemark_snap` and its `bench.snap` with `rows` rows unless they are there.
+async fn ensure_pg_table(server: &str, url: &str, rows: u64) -> String {
+    let admin = workload_pg::pg_connect(server).await;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&PG_DB])
+        .await
+        .expect("looking for the database")
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {PG_DB}"))
+            .await
+            .expect("creating the database");
+    }
+    let client = workload_pg::pg_connect(url).await;
+    let existing: Option<i64> = client
+        .query_opt("SELECT count(*) FROM bench.snap", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0));
+    if existing == Some(rows as i64) {
+        return "reused from an earlier run".into();
+    }
+    let started = Instant::now();
+    // UNLOGGED: no WAL to keep (the instance holds W2's template slot), the same to read.
+    let setup = format!(
+        "CREATE SCHEMA IF NOT EXISTS bench;
+         DROP TABLE IF EXISTS bench.snap;
+         DROP TYPE IF EXISTS bench.snap_state;
+         CREATE TYPE bench.snap_state AS ENUM ('new', 'paid', 'shipped', 'cancelled');
+         CREATE UNLOGGED TABLE bench.snap (
+             id bigint PRIMARY KEY,
+             qty int,
+             sku varchar(32),
+             status_code smallint,
+             amount numeric(12,2),
+             state bench.snap_state,
+             note text,
+             created_at timestamp(6),
+             updated_at timestamptz(3),
+             flags bit(8),
+             attrs jsonb
+         );
+         INSERT INTO bench.snap
+         SELECT g, g % 1000, 'SKU-' || g, g % 7, (g % 100000) / 100.0,
+                (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4]::bench.snap_state,
+                repeat(chr(97 + (g % 26)::int), (10 + g % 50)::int),
+                timestamp '2024-01-01 00:00:00.123456' + g * interval '1 second',
+                timestamptz '2024-06-01 00:00:00.5+00' + g * interval '1 second',
+                (g % 256)::int::bit(8),
+                jsonb_build_object('k', g % 10, 's', 'v' || g % 97)
+         FROM generate_series(1, {rows}) g;
+         ANALYZE bench.snap;"
+    );
+    client
+        .batch_execute(&setup)
+        .await
+        .unwrap_or_else(|e| panic!("making bench.snap: {}", workload_pg::pg_error(&e)));
+    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
 }
 
 /// `name` from the environment as a positive number, or `default`.
@@ -147,14 +278,18 @@ async fn ensure_table(url: &str, rows: u64) -> String {
     format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
 }
 
-/// Child mode: `--child URL PARALLELISM`: reads every row of `bench.snap` with tidemark's copy
-/// reader and prints `changes=N secs=S vm_hwm_kb=K`.
+/// Child mode: `--child KIND URL PARALLELISM`: reads every row of `bench.snap` with tidemark's
+/// copy reader of `KIND` (`mysql`, `postgres`) and prints `changes=N secs=S vm_hwm_kb=K`.
 fn child(args: &[String]) {
-    let usage = "usage: snapshot_read --child URL PARALLELISM";
-    let ([url, parallelism], _) = harness::child_args(args, usage);
+    let usage = "usage: snapshot_read --child mysql|postgres URL PARALLELISM";
+    let ([kind, url, parallelism], _) = harness::child_args(args, usage);
     let parallelism: usize = parallelism.parse().unwrap_or_else(|_| panic!("{usage}"));
     let started = Instant::now();
-    let rows = read_table(url, parallelism.max(1));
+    let rows = match kind {
+        "mysql" => read_table(url, parallelism.max(1)),
+        "postgres" => read_pg_table(url, parallelism.max(1)),
+        _ => panic!("{usage}"),
+    };
     let secs = started.elapsed().as_secs_f64();
     println!(
         "changes={rows} secs={secs:.3} vm_hwm_kb={}",
@@ -202,6 +337,53 @@ fn read_table(url: &str, parallelism: usize) -> u64 {
                         })
                         .await
                         .unwrap_or_else(|e| panic!("reading {range}: {e}"));
+                    }
+                    rows
+                })
+            })
+        })
+        .collect();
+    readers
+        .into_iter()
+        .map(|reader| reader.join().expect("a reader thread"))
+        .sum()
+}
+
+/// As [`read_table`], for the Postgres table.
+fn read_pg_table(url: &str, parallelism: usize) -> u64 {
+    let (table, ranges) = runtime().block_on(async {
+        let client = workload_pg::pg_connect(url).await;
+        let table = pg_copy::describe(&client, "bench", "snap")
+            .await
+            .expect("reading the schema")
+            .expect("bench.snap exists");
+        let ranges = pg_copy::key_ranges(&client, &table.schema, CHUNK_ROWS)
+            .await
+            .expect("planning the chunks");
+        (table, ranges)
+    });
+    let queue = Arc::new(Mutex::new(VecDeque::from(ranges)));
+    let table = Arc::new(table);
+    let readers: Vec<_> = (0..parallelism)
+        .map(|_| {
+            let (queue, table, url) = (queue.clone(), table.clone(), url.to_owned());
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    let client = workload_pg::pg_connect(&url).await;
+                    let (mut rows, mut batch) = (0u64, Vec::new());
+                    loop {
+                        let next = queue.lock().expect("the chunk queue").pop_front();
+                        let Some(range) = next else { break };
+                        let mut chunk = pg_copy::read_chunk(&client, &table, &range, BATCH_ROWS)
+                            .await
+                            .unwrap_or_else(|e| panic!("reading {range}: {e}"));
+                        while chunk
+                            .next_batch(&mut batch)
+                            .await
+                            .unwrap_or_else(|e| panic!("reading {range}: {e}"))
+                        {
+                            rows += batch.len() as u64;
+                        }
                     }
                     rows
                 })
