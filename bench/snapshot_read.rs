@@ -188,31 +188,20 @@ async fn ensure_pg_table(server: &str, url: &str, rows: u64) -> String {
     let setup = format!(
         "CREATE SCHEMA IF NOT EXISTS bench;
          DROP TABLE IF EXISTS bench.snap;
-         DROP TYPE IF EXISTS bench.snap_state;
-         CREATE TYPE bench.snap_state AS ENUM ('new', 'paid', 'shipped', 'cancelled');
-         CREATE UNLOGGED TABLE bench.snap (
-             id bigint PRIMARY KEY,
-             qty int,
-             sku varchar(32),
-             status_code smallint,
-             amount numeric(12,2),
-             state bench.snap_state,
-             note text,
-             created_at timestamp(6),
-             updated_at timestamptz(3),
-             flags bit(8),
-             attrs jsonb
-         );
+         DROP TYPE IF EXISTS bench.order_state;
+         CREATE TYPE bench.order_state AS ENUM ('new', 'paid', 'shipped', 'cancelled');
+         CREATE UNLOGGED TABLE bench.snap ({columns});
          INSERT INTO bench.snap
          SELECT g, g % 1000, 'SKU-' || g, g % 7, (g % 100000) / 100.0,
-                (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4]::bench.snap_state,
+                (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4]::bench.order_state,
                 repeat(chr(97 + (g % 26)::int), (10 + g % 50)::int),
                 timestamp '2024-01-01 00:00:00.123456' + g * interval '1 second',
                 timestamptz '2024-06-01 00:00:00.5+00' + g * interval '1 second',
                 (g % 256)::int::bit(8),
                 jsonb_build_object('k', g % 10, 's', 'v' || g % 97)
          FROM generate_series(1, {rows}) g;
-         ANALYZE bench.snap;"
+         ANALYZE bench.snap;",
+        columns = workload_pg::W2_COLUMNS
     );
     client
         .batch_execute(&setup)
@@ -249,19 +238,7 @@ async fn ensure_table(url: &str, rows: u64) -> String {
         "SET SESSION sql_log_bin = 0;
          USE bench;
          DROP TABLE IF EXISTS bench.snap;
-         CREATE TABLE bench.snap (
-             id BIGINT PRIMARY KEY,
-             qty INT,
-             sku VARCHAR(32),
-             status_code SMALLINT,
-             amount DECIMAL(12,2),
-             state ENUM('new','paid','shipped','cancelled'),
-             note TEXT,
-             created_at DATETIME(6),
-             updated_at TIMESTAMP(3) NULL,
-             flags BIT(8),
-             attrs JSON
-         );
+         CREATE TABLE bench.snap ({columns});
          INSERT INTO bench.snap
          SELECT seq, seq % 1000, CONCAT('SKU-', seq), seq % 7, (seq % 100000) / 100,
                 ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
@@ -270,7 +247,8 @@ async fn ensure_table(url: &str, rows: u64) -> String {
                 TIMESTAMP('2024-06-01 00:00:00.5') + INTERVAL seq SECOND,
                 seq % 256,
                 JSON_OBJECT('k', seq % 10, 's', CONCAT('v', seq % 97))
-         FROM seq_1_to_{rows};"
+         FROM seq_1_to_{rows};",
+        columns = workload::W1_COLUMNS
     );
     conn.query_drop(setup)
         .await
@@ -305,8 +283,37 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("starting the tokio runtime")
 }
 
-/// Plans the chunks, then reads them with `parallelism` readers, each a thread with its own
-/// connection taking chunks from a shared queue; returns the rows read.
+/// Runs `parallelism` reader threads, each with a current-thread runtime, over one shared queue
+/// of `chunks`: `read(queue)` opens the reader's own connection and reads chunks until the
+/// queue is empty, returning its rows. Returns the rows of all readers.
+fn in_parallel<C, F, Fut>(parallelism: usize, chunks: Vec<C>, read: F) -> u64
+where
+    C: Send + 'static,
+    F: Fn(ChunkQueue<C>) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = u64>,
+{
+    let queue = Arc::new(Mutex::new(VecDeque::from(chunks)));
+    let readers: Vec<_> = (0..parallelism)
+        .map(|_| {
+            let (queue, read) = (queue.clone(), read.clone());
+            std::thread::spawn(move || runtime().block_on(read(queue)))
+        })
+        .collect();
+    readers
+        .into_iter()
+        .map(|reader| reader.join().expect("a reader thread"))
+        .sum()
+}
+
+/// The chunks not yet taken by a reader.
+type ChunkQueue<C> = Arc<Mutex<VecDeque<C>>>;
+
+/// The next chunk for a reader, if any is left.
+fn take<C>(queue: &ChunkQueue<C>) -> Option<C> {
+    queue.lock().expect("the chunk queue").pop_front()
+}
+
+/// Plans the chunks of the MariaDB table, then reads them in parallel; returns the rows read.
 fn read_table(url: &str, parallelism: usize) -> u64 {
     let (schema, ranges) = runtime().block_on(async {
         let mut conn = connect(url).await;
@@ -319,34 +326,23 @@ fn read_table(url: &str, parallelism: usize) -> u64 {
             .expect("planning the chunks");
         (schema, ranges)
     });
-    let queue = Arc::new(Mutex::new(VecDeque::from(ranges)));
-    let schema = Arc::new(schema);
-    let readers: Vec<_> = (0..parallelism)
-        .map(|_| {
-            let (queue, schema, url) = (queue.clone(), schema.clone(), url.to_owned());
-            std::thread::spawn(move || {
-                runtime().block_on(async {
-                    let mut conn = connect(&url).await;
-                    let mut rows = 0u64;
-                    loop {
-                        let next = queue.lock().expect("the chunk queue").pop_front();
-                        let Some(range) = next else { break };
-                        read_chunk(&mut conn, &schema, &range, BATCH_ROWS, async |batch| {
-                            rows += batch.len() as u64;
-                            ControlFlow::Continue(())
-                        })
-                        .await
-                        .unwrap_or_else(|e| panic!("reading {range}: {e}"));
-                    }
-                    rows
+    let (schema, url) = (Arc::new(schema), url.to_owned());
+    in_parallel(parallelism, ranges, move |queue| {
+        let (schema, url) = (schema.clone(), url.clone());
+        async move {
+            let mut conn = connect(&url).await;
+            let mut rows = 0u64;
+            while let Some(range) = take(&queue) {
+                read_chunk(&mut conn, &schema, &range, BATCH_ROWS, async |batch| {
+                    rows += batch.len() as u64;
+                    ControlFlow::Continue(())
                 })
-            })
-        })
-        .collect();
-    readers
-        .into_iter()
-        .map(|reader| reader.join().expect("a reader thread"))
-        .sum()
+                .await
+                .unwrap_or_else(|e| panic!("reading {range}: {e}"));
+            }
+            rows
+        }
+    })
 }
 
 /// As [`read_table`], for the Postgres table.
@@ -362,36 +358,25 @@ fn read_pg_table(url: &str, parallelism: usize) -> u64 {
             .expect("planning the chunks");
         (table, ranges)
     });
-    let queue = Arc::new(Mutex::new(VecDeque::from(ranges)));
-    let table = Arc::new(table);
-    let readers: Vec<_> = (0..parallelism)
-        .map(|_| {
-            let (queue, table, url) = (queue.clone(), table.clone(), url.to_owned());
-            std::thread::spawn(move || {
-                runtime().block_on(async {
-                    let client = workload_pg::pg_connect(&url).await;
-                    let (mut rows, mut batch) = (0u64, Vec::new());
-                    loop {
-                        let next = queue.lock().expect("the chunk queue").pop_front();
-                        let Some(range) = next else { break };
-                        let mut chunk = pg_copy::read_chunk(&client, &table, &range, BATCH_ROWS)
-                            .await
-                            .unwrap_or_else(|e| panic!("reading {range}: {e}"));
-                        while chunk
-                            .next_batch(&mut batch)
-                            .await
-                            .unwrap_or_else(|e| panic!("reading {range}: {e}"))
-                        {
-                            rows += batch.len() as u64;
-                        }
-                    }
-                    rows
-                })
-            })
-        })
-        .collect();
-    readers
-        .into_iter()
-        .map(|reader| reader.join().expect("a reader thread"))
-        .sum()
+    let (table, url) = (Arc::new(table), url.to_owned());
+    in_parallel(parallelism, ranges, move |queue| {
+        let (table, url) = (table.clone(), url.clone());
+        async move {
+            let client = workload_pg::pg_connect(&url).await;
+            let (mut rows, mut batch) = (0u64, Vec::new());
+            while let Some(range) = take(&queue) {
+                let mut chunk = pg_copy::read_chunk(&client, &table, &range, BATCH_ROWS)
+                    .await
+                    .unwrap_or_else(|e| panic!("reading {range}: {e}"));
+                while chunk
+                    .next_batch(&mut batch)
+                    .await
+                    .unwrap_or_else(|e| panic!("reading {range}: {e}"))
+                {
+                    rows += batch.len() as u64;
+                }
+            }
+            rows
+        }
+    })
 }

@@ -31,6 +31,12 @@ const W1_VERSION: &str = "w1-v2";
 /// Rows per transaction in every phase of W1.
 pub const TXN_ROWS: u64 = 1000;
 
+/// The columns of W1's table (`bench.orders`), as MariaDB DDL: also the shape of the snapshot
+/// benchmark's table.
+pub const W1_COLUMNS: &str = "id BIGINT PRIMARY KEY, qty INT, sku VARCHAR(32), \
+    status_code SMALLINT, amount DECIMAL(12,2), state ENUM('new','paid','shipped','cancelled'), \
+    note TEXT, created_at DATETIME(6), updated_at TIMESTAMP(3) NULL, flags BIT(8), attrs JSON";
+
 /// The sizes of W1's three phases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct W1 {
@@ -367,22 +373,11 @@ pub async fn master_status(conn: &mut Conn) -> BinlogPos {
 /// and with it `--stop-position`.)
 async fn load_w1(conn: &mut Conn, w1: &W1) -> W1Range {
     eprintln!("bench: loading {w1}...");
-    let setup = "
+    let setup = format!(
+        "
         DROP DATABASE IF EXISTS bench;
         CREATE DATABASE bench;
-        CREATE TABLE bench.orders (
-            id BIGINT PRIMARY KEY,
-            qty INT,
-            sku VARCHAR(32),
-            status_code SMALLINT,
-            amount DECIMAL(12,2),
-            state ENUM('new','paid','shipped','cancelled'),
-            note TEXT,
-            created_at DATETIME(6),
-            updated_at TIMESTAMP(3) NULL,
-            flags BIT(8),
-            attrs JSON
-        );
+        CREATE TABLE bench.orders ({W1_COLUMNS});
         CREATE TABLE bench.w1_loaded (
             version VARCHAR(32) PRIMARY KEY,
             start_file VARCHAR(255), start_pos BIGINT UNSIGNED,
@@ -390,7 +385,8 @@ async fn load_w1(conn: &mut Conn, w1: &W1) -> W1Range {
             load_secs DOUBLE
         );
         FLUSH BINARY LOGS;
-        SET SESSION binlog_annotate_row_events = OFF;";
+        SET SESSION binlog_annotate_row_events = OFF;"
+    );
     conn.query_drop(setup).await.expect("creating bench.orders");
     let start = master_status(conn).await;
     let started = Instant::now();

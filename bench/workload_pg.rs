@@ -42,6 +42,11 @@ pub const TEMPLATE_SLOT: &str = "w2_template";
 const RUN_SLOT_PREFIX: &str = "w2_run_";
 /// Bump when the workload changes, so a loaded W2 of the old version is reloaded.
 const W2_VERSION: &str = "w2-v1";
+/// The columns of W2's table (`bench.orders`, W1 in Postgres types), needing the enum type
+/// `bench.order_state`: also the shape of the snapshot benchmark's table.
+pub const W2_COLUMNS: &str = "id bigint PRIMARY KEY, qty int, sku varchar(32), \
+    status_code smallint, amount numeric(12,2), state bench.order_state, note text, \
+    created_at timestamp(6), updated_at timestamptz(3), flags bit(8), attrs jsonb";
 /// Where Debian's Postgres 15 client programs are.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -278,19 +283,7 @@ async fn load_w2(admin: &Client, server_url: &str, w2: &W2) -> W2Range {
         &format!(
             "CREATE SCHEMA bench;
              CREATE TYPE bench.order_state AS ENUM ({states});
-             CREATE TABLE bench.orders (
-                 id bigint PRIMARY KEY,
-                 qty int,
-                 sku varchar(32),
-                 status_code smallint,
-                 amount numeric(12,2),
-                 state bench.order_state,
-                 note text,
-                 created_at timestamp(6),
-                 updated_at timestamptz(3),
-                 flags bit(8),
-                 attrs jsonb
-             ) WITH (autovacuum_enabled = false);
+             CREATE TABLE bench.orders ({W2_COLUMNS}) WITH (autovacuum_enabled = false);
              CREATE TABLE bench.w2_loaded (
                  version text PRIMARY KEY,
                  start_lsn pg_lsn NOT NULL,
