@@ -69,13 +69,7 @@ async fn scenario(db: &Warehouse, slot: &str) {
         .await
         .expect("mood oid")
         .get(0);
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .expect("create slot");
+    support::pg_source::create_pgoutput_slot(client, slot).await;
 
     let blob = incompressible_text(10_000, 0x5EED);
     write_workload(client, slot, &blob).await;

@@ -405,13 +405,7 @@ pub async fn type_matrix_source(
         ))
         .await
         .expect("publication");
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .expect("create slot");
+    create_pgoutput_slot(client, slot).await;
     client.batch_execute(TYPE_MATRIX_ROWS).await.expect("rows");
     let big = incompressible_text(10_000, big_seed);
     client
@@ -419,4 +413,16 @@ pub async fn type_matrix_source(
         .await
         .expect("full_identity insert");
     big
+}
+
+/// Creates logical replication slot `slot` (pgoutput) in `client`'s database: its changes
+/// start here.
+pub async fn create_pgoutput_slot(client: &Client, slot: &str) {
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .expect("create slot");
 }
