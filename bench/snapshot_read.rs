@@ -333,7 +333,7 @@ fn read_table(url: &str, parallelism: usize) -> u64 {
             let mut conn = connect(&url).await;
             let mut rows = 0u64;
             while let Some(range) = take(&queue) {
-                read_chunk(&mut conn, &schema, &range, BATCH_ROWS, async |batch| {
+                read_chunk(&mut conn, &schema, &range, BATCH_ROWS, |batch| {
                     rows += batch.len() as u64;
                     ControlFlow::Continue(())
                 })

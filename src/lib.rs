@@ -15,4 +15,5 @@ pub mod observe;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;
+pub mod snapshot;
 pub mod source;

@@ -33,7 +33,7 @@ async fn read_all(
     range: &KeyRange,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
-    let count = read_chunk(conn, schema, range, 7, async |batch: Vec<Row>| {
+    let count = read_chunk(conn, schema, range, 7, |batch: Vec<Row>| {
         assert!(batch.len() <= 7, "batches hold at most batch_rows rows");
         rows.extend(batch);
         ControlFlow::Continue(())
@@ -228,7 +228,7 @@ async fn key_ranges_cover_every_row_exactly_once() {
 
     // A consumer may stop after a batch; the connection stays usable.
     let mut batches = 0;
-    let count = read_chunk(&mut conn, &schema, &KeyRange::all(), 100, async |_| {
+    let count = read_chunk(&mut conn, &schema, &KeyRange::all(), 100, |_| {
         batches += 1;
         ControlFlow::Break(())
     })
@@ -273,7 +273,7 @@ async fn missing_tables_and_grants_are_told_apart() {
     let url = support::mysql_url().replacen("root@", &format!("{user}:pw@"), 1);
     let mut denied = support::mysql_conn(&url).await;
     let schema_error = table_schema(&mut denied, &db, "secret").await.unwrap_err();
-    let read_error = read_chunk(&mut denied, &schema, &KeyRange::all(), 10, async |_| {
+    let read_error = read_chunk(&mut denied, &schema, &KeyRange::all(), 10, |_| {
         ControlFlow::Continue(())
     })
     .await

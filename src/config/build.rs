@@ -37,6 +37,16 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Default `[group] state_dir`.
 const DEFAULT_STATE_DIR: &str = "/var/lib/tidemark";
+/// Default `[[sources]] snapshot_chunk_rows`: large enough that a chunk's transaction costs
+/// little beside its rows, small enough that a crash re-copies little.
+const DEFAULT_SNAPSHOT_CHUNK_ROWS: u64 = 50_000;
+
+/// Default `[[sources]] snapshot_parallelism`: one reader per core, at most 4 (more readers
+/// load the source more than they speed the copy: the warehouse loads one chunk at a time).
+fn default_snapshot_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
 /// Default `[[sources]] heartbeat`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest accepted `heartbeat`.
@@ -474,6 +484,14 @@ impl Builder<'_> {
             None => default_target_table(&include).to_string(),
         };
         let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
+        let snapshot_parallelism = match &raw.snapshot_parallelism {
+            Some(value) => self.bounded(value, &key("snapshot_parallelism"), 1, 64)? as usize,
+            None => default_snapshot_parallelism(),
+        };
+        let snapshot_chunk_rows = match &raw.snapshot_chunk_rows {
+            Some(value) => self.bounded(value, &key("snapshot_chunk_rows"), 100, 10_000_000)?,
+            None => DEFAULT_SNAPSHOT_CHUNK_ROWS,
+        };
         let heartbeat = match &raw.heartbeat {
             Some(value) => {
                 let heartbeat = self.duration(value, &key("heartbeat"))?;
@@ -520,6 +538,8 @@ impl Builder<'_> {
             include,
             exclude,
             snapshot,
+            snapshot_parallelism,
+            snapshot_chunk_rows,
             heartbeat,
             start,
         })
@@ -698,6 +718,20 @@ impl Builder<'_> {
             .collect()
     }
 
+    /// An integer from `min` to `max`.
+    fn bounded(&self, value: &Spanned<i64>, key: &str, min: u64, max: u64) -> Result<u64> {
+        u64::try_from(*value.get_ref())
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                self.invalid(
+                    value.span(),
+                    key,
+                    format!("must be an integer from {min} to {max}"),
+                )
+            })
+    }
+
     fn snapshot(&self, value: &Str, key: &str) -> Result<SnapshotMode> {
         let text = self.string(value, key)?;
         let Some(mode) = SnapshotMode::parse(&text) else {
@@ -709,16 +743,6 @@ impl Builder<'_> {
                 ),
             ));
         };
-        if !mode.is_implemented() {
-            return Err(self.error(
-                ConfigErrorKind::Unsupported,
-                value.span(),
-                key,
-                format!(
-                    "snapshot = \"{text}\" is not implemented yet (snapshots arrive in a later release); use snapshot = \"never\", which replicates changes from the start position on without copying existing rows"
-                ),
-            ));
-        }
         Ok(mode)
     }
 

@@ -75,6 +75,8 @@ pub(crate) struct RawSource {
     pub include: Option<Spanned<Vec<Str>>>,
     pub exclude: Option<Spanned<Vec<Str>>>,
     pub snapshot: Str,
+    pub snapshot_parallelism: Option<Spanned<i64>>,
+    pub snapshot_chunk_rows: Option<Spanned<i64>>,
     pub server_id: Option<Spanned<i64>>,
     pub heartbeat: Option<Str>,
     pub start: Option<Str>,

@@ -98,15 +98,12 @@ impl KindTable for SourceKind {
     }
 }
 
-/// When a source's existing rows are copied (docs/config.md, `snapshot`).
-///
-/// All four modes are parsed; only [`SnapshotMode::Never`] is accepted by config loading until
-/// snapshots are implemented.
+/// When a source's existing rows are copied (docs/snapshots.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SnapshotMode {
     /// Copy every table once, then stream.
     Initial,
-    /// Copy every table once, then stop.
+    /// Copy every table once, then stop (no change log is read or kept).
     InitialOnly,
     /// Never copy: only changes from the start position on are replicated.
     Never,
@@ -137,9 +134,14 @@ impl SnapshotMode {
         .find(|mode| mode.as_str() == text)
     }
 
-    /// True when tidemark can run this mode today.
-    pub fn is_implemented(self) -> bool {
-        self == SnapshotMode::Never
+    /// True when a source in this mode copies its tables at its first start.
+    pub fn copies_at_first_start(self) -> bool {
+        self != SnapshotMode::Never
+    }
+
+    /// True when a source in this mode reads its change log.
+    pub fn streams(self) -> bool {
+        self != SnapshotMode::InitialOnly
     }
 }
 
@@ -234,8 +236,12 @@ pub struct SourceConfig {
     pub include: Vec<TablePattern>,
     /// Tables to leave out even when included.
     pub exclude: Vec<TablePattern>,
-    /// When existing rows are copied; always [`SnapshotMode::Never`] for now.
+    /// When existing rows are copied (docs/snapshots.md).
     pub snapshot: SnapshotMode,
+    /// How many chunks of a snapshot are read at once, each on its own source connection.
+    pub snapshot_parallelism: usize,
+    /// About how many rows one snapshot chunk holds (and one warehouse transaction loads).
+    pub snapshot_chunk_rows: u64,
     /// Interval of server heartbeats on an idle connection (default 5s).
     pub heartbeat: Duration,
     /// Where to start when the source has no checkpoint yet (default: the end of the log).

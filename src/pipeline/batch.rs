@@ -338,6 +338,14 @@ impl Batcher {
         self.is_full() || (self.can_cut() && self.deadline().is_some_and(|d| d <= now))
     }
 
+    /// True when no transaction has changes half-way: everything received is in whole
+    /// transactions, which [`Batcher::take`] hands out together.
+    pub fn between_transactions(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_none_or(|o| o.untouched(self.tables.len()))
+    }
+
     fn can_cut(&self) -> bool {
         self.committed.is_some()
             && self

@@ -10,6 +10,7 @@
 //! supervisor waits with backoff and starts that source again from its committed checkpoint.
 //! Other sources are not touched.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,17 +22,21 @@ use tracing::{error, info, warn};
 use super::batch::{BatchError, Batcher, lag_of};
 use super::route::Router;
 use crate::check::{CheckStatus, check_source};
-use crate::config::{BatchConfig, Config, SourceConfig, WarehouseConfig};
+use crate::config::{BatchConfig, Config, SnapshotMode, SourceConfig, WarehouseConfig};
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage};
 use crate::observe::seconds;
 use crate::retry::Backoff;
 use crate::sink::{self, Batch, LoadStep, Sink, SinkError, Step};
+use crate::snapshot::{ChunkId, CopiedChunk, Copier, Reason, SnapshotError, SnapshotState};
+use crate::source::copy::included_tables;
 use crate::source::{self, Acknowledger, ReadError, Source};
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
+/// Streamed batches that may wait in the load order behind a chunk being read.
+const MAX_QUEUED: usize = 4;
 /// First and longest wait before a failed source starts again.
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -79,6 +84,19 @@ pub enum SourceError {
         /// The panic's message.
         message: String,
     },
+    /// Copying the source's tables failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The progress record holds a snapshot state this release cannot read.
+    #[error(
+        "source {source_id}: the snapshot state in the warehouse's progress record cannot be read (written by another release, or edited); copy the source again with `tidemark snapshot {cli_args}`"
+    )]
+    SnapshotUnreadable {
+        /// The source.
+        source_id: String,
+        /// `--config F --source ID`.
+        cli_args: String,
+    },
     /// The source's prerequisites are not met (what `tidemark check` reports as FAIL).
     #[error(
         "source {source_id} is not ready, so nothing is read and no position recorded: {failures}. `tidemark check {cli_args}` shows every prerequisite; the source is checked again within a minute and starts once they are met (the other sources keep running)"
@@ -104,6 +122,8 @@ impl SourceError {
             SourceError::Batch(_) => ErrorKind::Fatal,
             SourceError::ReaderGone => ErrorKind::Retry,
             SourceError::NotReady { .. } => ErrorKind::Operator,
+            SourceError::Snapshot(e) => e.kind(),
+            SourceError::SnapshotUnreadable { .. } => ErrorKind::Operator,
             SourceError::LoadPanicked { .. } => ErrorKind::Fatal,
         }
     }
@@ -113,6 +133,11 @@ impl SourceError {
     /// fixed, until it is moved past it.
     fn stuck_in_log(&self) -> bool {
         matches!(self, SourceError::Read(e) if e.stuck_in_log())
+    }
+
+    /// True when the source's log no longer holds its position.
+    fn position_lost(&self) -> bool {
+        matches!(self, SourceError::Read(e) if e.position_lost())
     }
 }
 
@@ -179,11 +204,21 @@ async fn supervise(
     let id = context.source.id.clone();
     let mut interrupted = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     let mut needs_operator = Backoff::new(OPERATOR_RETRY, OPERATOR_RETRY);
+    let mut recopy = false;
     loop {
-        let error = match run_source(&context, shutdown.clone(), &mut interrupted).await {
+        let run = run_source(&context, shutdown.clone(), &mut interrupted, recopy);
+        let error = match run.await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
+        // A lost position shows when the log is opened or at its first read; `when_needed`
+        // copies the source again from the current end, once.
+        if error.position_lost() && context.source.snapshot == SnapshotMode::WhenNeeded && !recopy {
+            warn!(source = %id, error = %error, "the source's log position is lost: copying its tables again (snapshot = \"when_needed\"), from the current end of its log");
+            recopy = true;
+            continue;
+        }
+        recopy = false;
         // Fixing the server does not remove what is already in its log: say how to move past it.
         let get_past = error.stuck_in_log().then(|| {
             format!(
@@ -220,6 +255,7 @@ async fn run_source(
     context: &SourceContext,
     mut shutdown: watch::Receiver<bool>,
     backoff: &mut Backoff,
+    recopy: bool,
 ) -> Result<(), SourceError> {
     let source = &context.source;
     let source_id: Arc<str> = Arc::from(source.id.as_str());
@@ -240,90 +276,414 @@ async fn run_source(
         warn!(source = %source.id, check = %item.name, detail = %item.detail, fix = item.fix.as_deref(), "prerequisite warning (see `tidemark check`)");
     }
     let mut sink = sink::connect(&context.warehouse).await?;
-    let committed = sink
-        .read_progress(&source.id)
-        .await?
-        .map(|record| record.progress.resume_point);
-    let opened = tokio::select! {
-        opened = source::open(source, committed.as_ref()) => opened?,
+    let start = tokio::select! {
+        start = start_source(context, &mut sink, recopy) => start?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     };
-    let reader = opened.source;
-    let confirm = opened.acknowledger;
-    if let Some(resume_point) = opened.first_checkpoint {
-        // Record where reading starts before reading on: a crash before the first batch must
-        // resume here, not at a later end.
-        let mut first = Batch::position_only(source_id.clone(), resume_point);
-        sink.apply(&mut first).await?;
-        info!(source = %source.id, position = %first.progress.resume_point, "first start: replicating changes from the current end of the log");
+    let Start {
+        opened,
+        resume_point,
+        snapshot,
+    } = start;
+    let copier = match snapshot {
+        Some(state) => Some(Copier::new(
+            source,
+            state,
+            sink::connect(&context.warehouse).await?,
+            sink.encoder(),
+            context.spill_dir.clone(),
+            context.limits.max_bytes.0,
+        )),
+        None => None,
+    };
+    let (stream, confirm) = match opened {
+        Some(opened) => {
+            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            let read_task = tokio::spawn(read_source(opened.source, tx));
+            (
+                Some((rx, AbortOnDrop(read_task))),
+                Some(opened.acknowledger),
+            )
+        }
+        None => {
+            if copier.is_none() {
+                info!(source = %source.id, "snapshot = \"initial_only\": the tables are copied and no change log is read; nothing more to do");
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                return Ok(());
+            }
+            (None, None)
+        }
+    };
+    let mut flow = Flow {
+        source_id: source_id.clone(),
+        batcher: Batcher::new(
+            source_id.clone(),
+            Router::new(source),
+            context.limits,
+            context.spill_dir.clone(),
+            sink.encoder(),
+        ),
+        loader: Loader::new(sink, source_id.clone(), context.limits.slow_load_warning),
+        jobs: VecDeque::new(),
+        copied: HashMap::new(),
+        loading_chunk: None,
+        resume_point,
+        copier,
+        confirm,
+    };
+    flow.run(stream, &mut shutdown, backoff).await
+}
+
+/// Where a source starts: its open log (none when it only copies), the position committed so
+/// far, and the snapshot to run, if any.
+struct Start {
+    opened: Option<source::Opened>,
+    resume_point: ResumePoint,
+    snapshot: Option<SnapshotState>,
+}
+
+/// Opens the source where its progress says, deciding from its `snapshot` mode what to copy: on
+/// a first start its tables (unless `never`), after a lost log position its tables again
+/// (`when_needed`, or `recopy`: the position was found lost at the first read; any other mode
+/// stops with the lost position named). A new start position and snapshot are committed before
+/// anything is read.
+async fn start_source(
+    context: &SourceContext,
+    sink: &mut Box<dyn Sink>,
+    recopy: bool,
+) -> Result<Start, SourceError> {
+    let source = &context.source;
+    let source_id: Arc<str> = Arc::from(source.id.as_str());
+    let mode = source.snapshot;
+    let record = sink.read_progress(&source.id).await?;
+    let committed = record.as_ref().map(|r| r.progress.resume_point.clone());
+    let mut snapshot = match record.as_ref().and_then(|r| r.progress.snapshot.as_ref()) {
+        None => None,
+        Some(stored) => Some(SnapshotState::from_progress(stored).ok_or_else(|| {
+            SourceError::SnapshotUnreadable {
+                source_id: source.id.clone(),
+                cli_args: context.cli_args(),
+            }
+        })?),
+    };
+    let all_tables = || async { included_tables(source).await.map_err(SnapshotError::from) };
+    let (opened, resume_point, new_start) = if !mode.streams() {
+        match committed {
+            Some(point) => (None, point, false),
+            None => {
+                let end = source::log_end(source).await?;
+                snapshot = Some(SnapshotState::new(
+                    Reason::Initial,
+                    end.to_string(),
+                    all_tables().await?,
+                ));
+                (None, end, true)
+            }
+        }
     } else {
-        info!(source = %source.id, position = %reader.resume_point(), "resuming from the checkpoint");
+        // `None`: the position is lost and the source is copied again from the current end.
+        let opened = if recopy && committed.is_some() {
+            None
+        } else {
+            match source::open(source, committed.as_ref()).await {
+                Ok(opened) => Some(opened),
+                Err(error) if error.position_lost() && mode == SnapshotMode::WhenNeeded => {
+                    warn!(source = %source.id, error = %error, "the source's log position is lost: copying its tables again (snapshot = \"when_needed\"), from the current end of its log");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        match opened {
+            Some(opened) => match opened.first_checkpoint.clone() {
+                Some(first) => {
+                    if mode.copies_at_first_start() {
+                        snapshot = Some(SnapshotState::new(
+                            Reason::Initial,
+                            first.to_string(),
+                            all_tables().await?,
+                        ));
+                    }
+                    (Some(opened), first, true)
+                }
+                None => {
+                    let at = opened.source.resume_point();
+                    (Some(opened), at, false)
+                }
+            },
+            None => {
+                let end = source::restart_at_end(source).await?;
+                let opened = source::open(source, Some(&end)).await?;
+                snapshot = Some(SnapshotState::new(
+                    Reason::LostPosition,
+                    end.to_string(),
+                    all_tables().await?,
+                ));
+                (Some(opened), end, true)
+            }
+        }
+    };
+    if new_start {
+        // Record where reading starts (and what to copy) before reading on: a crash before the
+        // first batch must resume here, not at a later end of the log.
+        let mut first = Batch::position_only(source_id, resume_point.clone());
+        first.progress.snapshot = snapshot.as_ref().map(SnapshotState::to_progress);
+        sink.apply(&mut first).await?;
+        match &snapshot {
+            Some(state) => {
+                info!(source = %source.id, position = %resume_point, tables = state.tables.len(), "copying the source's tables, streaming its changes from this position")
+            }
+            None => {
+                info!(source = %source.id, position = %resume_point, "first start: replicating changes from the current end of the log")
+            }
+        }
+    } else if let Some(state) = &snapshot {
+        let totals = state.totals();
+        info!(source = %source.id, position = %resume_point, tables_done = totals.tables_done, tables = totals.tables, chunks_done = totals.chunks_done, "resuming the snapshot from its checkpoint");
+    } else {
+        info!(source = %source.id, position = %resume_point, "resuming from the checkpoint");
+    }
+    Ok(Start {
+        opened,
+        resume_point,
+        snapshot,
+    })
+}
+
+/// One load the source waits for, in load order.
+enum Job {
+    /// Streamed changes.
+    Stream(Batch),
+    /// A snapshot chunk, loaded once read.
+    Chunk(ChunkId),
+    /// The snapshot finished: record that it did.
+    SnapshotDone,
+}
+
+type StreamReceiver = mpsc::Receiver<Result<Vec<SourceMessage>, ReadError>>;
+
+/// A running source: its batcher, loader, and snapshot copier, and the load order between them.
+///
+/// Order rule: a chunk's rows must load after every change received before its read began and
+/// before every change received after it (`snapshot` module docs). So a chunk's read starts only
+/// between transactions, right after the batcher's whole transactions are queued, and takes its
+/// place in the queue right behind them; the loader takes the queue in order.
+struct Flow {
+    source_id: Arc<str>,
+    batcher: Batcher,
+    loader: Loader,
+    jobs: VecDeque<Job>,
+    copied: HashMap<ChunkId, CopiedChunk>,
+    /// The chunk whose batch is loading.
+    loading_chunk: Option<ChunkId>,
+    /// The last committed position.
+    resume_point: ResumePoint,
+    copier: Option<Copier>,
+    confirm: Option<Acknowledger>,
+}
+
+impl Flow {
+    async fn run(
+        &mut self,
+        mut stream: Option<(StreamReceiver, AbortOnDrop)>,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<(), SourceError> {
+        let mut cut = Vec::new();
+        loop {
+            self.start_chunks().await?;
+            let deadline = self.batcher.deadline();
+            let queued = self
+                .jobs
+                .iter()
+                .filter(|j| matches!(j, Job::Stream(_)))
+                .count();
+            let may_read = stream.is_some() && !self.batcher.is_full() && queued < MAX_QUEUED;
+            let reading_chunks = self.copier.as_ref().is_some_and(Copier::is_reading);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                loaded = self.loader.wait(), if self.loader.is_busy() => {
+                    let loaded = loaded?;
+                    self.committed(loaded, backoff);
+                }
+                read = next_chunk_read(&mut self.copier), if reading_chunks => {
+                    let (id, chunk) = read?;
+                    self.copied.insert(id, chunk);
+                }
+                received = receive(&mut stream), if may_read => match received {
+                    Some(Ok(messages)) => {
+                        for message in messages {
+                            self.batcher.push(message, &mut cut)?;
+                        }
+                        self.jobs.extend(cut.drain(..).map(Job::Stream));
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(SourceError::ReaderGone),
+                },
+                _ = sleep_until(deadline), if deadline.is_some() && !self.loader.is_busy() => {}
+            }
+            if !self.loader.is_busy() {
+                self.start_load(Instant::now());
+            }
+            if stream.is_none()
+                && self.copier.is_none()
+                && self.jobs.is_empty()
+                && !self.loader.is_busy()
+            {
+                info!(source = %self.source_id, "snapshot = \"initial_only\": every table is copied; no change log is read");
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                return Ok(());
+            }
+        }
+        self.drain(backoff).await
     }
 
-    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
-    let read_task = tokio::spawn(read_source(reader, tx));
-    let _abort_reader = AbortOnDrop(read_task);
-
-    let router = Router::new(source);
-    let mut batcher = Batcher::new(
-        source_id.clone(),
-        router,
-        context.limits,
-        context.spill_dir.clone(),
-        sink.encoder(),
-    );
-    let mut loader = Loader::new(sink, source_id.clone(), context.limits.slow_load_warning);
-    let mut cut = Vec::new();
-    loop {
-        let deadline = batcher.deadline();
-        let may_read = !batcher.is_full() && cut.is_empty();
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            loaded = loader.wait(), if loader.is_busy() => confirm_loaded(&confirm, loaded?, backoff),
-            received = rx.recv(), if may_read => match received {
-                Some(Ok(messages)) => {
-                    for message in messages {
-                        batcher.push(message, &mut cut)?;
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(SourceError::ReaderGone),
-            },
-            _ = sleep_until(deadline), if deadline.is_some() && !loader.is_busy() => {}
+    /// Starts as many chunk reads as the copier allows, each queued behind the whole
+    /// transactions received so far (only between transactions: see [`Flow`]).
+    async fn start_chunks(&mut self) -> Result<(), SourceError> {
+        let Some(copier) = self.copier.as_mut() else {
+            return Ok(());
+        };
+        while copier.can_start() && self.batcher.between_transactions() {
+            if let Some(batch) = self.batcher.take() {
+                self.jobs.push_back(Job::Stream(batch));
+            }
+            match copier.start_next().await? {
+                Some(id) => self.jobs.push_back(Job::Chunk(id)),
+                None => break,
+            }
         }
-        if !loader.is_busy() {
-            if !cut.is_empty() {
-                loader.start(cut.remove(0));
-            } else if batcher.is_due(Instant::now())
-                && let Some(batch) = batcher.take()
-            {
-                loader.start(batch);
+        // A snapshot with nothing to load (no tables, or only tables gone) ends here.
+        if copier.is_complete() && !copier.is_reading() && self.loading_chunk.is_none() {
+            info!(source = %self.source_id, "snapshot finished: every table is copied");
+            self.copier = None;
+            self.jobs.push_back(Job::SnapshotDone);
+        }
+        Ok(())
+    }
+
+    /// Starts the next load in order, if it is ready.
+    fn start_load(&mut self, now: Instant) {
+        let snapshot = self.copier.as_ref().map(Copier::progress);
+        match self.jobs.front() {
+            Some(Job::Stream(_)) => {
+                if let Some(Job::Stream(mut batch)) = self.jobs.pop_front() {
+                    batch.progress.snapshot = snapshot;
+                    self.loader.start(batch);
+                }
+            }
+            Some(Job::Chunk(id)) => {
+                let id = *id;
+                let (Some(copier), Some(chunk)) = (self.copier.as_ref(), self.copied.remove(&id))
+                else {
+                    return;
+                };
+                self.jobs.pop_front();
+                let batch = copier.chunk_batch(
+                    id,
+                    chunk,
+                    self.source_id.clone(),
+                    self.resume_point.clone(),
+                );
+                self.loading_chunk = Some(id);
+                self.loader.start(batch);
+            }
+            Some(Job::SnapshotDone) => {
+                self.jobs.pop_front();
+                self.loader.start(Batch::position_only(
+                    self.source_id.clone(),
+                    self.resume_point.clone(),
+                ));
+            }
+            None => {
+                if self.batcher.is_due(now)
+                    && let Some(mut batch) = self.batcher.take()
+                {
+                    batch.progress.snapshot = snapshot;
+                    self.loader.start(batch);
+                }
             }
         }
     }
-    // Shutdown: finish the load in flight, then load every whole transaction received so far,
-    // within a grace period: a warehouse that stays down must not hold the process hostage.
-    // Whatever is not committed is simply read again at the next start.
-    let drain = async {
-        confirm_loaded(&confirm, loader.wait().await?, backoff);
-        batcher.abandon_open_transaction()?;
-        for batch in cut.into_iter().chain(batcher.take()) {
-            loader.start(batch);
-            confirm_loaded(&confirm, loader.wait().await?, backoff);
+
+    /// A batch committed: passes its position on, and marks its chunk done.
+    fn committed(&mut self, loaded: Option<Loaded>, backoff: &mut Backoff) {
+        let Some(loaded) = loaded else {
+            return;
+        };
+        crash_point(crash::AFTER_COMMIT_BEFORE_ACK);
+        backoff.reset();
+        if let Some(confirm) = &self.confirm {
+            confirm.acknowledge(loaded.resume_point.clone());
         }
-        Ok::<(), SourceError>(())
-    };
-    match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
-        Ok(result) => result?,
-        Err(_) => {
-            loader.abort();
-            warn!(source = %source.id, grace_s = seconds(SHUTDOWN_GRACE), "stopping without loading the last batch (the warehouse did not take it in time); it is read again at the next start");
-            return Ok(());
+        self.resume_point = loaded.resume_point;
+        if let Some(id) = self.loading_chunk.take()
+            && let Some(copier) = self.copier.as_mut()
+        {
+            copier.loaded(id, loaded.changes);
+            if copier.is_complete() {
+                info!(source = %self.source_id, "snapshot finished: every table is copied");
+                self.copier = None;
+                self.jobs.push_front(Job::SnapshotDone);
+            }
         }
     }
-    info!(source = %source.id, "source stopped cleanly");
-    Ok(())
+
+    /// Shutdown: finish the load in flight, then load every whole transaction received so far
+    /// (and every chunk read before them), within a grace period: a warehouse that stays down
+    /// must not hold the process hostage. Whatever is not committed is read again at the next
+    /// start.
+    async fn drain(&mut self, backoff: &mut Backoff) -> Result<(), SourceError> {
+        let drain = async {
+            let loaded = self.loader.wait().await?;
+            self.committed(loaded, backoff);
+            self.batcher.abandon_open_transaction()?;
+            if let Some(batch) = self.batcher.take() {
+                self.jobs.push_back(Job::Stream(batch));
+            }
+            loop {
+                self.start_load(Instant::now());
+                if !self.loader.is_busy() {
+                    // Nothing left, or a chunk not read yet: what follows it must wait for it.
+                    break;
+                }
+                let loaded = self.loader.wait().await?;
+                self.committed(loaded, backoff);
+            }
+            Ok::<(), SourceError>(())
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
+            Ok(result) => result?,
+            Err(_) => {
+                self.loader.abort();
+                warn!(source = %self.source_id, grace_s = seconds(SHUTDOWN_GRACE), "stopping without loading the last batch (the warehouse did not take it in time); it is read again at the next start");
+                return Ok(());
+            }
+        }
+        info!(source = %self.source_id, "source stopped cleanly");
+        Ok(())
+    }
+}
+
+/// The next messages of the stream (pending forever when there is none).
+async fn receive(
+    stream: &mut Option<(StreamReceiver, AbortOnDrop)>,
+) -> Option<Result<Vec<SourceMessage>, ReadError>> {
+    match stream {
+        Some((rx, _)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next chunk read to finish (pending forever without a copier).
+async fn next_chunk_read(
+    copier: &mut Option<Copier>,
+) -> Result<(ChunkId, CopiedChunk), SnapshotError> {
+    match copier {
+        Some(copier) => copier.next_read().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -391,9 +751,9 @@ impl Loader {
         }
     }
 
-    /// Waits for the batch in flight and returns the position it committed; errors are the
-    /// ones retrying did not fix.
-    async fn wait(&mut self) -> Result<Option<ResumePoint>, SourceError> {
+    /// Waits for the batch in flight and returns what it committed; errors are the ones
+    /// retrying did not fix.
+    async fn wait(&mut self) -> Result<Option<Loaded>, SourceError> {
         let Some(handle) = self.busy.as_mut() else {
             return Ok(None);
         };
@@ -430,8 +790,19 @@ impl Loader {
             self.loaded_batches = 0;
             self.last_report = Some(Instant::now());
         }
-        Ok(Some(batch.progress.resume_point))
+        Ok(Some(Loaded {
+            changes: batch.changes(),
+            resume_point: batch.progress.resume_point,
+        }))
     }
+}
+
+/// What a committed batch brought.
+struct Loaded {
+    /// The position it committed.
+    resume_point: ResumePoint,
+    /// Its row changes.
+    changes: u64,
 }
 
 /// What a task that ended abnormally says: its panic message, or that it was cancelled.
@@ -443,17 +814,6 @@ fn panic_message(error: tokio::task::JoinError) -> String {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".to_owned()),
         Err(error) => error.to_string(),
-    }
-}
-
-/// Passes a position the warehouse committed on to the reader (a server that keeps its log for
-/// the source, such as a replication slot, may then release what is before it); a committed
-/// batch is progress, so the source's backoff starts over.
-fn confirm_loaded(confirm: &Acknowledger, loaded: Option<ResumePoint>, backoff: &mut Backoff) {
-    if let Some(committed) = loaded {
-        crash_point(crash::AFTER_COMMIT_BEFORE_ACK);
-        backoff.reset();
-        confirm.acknowledge(committed);
     }
 }
 

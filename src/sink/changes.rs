@@ -213,6 +213,10 @@ pub struct TableChanges {
     /// TOASTed values, [`Value::Unchanged`]): the loader applies the rows generation by
     /// generation and keeps the target's value for each unchanged column.
     pub has_unchanged: bool,
+    /// The end of a table's copy (µs since the epoch, the warehouse's clock): after the rows
+    /// apply, the target's rows last loaded before this instant are deleted. They are rows the
+    /// source no longer has: every row it has was rewritten by the copy or the stream since.
+    pub replaces_rows_loaded_before: Option<i64>,
     /// Ordering of partial rows once the key index is off: each starts a new generation.
     epoch: Option<u32>,
     /// Rows written, all segments together (a row's number is its place in write order).
@@ -254,6 +258,7 @@ impl TableChanges {
             positions: None,
             has_deletes: false,
             has_unchanged: false,
+            replaces_rows_loaded_before: None,
             epoch: None,
             rows: 0,
             last_change: LastChange::default(),
@@ -264,6 +269,19 @@ impl TableChanges {
     /// Encoded bytes held.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.data.len()).sum()
+    }
+
+    /// Records `schema` as the table's shape when no row has: a copied table that is empty
+    /// still gets its target table.
+    pub fn declare_shape(&mut self, schema: Arc<TableSchema>) {
+        if self.segments.is_empty() {
+            self.segments.push(Segment {
+                schema,
+                with_unchanged: false,
+                data: SpillBuffer::default(),
+                rows: 0,
+            });
+        }
     }
 
     /// Bytes held in memory (spilled bytes excluded).

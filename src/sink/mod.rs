@@ -79,6 +79,9 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 /// - **Honest about commits.** After `apply` failed, [`Sink::committed`] says whether that batch
 ///   committed anyway (the connection broke after COMMIT reached the server), reconnecting first
 ///   if it must.
+/// - **Stale rows go only when asked.** A table whose [`TableChanges::replaces_rows_loaded_before`]
+///   is set loses, after its rows apply and in the same transaction, the rows last loaded
+///   before that instant of [`Sink::clock_micros`]'s clock.
 /// - Errors carry their [`ErrorKind`]; the caller retries, waits for an operator or stops on
 ///   that alone.
 pub trait Sink: Send {
@@ -103,6 +106,10 @@ pub trait Sink: Send {
 
     /// The format this sink's batches are encoded in: the batcher writes every row with it.
     fn encoder(&self) -> Arc<dyn RowEncoder>;
+
+    /// The warehouse's current time (µs since the epoch), on the clock that stamps loaded
+    /// rows: where a table's copy starts, for [`TableChanges::replaces_rows_loaded_before`].
+    fn clock_micros(&mut self) -> SinkFuture<'_, i64>;
 }
 
 /// Opens a sink on the configured warehouse: the one place that maps a warehouse kind to its

@@ -104,6 +104,13 @@ impl Sink for NullSink {
     fn encoder(&self) -> Arc<dyn RowEncoder> {
         Arc::new(NullEncoder)
     }
+
+    fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        Box::pin(async move { Ok(now) })
+    }
 }
 
 /// Writes each row as its terminator alone: one byte, whatever the row holds.

@@ -6,6 +6,7 @@
 //! [`open`] is the one place that maps a source kind to its reader; [`Reconnecting`] is the one
 //! place that rides out a lost connection, for every kind.
 
+pub mod copy;
 pub mod mysql;
 pub mod postgres;
 mod reconnect;
@@ -49,9 +50,19 @@ impl ReadError {
         }
     }
 
+    /// True when the position to resume from is no longer in the source's log (binlogs or
+    /// GTIDs purged; the Postgres slot dropped, invalidated or moved past it): the changes since
+    /// are lost to the log, and only copying the tables again recovers them.
+    pub fn position_lost(&self) -> bool {
+        match self {
+            ReadError::Mysql(e) => matches!(e, BinlogError::PositionLost { .. }),
+            ReadError::Postgres(e) => e.position_lost(),
+        }
+    }
+
     /// True when the source stops at a place in its log (an event it cannot replicate, a lost
     /// position) where it stops again after every retry, even once the cause is fixed, until it
-    /// is moved past it (`tidemark skip-to-end`).
+    /// is moved past it (`tidemark snapshot`, or `tidemark skip-to-end`).
     pub fn stuck_in_log(&self) -> bool {
         match self {
             ReadError::Mysql(e) => e.stuck_in_log(),
@@ -141,6 +152,15 @@ pub async fn open(
         first_checkpoint,
         acknowledger,
     })
+}
+
+/// The source's current end of log, without reserving the log from there on (no Postgres slot
+/// is created): where a source that only copies (`snapshot = "initial_only"`) records it was.
+pub async fn log_end(source: &SourceConfig) -> Result<ResumePoint, ReadError> {
+    match &source.settings {
+        SourceSettings::Mysql(settings) => Ok(mysql::restart_at_end(source, settings).await?),
+        SourceSettings::Postgres(_) => Ok(postgres::reader::current_wal_end(source).await?),
+    }
 }
 
 /// The source's current end of log as a resume point, made ready to resume from: MySQL/MariaDB

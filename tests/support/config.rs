@@ -25,6 +25,8 @@ pub struct SourceConfig {
     pub include: Vec<String>,
     /// `server_id`.
     pub server_id: u32,
+    /// `snapshot` mode.
+    pub snapshot: &'static str,
     /// Extra TOML lines appended to the entry.
     pub extra: String,
 }
@@ -42,6 +44,7 @@ impl SourceConfig {
             function: "txn".into(),
             include: vec![format!("{db}.*")],
             server_id: server_id(),
+            snapshot: "never",
             extra: "heartbeat = \"1s\"\n".into(),
         }
     }
@@ -121,7 +124,7 @@ impl GroupConfig {
             write!(
                 text,
                 "\n[[sources]]\nid = {}\nkind = \"{}\"\nurl = {}\ntenant = {}\nregion = {}\n\
-                 function = {}\ninclude = [{}]\nsnapshot = \"never\"\n{}{}",
+                 function = {}\ninclude = [{}]\nsnapshot = \"{}\"\n{}{}",
                 toml_str(&s.id),
                 s.kind,
                 toml_str(&s.url),
@@ -129,6 +132,7 @@ impl GroupConfig {
                 toml_str(&s.region),
                 toml_str(&s.function),
                 include.join(", "),
+                s.snapshot,
                 if s.kind == "mysql" {
                     format!("server_id = {}\n", s.server_id)
                 } else {

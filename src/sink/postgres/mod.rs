@@ -205,6 +205,17 @@ impl Sink for PostgresSink {
     fn encoder(&self) -> Arc<dyn RowEncoder> {
         Arc::new(CopyText)
     }
+
+    fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
+        Box::pin(async move {
+            let row = self
+                .client
+                .query_one(sql::CLOCK_MICROS, &[])
+                .await
+                .map_err(sql_error("reading the warehouse clock"))?;
+            Ok(row.get(0))
+        })
+    }
 }
 
 fn sql_error(
@@ -490,6 +501,14 @@ impl PostgresSink {
                 continue;
             };
             let skipped = load_table(tx, changes, &shape, i).await?;
+            if let Some(before) = changes.replaces_rows_loaded_before {
+                tx.execute(&sql::delete_loaded_before(&changes.target), &[&before])
+                    .await
+                    .map_err(sql_error(format_args!(
+                        "deleting the rows of {} the source no longer has",
+                        changes.target
+                    )))?;
+            }
             if skipped > 0 {
                 partial_skipped.push((i, skipped));
             }

@@ -469,6 +469,17 @@ fn list(names: &[String]) -> String {
         .join(", ")
 }
 
+/// The warehouse's current time in µs since the epoch (not the transaction's start time).
+pub const CLOCK_MICROS: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+
+/// Deletes the rows of `t` last loaded before `$1` (µs since the epoch): the end of a copy.
+pub fn delete_loaded_before(t: &TargetTable) -> String {
+    format!(
+        "DELETE FROM {} WHERE {LOADED_AT} < 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
+        table(t)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use mysql_async::Value as MyValue;
 use mysql_async::prelude::Queryable;
+use serde::{Deserialize, Serialize};
 
 use super::charset::{Charset, charset_named};
 use super::decode::{bit_value, enum_value, geometry_value, set_value, vector_value};
@@ -68,6 +69,124 @@ impl KeyRange {
             lower: None,
             upper: None,
         }
+    }
+}
+
+/// One key value of a stored range bound: the value kinds [`key_ranges`] splits on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+enum StoredKey {
+    Int(i64),
+    UInt(u64),
+    Decimal(String),
+    Text(String),
+    /// Hex digits.
+    Bytes(String),
+    /// Year, month, day.
+    Date(i32, u8, u8),
+    /// Year, month, day, hour, minute, second, microseconds.
+    DateTime(i32, u8, u8, u8, u8, u8, u32),
+    Timestamp(i64),
+    Time(i64),
+    Year(u16),
+}
+
+impl StoredKey {
+    fn of(value: &Value) -> Option<StoredKey> {
+        Some(match value {
+            Value::Int(v) => StoredKey::Int(*v),
+            Value::UInt(v) => StoredKey::UInt(*v),
+            Value::Decimal(v) => StoredKey::Decimal(v.clone()),
+            Value::Text(v) => StoredKey::Text(v.clone()),
+            Value::Bytes(v) => StoredKey::Bytes(crate::event::to_hex(v)),
+            Value::Date(d) => StoredKey::Date(d.year, d.month, d.day),
+            Value::DateTime(t) => {
+                let d = t.date;
+                StoredKey::DateTime(d.year, d.month, d.day, t.hour, t.minute, t.second, t.micros)
+            }
+            Value::Timestamp(v) => StoredKey::Timestamp(*v),
+            Value::Time(v) => StoredKey::Time(*v),
+            Value::Year(v) => StoredKey::Year(*v),
+            _ => return None,
+        })
+    }
+
+    fn value(self) -> Option<Value> {
+        Some(match self {
+            StoredKey::Int(v) => Value::Int(v),
+            StoredKey::UInt(v) => Value::UInt(v),
+            StoredKey::Decimal(v) => Value::Decimal(v),
+            StoredKey::Text(v) => Value::Text(v),
+            StoredKey::Bytes(hex) => Value::Bytes(from_hex(&hex)?),
+            StoredKey::Date(year, month, day) => Value::Date(Date { year, month, day }),
+            StoredKey::DateTime(year, month, day, hour, minute, second, micros) => {
+                Value::DateTime(DateTime {
+                    date: Date { year, month, day },
+                    hour,
+                    minute,
+                    second,
+                    micros,
+                })
+            }
+            StoredKey::Timestamp(v) => Value::Timestamp(v),
+            StoredKey::Time(v) => Value::Time(v),
+            StoredKey::Year(v) => Value::Year(v),
+        })
+    }
+}
+
+/// The bytes of lowercase or uppercase hex digits, `None` when `hex` is not that.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A range as stored in a snapshot's progress: each bound a list of typed key values.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRange {
+    lower: Option<Vec<StoredKey>>,
+    upper: Option<Vec<StoredKey>>,
+}
+
+impl KeyRange {
+    /// The range as JSON, to be stored in a snapshot's progress and read back by
+    /// [`KeyRange::from_json`]; `None` when a bound holds a value no range is split on.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        let side = |bound: &Option<Vec<Value>>| match bound {
+            None => Some(None),
+            Some(values) => values
+                .iter()
+                .map(StoredKey::of)
+                .collect::<Option<Vec<_>>>()
+                .map(Some),
+        };
+        let stored = StoredRange {
+            lower: side(&self.lower)?,
+            upper: side(&self.upper)?,
+        };
+        serde_json::to_value(stored).ok()
+    }
+
+    /// Reads a range [`KeyRange::to_json`] stored; `None` when `json` is not one.
+    pub fn from_json(json: &serde_json::Value) -> Option<KeyRange> {
+        let stored: StoredRange = serde_json::from_value(json.clone()).ok()?;
+        let side = |bound: Option<Vec<StoredKey>>| match bound {
+            None => Some(None),
+            Some(keys) => keys
+                .into_iter()
+                .map(StoredKey::value)
+                .collect::<Option<Vec<_>>>()
+                .map(Some),
+        };
+        Some(KeyRange {
+            lower: side(stored.lower)?,
+            upper: side(stored.upper)?,
+        })
     }
 }
 
@@ -896,7 +1015,7 @@ pub async fn read_chunk<F>(
     mut on_batch: F,
 ) -> Result<u64, CopyError>
 where
-    F: AsyncFnMut(Vec<Row>) -> ControlFlow<()>,
+    F: FnMut(Vec<Row>) -> ControlFlow<()> + Send,
 {
     let table = schema.id.to_string();
     prepare_session(conn, &table).await?;
@@ -920,14 +1039,14 @@ where
         count += 1;
         if batch.len() >= batch_rows {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
-            if on_batch(full).await.is_break() {
+            if on_batch(full).is_break() {
                 // The driver discards the rest of the result before the connection's next query.
                 return Ok(count);
             }
         }
     }
     if !batch.is_empty() {
-        let _ = on_batch(batch).await;
+        let _ = on_batch(batch);
     }
     Ok(count)
 }

@@ -47,7 +47,7 @@ pub enum BinlogError {
     },
     /// The requested start position is gone from the server (purged logs, unknown GTIDs).
     #[error(
-        "source {source_id}: cannot read the binlog from {position}: {message}. The position is no longer on the server (binlogs purged or GTIDs unknown); the changes since then are lost to the log. Move the source to the current end with `tidemark skip-to-end --source {source_id} --yes`, then copy its tables again (snapshots arrive in a later release)"
+        "source {source_id}: cannot read the binlog from {position}: {message}. The position is no longer on the server (binlogs purged or GTIDs unknown); the changes since then are lost to the log. To recover: set snapshot = \"when_needed\" on the source to copy its tables again by itself at the next start, or run `tidemark snapshot --config FILE --source {source_id}` once and start tidemark again (either copies from the current end of the log, deleting in the warehouse the rows deleted meanwhile)"
     )]
     PositionLost {
         /// Configured source id.
@@ -120,9 +120,9 @@ impl BinlogError {
         match self {
             BinlogError::Server { error, .. } => server_error_kind(error),
             BinlogError::ConnectionLost { .. } => ErrorKind::Retry,
-            BinlogError::PositionLost { .. }
-            | BinlogError::Unsupported { .. }
-            | BinlogError::BadStart(_) => ErrorKind::Operator,
+            // Waiting never brings a purged log back: the source stops until copied again.
+            BinlogError::PositionLost { .. } => ErrorKind::Fatal,
+            BinlogError::Unsupported { .. } | BinlogError::BadStart(_) => ErrorKind::Operator,
             BinlogError::Layout {
                 error: LayoutError::MissingColumnNames { .. },
                 ..

@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, CopyOutStream};
 
 use super::assemble::{AssembleError, Assembler, reader_name};
@@ -307,7 +308,8 @@ pub async fn describe(
 }
 
 /// Which rows of a table one chunk holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Bounds {
     /// Rows whose key (`columns`, in key order, compared as a row) is at least `from` and below
     /// `to`; `None` is unbounded. Key values are the text Postgres prints for them, read back
@@ -363,6 +365,31 @@ impl fmt::Display for KeyRange {
 }
 
 impl KeyRange {
+    /// Every row of `table`: how a table without a key is copied, in one chunk.
+    pub fn whole(table: TableId) -> KeyRange {
+        KeyRange {
+            table,
+            bounds: Bounds::Key {
+                columns: Vec::new(),
+                from: None,
+                to: None,
+            },
+        }
+    }
+
+    /// The range's bounds as JSON, to be stored in a snapshot's progress and read back by
+    /// [`KeyRange::from_json`].
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.bounds).ok()
+    }
+
+    /// The range of `table` whose bounds [`KeyRange::to_json`] stored; `None` when `json` is
+    /// not such bounds.
+    pub fn from_json(table: TableId, json: &serde_json::Value) -> Option<KeyRange> {
+        let bounds = serde_json::from_value(json.clone()).ok()?;
+        Some(KeyRange { table, bounds })
+    }
+
     /// The SQL condition selecting this range's rows.
     fn condition(&self) -> String {
         match &self.bounds {

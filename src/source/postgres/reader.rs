@@ -83,6 +83,12 @@ impl PgReadError {
 }
 
 impl PgReadError {
+    /// True when the slot no longer holds the changes after the checkpoint (missing,
+    /// invalidated, or confirmed past it).
+    pub fn position_lost(&self) -> bool {
+        self.stuck_in_log()
+    }
+
     /// True when the slot cannot continue from the checkpoint (missing, lost, or ahead of it):
     /// retrying meets the same gap until the source is moved past it.
     pub fn stuck_in_log(&self) -> bool {
@@ -310,6 +316,25 @@ pub async fn restart_slot_at_end(
     let at = slot::create_slot(&sql, &source.id, settings).await?;
     info!(source = %source.id, slot = %settings.slot, position = %at, "created the replication slot at the current end of the WAL");
     Ok(ResumePoint::Lsn { lsn: at.0 })
+}
+
+/// The server's current WAL write position, read without a slot.
+pub async fn current_wal_end(source: &SourceConfig) -> Result<ResumePoint, PgReadError> {
+    let sql = connect_sql(source).await?;
+    let row = sql
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|e| PgReadError::Connect {
+            source_id: source.id.clone(),
+            server: source.url.to_string(),
+            message: source.url.scrub(&e.to_string()),
+        })?;
+    let text: String = row.get(0);
+    let lsn = WalPosition::parse(&text).ok_or_else(|| PgReadError::NotAnLsn {
+        source_id: source.id.clone(),
+        checkpoint: text.clone(),
+    })?;
+    Ok(ResumePoint::Lsn { lsn: lsn.0 })
 }
 
 async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {

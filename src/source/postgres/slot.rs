@@ -66,7 +66,7 @@ pub enum StartDecision {
 pub enum SlotError {
     /// The slot is gone while the checkpoint says we were reading from it.
     #[error(
-        "source {source_id}: replication slot `{slot}` does not exist, but the checkpoint is at {checkpoint}: the changes after it cannot be read. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it creates the slot there), then copy the tables again (snapshots arrive in a later release)"
+        "source {source_id}: replication slot `{slot}` does not exist, but the checkpoint is at {checkpoint}: the changes after it cannot be read. To recover: set snapshot = \"when_needed\" on the source to copy its tables again by itself at the next start, or run `tidemark snapshot --config FILE --source {source_id}` once and start tidemark again (either copies from the current end of the WAL, with a new slot, deleting in the warehouse the rows deleted meanwhile)"
     )]
     Missing {
         /// The source.
@@ -78,7 +78,7 @@ pub enum SlotError {
     },
     /// The server invalidated the slot (it ran past `max_slot_wal_keep_size`).
     #[error(
-        "source {source_id}: replication slot `{slot}` was invalidated (wal_status = lost): the WAL after the checkpoint {checkpoint} was removed, so those changes are gone. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it replaces the slot), then copy the tables again (snapshots arrive in a later release); raise max_slot_wal_keep_size so a future outage of this length is survived"
+        "source {source_id}: replication slot `{slot}` was invalidated (wal_status = lost): the WAL after the checkpoint {checkpoint} was removed, so those changes are gone. To recover: set snapshot = \"when_needed\" on the source to copy its tables again by itself at the next start, or run `tidemark snapshot --config FILE --source {source_id}` once and start tidemark again (either copies from the current end of the WAL, with a new slot, deleting in the warehouse the rows deleted meanwhile); raise max_slot_wal_keep_size so a future outage of this length is survived"
     )]
     Lost {
         /// The source.
@@ -90,7 +90,7 @@ pub enum SlotError {
     },
     /// The slot confirmed more than the warehouse holds.
     #[error(
-        "source {source_id}: replication slot `{slot}` has confirmed up to {confirmed}, past the checkpoint {checkpoint} (was the warehouse restored from a backup, or the slot advanced by someone else?): the changes between them cannot be read again. To recover: move the source to the current end of the WAL with `tidemark skip-to-end --source {source_id} --yes` (it replaces the slot), then copy the tables again (snapshots arrive in a later release)"
+        "source {source_id}: replication slot `{slot}` has confirmed up to {confirmed}, past the checkpoint {checkpoint} (was the warehouse restored from a backup, or the slot advanced by someone else?): the changes between them cannot be read again. To recover: set snapshot = \"when_needed\" on the source to copy its tables again by itself at the next start, or run `tidemark snapshot --config FILE --source {source_id}` once and start tidemark again (either copies from the current end of the WAL, with a new slot, deleting in the warehouse the rows deleted meanwhile)"
     )]
     Ahead {
         /// The source.

@@ -1,0 +1,238 @@
+//! A snapshot's state as the warehouse stores it in the source's progress record: which tables
+//! it copies, each table's chunks and which of them are done.
+//!
+//! Invariant: a chunk is marked done only in the warehouse transaction that loaded its rows, so
+//! after a crash the committed state names exactly the chunks still to copy. Tables are planned
+//! (split into chunks) one at a time, when the copy reaches them; a planned table keeps its
+//! chunks, so a resumed copy reads the very ranges it planned.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::TableId;
+use crate::sink::SnapshotProgress;
+
+/// Why the snapshot runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The source's first start (`snapshot = "initial"`, `"initial_only"`, `"when_needed"`).
+    Initial,
+    /// The source's log position was lost (`snapshot = "when_needed"`).
+    LostPosition,
+    /// `tidemark snapshot` asked for it.
+    Requested,
+}
+
+/// One snapshot of a source: its tables, in the order they are copied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// Why it runs.
+    pub reason: Reason,
+    /// The source position streaming resumed from when it started (the low watermark).
+    pub low_watermark: String,
+    /// The tables to copy.
+    pub tables: Vec<TableCopy>,
+}
+
+/// One table of a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableCopy {
+    /// Database (MySQL) or schema (Postgres).
+    pub namespace: String,
+    /// Table name.
+    pub name: String,
+    /// The chunks, once the table is planned.
+    pub chunks: Option<Vec<Chunk>>,
+    /// The warehouse clock when the table was planned, before any of its chunks was read: rows
+    /// of the target last loaded before it, and not loaded again by the copy or the stream, are
+    /// rows the source no longer has.
+    pub started_at_micros: Option<i64>,
+}
+
+/// One chunk of a table: a range of its rows, as the source kind stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The range (see `source::copy`).
+    pub range: serde_json::Value,
+    /// Loaded into the warehouse.
+    pub done: bool,
+    /// Rows loaded, once done.
+    pub rows: u64,
+}
+
+/// Where one chunk is in the state: table index, chunk index.
+pub type ChunkId = (usize, usize);
+
+/// Counts for `tidemark status` and progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Tables in the snapshot.
+    pub tables: usize,
+    /// Tables whose every chunk is done.
+    pub tables_done: usize,
+    /// Chunks of the planned tables.
+    pub chunks: usize,
+    /// Chunks done.
+    pub chunks_done: usize,
+    /// Rows loaded by done chunks.
+    pub rows: u64,
+}
+
+impl SnapshotState {
+    /// A snapshot of `tables`, none planned yet.
+    pub fn new(reason: Reason, low_watermark: String, tables: Vec<TableId>) -> SnapshotState {
+        SnapshotState {
+            reason,
+            low_watermark,
+            tables: tables
+                .into_iter()
+                .map(|t| TableCopy {
+                    namespace: t.namespace.to_string(),
+                    name: t.name.to_string(),
+                    chunks: None,
+                    started_at_micros: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The state stored in a progress record, if it is one this release wrote.
+    pub fn from_progress(progress: &SnapshotProgress) -> Option<SnapshotState> {
+        serde_json::from_value(progress.0.clone()).ok()
+    }
+
+    /// The state as a progress record stores it.
+    pub fn to_progress(&self) -> SnapshotProgress {
+        SnapshotProgress(serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// True when every table's every chunk is done.
+    pub fn is_complete(&self) -> bool {
+        self.tables.iter().all(TableCopy::is_done)
+    }
+
+    /// Marks chunk `id` done with `rows` rows.
+    pub fn mark_done(&mut self, (table, chunk): ChunkId, rows: u64) {
+        if let Some(chunk) = self
+            .tables
+            .get_mut(table)
+            .and_then(|t| t.chunks.as_mut())
+            .and_then(|c| c.get_mut(chunk))
+        {
+            chunk.done = true;
+            chunk.rows = rows;
+        }
+    }
+
+    /// Adds `tables` not already in the snapshot, or copies them again from the start when they
+    /// are (a table asked for again is planned anew).
+    pub fn add_tables(&mut self, tables: Vec<TableId>) {
+        for table in tables {
+            let fresh = TableCopy {
+                namespace: table.namespace.to_string(),
+                name: table.name.to_string(),
+                chunks: None,
+                started_at_micros: None,
+            };
+            match self.tables.iter_mut().find(|t| t.id() == table) {
+                Some(existing) => *existing = fresh,
+                None => self.tables.push(fresh),
+            }
+        }
+    }
+
+    /// Counts of tables, chunks and rows.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals {
+            tables: self.tables.len(),
+            ..Totals::default()
+        };
+        for table in &self.tables {
+            if table.is_done() {
+                totals.tables_done += 1;
+            }
+            for chunk in table.chunks.iter().flatten() {
+                totals.chunks += 1;
+                if chunk.done {
+                    totals.chunks_done += 1;
+                    totals.rows += chunk.rows;
+                }
+            }
+        }
+        totals
+    }
+}
+
+impl TableCopy {
+    /// The table's id.
+    pub fn id(&self) -> TableId {
+        TableId::new(self.namespace.clone(), self.name.clone())
+    }
+
+    /// True once planned and every chunk is done.
+    pub fn is_done(&self) -> bool {
+        self.chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.iter().all(|c| c.done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(state: &mut SnapshotState, table: usize, chunks: usize) {
+        state.tables[table].chunks = Some(
+            (0..chunks)
+                .map(|i| Chunk {
+                    range: serde_json::json!(i),
+                    done: false,
+                    rows: 0,
+                })
+                .collect(),
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_complete_once_every_chunk_of_every_table_is_done() {
+        let mut state = SnapshotState::new(
+            Reason::Initial,
+            "b.000001:4".into(),
+            vec![TableId::new("shop", "a"), TableId::new("shop", "b")],
+        );
+        assert!(!state.is_complete(), "unplanned tables are not done");
+        planned(&mut state, 0, 2);
+        planned(&mut state, 1, 1);
+        state.mark_done((0, 0), 10);
+        state.mark_done((1, 0), 5);
+        assert!(!state.is_complete());
+        assert_eq!(
+            state.totals(),
+            Totals {
+                tables: 2,
+                tables_done: 1,
+                chunks: 3,
+                chunks_done: 2,
+                rows: 15
+            }
+        );
+        state.mark_done((0, 1), 1);
+        assert!(state.is_complete());
+        let stored = state.to_progress();
+        assert_eq!(SnapshotState::from_progress(&stored), Some(state));
+    }
+
+    #[test]
+    fn a_table_asked_for_again_is_planned_anew() {
+        let mut state = SnapshotState::new(
+            Reason::Requested,
+            "0/1".into(),
+            vec![TableId::new("s", "a")],
+        );
+        planned(&mut state, 0, 1);
+        state.mark_done((0, 0), 3);
+        state.add_tables(vec![TableId::new("s", "a"), TableId::new("s", "b")]);
+        assert_eq!(state.tables.len(), 2);
+        assert!(state.tables.iter().all(|t| t.chunks.is_none()));
+    }
+}

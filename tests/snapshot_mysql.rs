@@ -1,0 +1,262 @@
+//! Snapshots of a MySQL/MariaDB source, end to end: existing rows copied while a writer changes
+//! them and tidemark is killed, then streamed on; a purged binlog recovered by copying again
+//! (`when_needed`) or refused with the lost position named (`never`).
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::compare::{Source, TablePair};
+use support::pipeline::{
+    GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, Warehouse, Writer, create_database_on,
+    exec, fresh_warehouse, seed, wait_tables_equal, workload_tables,
+};
+
+/// Rows the big table starts with.
+const ROWS: u64 = 1_000_000;
+
+/// Fills `table` (of [`workload_tables`]'s shape) with ids 1..=`rows` (MariaDB's sequence
+/// engine makes them server-side).
+fn fill(table: &str, rows: u64) -> String {
+    format!(
+        "INSERT INTO `{table}` (id, v, s, d, ts, b, j) SELECT seq, seq * 7, CONCAT('row ', seq), \
+         seq / 1000, TIMESTAMP('2024-01-01') + INTERVAL seq SECOND, UNHEX(HEX(seq)), \
+         JSON_OBJECT('n', seq) FROM seq_1_to_{rows}"
+    )
+}
+
+/// The snapshot state in `source_id`'s progress record, if a snapshot runs.
+async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_json::Value> {
+    // Before tidemark's first start there is no progress table yet.
+    let rows = support::warehouse::pg_rows(
+        &wh.client,
+        &format!("SELECT snapshot::text FROM tidemark.progress WHERE source_id = '{source_id}'"),
+    )
+    .await
+    .ok()?;
+    let text = rows.into_iter().next()?.into_iter().next()??;
+    serde_json::from_str(&text).ok()
+}
+
+/// The done chunks of the first table of a snapshot state: (lower id bound, upper id bound),
+/// unbounded sides as `None`.
+fn done_chunks(state: &serde_json::Value) -> Vec<(Option<i64>, Option<i64>)> {
+    let bound = |b: &serde_json::Value| b.as_array().and_then(|v| v[0]["value"].as_i64());
+    state["tables"][0]["chunks"]
+        .as_array()
+        .map(|chunks| {
+            chunks
+                .iter()
+                .filter(|c| c["done"] == serde_json::json!(true))
+                .map(|c| (bound(&c["range"]["lower"]), bound(&c["range"]["upper"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
+    let mut rng = Rng::new(seed(
+        "a_million_rows_copied_under_writes_and_three_kills_equal_the_source",
+    ));
+    let mut ddl = workload_tables(&["big"]);
+    ddl.push(fill("big", ROWS));
+    let wh = fresh_warehouse("snap_my").await;
+    let mut s = MysqlSetup::prepare(wh, "snap_my", "snap", &ddl, |g| {
+        g.sources[0].snapshot = "initial";
+        g.sources[0].extra.push_str("snapshot_chunk_rows = 25000\n");
+        g.max_rows = 20_000;
+    })
+    .await;
+    // The writer inserts, updates, deletes and moves keys across the whole key space (and a
+    // little past it) while the copy runs.
+    let writer = Writer::start(
+        s.source_url(),
+        &["big"],
+        rng.next_u64(),
+        ROWS + ROWS / 10,
+        Duration::from_millis(1),
+    );
+    writer.wait_commits(20).await;
+    s.tm.spawn();
+    // Kill -9 three times during the copy, each once more chunks are done; every chunk done
+    // before a kill must not be copied again: its rows keep their load time from before.
+    let mut before_kills = Vec::new();
+    for kill in 1..=3usize {
+        let wanted = kill * 6;
+        let done = support::poll::poll(Duration::from_secs(120), async || {
+            s.tm.assert_running(&format!("before kill {kill}"));
+            let state = snapshot_state(&s.wh, "snap")
+                .await
+                .ok_or_else(|| "no snapshot yet".to_string())?;
+            let done = done_chunks(&state);
+            if done.len() >= wanted {
+                Ok(done)
+            } else {
+                Err(format!("{} chunks done", done.len()))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("kill {kill}: the copy did not progress: {e}"));
+        tokio::time::sleep(rng.millis(0, 400)).await;
+        s.tm.kill9();
+        let killed_at = s.wh.value("SELECT now()::text").await.unwrap();
+        let state = snapshot_state(&s.wh, "snap").await.expect("snapshot state");
+        let total = state["tables"][0]["chunks"].as_array().map_or(0, Vec::len);
+        assert!(
+            done_chunks(&state).len() < total,
+            "kill {kill} came after the copy finished ({total} chunks): make the table bigger"
+        );
+        eprintln!("kill {kill}: {} of {total} chunks done", done.len());
+        before_kills.push((done_chunks(&state), killed_at));
+        s.tm.spawn();
+    }
+    let stats = writer.stop().await;
+    assert!(stats.commits > 100, "writer too slow: {stats:?}");
+    s.converge_within(&["big"], Duration::from_secs(300)).await;
+    let state = snapshot_state(&s.wh, "snap").await;
+    assert_eq!(
+        state, None,
+        "the finished snapshot is cleared from the progress record"
+    );
+
+    // No key twice (the target's primary key would refuse it, but its key is the copy's too).
+    let dupes =
+        s.wh.value(&format!(
+            "SELECT count(*) - count(DISTINCT id) FROM {}.big",
+            s.schema
+        ))
+        .await;
+    assert_eq!(dupes.as_deref(), Some("0"));
+    for (kill, (chunks, killed_at)) in before_kills.iter().enumerate() {
+        for (lower, upper) in chunks {
+            let condition = format!(
+                "id >= {} AND id < {}",
+                lower.unwrap_or(i64::MIN),
+                upper.unwrap_or(i64::MAX)
+            );
+            let counts =
+                s.wh.rows(&format!(
+                    "SELECT count(*) FILTER (WHERE _tidemark_loaded_at < '{killed_at}'), count(*) \
+                     FROM {}.big WHERE {condition}",
+                    s.schema
+                ))
+                .await;
+            let old: u64 = counts[0][0].as_deref().unwrap().parse().unwrap();
+            let all: u64 = counts[0][1].as_deref().unwrap().parse().unwrap();
+            assert!(
+                old * 2 > all,
+                "kill {}: chunk {condition} was done before the kill, yet only {old} of its {all} rows were loaded before it: it was copied again",
+                kill + 1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
+    let server = support::mariadb_instance("snap_purge", &[]);
+    let db = "shop";
+    let mut conn = create_database_on(server.url(), db).await;
+    let mut ddl = workload_tables(&["items", "other"]);
+    ddl.push(fill("items", 5_000));
+    ddl.push(fill("other", 300));
+    exec(&mut conn, &ddl).await;
+    let wh = fresh_warehouse("snap_purge").await;
+    let source_url = format!("{}/{db}", server.url());
+    let mut source = SourceConfig::mysql("purge", &source_url, db);
+    source.snapshot = "when_needed";
+    let group = GroupConfig::new(&wh.url, vec![source.clone()]);
+    let schema = source.schema();
+    let pairs = TablePair::mysql(db, &["items", "other"], &schema);
+
+    let mut tm = Tidemark::start(&group);
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut conn),
+        &wh.client,
+        &pairs,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(tm.terminate(Duration::from_secs(30)).await.success());
+
+    // While tidemark is down: rows written and deleted, then the binlog purged past its
+    // checkpoint.
+    exec(
+        &mut conn,
+        &[
+            "DELETE FROM items WHERE id % 3 = 0",
+            "UPDATE items SET v = -v WHERE id % 5 = 0",
+            "INSERT INTO items (id, v) VALUES (900001, 1), (900002, 2)",
+            "DELETE FROM other",
+            "FLUSH BINARY LOGS",
+        ],
+    )
+    .await;
+    let last: String = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| row.get::<String, _>(0).unwrap())
+        .unwrap();
+    // A dump thread that has not noticed its replica left keeps its file from being purged.
+    let purged = support::poll::poll(Duration::from_secs(30), async || {
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{last}'"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let logs: Vec<mysql_async::Row> = conn
+            .query("SHOW BINARY LOGS")
+            .await
+            .map_err(|e| e.to_string())?;
+        if logs.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{} binlogs left", logs.len()))
+        }
+    })
+    .await;
+    purged.expect("purging the binlogs before the current one");
+
+    // `never` (and any mode but `when_needed`): the source stops with the position named.
+    let mut refusing = group.clone();
+    refusing.sources[0].snapshot = "never";
+    let mut never = Tidemark::prepare(|state| refusing.render(state));
+    never.spawn();
+    let status = never
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("a source whose position is lost stops, and with it its group");
+    assert!(!status.success(), "a lost position must exit non-zero");
+    let logs = never.logs();
+    assert!(
+        logs.contains("no longer on the server") && logs.contains("when_needed"),
+        "the error names the lost position and the ways out: {logs}"
+    );
+
+    // `when_needed`: copied again, rows deleted meanwhile deleted in the target too.
+    tm.spawn();
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut conn),
+        &wh.client,
+        &pairs,
+        Duration::from_secs(60),
+    )
+    .await;
+    let other = wh
+        .value(&format!("SELECT count(*) FROM {schema}.other"))
+        .await;
+    assert_eq!(other.as_deref(), Some("0"));
+    // And it streams on from there.
+    exec(&mut conn, &["INSERT INTO other (id, v) VALUES (7, 7)"]).await;
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut conn),
+        &wh.client,
+        &pairs,
+        Duration::from_secs(60),
+    )
+    .await;
+}
