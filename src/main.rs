@@ -19,6 +19,7 @@ use tidemark::config::Config;
 use tidemark::observe::status::{read_status, render_table};
 use tidemark::observe::{LogFormat, init_logging};
 use tidemark::pipeline::{SkipError, run_group, skip_to_end};
+use tidemark::snapshot::{RequestError, request_snapshot};
 use tidemark::source::Source;
 use tidemark::source::mysql::file::FileError;
 use tidemark::source::mysql::follow;
@@ -72,6 +73,22 @@ enum Command {
         /// Confirm that the skipped changes are lost to the warehouse.
         #[arg(long)]
         yes: bool,
+    },
+    /// Copy a source's tables again: the named tables while the source streams on (a table
+    /// newly added to `include`, one set aside), or without --table the whole source from the
+    /// current end of its log (the way out for a source stuck on an event it cannot replicate,
+    /// or whose log position is lost). Recorded in the warehouse: the group's running process
+    /// starts it within seconds, or the source's next start does.
+    Snapshot {
+        /// The group's config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// A table to copy again, `database.table` (Postgres: `schema.table`); repeatable.
+        #[arg(long = "table")]
+        tables: Vec<String>,
     },
     /// Show where each source stands, from the warehouse's progress records: state, position,
     /// lag at its last commit and how long ago that was. Works whether or not `run` is running.
@@ -129,6 +146,11 @@ fn main() -> ExitCode {
             yes,
         } => block_on(skip(config, source, yes)),
         Command::Status { config, json } => block_on(status(config, json)),
+        Command::Snapshot {
+            config,
+            source,
+            tables,
+        } => block_on(snapshot(config, source, tables)),
         Command::Inspect(InspectCommand::Binlog {
             files,
             positional_names,
@@ -289,6 +311,34 @@ async fn status(path: PathBuf, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+async fn snapshot(path: PathBuf, source_id: String, tables: Vec<String>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match request_snapshot(&config, &source_id, &tables).await {
+        Ok(id) => {
+            let what = if tables.is_empty() {
+                format!(
+                    "every table of source `{source_id}`, from the current end of its log (changes not loaded yet are not replayed: the copy replaces them)"
+                )
+            } else {
+                format!("{} of source `{source_id}`", tables.join(", "))
+            };
+            Stdout::default().print(&format!(
+                "copy requested (request {id}): {what}. The group's running `tidemark run` starts it within seconds, or the source's next start does; follow it with `tidemark status --config {}`\n",
+                path.display()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e @ RequestError::Warehouse(_)) => fail(&format!("{e}; nothing was requested")),
+        Err(e) => {
+            eprintln!("tidemark: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// What `skip-to-end` says before it moves anything: what will be lost, and how to go on.
 fn skip_warning(config: &Config, source_id: &str) -> String {
     let schema = config
@@ -302,7 +352,8 @@ fn skip_warning(config: &Config, source_id: &str) -> String {
         "WARNING: this moves source `{source_id}` to its server's current end of log. Every change \
          it has not loaded yet, including the one it stopped on, is skipped and never reaches the \
          warehouse: its tables{schema} stay incomplete until they are copied again from the source \
-         (until snapshots arrive, reload them by hand). A Postgres source gets a new replication \
+         (`tidemark snapshot --config FILE --source {source_id}` copies them and moves the source \
+         to its end in one step, with nothing lost: prefer it). A Postgres source gets a new replication \
          slot (the old one is dropped)."
     )
 }

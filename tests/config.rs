@@ -432,12 +432,33 @@ fn target_table_template_is_checked() {
 }
 
 #[test]
-fn unimplemented_snapshot_modes_say_so() {
-    let text = BASE.replace("snapshot = \"never\"", "snapshot = \"initial\"");
+fn snapshot_modes_and_their_limits_are_read() {
+    for mode in ["initial", "initial_only", "never", "when_needed"] {
+        let text = BASE.replace("snapshot = \"never\"", &format!("snapshot = \"{mode}\""));
+        let config = parse(&text).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(config.sources[0].snapshot.as_str(), mode);
+        assert_eq!(config.sources[0].snapshot_chunk_rows, 50_000);
+        assert!((1..=4).contains(&config.sources[0].snapshot_parallelism));
+    }
+    let text = BASE.replace(
+        "snapshot = \"never\"",
+        "snapshot = \"initial\"\nsnapshot_parallelism = 3\nsnapshot_chunk_rows = 1000",
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.sources[0].snapshot_parallelism, 3);
+    assert_eq!(config.sources[0].snapshot_chunk_rows, 1000);
+    let text = BASE.replace(
+        "snapshot = \"never\"",
+        "snapshot = \"initial\"\nsnapshot_parallelism = 0",
+    );
     let e = parse_err(&text);
-    assert_error(&e, ConfigErrorKind::Unsupported, "sources[0].snapshot", 18);
-    assert!(e.message().contains("not implemented yet"), "{e}");
-    assert!(e.message().contains("snapshot = \"never\""), "{e}");
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].snapshot_parallelism",
+        19,
+    );
+    assert!(e.message().contains("from 1 to 64"), "{e}");
 
     let text = BASE.replace("snapshot = \"never\"", "snapshot = \"sometimes\"");
     let e = parse_err(&text);

@@ -117,6 +117,7 @@ async fn load(wh: &Warehouse, changes: &[ChangeEvent]) {
             },
             None,
         ),
+        requests_handled: None,
     };
     let mut sink = PostgresSink::connect(&SecretUrl::new(wh.url.clone()))
         .await

@@ -127,7 +127,7 @@ async fn run_refuses_sources_that_check_fails_and_starts_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() {
+async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end_or_snapshot() {
     let private = support::mariadb_instance("stuck", &[]);
     let server = private.url();
     let mut admin = support::mysql_conn(server).await;
@@ -154,7 +154,7 @@ async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() 
         .unwrap();
     old_session.disconnect().await.unwrap();
     let config = tm.config_path.display().to_string();
-    let skip_command = format!("tidemark skip-to-end --config {config} --source stuck --yes");
+    let skip_command = format!("tidemark snapshot --config {config} --source stuck");
     wait_for_log(
         &mut tm,
         &[
@@ -212,6 +212,27 @@ async fn a_source_stuck_on_a_statement_format_event_moves_on_with_skip_to_end() 
         .await
         .unwrap();
     wait_for_rows(&wh, &schema, &["1", "4"], &tm).await;
+
+    // Stuck again: `tidemark snapshot` moves it on AND copies what was skipped (rows 2, 3, 5).
+    let mut old_session = support::mysql_conn(server).await;
+    old_session
+        .query_drop("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO shop.t VALUES (5)")
+        .await
+        .unwrap();
+    old_session.disconnect().await.unwrap();
+    wait_for_log(&mut tm, &[&skip_command], Duration::from_secs(30)).await;
+    tm.terminate(Duration::from_secs(30)).await;
+    let asked = tidemark(&["snapshot", "--source", "stuck"], &tm.config_path);
+    let said = String::from_utf8_lossy(&asked.stdout).to_string();
+    assert_eq!(asked.status.code(), Some(0), "{said}");
+    assert!(said.contains("copy requested"), "{said}");
+    tm.spawn();
+    wait_for_rows(&wh, &schema, &["1", "2", "3", "4", "5"], &tm).await;
+    admin
+        .query_drop("INSERT INTO shop.t VALUES (6)")
+        .await
+        .unwrap();
+    wait_for_rows(&wh, &schema, &["1", "2", "3", "4", "5", "6"], &tm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

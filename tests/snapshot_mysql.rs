@@ -260,3 +260,89 @@ async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_include_is_copied_by_tidemark_snapshot_while_the_others_stream() {
+    let mut rng = Rng::new(seed(
+        "a_table_added_to_include_is_copied_by_tidemark_snapshot_while_the_others_stream",
+    ));
+    let mut ddl = workload_tables(&["a", "b"]);
+    ddl.push(fill("a", 1_000));
+    ddl.push(fill("b", 200_000));
+    let wh = fresh_warehouse("snap_add").await;
+    let mut s = MysqlSetup::prepare(wh, "snap_add", "add", &ddl, |g| {
+        g.sources[0].snapshot = "initial";
+        g.sources[0].extra.push_str("snapshot_chunk_rows = 5000\n");
+    })
+    .await;
+    let only_a = format!("{}.a", s.db);
+    s.group.sources[0].include = vec![only_a];
+    s.tm = Tidemark::prepare(|state| s.group.render(state));
+    s.tm.spawn();
+    let writer = Writer::start(
+        s.source_url(),
+        &["a", "b"],
+        rng.next_u64(),
+        220_000,
+        Duration::from_millis(2),
+    );
+    s.converge(&["a"]).await;
+    assert!(
+        !s.wh.table_exists(&s.schema, "b").await,
+        "b is not included yet"
+    );
+
+    // b joins `include`: the group restarts with the new config, then copies it on request.
+    s.tm.terminate(Duration::from_secs(30)).await;
+    let both = format!("{}.*", s.db);
+    s.group.sources[0].include = vec![both];
+    std::fs::write(&s.tm.config_path, s.group.render(&s.tm.dir().join("state"))).unwrap();
+    s.tm.spawn();
+    let table = format!("{}.b", s.db);
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["snapshot", "--source", "add", "--table", &table, "--config"])
+        .arg(&s.tm.config_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&asked.stdout).to_string()
+        + &String::from_utf8_lossy(&asked.stderr);
+    assert_eq!(asked.status.code(), Some(0), "{said}");
+
+    // While b is copied, a keeps streaming: a row written to a lands before the copy ends.
+    support::poll::poll(Duration::from_secs(30), async || {
+        snapshot_state(&s.wh, "add")
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "the copy has not started".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.tm.logs()));
+    s.exec(&["INSERT INTO a (id, v) VALUES (5000000, 1)"]).await;
+    let streamed_during_copy = support::poll::poll(Duration::from_secs(30), async || {
+        let landed =
+            s.wh.value(&format!(
+                "SELECT count(*) FROM {}.a WHERE id = 5000000",
+                s.schema
+            ))
+            .await;
+        if landed.as_deref() == Some("1") {
+            Ok(snapshot_state(&s.wh, "add").await.is_some())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("a's row did not stream: {e}\n{}", s.tm.logs()));
+    assert!(
+        streamed_during_copy,
+        "a's row landed only after b's copy ended: a did not keep streaming"
+    );
+    let stats = writer.stop().await;
+    assert!(stats.commits > 20, "writer too slow: {stats:?}");
+    s.converge_within(&["a", "b"], Duration::from_secs(120))
+        .await;
+    let handled =
+        s.wh.value("SELECT count(*) FROM tidemark.snapshot_requests")
+            .await;
+    assert_eq!(handled.as_deref(), Some("0"), "the request is handled once");
+}

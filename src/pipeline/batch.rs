@@ -399,6 +399,7 @@ impl Batcher {
             renames: std::mem::take(&mut self.renames),
             tables: std::mem::take(&mut self.tables),
             progress,
+            requests_handled: None,
         })
     }
 

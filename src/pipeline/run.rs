@@ -35,6 +35,8 @@ use crate::source::{self, Acknowledger, ReadError, Source};
 
 /// Messages (each a reader batch of up to ~1024) the reader may run ahead of the batching loop.
 const READ_AHEAD: usize = 16;
+/// How often a running source looks for `tidemark snapshot` requests.
+const REQUEST_POLL: Duration = Duration::from_secs(5);
 /// Streamed batches that may wait in the load order behind a chunk being read.
 const MAX_QUEUED: usize = 4;
 /// First and longest wait before a failed source starts again.
@@ -87,6 +89,10 @@ pub enum SourceError {
     /// Copying the source's tables failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// `tidemark snapshot` asked for the whole source to be copied again: the source restarts
+    /// from the current end of its log (not an error: the supervisor acts on it at once).
+    #[error("the whole source is to be copied again")]
+    RecopyRequested,
     /// The progress record holds a snapshot state this release cannot read.
     #[error(
         "source {source_id}: the snapshot state in the warehouse's progress record cannot be read (written by another release, or edited); copy the source again with `tidemark snapshot {cli_args}`"
@@ -124,6 +130,7 @@ impl SourceError {
             SourceError::NotReady { .. } => ErrorKind::Operator,
             SourceError::Snapshot(e) => e.kind(),
             SourceError::SnapshotUnreadable { .. } => ErrorKind::Operator,
+            SourceError::RecopyRequested => ErrorKind::Retry,
             SourceError::LoadPanicked { .. } => ErrorKind::Fatal,
         }
     }
@@ -213,6 +220,11 @@ async fn supervise(
         };
         // A lost position shows when the log is opened or at its first read; `when_needed`
         // copies the source again from the current end, once.
+        if matches!(error, SourceError::RecopyRequested) {
+            info!(source = %id, "`tidemark snapshot` asked to copy the whole source again: restarting it from the current end of its log");
+            recopy = true;
+            continue;
+        }
         if error.position_lost() && context.source.snapshot == SnapshotMode::WhenNeeded && !recopy {
             warn!(source = %id, error = %error, "the source's log position is lost: copying its tables again (snapshot = \"when_needed\"), from the current end of its log");
             recopy = true;
@@ -222,7 +234,7 @@ async fn supervise(
         // Fixing the server does not remove what is already in its log: say how to move past it.
         let get_past = error.stuck_in_log().then(|| {
             format!(
-                "once the cause is fixed, if the source still stops here, move it past this point with `tidemark skip-to-end {} --yes` (the changes not yet loaded are skipped: copy the source's tables again afterwards)",
+                "once the cause is fixed, if the source still stops here, copy it again from the current end of its log with `tidemark snapshot {}` (restart tidemark afterwards if the source stopped for good)",
                 context.cli_args()
             )
         });
@@ -330,6 +342,12 @@ async fn run_source(
         resume_point,
         copier,
         confirm,
+        source: source.clone(),
+        warehouse: context.warehouse.clone(),
+        spill_dir: context.spill_dir.clone(),
+        max_bytes: context.limits.max_bytes.0,
+        requests_seen: 0,
+        requests_handled: None,
     };
     flow.run(stream, &mut shutdown, backoff).await
 }
@@ -357,6 +375,14 @@ async fn start_source(
     let mode = source.snapshot;
     let record = sink.read_progress(&source.id).await?;
     let committed = record.as_ref().map(|r| r.progress.resume_point.clone());
+    // A request to copy the whole source again takes in every request before it.
+    let requests = sink.snapshot_requests(&source.id).await?;
+    let whole_request = requests
+        .iter()
+        .filter(|r| r.tables.is_none())
+        .map(|r| r.id)
+        .max();
+    let recopy = recopy || whole_request.is_some();
     let mut snapshot = match record.as_ref().and_then(|r| r.progress.snapshot.as_ref()) {
         None => None,
         Some(stored) => Some(SnapshotState::from_progress(stored).ok_or_else(|| {
@@ -414,8 +440,12 @@ async fn start_source(
             None => {
                 let end = source::restart_at_end(source).await?;
                 let opened = source::open(source, Some(&end)).await?;
+                let reason = match whole_request {
+                    Some(_) => Reason::Requested,
+                    None => Reason::LostPosition,
+                };
                 snapshot = Some(SnapshotState::new(
-                    Reason::LostPosition,
+                    reason,
                     end.to_string(),
                     all_tables().await?,
                 ));
@@ -428,6 +458,7 @@ async fn start_source(
         // first batch must resume here, not at a later end of the log.
         let mut first = Batch::position_only(source_id, resume_point.clone());
         first.progress.snapshot = snapshot.as_ref().map(SnapshotState::to_progress);
+        first.requests_handled = whole_request;
         sink.apply(&mut first).await?;
         match &snapshot {
             Some(state) => {
@@ -480,6 +511,14 @@ struct Flow {
     resume_point: ResumePoint,
     copier: Option<Copier>,
     confirm: Option<Acknowledger>,
+    source: SourceConfig,
+    warehouse: WarehouseConfig,
+    spill_dir: PathBuf,
+    max_bytes: u64,
+    /// The last snapshot request taken in (later polls skip it and those before).
+    requests_seen: i64,
+    /// The last request taken in, to be removed by the next batch that loads.
+    requests_handled: Option<i64>,
 }
 
 impl Flow {
@@ -490,6 +529,8 @@ impl Flow {
         backoff: &mut Backoff,
     ) -> Result<(), SourceError> {
         let mut cut = Vec::new();
+        let mut requests = tokio::time::interval(REQUEST_POLL);
+        let mut look_for_requests = false;
         loop {
             self.start_chunks().await?;
             let deadline = self.batcher.deadline();
@@ -522,6 +563,11 @@ impl Flow {
                     None => return Err(SourceError::ReaderGone),
                 },
                 _ = sleep_until(deadline), if deadline.is_some() && !self.loader.is_busy() => {}
+                _ = requests.tick(), if !self.loader.is_busy() => look_for_requests = true,
+            }
+            if look_for_requests && !self.loader.is_busy() {
+                look_for_requests = false;
+                self.take_requests().await?;
             }
             if !self.loader.is_busy() {
                 self.start_load(Instant::now());
@@ -563,46 +609,108 @@ impl Flow {
         Ok(())
     }
 
+    /// Takes in the snapshot requests `tidemark snapshot` recorded since the last look: tables
+    /// join the running copy (or start one); a whole-source request restarts the source.
+    async fn take_requests(&mut self) -> Result<(), SourceError> {
+        let Some(sink) = self.loader.idle_sink() else {
+            return Ok(());
+        };
+        let requests = sink.snapshot_requests(&self.source.id).await?;
+        let encoder = sink.encoder();
+        let mut tables = Vec::new();
+        let seen = self.requests_seen;
+        for request in requests.into_iter().filter(|r| r.id > seen) {
+            self.requests_seen = request.id;
+            match request.tables {
+                None => return Err(SourceError::RecopyRequested),
+                Some(asked) => tables.extend(asked),
+            }
+        }
+        if self.requests_seen == seen {
+            return Ok(());
+        }
+        self.requests_handled = Some(self.requests_seen);
+        tables.retain(|table| {
+            let included = self.source.includes_table(&table.namespace, &table.name);
+            if !included {
+                warn!(source = %self.source.id, table = %table, "`tidemark snapshot` asked for a table the source's include/exclude leave out: not copied");
+            }
+            included
+        });
+        if tables.is_empty() {
+            return Ok(());
+        }
+        info!(source = %self.source.id, tables = %tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "), "copying tables again, as `tidemark snapshot` asked, while the source streams on");
+        match self.copier.as_mut() {
+            Some(copier) => copier.add_tables(tables),
+            None => {
+                // The snapshot-done record of an earlier copy may still wait: it would clear
+                // the new state.
+                self.jobs.retain(|job| !matches!(job, Job::SnapshotDone));
+                let state =
+                    SnapshotState::new(Reason::Requested, self.resume_point.to_string(), tables);
+                self.copier = Some(Copier::new(
+                    &self.source,
+                    state,
+                    sink::connect(&self.warehouse).await?,
+                    encoder,
+                    self.spill_dir.clone(),
+                    self.max_bytes,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the next load in order, if it is ready.
     fn start_load(&mut self, now: Instant) {
-        let snapshot = self.copier.as_ref().map(Copier::progress);
-        match self.jobs.front() {
-            Some(Job::Stream(_)) => {
-                if let Some(Job::Stream(mut batch)) = self.jobs.pop_front() {
-                    batch.progress.snapshot = snapshot;
-                    self.loader.start(batch);
-                }
+        if let Some(mut batch) = self.next_load(now) {
+            if batch.requests_handled.is_none() {
+                batch.requests_handled = self.requests_handled.take();
             }
-            Some(Job::Chunk(id)) => {
+            self.loader.start(batch);
+        }
+    }
+
+    /// The next batch in load order, if it is ready.
+    fn next_load(&mut self, now: Instant) -> Option<Batch> {
+        let snapshot = self.copier.as_ref().map(Copier::progress);
+        let Some(next) = self.jobs.front() else {
+            // Nothing queued: the batcher's batch, once due.
+            if !self.batcher.is_due(now) {
+                return None;
+            }
+            let mut batch = self.batcher.take()?;
+            batch.progress.snapshot = snapshot;
+            return Some(batch);
+        };
+        match next {
+            Job::Stream(_) => match self.jobs.pop_front() {
+                Some(Job::Stream(mut batch)) => {
+                    batch.progress.snapshot = snapshot;
+                    Some(batch)
+                }
+                _ => None,
+            },
+            Job::Chunk(id) => {
                 let id = *id;
-                let (Some(copier), Some(chunk)) = (self.copier.as_ref(), self.copied.remove(&id))
-                else {
-                    return;
-                };
+                let copier = self.copier.as_ref()?;
+                let chunk = self.copied.remove(&id)?;
                 self.jobs.pop_front();
-                let batch = copier.chunk_batch(
+                self.loading_chunk = Some(id);
+                Some(copier.chunk_batch(
                     id,
                     chunk,
                     self.source_id.clone(),
                     self.resume_point.clone(),
-                );
-                self.loading_chunk = Some(id);
-                self.loader.start(batch);
+                ))
             }
-            Some(Job::SnapshotDone) => {
+            Job::SnapshotDone => {
                 self.jobs.pop_front();
-                self.loader.start(Batch::position_only(
+                Some(Batch::position_only(
                     self.source_id.clone(),
                     self.resume_point.clone(),
-                ));
-            }
-            None => {
-                if self.batcher.is_due(now)
-                    && let Some(mut batch) = self.batcher.take()
-                {
-                    batch.progress.snapshot = snapshot;
-                    self.loader.start(batch);
-                }
+                ))
             }
         }
     }
@@ -729,6 +837,11 @@ impl Loader {
 
     fn is_busy(&self) -> bool {
         self.busy.is_some()
+    }
+
+    /// The sink, while no batch loads.
+    fn idle_sink(&mut self) -> Option<&mut Box<dyn Sink>> {
+        self.idle.as_mut()
     }
 
     fn start(&mut self, batch: Batch) {

@@ -26,7 +26,7 @@ use std::time::Instant;
 use crate::config::WarehouseConfig;
 use crate::error::ErrorKind;
 
-use crate::event::ResumePoint;
+use crate::event::{ResumePoint, TableId};
 pub use changes::{Segment, SpillBuffer, TableChanges};
 pub use encode::{EncodeError, RowEncoder};
 pub use progress::{Progress, ProgressRecord, SnapshotProgress, TableVersion};
@@ -79,6 +79,9 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 /// - **Honest about commits.** After `apply` failed, [`Sink::committed`] says whether that batch
 ///   committed anyway (the connection broke after COMMIT reached the server), reconnecting first
 ///   if it must.
+/// - **Requests end with the batch that takes them.** A batch whose
+///   [`Batch::requests_handled`] is set removes its source's snapshot requests up to that id in
+///   its transaction: a request is handled exactly once, crash or not.
 /// - **Stale rows go only when asked.** A table whose [`TableChanges::replaces_rows_loaded_before`]
 ///   is set loses, after its rows apply and in the same transaction, the rows last loaded
 ///   before that instant of [`Sink::clock_micros`]'s clock.
@@ -110,6 +113,29 @@ pub trait Sink: Send {
     /// The warehouse's current time (µs since the epoch), on the clock that stamps loaded
     /// rows: where a table's copy starts, for [`TableChanges::replaces_rows_loaded_before`].
     fn clock_micros(&mut self) -> SinkFuture<'_, i64>;
+
+    /// Records that `source_id`'s `tables` (all of them: `None`) are to be copied again
+    /// (`tidemark snapshot`); returns the request's id.
+    fn request_snapshot<'a>(
+        &'a mut self,
+        source_id: &'a str,
+        tables: Option<Vec<TableId>>,
+    ) -> SinkFuture<'a, i64>;
+
+    /// The snapshot requests of `source_id` not yet handled, oldest first.
+    fn snapshot_requests<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Vec<SnapshotRequest>>;
+}
+
+/// A request to copy a source's tables again, made by `tidemark snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// Increasing with every request.
+    pub id: i64,
+    /// The tables to copy; `None` for the whole source from a new start position.
+    pub tables: Option<Vec<TableId>>,
 }
 
 /// Opens a sink on the configured warehouse: the one place that maps a warehouse kind to its
@@ -205,6 +231,8 @@ pub struct Batch {
     pub tables: Vec<TableChanges>,
     /// The progress this batch completes.
     pub progress: Progress,
+    /// The last snapshot request ([`SnapshotRequest::id`]) this batch's progress takes in.
+    pub requests_handled: Option<i64>,
 }
 
 impl Batch {
@@ -216,6 +244,7 @@ impl Batch {
             renames: Vec::new(),
             tables: Vec::new(),
             progress: Progress::at(resume_point, None),
+            requests_handled: None,
         }
     }
 

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::encode::{EncodeError, Encoded, Row, RowEncoder};
-use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture};
+use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest};
+use crate::event::TableId;
 
 /// Discards batches; remembers the last progress of each source and what it discarded. Clones
 /// share what they remember.
@@ -27,6 +28,7 @@ pub struct NullSink {
 #[derive(Debug, Default)]
 struct Discarded {
     progress: HashMap<String, Progress>,
+    requests: Vec<(String, SnapshotRequest)>,
     changes: u64,
     batches: u64,
 }
@@ -87,6 +89,11 @@ impl Sink for NullSink {
             state
                 .progress
                 .insert(batch.source_id.to_string(), batch.progress.clone());
+            if let Some(last) = batch.requests_handled {
+                state
+                    .requests
+                    .retain(|(source, r)| *source != *batch.source_id || r.id > last);
+            }
             Ok(())
         })
     }
@@ -103,6 +110,36 @@ impl Sink for NullSink {
 
     fn encoder(&self) -> Arc<dyn RowEncoder> {
         Arc::new(NullEncoder)
+    }
+
+    fn request_snapshot<'a>(
+        &'a mut self,
+        source_id: &'a str,
+        tables: Option<Vec<TableId>>,
+    ) -> SinkFuture<'a, i64> {
+        Box::pin(async move {
+            let mut state = self.state();
+            let id = state.requests.last().map_or(1, |(_, r)| r.id + 1);
+            state
+                .requests
+                .push((source_id.to_owned(), SnapshotRequest { id, tables }));
+            Ok(id)
+        })
+    }
+
+    fn snapshot_requests<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Vec<SnapshotRequest>> {
+        Box::pin(async move {
+            Ok(self
+                .state()
+                .requests
+                .iter()
+                .filter(|(source, _)| source == source_id)
+                .map(|(_, r)| r.clone())
+                .collect())
+        })
     }
 
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {

@@ -250,6 +250,28 @@ impl Copier {
         Ok(())
     }
 
+    /// Adds `tables` to the copy, or copies them again from the start when they are in it
+    /// already; a table whose chunks are being read goes on as it is.
+    pub fn add_tables(&mut self, tables: Vec<TableId>) {
+        let busy: HashSet<usize> = self.in_flight.iter().map(|&(t, _)| t).collect();
+        let tables: Vec<TableId> = tables
+            .into_iter()
+            .filter(|table| {
+                let copying = self
+                    .state
+                    .tables
+                    .iter()
+                    .position(|t| t.id() == *table)
+                    .is_some_and(|t| busy.contains(&t));
+                if copying {
+                    info!(source = %self.context.source.id, table = %table, "table is being copied already");
+                }
+                !copying
+            })
+            .collect();
+        self.state.add_tables(tables);
+    }
+
     /// Waits for the next chunk read to finish (pending forever when none is being read).
     pub async fn next_read(&mut self) -> Result<(ChunkId, CopiedChunk), SnapshotError> {
         match self.reading.join_next().await {
@@ -287,6 +309,7 @@ impl Copier {
                 source_commit_ts_micros: None,
                 snapshot: Some(state.to_progress()),
             },
+            requests_handled: None,
         }
     }
 

@@ -17,7 +17,9 @@
 //!    read (a lost log, a table that was not included).
 
 pub mod copier;
+pub mod request;
 pub mod state;
 
 pub use copier::{CopiedChunk, Copier, SnapshotError};
+pub use request::{RequestError, request_snapshot};
 pub use state::{ChunkId, Reason, SnapshotState, Totals};

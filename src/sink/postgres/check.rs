@@ -22,8 +22,13 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The control schema (progress records, table versions) every group writes.
 const CONTROL_SCHEMA: &str = "tidemark";
 
-/// The control tables every batch writes, in the control schema.
-const CONTROL_TABLES: [&str; 2] = ["progress", "table_versions"];
+/// The control tables every batch writes, in the control schema, with the rights tidemark
+/// needs on each (`snapshot_requests`: also its id sequence).
+const CONTROL_TABLES: [(&str, &str); 3] = [
+    ("progress", "SELECT, INSERT, UPDATE"),
+    ("table_versions", "SELECT, INSERT, UPDATE"),
+    ("snapshot_requests", "SELECT, INSERT, DELETE"),
+];
 
 /// What the checks learned about the warehouse and the connecting role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,12 +152,19 @@ pub async fn gather(
     for name in names {
         facts.schemas.push(schema_facts(client, &name).await?);
     }
-    for table in CONTROL_TABLES {
+    for (table, rights) in CONTROL_TABLES {
+        // Every right is needed: has_table_privilege with a list is true when any one is held.
+        let all_of = rights
+            .split(", ")
+            .map(|right| format!("has_table_privilege(c.oid, '{right}')"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let found = client
             .query_opt(
-                "SELECT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE')
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relname = $2",
+                &format!(
+                    "SELECT {all_of} FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2"
+                ),
                 &[&CONTROL_SCHEMA, &table],
             )
             .await?;
@@ -287,12 +299,25 @@ pub fn evaluate(facts: &WarehouseFacts) -> Vec<CheckItem> {
                     facts.user
                 ),
             )
-            .with_fix(format!(
-                "GRANT SELECT, INSERT, UPDATE ON {CONTROL_SCHEMA}.{table} TO {role};"
-            )),
+            .with_fix(control_table_grant(table, &role)),
         });
     }
     items
+}
+
+/// The GRANT that gives `role` what tidemark needs on control table `table`.
+fn control_table_grant(table: &str, role: &str) -> String {
+    let rights = CONTROL_TABLES
+        .iter()
+        .find(|(name, _)| *name == table)
+        .map_or("SELECT, INSERT, UPDATE", |(_, rights)| rights);
+    let mut grant = format!("GRANT {rights} ON {CONTROL_SCHEMA}.{table} TO {role};");
+    if table == "snapshot_requests" {
+        grant.push_str(&format!(
+            " GRANT USAGE ON SEQUENCE {CONTROL_SCHEMA}.{table}_id_seq TO {role};"
+        ));
+    }
+    grant
 }
 
 /// The items of one schema: usable, and every existing table writable and ownable.
@@ -383,7 +408,7 @@ mod tests {
                 name: "tidemark".into(),
                 ..SchemaFacts::default()
             }],
-            control_tables: CONTROL_TABLES.iter().map(|t| (*t, None)).collect(),
+            control_tables: CONTROL_TABLES.iter().map(|(t, _)| (*t, None)).collect(),
         }
     }
 

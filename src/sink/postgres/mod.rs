@@ -28,7 +28,9 @@ use super::{
 use crate::config::SecretUrl;
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
+use crate::event::TableId;
 use crate::event::{Column, TableSchema};
+use crate::sink::SnapshotRequest;
 pub use encode::CopyText;
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
@@ -204,6 +206,54 @@ impl Sink for PostgresSink {
 
     fn encoder(&self) -> Arc<dyn RowEncoder> {
         Arc::new(CopyText)
+    }
+
+    fn request_snapshot<'a>(
+        &'a mut self,
+        source_id: &'a str,
+        tables: Option<Vec<TableId>>,
+    ) -> SinkFuture<'a, i64> {
+        Box::pin(async move {
+            let tables: Option<Vec<(&str, &str)>> = tables
+                .as_ref()
+                .map(|tables| tables.iter().map(|t| (&*t.namespace, &*t.name)).collect());
+            let row = self
+                .client
+                .query_one(sql::REQUEST_SNAPSHOT, &[&source_id, &tables.map(Json)])
+                .await
+                .map_err(sql_error("recording the snapshot request"))?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn snapshot_requests<'a>(
+        &'a mut self,
+        source_id: &'a str,
+    ) -> SinkFuture<'a, Vec<SnapshotRequest>> {
+        Box::pin(async move {
+            let rows = self
+                .client
+                .query(sql::READ_SNAPSHOT_REQUESTS, &[&source_id])
+                .await
+                .map_err(sql_error("reading the snapshot requests"))?;
+            rows.iter()
+                .map(|row| {
+                    let tables: Option<Json<Vec<(String, String)>>> = row
+                        .try_get(1)
+                        .map_err(sql_error("reading the snapshot requests"))?;
+                    Ok(SnapshotRequest {
+                        id: row.get(0),
+                        tables: tables.map(|Json(tables)| {
+                            tables
+                                .into_iter()
+                                .map(|(namespace, name)| TableId::new(namespace, name))
+                                .collect()
+                        }),
+                    })
+                })
+                .collect::<Result<Vec<_>, PostgresSinkError>>()
+                .map_err(SinkError::from)
+        })
     }
 
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
@@ -519,6 +569,13 @@ impl PostgresSink {
         crash_point(crash::AFTER_APPLY);
         step.set(Step::Progress);
         write_progress(tx, &batch.source_id, &batch.progress).await?;
+        if let Some(last) = batch.requests_handled {
+            tx.execute(sql::REQUESTS_HANDLED, &[&&*batch.source_id, &last])
+                .await
+                .map_err(sql_error(
+                    "removing the snapshot requests the batch takes in",
+                ))?;
+        }
         crash_point(crash::BEFORE_COMMIT);
         step.set(Step::Commit);
         client_tx

@@ -61,7 +61,26 @@ CREATE TABLE IF NOT EXISTS tidemark.table_versions (
     position text NOT NULL,
     changed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, target_schema, target_table)
+);
+CREATE TABLE IF NOT EXISTS tidemark.snapshot_requests (
+    id bigserial PRIMARY KEY,
+    source_id text NOT NULL,
+    tables jsonb,
+    requested_at timestamptz NOT NULL DEFAULT now()
 )";
+
+/// Records a snapshot request: `$1` source id, `$2` tables (jsonb `[[namespace, name], ...]`, or
+/// NULL for the whole source); returns its id.
+pub const REQUEST_SNAPSHOT: &str =
+    "INSERT INTO tidemark.snapshot_requests (source_id, tables) VALUES ($1, $2) RETURNING id";
+
+/// The snapshot requests of source `$1` not yet handled, oldest first.
+pub const READ_SNAPSHOT_REQUESTS: &str =
+    "SELECT id, tables FROM tidemark.snapshot_requests WHERE source_id = $1 ORDER BY id";
+
+/// Removes the requests of source `$1` up to id `$2`: handled by the batch that removes them.
+pub const REQUESTS_HANDLED: &str =
+    "DELETE FROM tidemark.snapshot_requests WHERE source_id = $1 AND id <= $2";
 
 /// Planner settings for one load transaction. A batch is usually small next to its target
 /// table, whose key index is hot in cache: probing the index per staged row is far cheaper than
