@@ -162,7 +162,7 @@ tidemark_pid=$!
 
 log "waiting for tidemark to record its start position in tidemark.progress"
 deadline=$((SECONDS + 60))
-until [[ "$(wh -c "SELECT 1 FROM pg_tables WHERE schemaname = 'tidemark' AND tablename = 'checkpoints'" 2>/dev/null)" == 1 ]] \
+until [[ "$(wh -c "SELECT 1 FROM pg_tables WHERE schemaname = 'tidemark' AND tablename = 'progress'" 2>/dev/null)" == 1 ]] \
   && [[ "$(wh -c "SELECT 1 FROM tidemark.progress WHERE source_id = '$source_id'" 2>/dev/null)" == 1 ]]; do
   if ! kill -0 "$tidemark_pid" 2>/dev/null; then
     wait "$tidemark_pid" && rc=0 || rc=$?

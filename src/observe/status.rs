@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::sink::{self, ProgressRecord, SinkError};
+use crate::snapshot::{Reason, SnapshotState, Totals};
 
 /// What a source is doing, as far as its progress record tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +55,61 @@ pub struct SourceStatus {
     pub last_commit_age_s: Option<f64>,
     /// Target tables the source has loaded.
     pub tables: usize,
+    /// How far the snapshot in progress is, while one runs.
+    pub snapshot: Option<SnapshotStatus>,
+}
+
+/// How far a source's snapshot is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotStatus {
+    /// Why it runs.
+    pub reason: Reason,
+    /// Tables, chunks and rows done.
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Seconds left at the rate so far, once a chunk is done.
+    pub eta_s: Option<f64>,
+}
+
+impl SnapshotStatus {
+    /// The status of `state`, `now_micros` being the present (the rate counts from the first
+    /// table's start).
+    fn of(state: &SnapshotState, now_micros: i64) -> SnapshotStatus {
+        let totals = state.totals();
+        let started = state
+            .tables
+            .iter()
+            .filter_map(|t| t.started_at_micros)
+            .min();
+        let eta_s = started.and_then(|started| {
+            let elapsed = (now_micros - started) as f64 / 1e6;
+            let planned_left = totals.chunks.saturating_sub(totals.chunks_done) as f64;
+            let unplanned = state.tables.iter().filter(|t| t.chunks.is_none()).count() as f64;
+            (totals.chunks_done > 0 && elapsed > 0.0).then(|| {
+                let per_chunk = elapsed / totals.chunks_done as f64;
+                // An unplanned table counts as one chunk: its size is not known yet.
+                ((planned_left + unplanned) * per_chunk).round()
+            })
+        });
+        SnapshotStatus {
+            reason: state.reason,
+            totals,
+            eta_s,
+        }
+    }
+
+    /// One cell of the table: `2/5 tables, 40/90 chunks, 1200000 rows, eta 35s`.
+    fn describe(&self) -> String {
+        let t = &self.totals;
+        let mut text = format!(
+            "{}/{} tables, {}/{} chunks, {} rows",
+            t.tables_done, t.tables, t.chunks_done, t.chunks, t.rows
+        );
+        if let Some(eta) = self.eta_s {
+            let _ = write!(text, ", eta {eta:.0}s");
+        }
+        text
+    }
 }
 
 impl SourceStatus {
@@ -67,6 +123,7 @@ impl SourceStatus {
                 lag_s: None,
                 last_commit_age_s: None,
                 tables: 0,
+                snapshot: None,
             };
         };
         let progress = &record.progress;
@@ -87,6 +144,11 @@ impl SourceStatus {
                 .committed_at_micros
                 .map(|at| seconds((now_micros - at).max(0))),
             tables: record.tables.len(),
+            snapshot: progress
+                .snapshot
+                .as_ref()
+                .and_then(SnapshotState::from_progress)
+                .map(|state| SnapshotStatus::of(&state, now_micros)),
         }
     }
 }
@@ -119,8 +181,9 @@ pub fn render_table(lines: &[SourceStatus]) -> String {
         "LAG",
         "LAST COMMIT",
         "TABLES",
+        "SNAPSHOT",
     ];
-    let rows: Vec<[String; 6]> = lines
+    let rows: Vec<[String; 7]> = lines
         .iter()
         .map(|line| {
             [
@@ -132,6 +195,9 @@ pub fn render_table(lines: &[SourceStatus]) -> String {
                 line.last_commit_age_s
                     .map_or_else(|| "-".into(), |s| format!("{s:.0}s ago")),
                 line.tables.to_string(),
+                line.snapshot
+                    .as_ref()
+                    .map_or_else(|| "-".into(), SnapshotStatus::describe),
             ]
         })
         .collect();
@@ -190,5 +256,46 @@ mod tests {
             "{table}"
         );
         assert!(lines[2].contains("not started"), "{table}");
+    }
+
+    #[test]
+    fn a_snapshot_shows_tables_chunks_rows_and_an_eta() {
+        let mut state = SnapshotState::new(
+            Reason::Initial,
+            "0/1".into(),
+            vec![
+                crate::event::TableId::new("s", "a"),
+                crate::event::TableId::new("s", "b"),
+            ],
+        );
+        state.tables[0].started_at_micros = Some(0);
+        state.tables[0].chunks = Some(
+            (0..4)
+                .map(|i| crate::snapshot::state::Chunk {
+                    range: serde_json::json!(i),
+                    done: i < 2,
+                    rows: 10,
+                })
+                .collect(),
+        );
+        let mut progress = Progress::at(ResumePoint::Lsn { lsn: 1 }, None);
+        progress.snapshot = Some(state.to_progress());
+        let record = ProgressRecord {
+            progress,
+            committed_at_micros: Some(9_000_000),
+            tables: Vec::new(),
+        };
+        let line = SourceStatus::from_record("pg", Some(&record), 10_000_000);
+        assert_eq!(line.state, SourceState::Snapshotting);
+        let snapshot = line.snapshot.clone().unwrap();
+        assert_eq!(snapshot.totals.chunks_done, 2);
+        assert_eq!(snapshot.totals.rows, 20);
+        // 2 chunks in 10 s; 2 planned chunks and 1 unplanned table left: 15 s.
+        assert_eq!(snapshot.eta_s, Some(15.0));
+        let table = render_table(&[line]);
+        assert!(
+            table.contains("0/2 tables, 2/4 chunks, 20 rows, eta 15s"),
+            "{table}"
+        );
     }
 }
