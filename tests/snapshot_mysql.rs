@@ -346,3 +346,85 @@ async fn a_table_added_to_include_is_copied_by_tidemark_snapshot_while_the_other
             .await;
     assert_eq!(handled.as_deref(), Some("0"), "the request is handled once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_cannot_be_applied_is_set_aside_and_brought_back_by_tidemark_snapshot() {
+    let mut ddl = workload_tables(&["a", "b"]);
+    ddl.push(fill("a", 100));
+    ddl.push(fill("b", 100));
+    let wh = fresh_warehouse("snap_aside").await;
+    let mut s = MysqlSetup::prepare(wh, "snap_aside", "aside", &ddl, |g| {
+        g.sources[0].snapshot = "initial";
+    })
+    .await;
+    s.tm.spawn();
+    s.converge(&["a", "b"]).await;
+
+    // Postgres text cannot hold a NUL: b's change cannot be applied, a's can.
+    s.exec(&[
+        "INSERT INTO b (id, v, s) VALUES (1000, 1, CONCAT('nul', CHAR(0), 'here'))",
+        "INSERT INTO a (id, v) VALUES (1000, 1)",
+    ])
+    .await;
+    let status = |tm: &Tidemark| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["status", "--json", "--config"])
+            .arg(&tm.config_path)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    support::poll::poll(Duration::from_secs(30), async || {
+        let aside = status(&s.tm)[0]["set_aside"].clone();
+        match aside.as_array().and_then(|a| a.first()) {
+            Some(table) => Ok(table.clone()),
+            None => Err(format!("nothing set aside yet: {aside}")),
+        }
+    })
+    .await
+    .map(|table| {
+        assert_eq!(table["name"], "b");
+        assert!(table["cause"].as_str().unwrap().contains("NUL"), "{table}");
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.tm.logs()));
+    assert!(
+        s.tm.logs().contains("--table ") && s.tm.logs().contains("table set aside"),
+        "the log names the table and the way back"
+    );
+    s.converge(&["a"]).await;
+
+    // Aside it stays across a crash; a streams on.
+    s.tm.kill9();
+    s.tm.spawn();
+    s.exec(&[
+        "UPDATE b SET s = 'fixed' WHERE id = 1000",
+        "DELETE FROM b WHERE id = 7",
+        "INSERT INTO a (id, v) VALUES (1001, 1)",
+    ])
+    .await;
+    s.converge(&["a"]).await;
+    let seven =
+        s.wh.value(&format!("SELECT count(*) FROM {}.b WHERE id = 7", s.schema))
+            .await;
+    assert_eq!(
+        seven.as_deref(),
+        Some("1"),
+        "b's changes are not applied while aside"
+    );
+
+    // Fixed at the source: `tidemark snapshot --table` brings it back.
+    let table = format!("{}.b", s.db);
+    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "snapshot", "--source", "aside", "--table", &table, "--config",
+        ])
+        .arg(&s.tm.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(asked.status.code(), Some(0));
+    s.converge(&["a", "b"]).await;
+    s.exec(&["INSERT INTO b (id, v) VALUES (1002, 2)"]).await;
+    s.converge(&["a", "b"]).await;
+    let aside = status(&s.tm)[0]["set_aside"].clone();
+    assert_eq!(aside, serde_json::json!([]), "b is back");
+}

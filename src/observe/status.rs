@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::sink::{self, ProgressRecord, SinkError};
-use crate::snapshot::{Reason, SnapshotState, Totals};
+use crate::snapshot::{Reason, SetAside, SnapshotState, Totals};
 
 /// What a source is doing, as far as its progress record tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,6 +57,8 @@ pub struct SourceStatus {
     pub tables: usize,
     /// How far the snapshot in progress is, while one runs.
     pub snapshot: Option<SnapshotStatus>,
+    /// Tables whose changes are not applied, with where and why.
+    pub set_aside: Vec<SetAside>,
 }
 
 /// How far a source's snapshot is.
@@ -124,13 +126,18 @@ impl SourceStatus {
                 last_commit_age_s: None,
                 tables: 0,
                 snapshot: None,
+                set_aside: Vec::new(),
             };
         };
         let progress = &record.progress;
+        let state = progress
+            .snapshot
+            .as_ref()
+            .and_then(SnapshotState::from_progress);
         let seconds = |micros: i64| (micros as f64 / 1e4).round() / 100.0;
         SourceStatus {
             source: source.to_owned(),
-            state: if progress.snapshot.is_some() {
+            state: if state.as_ref().is_some_and(SnapshotState::is_copying) {
                 SourceState::Snapshotting
             } else {
                 SourceState::Streaming
@@ -144,11 +151,11 @@ impl SourceStatus {
                 .committed_at_micros
                 .map(|at| seconds((now_micros - at).max(0))),
             tables: record.tables.len(),
-            snapshot: progress
-                .snapshot
+            snapshot: state
                 .as_ref()
-                .and_then(SnapshotState::from_progress)
-                .map(|state| SnapshotStatus::of(&state, now_micros)),
+                .filter(|state| state.is_copying())
+                .map(|state| SnapshotStatus::of(state, now_micros)),
+            set_aside: state.map(|state| state.set_aside).unwrap_or_default(),
         }
     }
 }
@@ -182,8 +189,9 @@ pub fn render_table(lines: &[SourceStatus]) -> String {
         "LAST COMMIT",
         "TABLES",
         "SNAPSHOT",
+        "SET ASIDE",
     ];
-    let rows: Vec<[String; 7]> = lines
+    let rows: Vec<[String; 8]> = lines
         .iter()
         .map(|line| {
             [
@@ -198,6 +206,15 @@ pub fn render_table(lines: &[SourceStatus]) -> String {
                 line.snapshot
                     .as_ref()
                     .map_or_else(|| "-".into(), SnapshotStatus::describe),
+                if line.set_aside.is_empty() {
+                    "-".into()
+                } else {
+                    line.set_aside
+                        .iter()
+                        .map(|t| format!("{}.{} (since {})", t.namespace, t.name, t.position))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             ]
         })
         .collect();

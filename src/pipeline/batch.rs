@@ -338,6 +338,26 @@ impl Batcher {
         self.is_full() || (self.can_cut() && self.deadline().is_some_and(|d| d <= now))
     }
 
+    /// Drops `table`'s changes from now on (see [`Router::set_aside`]), and those of the
+    /// batch being filled: the table is set aside from the last committed position.
+    pub fn set_aside(&mut self, table: &TableId) {
+        self.router.set_aside(table);
+        if let Some(&index) = self.by_source.get(table) {
+            // Emptied in place, not removed: the open transaction's marks hold indexes.
+            let old = &self.tables[index];
+            self.tables[index] = TableChanges::with_encoder(
+                old.source_table.clone(),
+                old.target.clone(),
+                self.encoder.clone(),
+            );
+        }
+    }
+
+    /// Takes `table`'s changes again.
+    pub fn bring_back(&mut self, table: &TableId) {
+        self.router.bring_back(table);
+    }
+
     /// True when no transaction has changes half-way: everything received is in whole
     /// transactions, which [`Batcher::take`] hands out together.
     pub fn between_transactions(&self) -> bool {

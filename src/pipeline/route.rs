@@ -3,7 +3,7 @@
 //! Invariant: within one source, two different source tables never share a target table;
 //! the second one to claim a name is an error naming both, never a silent merge of two tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::SourceConfig;
 use crate::event::TableId;
@@ -32,6 +32,8 @@ pub struct Router {
     schema: String,
     routes: HashMap<TableId, Option<TargetTable>>,
     claims: HashMap<TargetTable, TableId>,
+    /// Tables whose changes are no longer applied: routed nowhere.
+    set_aside: HashSet<TableId>,
 }
 
 impl Router {
@@ -42,7 +44,20 @@ impl Router {
             source: source.clone(),
             routes: HashMap::new(),
             claims: HashMap::new(),
+            set_aside: HashSet::new(),
         }
+    }
+
+    /// Routes `table` nowhere from now on (its changes could not be applied).
+    pub fn set_aside(&mut self, table: &TableId) {
+        self.set_aside.insert(table.clone());
+        self.routes.remove(table);
+    }
+
+    /// Routes `table` as its config says again.
+    pub fn bring_back(&mut self, table: &TableId) {
+        self.set_aside.remove(table);
+        self.routes.remove(table);
     }
 
     /// The target of `table`, or `None` when the source's include/exclude leave it out.
@@ -83,6 +98,9 @@ impl Router {
     }
 
     fn target_of(&self, table: &TableId) -> Option<TargetTable> {
+        if self.set_aside.contains(table) {
+            return None;
+        }
         self.source
             .includes_table(&table.namespace, &table.name)
             .then(|| TargetTable {

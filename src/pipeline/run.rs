@@ -25,11 +25,13 @@ use crate::check::{CheckStatus, check_source};
 use crate::config::{BatchConfig, Config, SnapshotMode, SourceConfig, WarehouseConfig};
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
-use crate::event::{ResumePoint, SourceMessage};
+use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
 use crate::retry::Backoff;
-use crate::sink::{self, Batch, LoadStep, Sink, SinkError, Step};
-use crate::snapshot::{ChunkId, CopiedChunk, Copier, Reason, SnapshotError, SnapshotState};
+use crate::sink::{self, Batch, EncodeError, LoadStep, Sink, SinkError, SnapshotProgress, Step};
+use crate::snapshot::{
+    ChunkId, CopiedChunk, Copier, Reason, SetAside, SnapshotError, SnapshotState,
+};
 use crate::source::copy::included_tables;
 use crate::source::{self, Acknowledger, ReadError, Source};
 
@@ -297,7 +299,11 @@ async fn run_source(
         resume_point,
         snapshot,
     } = start;
-    let copier = match snapshot {
+    let set_aside = snapshot
+        .as_ref()
+        .map(|s| s.set_aside.clone())
+        .unwrap_or_default();
+    let copier = match snapshot.filter(SnapshotState::is_copying) {
         Some(state) => Some(Copier::new(
             source,
             state,
@@ -348,7 +354,13 @@ async fn run_source(
         max_bytes: context.limits.max_bytes.0,
         requests_seen: 0,
         requests_handled: None,
+        set_aside: Vec::new(),
+        config_path: context.config_path.clone(),
     };
+    for table in set_aside {
+        flow.batcher.set_aside(&table.id());
+        flow.set_aside.push(table);
+    }
     flow.run(stream, &mut shutdown, backoff).await
 }
 
@@ -519,6 +531,10 @@ struct Flow {
     requests_seen: i64,
     /// The last request taken in, to be removed by the next batch that loads.
     requests_handled: Option<i64>,
+    /// Tables whose changes are not applied.
+    set_aside: Vec<SetAside>,
+    /// The config file, for the commands messages name.
+    config_path: PathBuf,
 }
 
 impl Flow {
@@ -544,18 +560,38 @@ impl Flow {
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                loaded = self.loader.wait(), if self.loader.is_busy() => {
-                    let loaded = loaded?;
-                    self.committed(loaded, backoff);
-                }
-                read = next_chunk_read(&mut self.copier), if reading_chunks => {
-                    let (id, chunk) = read?;
-                    self.copied.insert(id, chunk);
-                }
+                loaded = self.loader.wait(), if self.loader.is_busy() => match loaded {
+                    Ok(loaded) => self.committed(loaded, backoff),
+                    Err(SourceError::Load(error)) if error.table().is_some() => {
+                        self.load_failed_in_table(&error);
+                    }
+                    Err(error) => return Err(error),
+                },
+                read = next_chunk_read(&mut self.copier), if reading_chunks => match read {
+                    Ok((id, chunk)) => {
+                        if self.copier.as_ref().is_some_and(|c| c.copies(id)) {
+                            self.copied.insert(id, chunk);
+                        }
+                    }
+                    Err(SnapshotError::Encode { table, error }) => {
+                        let cause = error.to_string();
+                        self.put_aside(table, cause);
+                    }
+                    Err(error) => return Err(error.into()),
+                },
                 received = receive(&mut stream), if may_read => match received {
                     Some(Ok(messages)) => {
                         for message in messages {
-                            self.batcher.push(message, &mut cut)?;
+                            match self.batcher.push(message, &mut cut) {
+                                Ok(()) => {}
+                                Err(BatchError::Encode(error @ EncodeError::Value { .. })) => {
+                                    let EncodeError::Value { table, .. } = &error else {
+                                        continue;
+                                    };
+                                    self.put_aside(table.clone(), error.to_string());
+                                }
+                                Err(error) => return Err(error.into()),
+                            }
                         }
                         self.jobs.extend(cut.drain(..).map(Job::Stream));
                     }
@@ -609,6 +645,76 @@ impl Flow {
         Ok(())
     }
 
+    /// Sets `table` aside: its changes are no longer applied (from the last committed position
+    /// on), the source's other tables stream on, and the progress record keeps it so, until
+    /// `tidemark snapshot --table` copies it again.
+    fn put_aside(&mut self, table: TableId, cause: String) {
+        if self.set_aside.iter().any(|t| t.id() == table) {
+            return;
+        }
+        error!(
+            source = %self.source_id,
+            table = %table,
+            position = %self.resume_point,
+            cause = %cause,
+            "table set aside: its changes after this position are not applied, the source's other tables stream on; once the cause is fixed, bring it back with `tidemark snapshot --config {} --source {} --table {table}`",
+            self.config_path.display(),
+            self.source_id,
+        );
+        self.batcher.set_aside(&table);
+        if let Some(copier) = self.copier.as_mut() {
+            copier.forget(&table);
+        }
+        for job in &mut self.jobs {
+            if let Job::Stream(batch) = job {
+                batch.tables.retain(|t| t.source_table != table);
+            }
+        }
+        self.set_aside.push(SetAside {
+            namespace: table.namespace.to_string(),
+            name: table.name.to_string(),
+            position: self.resume_point.to_string(),
+            cause,
+        });
+    }
+
+    /// A batch failed on one table alone: that table is set aside and the rest of the batch
+    /// loads again without it (a chunk's batch is dropped: its table is no longer copied).
+    fn load_failed_in_table(&mut self, error: &SinkError) {
+        let Some(mut batch) = self.loader.take_failed() else {
+            return;
+        };
+        let Some(target) = error.table() else {
+            return;
+        };
+        let Some(table) = batch
+            .tables
+            .iter()
+            .find(|t| t.target == *target)
+            .map(|t| t.source_table.clone())
+        else {
+            return;
+        };
+        let chunk = self.loading_chunk.take();
+        self.put_aside(table.clone(), error.to_string());
+        if chunk.is_none() {
+            batch.tables.retain(|t| t.source_table != table);
+            self.jobs.push_front(Job::Stream(batch));
+        }
+    }
+
+    /// What the next batch records besides its position: the copy in progress and the tables
+    /// set aside.
+    fn stamp(&self) -> Option<SnapshotProgress> {
+        match &self.copier {
+            Some(copier) => Some(copier.progress(&self.set_aside)),
+            None if !self.set_aside.is_empty() => {
+                Some(SnapshotState::set_aside_only(self.set_aside.clone()).to_progress())
+            }
+            None => None,
+        }
+    }
+
     /// Takes in the snapshot requests `tidemark snapshot` recorded since the last look: tables
     /// join the running copy (or start one); a whole-source request restarts the source.
     async fn take_requests(&mut self) -> Result<(), SourceError> {
@@ -630,6 +736,13 @@ impl Flow {
             return Ok(());
         }
         self.requests_handled = Some(self.requests_seen);
+        for table in &tables {
+            if self.set_aside.iter().any(|t| t.id() == *table) {
+                info!(source = %self.source.id, table = %table, "table brought back: its changes apply again, and it is copied anew");
+                self.set_aside.retain(|t| t.id() != *table);
+                self.batcher.bring_back(table);
+            }
+        }
         tables.retain(|table| {
             let included = self.source.includes_table(&table.namespace, &table.name);
             if !included {
@@ -674,7 +787,7 @@ impl Flow {
 
     /// The next batch in load order, if it is ready.
     fn next_load(&mut self, now: Instant) -> Option<Batch> {
-        let snapshot = self.copier.as_ref().map(Copier::progress);
+        let snapshot = self.stamp();
         let Some(next) = self.jobs.front() else {
             // Nothing queued: the batcher's batch, once due.
             if !self.batcher.is_due(now) {
@@ -703,14 +816,15 @@ impl Flow {
                     chunk,
                     self.source_id.clone(),
                     self.resume_point.clone(),
+                    &self.set_aside,
                 ))
             }
             Job::SnapshotDone => {
                 self.jobs.pop_front();
-                Some(Batch::position_only(
-                    self.source_id.clone(),
-                    self.resume_point.clone(),
-                ))
+                let mut done =
+                    Batch::position_only(self.source_id.clone(), self.resume_point.clone());
+                done.progress.snapshot = snapshot;
+                Some(done)
             }
         }
     }
@@ -820,6 +934,8 @@ struct Loader {
     loaded_batches: u64,
     /// None until the first batch, which is reported at once: the operator sees it flow.
     last_report: Option<Instant>,
+    /// The batch whose load failed last, for the caller to load again without what failed.
+    failed: Option<Batch>,
 }
 
 impl Loader {
@@ -832,7 +948,13 @@ impl Loader {
             loaded_changes: 0,
             loaded_batches: 0,
             last_report: None,
+            failed: None,
         }
+    }
+
+    /// The batch whose load failed last, if not taken yet.
+    fn take_failed(&mut self) -> Option<Batch> {
+        self.failed.take()
     }
 
     fn is_busy(&self) -> bool {
@@ -882,7 +1004,13 @@ impl Loader {
             }
         };
         self.idle = Some(sink);
-        let took = result?;
+        let took = match result {
+            Ok(took) => took,
+            Err(error) => {
+                self.failed = Some(batch);
+                return Err(error.into());
+            }
+        };
         self.loaded_changes += batch.changes();
         self.loaded_batches += 1;
         tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.progress.resume_point, "batch loaded");

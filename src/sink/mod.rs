@@ -37,6 +37,7 @@ pub use progress::{Progress, ProgressRecord, SnapshotProgress, TableVersion};
 #[error("{error}")]
 pub struct SinkError {
     kind: ErrorKind,
+    table: Option<TargetTable>,
     #[source]
     error: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -49,8 +50,20 @@ impl SinkError {
     ) -> Self {
         SinkError {
             kind,
+            table: None,
             error: error.into(),
         }
+    }
+
+    /// The same error, as one that `table` alone causes: the batch would apply without it.
+    pub fn in_table(mut self, table: TargetTable) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    /// The table that alone causes the error, if one does.
+    pub fn table(&self) -> Option<&TargetTable> {
+        self.table.as_ref()
     }
 
     /// Whether waiting can fix it.

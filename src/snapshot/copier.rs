@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::info;
 
-use super::state::{Chunk, ChunkId, SnapshotState};
+use super::state::{Chunk, ChunkId, SetAside, SnapshotState};
 use crate::config::SourceConfig;
 use crate::error::ErrorKind;
 use crate::event::{ChangeEvent, Op, Position, ResumePoint, TableId, Transaction};
@@ -150,9 +150,26 @@ impl Copier {
         }
     }
 
-    /// The committed state, as the next batch records it.
-    pub fn progress(&self) -> SnapshotProgress {
-        self.state.to_progress()
+    /// The committed state with the tables `set_aside`, as the next batch records it.
+    pub fn progress(&self, set_aside: &[SetAside]) -> SnapshotProgress {
+        let mut state = self.state.clone();
+        state.set_aside = set_aside.to_vec();
+        state.to_progress()
+    }
+
+    /// Stops copying `table` (it was set aside); chunks of it being read are dropped when
+    /// they arrive ([`Copier::copies`]).
+    pub fn forget(&mut self, table: &TableId) {
+        if let Some(t) = self.state.tables.iter().position(|t| t.id() == *table) {
+            self.in_flight.retain(|&(i, _)| i != t);
+            // Keep the indexes of the other tables' chunks: the entry stays, with nothing left.
+            self.state.tables[t].chunks = Some(Vec::new());
+        }
+    }
+
+    /// True when chunk `id` is still one the copy wants (its table was not set aside since).
+    pub fn copies(&self, id: ChunkId) -> bool {
+        self.in_flight.contains(&id)
     }
 
     /// True when every chunk is loaded.
@@ -289,8 +306,10 @@ impl Copier {
         copied: CopiedChunk,
         source_id: Arc<str>,
         resume_point: ResumePoint,
+        set_aside: &[SetAside],
     ) -> Batch {
         let mut state = self.state.clone();
+        state.set_aside = set_aside.to_vec();
         state.mark_done(id, copied.rows);
         let table = &state.tables[id.0];
         let mut tables = Vec::new();

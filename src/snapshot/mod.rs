@@ -22,4 +22,4 @@ pub mod state;
 
 pub use copier::{CopiedChunk, Copier, SnapshotError};
 pub use request::{RequestError, request_snapshot};
-pub use state::{ChunkId, Reason, SnapshotState, Totals};
+pub use state::{ChunkId, Reason, SetAside, SnapshotState, Totals};

@@ -32,6 +32,31 @@ pub struct SnapshotState {
     pub low_watermark: String,
     /// The tables to copy.
     pub tables: Vec<TableCopy>,
+    /// Tables whose changes are no longer applied (kept here, with the state, so a restart
+    /// keeps them aside); empty in a record of an earlier release.
+    #[serde(default)]
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A table set aside: its changes could not be applied, so they no longer are, while the
+/// source's other tables stream on. Copying the table again brings it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAside {
+    /// Database (MySQL) or schema (Postgres).
+    pub namespace: String,
+    /// Table name.
+    pub name: String,
+    /// The source position of the first change not applied.
+    pub position: String,
+    /// Why.
+    pub cause: String,
+}
+
+impl SetAside {
+    /// The table's id.
+    pub fn id(&self) -> TableId {
+        TableId::new(self.namespace.clone(), self.name.clone())
+    }
 }
 
 /// One table of a snapshot.
@@ -93,7 +118,29 @@ impl SnapshotState {
                     started_at_micros: None,
                 })
                 .collect(),
+            set_aside: Vec::new(),
         }
+    }
+
+    /// No copy, only tables set aside: what the progress record holds for a streaming source
+    /// with tables set aside.
+    pub fn set_aside_only(set_aside: Vec<SetAside>) -> SnapshotState {
+        SnapshotState {
+            reason: Reason::Requested,
+            low_watermark: String::new(),
+            tables: Vec::new(),
+            set_aside,
+        }
+    }
+
+    /// True while some table is still to copy (a state can hold only tables set aside).
+    pub fn is_copying(&self) -> bool {
+        !self.is_complete()
+    }
+
+    /// Removes `table` from the copy (it was set aside).
+    pub fn remove_table(&mut self, table: &TableId) {
+        self.tables.retain(|t| t.id() != *table);
     }
 
     /// The state stored in a progress record, if it is one this release wrote.

@@ -89,9 +89,39 @@ pub enum PostgresSinkError {
     /// Reading spilled batch data failed.
     #[error("reading spilled batch data: {0}")]
     Spill(#[from] std::io::Error),
+    /// One table's changes cannot apply, for a reason of that table alone (its shape, its
+    /// values): the rest of the batch could.
+    #[error("{error}")]
+    InTable {
+        /// The target table.
+        table: TargetTable,
+        /// What failed.
+        error: Box<PostgresSinkError>,
+    },
 }
 
 impl PostgresSinkError {
+    /// Marks the error as `table`'s alone when it is: a shape the table cannot take, or a value
+    /// or constraint the warehouse refuses (SQLSTATE classes 22 and 23). Lost connections,
+    /// missing grants and the like are everyone's.
+    fn in_table(self, table: &TargetTable) -> PostgresSinkError {
+        let alone = match &self {
+            PostgresSinkError::Table { .. } => true,
+            PostgresSinkError::Sql { error, .. } => error
+                .code()
+                .is_some_and(|code| matches!(&code.code()[..2], "22" | "23")),
+            _ => false,
+        };
+        if alone {
+            PostgresSinkError::InTable {
+                table: table.clone(),
+                error: Box::new(self),
+            }
+        } else {
+            self
+        }
+    }
+
     /// Retry (connection trouble, conflicts), operator (schema problems) or fatal (bad data).
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -101,6 +131,7 @@ impl PostgresSinkError {
                 ErrorKind::Operator
             }
             PostgresSinkError::Spill(_) => ErrorKind::Fatal,
+            PostgresSinkError::InTable { error, .. } => error.kind(),
         }
     }
 }
@@ -176,7 +207,15 @@ fn describe(error: &tokio_postgres::Error) -> String {
 
 impl From<PostgresSinkError> for SinkError {
     fn from(error: PostgresSinkError) -> Self {
-        SinkError::new(error.kind(), error)
+        let table = match &error {
+            PostgresSinkError::InTable { table, .. } => Some(table.clone()),
+            _ => None,
+        };
+        let sink_error = SinkError::new(error.kind(), error);
+        match table {
+            Some(table) => sink_error.in_table(table),
+            None => sink_error,
+        }
     }
 }
 
@@ -546,11 +585,15 @@ impl PostgresSink {
                 schemas.insert(changes.target.schema.clone());
             }
             extension_types.learn(tx, changes).await?;
-            let shape = prepare_table(tx, shapes, extension_types, &versions, changes).await?;
+            let shape = prepare_table(tx, shapes, extension_types, &versions, changes)
+                .await
+                .map_err(|e| e.in_table(&changes.target))?;
             let Some(shape) = shape else {
                 continue;
             };
-            let skipped = load_table(tx, changes, &shape, i).await?;
+            let skipped = load_table(tx, changes, &shape, i)
+                .await
+                .map_err(|e| e.in_table(&changes.target))?;
             if let Some(before) = changes.replaces_rows_loaded_before {
                 tx.execute(&sql::delete_loaded_before(&changes.target), &[&before])
                     .await
