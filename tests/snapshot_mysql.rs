@@ -235,6 +235,20 @@ async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
         "the error names the lost position and the ways out: {logs}"
     );
 
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["status", "--json", "--config"])
+        .arg(&never.config_path)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status[0]["state"], "failed", "{status}");
+    assert!(
+        status[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer on the server")),
+        "{status}"
+    );
+
     // `when_needed`: copied again, rows deleted meanwhile deleted in the target too.
     tm.spawn();
     wait_tables_equal(

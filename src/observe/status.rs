@@ -7,7 +7,7 @@
 //! running process's own view (errors, reconnects) comes with the status page.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -23,8 +23,12 @@ pub enum SourceState {
     NotStarted,
     /// A snapshot of its tables is in progress.
     Snapshotting,
+    /// Changes are streaming from its log, far behind (more than `catch_up_lag`): large batches.
+    CatchingUp,
     /// Changes are streaming from its log.
     Streaming,
+    /// It stopped on an error that needs an operator (see `error`).
+    Failed,
 }
 
 impl SourceState {
@@ -33,7 +37,9 @@ impl SourceState {
         match self {
             SourceState::NotStarted => "not started",
             SourceState::Snapshotting => "snapshotting",
+            SourceState::CatchingUp => "catching up",
             SourceState::Streaming => "streaming",
+            SourceState::Failed => "failed",
         }
     }
 }
@@ -59,6 +65,8 @@ pub struct SourceStatus {
     pub snapshot: Option<SnapshotStatus>,
     /// Tables whose changes are not applied, with where and why.
     pub set_aside: Vec<SetAside>,
+    /// Why it stopped, when it failed.
+    pub error: Option<String>,
 }
 
 /// How far a source's snapshot is.
@@ -116,7 +124,13 @@ impl SnapshotStatus {
 
 impl SourceStatus {
     /// The status a source's progress record (if any) gives, `now_micros` being the present.
-    pub fn from_record(source: &str, record: Option<&ProgressRecord>, now_micros: i64) -> Self {
+    /// A lag of `catch_up_lag` or more at the last commit counts as catching up.
+    pub fn from_record(
+        source: &str,
+        record: Option<&ProgressRecord>,
+        now_micros: i64,
+        catch_up_lag: Duration,
+    ) -> Self {
         let Some(record) = record else {
             return SourceStatus {
                 source: source.to_owned(),
@@ -127,6 +141,7 @@ impl SourceStatus {
                 tables: 0,
                 snapshot: None,
                 set_aside: Vec::new(),
+                error: None,
             };
         };
         let progress = &record.progress;
@@ -135,18 +150,23 @@ impl SourceStatus {
             .as_ref()
             .and_then(SnapshotState::from_progress);
         let seconds = |micros: i64| (micros as f64 / 1e4).round() / 100.0;
+        let lag_s = progress
+            .source_commit_ts_micros
+            .zip(record.committed_at_micros)
+            .map(|(source, warehouse)| seconds((warehouse - source).max(0)));
         SourceStatus {
             source: source.to_owned(),
-            state: if state.as_ref().is_some_and(SnapshotState::is_copying) {
+            state: if record.last_error.is_some() {
+                SourceState::Failed
+            } else if state.as_ref().is_some_and(SnapshotState::is_copying) {
                 SourceState::Snapshotting
+            } else if lag_s.is_some_and(|lag| lag >= catch_up_lag.as_secs_f64()) {
+                SourceState::CatchingUp
             } else {
                 SourceState::Streaming
             },
             position: Some(progress.resume_point.to_string()),
-            lag_s: progress
-                .source_commit_ts_micros
-                .zip(record.committed_at_micros)
-                .map(|(source, warehouse)| seconds((warehouse - source).max(0))),
+            lag_s,
             last_commit_age_s: record
                 .committed_at_micros
                 .map(|at| seconds((now_micros - at).max(0))),
@@ -156,6 +176,7 @@ impl SourceStatus {
                 .filter(|state| state.is_copying())
                 .map(|state| SnapshotStatus::of(state, now_micros)),
             set_aside: state.map(|state| state.set_aside).unwrap_or_default(),
+            error: record.last_error.clone(),
         }
     }
 }
@@ -167,7 +188,12 @@ pub async fn read_status(config: &Config) -> Result<Vec<SourceStatus>, SinkError
     let mut lines = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
         let record = sink.read_progress(&source.id).await?;
-        lines.push(SourceStatus::from_record(&source.id, record.as_ref(), now));
+        lines.push(SourceStatus::from_record(
+            &source.id,
+            record.as_ref(),
+            now,
+            config.batch.catch_up_lag,
+        ));
     }
     Ok(lines)
 }
@@ -246,6 +272,8 @@ mod tests {
     use crate::event::ResumePoint;
     use crate::sink::Progress;
 
+    const TEN_S: Duration = Duration::from_secs(10);
+
     #[test]
     fn a_record_gives_position_lag_and_age_and_none_gives_not_started() {
         let record = ProgressRecord {
@@ -257,13 +285,14 @@ mod tests {
             ),
             committed_at_micros: Some(3_500_000),
             tables: Vec::new(),
+            last_error: None,
         };
-        let line = SourceStatus::from_record("pg", Some(&record), 13_500_000);
+        let line = SourceStatus::from_record("pg", Some(&record), 13_500_000, TEN_S);
         assert_eq!(line.state, SourceState::Streaming);
         assert_eq!(line.position.as_deref(), Some("16/B374D848"));
         assert_eq!(line.lag_s, Some(2.5));
         assert_eq!(line.last_commit_age_s, Some(10.0));
-        let none = SourceStatus::from_record("new", None, 13_500_000);
+        let none = SourceStatus::from_record("new", None, 13_500_000, TEN_S);
         assert_eq!(none.state, SourceState::NotStarted);
         let table = render_table(&[line, none]);
         let lines: Vec<&str> = table.lines().collect();
@@ -273,6 +302,22 @@ mod tests {
             "{table}"
         );
         assert!(lines[2].contains("not started"), "{table}");
+    }
+
+    #[test]
+    fn a_large_lag_is_catching_up_and_a_recorded_error_is_failed() {
+        let mut record = ProgressRecord {
+            progress: Progress::at(ResumePoint::Lsn { lsn: 1 }, Some(0)),
+            committed_at_micros: Some(60_000_000),
+            tables: Vec::new(),
+            last_error: None,
+        };
+        let line = SourceStatus::from_record("pg", Some(&record), 61_000_000, TEN_S);
+        assert_eq!(line.state, SourceState::CatchingUp);
+        record.last_error = Some("slot missing".into());
+        let line = SourceStatus::from_record("pg", Some(&record), 61_000_000, TEN_S);
+        assert_eq!(line.state, SourceState::Failed);
+        assert_eq!(line.error.as_deref(), Some("slot missing"));
     }
 
     #[test]
@@ -301,8 +346,9 @@ mod tests {
             progress,
             committed_at_micros: Some(9_000_000),
             tables: Vec::new(),
+            last_error: None,
         };
-        let line = SourceStatus::from_record("pg", Some(&record), 10_000_000);
+        let line = SourceStatus::from_record("pg", Some(&record), 10_000_000, TEN_S);
         assert_eq!(line.state, SourceState::Snapshotting);
         let snapshot = line.snapshot.clone().unwrap();
         assert_eq!(snapshot.totals.chunks_done, 2);

@@ -240,6 +240,9 @@ async fn supervise(
                 context.cli_args()
             )
         });
+        if error.kind() != ErrorKind::Retry {
+            record_failure(&context, &error).await;
+        }
         let wait = match error.kind() {
             ErrorKind::Fatal => {
                 error!(source = %id, error = %error, get_past, "source stopped; fix the cause and restart tidemark (other sources keep running)");
@@ -259,6 +262,25 @@ async fn supervise(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+    }
+}
+
+/// Records in the warehouse why the source stopped, for `tidemark status` (best effort: the log
+/// says it too, and a warehouse that is down cannot take it).
+async fn record_failure(context: &SourceContext, error: &SourceError) {
+    let record = async {
+        let mut sink = sink::connect(&context.warehouse).await?;
+        sink.record_error(&context.source.id, &error.to_string())
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), record).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(source = %context.source.id, error = %e, "could not record the failure in the warehouse")
+        }
+        Err(_) => {
+            warn!(source = %context.source.id, "could not record the failure in the warehouse in time")
         }
     }
 }

@@ -123,6 +123,10 @@ pub trait Sink: Send {
     /// The format this sink's batches are encoded in: the batcher writes every row with it.
     fn encoder(&self) -> Arc<dyn RowEncoder>;
 
+    /// Records why `source_id` stopped, for `tidemark status`; its next committed batch clears
+    /// it. A source without a progress record keeps none.
+    fn record_error<'a>(&'a mut self, source_id: &'a str, error: &'a str) -> SinkFuture<'a, ()>;
+
     /// The warehouse's current time (µs since the epoch), on the clock that stamps loaded
     /// rows: where a table's copy starts, for [`TableChanges::replaces_rows_loaded_before`].
     fn clock_micros(&mut self) -> SinkFuture<'_, i64>;

@@ -48,6 +48,9 @@ pub struct ProgressRecord {
     pub committed_at_micros: Option<i64>,
     /// The schema version of each target table the source has loaded, by table.
     pub tables: Vec<TableVersion>,
+    /// Why the source stopped, when it stopped on an error no retry fixes; cleared by its next
+    /// committed batch.
+    pub last_error: Option<String>,
 }
 
 /// The version of one target table's schema: counted up each time tidemark creates, extends,

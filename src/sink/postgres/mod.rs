@@ -295,6 +295,16 @@ impl Sink for PostgresSink {
         })
     }
 
+    fn record_error<'a>(&'a mut self, source_id: &'a str, error: &'a str) -> SinkFuture<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .execute(sql::RECORD_ERROR, &[&source_id, &error])
+                .await
+                .map_err(sql_error("recording why the source stopped"))?;
+            Ok(())
+        })
+    }
+
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
         Box::pin(async move {
             let row = self
@@ -480,6 +490,7 @@ impl PostgresSink {
         let source_commit_ts_micros: Option<i64> = row.try_get(1).map_err(sql_error(context()))?;
         let snapshot: Option<serde_json::Value> = row.try_get(2).map_err(sql_error(context()))?;
         let committed_at_micros: Option<i64> = row.try_get(3).map_err(sql_error(context()))?;
+        let last_error: Option<String> = row.try_get(4).map_err(sql_error(context()))?;
         let resume_point = serde_json::from_value(resume_point.clone()).map_err(|e| {
             PostgresSinkError::Progress {
                 source_id: source_id.to_owned(),
@@ -513,6 +524,7 @@ impl PostgresSink {
             },
             committed_at_micros,
             tables,
+            last_error,
         }))
     }
 

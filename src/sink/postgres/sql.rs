@@ -51,6 +51,11 @@ DO $$ BEGIN
                      AND NOT attisdropped) THEN
         ALTER TABLE tidemark.progress ADD COLUMN snapshot jsonb;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'tidemark.progress'::regclass AND attname = 'last_error'
+                     AND NOT attisdropped) THEN
+        ALTER TABLE tidemark.progress ADD COLUMN last_error text;
+    END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS tidemark.table_versions (
     source_id text NOT NULL,
@@ -93,8 +98,12 @@ pub const LOAD_SETTINGS: &str = "SET LOCAL random_page_cost = 1.1";
 pub const READ_PROGRESS: &str = "SELECT resume_point,
     (extract(epoch FROM source_commit_ts) * 1000000)::bigint,
     snapshot,
-    (extract(epoch FROM committed_at) * 1000000)::bigint
+    (extract(epoch FROM committed_at) * 1000000)::bigint,
+    last_error
 FROM tidemark.progress WHERE source_id = $1";
+
+/// Records why source `$1` stopped (`$2`), until its next committed batch clears it.
+pub const RECORD_ERROR: &str = "UPDATE tidemark.progress SET last_error = $2 WHERE source_id = $1";
 
 /// Records one source's progress: `$1` source id, `$2` resume point (jsonb), `$3` its text
 /// form, `$4` source commit time in µs since the epoch (or NULL), `$5` snapshot state (jsonb or
@@ -108,7 +117,8 @@ ON CONFLICT (source_id) DO UPDATE SET
     position = EXCLUDED.position,
     source_commit_ts = COALESCE(EXCLUDED.source_commit_ts, c.source_commit_ts),
     committed_at = EXCLUDED.committed_at,
-    snapshot = EXCLUDED.snapshot";
+    snapshot = EXCLUDED.snapshot,
+    last_error = NULL";
 
 /// One source's table versions (`$1` = source id), in table order.
 pub const READ_TABLE_VERSIONS: &str =
