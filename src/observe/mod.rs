@@ -6,6 +6,7 @@
 //! number and the text format prints as `<what>=0.97s`; an absent value is left out, never
 //! printed as `None` or `Some(..)`.
 
+pub mod progress;
 pub mod status;
 
 use std::fmt;
@@ -41,7 +42,10 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| progress::LogWriter);
+    if ansi && format == LogFormat::Text {
+        progress::enable_bars();
+    }
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder

@@ -495,6 +495,9 @@ async fn start_source(
         first.requests_handled = whole_request;
         sink.apply(&mut first).await?;
         match &snapshot {
+            Some(state) if opened.is_none() => {
+                info!(source = %source.id, position = %resume_point, tables = state.tables.len(), "copying the source's tables (snapshot = \"initial_only\": no change log is read)")
+            }
             Some(state) => {
                 info!(source = %source.id, position = %resume_point, tables = state.tables.len(), "copying the source's tables, streaming its changes from this position")
             }

@@ -8,7 +8,7 @@
 //! (`pipeline::run`): it must load after every change received before the chunk's read started,
 //! and before every change received after.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use super::state::{Chunk, ChunkId, SetAside, SnapshotState};
 use crate::config::SourceConfig;
 use crate::error::ErrorKind;
 use crate::event::{ChangeEvent, Op, Position, ResumePoint, TableId, Transaction};
+use crate::observe::progress::TableBar;
 use crate::pipeline::route::{RouteConflict, Router};
 use crate::sink::{
     Batch, EncodeError, Progress, RowEncoder, Sink, SinkError, SnapshotProgress, TableChanges,
@@ -117,6 +118,8 @@ pub struct Copier {
     started: Instant,
     rows_at_start: u64,
     last_report: Instant,
+    /// A bar per table being copied (drawn on a terminal only).
+    bars: HashMap<usize, TableBar>,
 }
 
 impl Copier {
@@ -131,6 +134,19 @@ impl Copier {
         max_bytes: u64,
     ) -> Copier {
         let totals = state.totals();
+        // Tables planned before a restart get their bars back, where they were.
+        let bars = state
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(_, table)| table.chunks.is_some() && !table.is_done())
+            .map(|(t, table)| {
+                let chunks = table.chunks.as_deref().unwrap_or_default();
+                let bar = TableBar::new(&source.id, &table.id().to_string(), chunks.len() as u64);
+                bar.resume(chunks.iter().filter(|c| c.done).count() as u64);
+                (t, bar)
+            })
+            .collect();
         Copier {
             context: ReadContext {
                 source: Arc::new(source.clone()),
@@ -147,6 +163,7 @@ impl Copier {
             started: Instant::now(),
             rows_at_start: totals.rows,
             last_report: Instant::now(),
+            bars,
         }
     }
 
@@ -252,6 +269,14 @@ impl Copier {
             }
         };
         info!(source = %self.context.source.id, table = %table, chunks = chunks.len(), "copying table");
+        self.bars.insert(
+            t,
+            TableBar::new(
+                &self.context.source.id,
+                &table.to_string(),
+                chunks.len() as u64,
+            ),
+        );
         let entry = &mut self.state.tables[t];
         entry.started_at_micros = Some(started_at);
         entry.chunks = Some(
@@ -336,6 +361,14 @@ impl Copier {
     pub fn loaded(&mut self, id: ChunkId, rows: u64) {
         self.state.mark_done(id, rows);
         self.in_flight.remove(&id);
+        if let Some(bar) = self.bars.get(&id.0) {
+            let table = &self.state.tables[id.0];
+            bar.chunk_done(table.chunks.iter().flatten().map(|c| c.rows).sum());
+            if table.is_done() {
+                bar.finish();
+                self.bars.remove(&id.0);
+            }
+        }
         if self.last_report.elapsed() >= PROGRESS_EVERY || self.is_complete() {
             self.report();
         }
