@@ -9,8 +9,12 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use support::compare::{Source, TablePair};
 use support::pipeline::{
-    GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, Warehouse, Writer, create_database_on,
-    exec, fresh_warehouse, seed, wait_tables_equal, workload_tables,
+    GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, Writer, create_database_on, exec,
+    fresh_warehouse, seed, wait_tables_equal, workload_tables,
+};
+use support::snapshot::{
+    IdRange, assert_no_key_twice, assert_not_copied_again, kill_three_times_during_copy,
+    snapshot_state, tidemark_command,
 };
 
 /// Rows the big table starts with.
@@ -26,22 +30,9 @@ fn fill(table: &str, rows: u64) -> String {
     )
 }
 
-/// The snapshot state in `source_id`'s progress record, if a snapshot runs.
-async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_json::Value> {
-    // Before tidemark's first start there is no progress table yet.
-    let rows = support::warehouse::pg_rows(
-        &wh.client,
-        &format!("SELECT snapshot::text FROM tidemark.progress WHERE source_id = '{source_id}'"),
-    )
-    .await
-    .ok()?;
-    let text = rows.into_iter().next()?.into_iter().next()??;
-    serde_json::from_str(&text).ok()
-}
-
 /// The done chunks of the first table of a snapshot state: (lower id bound, upper id bound),
 /// unbounded sides as `None`.
-fn done_chunks(state: &serde_json::Value) -> Vec<(Option<i64>, Option<i64>)> {
+fn done_chunks(state: &serde_json::Value) -> Vec<IdRange> {
     let bound = |b: &serde_json::Value| b.as_array().and_then(|v| v[0]["value"].as_i64());
     state["tables"][0]["chunks"]
         .as_array()
@@ -80,38 +71,10 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
     );
     writer.wait_commits(20).await;
     s.tm.spawn();
-    // Kill -9 three times during the copy, each once more chunks are done; every chunk done
-    // before a kill must not be copied again: its rows keep their load time from before.
-    let mut before_kills = Vec::new();
-    for kill in 1..=3usize {
-        let wanted = kill * 6;
-        let done = support::poll::poll(Duration::from_secs(120), async || {
-            s.tm.assert_running(&format!("before kill {kill}"));
-            let state = snapshot_state(&s.wh, "snap")
-                .await
-                .ok_or_else(|| "no snapshot yet".to_string())?;
-            let done = done_chunks(&state);
-            if done.len() >= wanted {
-                Ok(done)
-            } else {
-                Err(format!("{} chunks done", done.len()))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("kill {kill}: the copy did not progress: {e}"));
-        tokio::time::sleep(rng.millis(0, 400)).await;
-        s.tm.kill9();
-        let killed_at = s.wh.value("SELECT now()::text").await.unwrap();
-        let state = snapshot_state(&s.wh, "snap").await.expect("snapshot state");
-        let total = state["tables"][0]["chunks"].as_array().map_or(0, Vec::len);
-        assert!(
-            done_chunks(&state).len() < total,
-            "kill {kill} came after the copy finished ({total} chunks): make the table bigger"
-        );
-        eprintln!("kill {kill}: {} of {total} chunks done", done.len());
-        before_kills.push((done_chunks(&state), killed_at));
-        s.tm.spawn();
-    }
+    // Kill -9 three times during the copy; every chunk done before a kill must not be copied
+    // again.
+    let before_kills =
+        kill_three_times_during_copy(&mut s.tm, &s.wh, "snap", &mut rng, done_chunks).await;
     let stats = writer.stop().await;
     assert!(stats.commits > 100, "writer too slow: {stats:?}");
     s.converge_within(&["big"], Duration::from_secs(300)).await;
@@ -121,37 +84,9 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
         "the finished snapshot is cleared from the progress record"
     );
 
-    // No key twice (the target's primary key would refuse it, but its key is the copy's too).
-    let dupes =
-        s.wh.value(&format!(
-            "SELECT count(*) - count(DISTINCT id) FROM {}.big",
-            s.schema
-        ))
-        .await;
-    assert_eq!(dupes.as_deref(), Some("0"));
-    for (kill, (chunks, killed_at)) in before_kills.iter().enumerate() {
-        for (lower, upper) in chunks {
-            let condition = format!(
-                "id >= {} AND id < {}",
-                lower.unwrap_or(i64::MIN),
-                upper.unwrap_or(i64::MAX)
-            );
-            let counts =
-                s.wh.rows(&format!(
-                    "SELECT count(*) FILTER (WHERE _tidemark_loaded_at < '{killed_at}'), count(*) \
-                     FROM {}.big WHERE {condition}",
-                    s.schema
-                ))
-                .await;
-            let old: u64 = counts[0][0].as_deref().unwrap().parse().unwrap();
-            let all: u64 = counts[0][1].as_deref().unwrap().parse().unwrap();
-            assert!(
-                old * 2 > all,
-                "kill {}: chunk {condition} was done before the kill, yet only {old} of its {all} rows were loaded before it: it was copied again",
-                kill + 1
-            );
-        }
-    }
+    let big = format!("{}.big", s.schema);
+    assert_no_key_twice(&s.wh, &big).await;
+    assert_not_copied_again(&s.wh, &big, &before_kills).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,11 +170,7 @@ async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
         "the error names the lost position and the ways out: {logs}"
     );
 
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["status", "--json", "--config"])
-        .arg(&never.config_path)
-        .output()
-        .unwrap();
+    let status = tidemark_command(&["status", "--json"], &never.config_path);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status[0]["state"], "failed", "{status}");
     assert!(
@@ -313,11 +244,10 @@ async fn a_table_added_to_include_is_copied_by_tidemark_snapshot_while_the_other
     std::fs::write(&s.tm.config_path, s.group.render(&s.tm.dir().join("state"))).unwrap();
     s.tm.spawn();
     let table = format!("{}.b", s.db);
-    let asked = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["snapshot", "--source", "add", "--table", &table, "--config"])
-        .arg(&s.tm.config_path)
-        .output()
-        .unwrap();
+    let asked = tidemark_command(
+        &["snapshot", "--source", "add", "--table", &table],
+        &s.tm.config_path,
+    );
     let said = String::from_utf8_lossy(&asked.stdout).to_string()
         + &String::from_utf8_lossy(&asked.stderr);
     assert_eq!(asked.status.code(), Some(0), "{said}");
@@ -381,11 +311,7 @@ async fn a_table_that_cannot_be_applied_is_set_aside_and_brought_back_by_tidemar
     ])
     .await;
     let status = |tm: &Tidemark| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["status", "--json", "--config"])
-            .arg(&tm.config_path)
-            .output()
-            .unwrap();
+        let out = tidemark_command(&["status", "--json"], &tm.config_path);
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     support::poll::poll(Duration::from_secs(30), async || {

@@ -14,6 +14,10 @@ use support::pipeline::{
     fresh_warehouse, fresh_warehouse_on, pg_client, random_text, seed, sql_literal,
     wait_checkpoint, wait_tables_equal, wait_until,
 };
+use support::snapshot::{
+    IdRange, assert_no_key_twice, assert_not_copied_again, kill_three_times_during_copy,
+    snapshot_state,
+};
 
 /// Rows the big table starts with.
 const ROWS: u64 = 1_000_000;
@@ -206,23 +210,10 @@ async fn fingerprint(db: &Warehouse, schema: &str) -> String {
         .unwrap_or_else(|e| e)
 }
 
-/// The snapshot state in `source_id`'s progress record, if a snapshot runs.
-async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_json::Value> {
-    // Before tidemark's first start there is no progress table yet.
-    let rows = support::warehouse::pg_rows(
-        &wh.client,
-        &format!("SELECT snapshot::text FROM tidemark.progress WHERE source_id = '{source_id}'"),
-    )
-    .await
-    .ok()?;
-    let text = rows.into_iter().next()?.into_iter().next()??;
-    serde_json::from_str(&text).ok()
-}
-
 /// The done chunks of the first table of a snapshot state: (lower id bound, upper id bound),
 /// unbounded sides as `None`. A Postgres chunk of an integer key is stored as
 /// `{"key": {"columns": ["id"], "from": ["123"] | null, "to": ["456"] | null}}`.
-fn done_chunks(state: &serde_json::Value) -> Vec<(Option<i64>, Option<i64>)> {
+fn done_chunks(state: &serde_json::Value) -> Vec<IdRange> {
     let bound = |b: &serde_json::Value| -> Option<i64> {
         if b.is_null() {
             return None;
@@ -292,46 +283,10 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
     writer.wait_commits(20).await;
     let started = std::time::Instant::now();
     tm.spawn();
-    // Kill -9 three times during the copy, each once more chunks are done; every chunk done
-    // before a kill must not be copied again: its rows keep their load time from before.
-    let mut before_kills = Vec::new();
-    for kill in 1..=3usize {
-        let wanted = kill * 6;
-        let done = support::poll::poll(Duration::from_secs(120), async || {
-            tm.assert_running(&format!("before kill {kill}"));
-            let state = snapshot_state(&wh, source_id)
-                .await
-                .ok_or_else(|| "no snapshot yet".to_string())?;
-            let done = done_chunks(&state);
-            if done.len() >= wanted {
-                Ok(done)
-            } else {
-                Err(format!("{} chunks done", done.len()))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("kill {kill}: the copy did not progress: {e}"));
-        tokio::time::sleep(rng.millis(0, 400)).await;
-        tm.kill9();
-        let killed_at = wh.value("SELECT now()::text").await.unwrap();
-        let state = snapshot_state(&wh, source_id)
-            .await
-            .expect("snapshot state");
-        let total = state["tables"][0]["chunks"].as_array().map_or(0, Vec::len);
-        let done_at_kill = done_chunks(&state);
-        assert!(
-            done_at_kill.len() < total,
-            "kill {kill} came after the copy finished ({total} chunks): make the table bigger"
-        );
-        eprintln!(
-            "kill {kill} after {:.1}s: {} of {total} chunks done ({} when polled)",
-            started.elapsed().as_secs_f64(),
-            done_at_kill.len(),
-            done.len()
-        );
-        before_kills.push((done_at_kill, killed_at));
-        tm.spawn();
-    }
+    // Kill -9 three times during the copy; every chunk done before a kill must not be copied
+    // again.
+    let before_kills =
+        kill_three_times_during_copy(&mut tm, &wh, source_id, &mut rng, done_chunks).await;
     // The finished snapshot is cleared from the progress record; waiting for that first spares
     // comparing a million rows again and again while the copy still runs (a comparison takes
     // half a minute).
@@ -378,35 +333,9 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
     let state = snapshot_state(&wh, source_id).await;
     assert_eq!(state, None, "a finished snapshot does not come back");
 
-    // No key twice (the target's primary key would refuse it, but its key is the copy's too).
-    let dupes = wh
-        .value(&format!(
-            "SELECT count(*) - count(DISTINCT id) FROM {SCHEMA}.big"
-        ))
-        .await;
-    assert_eq!(dupes.as_deref(), Some("0"));
-    for (kill, (chunks, killed_at)) in before_kills.iter().enumerate() {
-        for (lower, upper) in chunks {
-            let condition = format!(
-                "id >= {} AND id < {}",
-                lower.unwrap_or(i64::MIN),
-                upper.unwrap_or(i64::MAX)
-            );
-            let counts = wh
-                .rows(&format!(
-                    "SELECT count(*) FILTER (WHERE _tidemark_loaded_at < '{killed_at}'), count(*) \
-                     FROM {SCHEMA}.big WHERE {condition}"
-                ))
-                .await;
-            let old: u64 = counts[0][0].as_deref().unwrap().parse().unwrap();
-            let all: u64 = counts[0][1].as_deref().unwrap().parse().unwrap();
-            assert!(
-                old * 2 > all,
-                "kill {}: chunk {condition} was done before the kill, yet only {old} of its {all} rows were loaded before it: it was copied again",
-                kill + 1
-            );
-        }
-    }
+    let big = format!("{SCHEMA}.big");
+    assert_no_key_twice(&wh, &big).await;
+    assert_not_copied_again(&wh, &big, &before_kills).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

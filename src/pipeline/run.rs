@@ -220,13 +220,13 @@ async fn supervise(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        // A lost position shows when the log is opened or at its first read; `when_needed`
-        // copies the source again from the current end, once.
         if matches!(error, SourceError::RecopyRequested) {
             info!(source = %id, "`tidemark snapshot` asked to copy the whole source again: restarting it from the current end of its log");
             recopy = true;
             continue;
         }
+        // A lost position shows when the log is opened or at its first read; `when_needed`
+        // copies the source again from the current end, once.
         if error.position_lost() && context.source.snapshot == SnapshotMode::WhenNeeded && !recopy {
             warn!(source = %id, error = %error, "the source's log position is lost: copying its tables again (snapshot = \"when_needed\"), from the current end of its log");
             recopy = true;

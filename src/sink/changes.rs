@@ -217,6 +217,10 @@ pub struct TableChanges {
     /// apply, the target's rows last loaded before this instant are deleted. They are rows the
     /// source no longer has: every row it has was rewritten by the copy or the stream since.
     pub replaces_rows_loaded_before: Option<i64>,
+    /// The rows are copies of a table's existing rows (a snapshot chunk): one per key, each
+    /// an insert of a whole row. A sink may load them straight into the target when none of
+    /// their keys is there yet.
+    pub copied_rows: bool,
     /// Ordering of partial rows once the key index is off: each starts a new generation.
     epoch: Option<u32>,
     /// Rows written, all segments together (a row's number is its place in write order).
@@ -259,6 +263,7 @@ impl TableChanges {
             has_deletes: false,
             has_unchanged: false,
             replaces_rows_loaded_before: None,
+            copied_rows: false,
             epoch: None,
             rows: 0,
             last_change: LastChange::default(),

@@ -413,6 +413,7 @@ async fn read_chunk(
 ) -> Result<CopiedChunk, SnapshotError> {
     let source_id: Arc<str> = Arc::from(context.source.id.as_str());
     let mut changes = TableChanges::with_encoder(table.clone(), target, context.encoder.clone());
+    changes.copied_rows = true;
     let transaction = Arc::new(Transaction {
         id: "snapshot".into(),
         gtid: None,

@@ -34,6 +34,7 @@ pub mod pg_source;
 pub mod pipeline;
 pub mod poll;
 pub mod process;
+pub mod snapshot;
 pub mod type_matrix;
 pub mod warehouse;
 pub mod writer;

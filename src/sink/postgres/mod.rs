@@ -942,6 +942,9 @@ async fn load_table(
     index: usize,
 ) -> Result<u64, PostgresSinkError> {
     let target = &changes.target.clone();
+    if changes.copied_rows && copy_into_target(tx, changes).await? {
+        return Ok(0);
+    }
     let stage = format!("tidemark_stage_{index}");
     let range = match changes.positions {
         Some((first, last)) => format!(" (source positions {first} to {last})"),
@@ -1043,6 +1046,91 @@ async fn load_table(
         apply_statement(tx, &statement, target, &range).await?;
     }
     Ok(skipped)
+}
+
+/// Loads copied rows (a snapshot chunk) straight into the target with one COPY, as a
+/// hand-written load would, instead of staging them first; returns false, having changed
+/// nothing, when some of their keys are in the target already (rows the stream wrote, or an
+/// earlier copy's): the caller then stages and applies them by key.
+///
+/// The staged row layout is reused: each row's first field (its arrival number, which only
+/// staging needs) is cut off, and the load time is appended (the transaction's `now()`, as
+/// staged rows get it).
+async fn copy_into_target(
+    tx: &Transaction<'_>,
+    changes: &mut TableChanges,
+) -> Result<bool, PostgresSinkError> {
+    let [segment] = changes.segments.as_slice() else {
+        return Ok(false);
+    };
+    if segment.with_unchanged || changes.has_deletes || changes.truncate_at.is_some() {
+        return Ok(false);
+    }
+    if segment.rows == 0 {
+        return Ok(true);
+    }
+    let target = changes.target.clone();
+    let mut columns = vec![
+        sql::OP.to_owned(),
+        sql::POSITION.to_owned(),
+        sql::COMMIT_TS.to_owned(),
+    ];
+    columns.extend(segment.schema.columns.iter().map(|c| c.name.to_lowercase()));
+    columns.push(sql::LOADED_AT.to_owned());
+    let segment_rows = segment.rows;
+    let context = || format!("COPY of {segment_rows} copied rows into {target}");
+    let now: String = tx
+        .query_one("SELECT now()::text", &[])
+        .await
+        .map_err(sql_error(context()))?
+        .get(0);
+    let loaded_at = format!("\t{now}\n").into_bytes();
+    tx.batch_execute("SAVEPOINT tidemark_copied_rows")
+        .await
+        .map_err(sql_error(context()))?;
+    let copy = tx
+        .copy_in(&sql::copy_into(&target, &columns))
+        .await
+        .map_err(sql_error(context()))?;
+    futures_util::pin_mut!(copy);
+    let mut chunks = changes.row_chunks(0);
+    let mut rows = Vec::new();
+    let mut sent = Ok(());
+    while let Some(chunk) = chunks.next_chunk()? {
+        rows.clear();
+        for row in chunk.split_inclusive(|&b| b == b'\n') {
+            let fields = row
+                .iter()
+                .position(|&b| b == b'\t')
+                .map_or(row, |tab| &row[tab + 1..]);
+            rows.extend_from_slice(fields.strip_suffix(b"\n").unwrap_or(fields));
+            rows.extend_from_slice(&loaded_at);
+        }
+        sent = copy.send(bytes::Bytes::copy_from_slice(&rows)).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let finished = match sent {
+        Ok(()) => copy.finish().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match finished {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT tidemark_copied_rows")
+                .await
+                .map_err(sql_error(context()))?;
+            Ok(true)
+        }
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            debug!(table = %target, "copied rows meet rows already in the target: applying them by key");
+            tx.batch_execute("ROLLBACK TO SAVEPOINT tidemark_copied_rows")
+                .await
+                .map_err(sql_error(context()))?;
+            Ok(false)
+        }
+        Err(error) => Err(sql_error(context())(error)),
+    }
 }
 
 async fn apply_statement(

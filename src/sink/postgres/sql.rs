@@ -240,6 +240,11 @@ pub fn copy_stage(stage: &str, columns: &[String], with_unchanged: bool) -> Stri
     format!("COPY {} ({}) FROM STDIN", ident(stage), list(&all))
 }
 
+/// `COPY` of rows straight into the target table `t`, in `columns`.
+pub fn copy_into(t: &TargetTable, columns: &[String]) -> String {
+    format!("COPY {} ({}) FROM STDIN", table(t), list(columns))
+}
+
 /// Empties the target table (a source TRUNCATE).
 pub fn truncate(t: &TargetTable) -> String {
     format!("TRUNCATE {}", table(t))
