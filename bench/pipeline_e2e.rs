@@ -42,8 +42,9 @@
 //! servers), `TIDEMARK_BENCH_RELOAD=1`.
 //! See `bench/README.md`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,13 +54,18 @@ use tidemark::event::ResumePoint;
 use tidemark::source::postgres::slot::WalPosition;
 use tokio_postgres::Client;
 
-#[allow(dead_code)] // shared by three benchmarks; each uses part of it
-mod workload;
 #[allow(dead_code)] // shared by two benchmarks; each uses part of it
+mod tidemark_run;
+#[allow(dead_code)] // shared by several benchmarks; each uses part of it
+mod workload;
+#[allow(dead_code)] // shared by several benchmarks; each uses part of it
 mod workload_pg;
 
-use workload::{BinlogPos, W1, W1Range, connect, ensure_w1, host_port, source_revision};
-use workload_pg::{PG_BIN, RunSlots, W2, W2Range, ensure_w2, pg_connect, pg_error};
+use tidemark_run::{Bin, Tidemark, table_shape, verdict};
+use workload::{
+    BinlogPos, W1, W1Range, connect, ensure_w1, env_number, host_port, source_revision,
+};
+use workload_pg::{RunSlots, W2, W2Range, ensure_w2, pg_connect, pg_error, psql};
 
 const RATIO_TARGET: f64 = 0.70;
 const P99_TARGET_SECS: f64 = 2.0;
@@ -75,7 +81,7 @@ fn main() {
     println!(
         "pipeline_e2e: tidemark {} ({}), sources {} and {}, warehouse {}",
         source_revision(),
-        env.bin.display(),
+        env.tidemark.path.display(),
         env.mysql_url.as_deref().unwrap_or("(MariaDB not used)"),
         env.pg_source_url
             .as_deref()
@@ -137,59 +143,29 @@ impl Parts {
 
 /// Settings and servers.
 struct Env {
-    bin: PathBuf,
+    /// The `tidemark` binary and the work directory of its runs (configs, logs, state).
+    tidemark: Bin,
     /// The MariaDB server, when a part that reads it runs.
     mysql_url: Option<String>,
     /// The warehouse's Postgres server.
     pg_url: String,
     /// The Postgres server W2 lives on, when the part that reads it runs.
     pg_source_url: Option<String>,
-    /// Configs, logs and state of the tidemark runs.
-    work: PathBuf,
     reps: usize,
     parts: Parts,
     latency_secs: u64,
     latency_rate: u64,
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().map_or(default, |v| {
-        v.parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("{name} must be a positive integer, not {v:?}"))
-    })
-}
-
 impl Env {
     fn from_env() -> Env {
-        let bin = std::env::var_os("TIDEMARK_BENCH_BIN").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_tidemark")),
-            PathBuf::from,
-        );
-        let help = Command::new(&bin)
-            .args(["run", "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !help.is_ok_and(|s| s.success()) {
-            eprintln!(
-                "pipeline_e2e: {} has no working `run` command; nothing to measure",
-                bin.display()
-            );
-            std::process::exit(1);
-        }
+        let tidemark = Bin::from_env("pipeline_e2e");
         let parts = Parts::from_env();
-        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline_e2e");
-        std::fs::create_dir_all(&work).expect("creating the benchmark's work directory");
         Env {
-            bin,
+            tidemark,
             mysql_url: (parts.throughput || parts.latency).then(workload::server_url),
-            pg_url: std::env::var("TIDEMARK_BENCH_PG_URL").unwrap_or_else(|_| {
-                workload::instance_url("postgres-instance.sh", "bench", "postgres://")
-            }),
+            pg_url: tidemark_run::warehouse_server_url(),
             pg_source_url: parts.postgres.then(workload_pg::pg_source_server_url),
-            work,
             reps: env_number("TIDEMARK_BENCH_REPS", 3) as usize,
             parts,
             latency_secs: env_number("TIDEMARK_BENCH_LATENCY_SECS", 30),
@@ -220,19 +196,7 @@ impl Env {
 
     /// Drops and creates database `db` on the warehouse server; returns a client connected to it.
     async fn fresh_database(&self, db: &str) -> Client {
-        let admin = pg_connect(&self.pg_url).await;
-        // Two statements: DROP DATABASE cannot run inside the implicit transaction of a
-        // multi-statement query.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            format!("CREATE DATABASE {db}"),
-        ] {
-            admin
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {}", pg_error(&e)));
-        }
-        pg_connect(&self.db_url(db)).await
+        tidemark_run::fresh_database(&self.pg_url, db).await
     }
 }
 
@@ -274,7 +238,7 @@ impl SourceSpec<'_> {
     /// Writes `{file}.toml` with `source` as the source's kind, URL and kind-specific lines
     /// (URLs inline: the bench servers have no passwords).
     fn write(&self, env: &Env, wh_db: &str, file: &str, source: &str) -> PathBuf {
-        let path = env.work.join(format!("{file}.toml"));
+        let path = env.tidemark.work.join(format!("{file}.toml"));
         let text = format!(
             "[group]\nname = \"bench-{name}\"\nstate_dir = {state:?}\n\n\
              [warehouse]\nkind = \"postgres\"\nurl = {wh:?}\n\n\
@@ -283,7 +247,7 @@ impl SourceSpec<'_> {
              tenant = \"bench\"\nregion = \"e2e\"\nfunction = {function:?}\n\
              include = [{include:?}]\nsnapshot = \"never\"\n",
             name = self.name,
-            state = env.work.join("state").join(self.name),
+            state = env.tidemark.work.join("state").join(self.name),
             wh = env.db_url(wh_db),
             batch = self.batch,
             id = self.id,
@@ -292,102 +256,6 @@ impl SourceSpec<'_> {
         );
         std::fs::write(&path, text).expect("writing a tidemark config");
         path
-    }
-}
-
-/// A running `tidemark run`.
-struct Tidemark {
-    child: Child,
-    log: PathBuf,
-    started: Instant,
-}
-
-impl Tidemark {
-    fn start(env: &Env, config: &Path, name: &str) -> Tidemark {
-        let log = env.work.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("creating the tidemark log");
-        let started = Instant::now();
-        let child = Command::new(&env.bin)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("cloning the log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", env.bin.display()));
-        Tidemark {
-            child,
-            log,
-            started,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the log's tail if the process has exited.
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("polling tidemark") {
-            panic!(
-                "tidemark exited early ({status}); last lines of {}:\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Peak RSS (`VmHWM`) in MB.
-    fn peak_rss_mb(&self) -> f64 {
-        workload::vm_hwm_kb(Some(self.pid())).unwrap_or(0) as f64 / 1024.0
-    }
-
-    /// Current RSS (`VmRSS`) in MB.
-    fn rss_mb(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    }
-
-    /// SIGTERM, then waits (at most 60 s, then SIGKILL); panics unless it exited 0.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status: ExitStatus = loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for tidemark") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "tidemark did not exit within 60 s of SIGTERM; log {}:\n{}",
-                    self.log.display(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "tidemark exited with {status} after SIGTERM; last lines of {}:\n{}",
-            self.log.display(),
-            self.log_tail()
-        );
     }
 }
 
@@ -490,23 +358,6 @@ struct Contents {
     rows: u64,
     sum1: String,
     sum2: String,
-}
-
-/// Column names and types of a table, in order.
-async fn table_shape(client: &Client, schema: &str, table: &str) -> Vec<(String, String)> {
-    client
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-             FROM pg_attribute a
-             WHERE a.attrelid = ($1 || '.' || $2)::regclass AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum",
-            &[&schema, &table],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("reading a table's columns: {}", pg_error(&e)))
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// One timed run of either side.
@@ -665,7 +516,7 @@ fn print_result(env: &Env, workload: &Workload, ours: &[Run], theirs: &[Run]) {
 /// A first, short run of `spec` with `config`: tidemark creates its control tables and records
 /// its checkpoint row, which the timed run's start then replaces.
 async fn setup_run(env: &Env, client: &Client, config: &Path, spec: &SourceSpec<'_>) {
-    let mut first = Tidemark::start(env, config, &format!("{}-setup", spec.name));
+    let mut first = Tidemark::start(&env.tidemark, config, &format!("{}-setup", spec.name));
     wait_for_checkpoint_row(client, &mut first, spec.id).await;
     first.stop();
 }
@@ -698,7 +549,7 @@ async fn timed_replay<P: PartialEq + std::fmt::Display>(
     mut checkpoint: impl AsyncFnMut() -> Option<P>,
     at_end: impl Fn(&P) -> bool,
 ) -> Run {
-    let mut tidemark = Tidemark::start(env, config, spec.name);
+    let mut tidemark = Tidemark::start(&env.tidemark, config, spec.name);
     let mut last_progress: (Instant, Option<P>) = (Instant::now(), None);
     let secs = loop {
         if let Some(at) = checkpoint().await {
@@ -753,7 +604,7 @@ async fn prepare_reference(
         .filter(|(n, _)| !n.starts_with("_tidemark_"))
         .cloned()
         .collect();
-    let path = env.work.join(script);
+    let path = env.tidemark.work.join(script);
     std::fs::write(
         &path,
         reference_sql(&format!("{schema}.orders"), copy_options, &source_columns),
@@ -764,46 +615,19 @@ async fn prepare_reference(
 
 /// The reference's timed part: `select` (`what`), which writes the final rows to its stdout,
 /// piped into `psql -f script` on `db`; seconds from spawning `select` until psql exits.
-fn timed_reference(env: &Env, mut select: Command, what: &str, db: &str, script: &Path) -> f64 {
-    let psql = psql();
-    let started = Instant::now();
-    let mut select = select
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let rows = select.stdout.take().expect("piped stdout");
-    let load = Command::new(psql)
-        .args(["-X", "-q", "-d"])
-        .arg(env.db_url(db))
-        .arg("-f")
-        .arg(script)
-        .stdin(rows)
-        .stdout(Stdio::null())
-        .status()
-        .expect("starting psql");
-    let selected = select
-        .wait()
-        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"));
-    let secs = started.elapsed().as_secs_f64();
-    assert!(selected.success(), "{what} failed: {selected}");
-    assert!(load.success(), "psql COPY + MERGE failed: {load}");
-    secs
-}
-
-/// `psql` of Postgres 15 when installed where Debian puts it, else the one on `PATH`.
-fn psql() -> String {
-    let debian = format!("{PG_BIN}/psql");
-    if Path::new(&debian).exists() {
-        debian
-    } else {
-        "psql".to_owned()
-    }
-}
-
-/// `PASS` or `MISS`, as the targets' lines end.
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
+fn timed_reference(env: &Env, select: Command, what: &str, db: &str, script: &Path) -> f64 {
+    let url = env.db_url(db);
+    tidemark_run::timed_pipe(
+        select,
+        what,
+        &[
+            OsStr::new("-d"),
+            OsStr::new(&url),
+            OsStr::new("-f"),
+            script.as_os_str(),
+        ],
+        &[],
+    )
 }
 
 // --- (a) and (b): W1 throughput -------------------------------------------------------------
@@ -1146,7 +970,7 @@ async fn latency(env: &Env) {
     .expect("creating lat.events");
     let client = env.fresh_database(LATENCY_DB).await;
     let config = LAT_SPEC.write_config(env, LATENCY_DB);
-    let mut tidemark = Tidemark::start(env, &config, "latency");
+    let mut tidemark = Tidemark::start(&env.tidemark, &config, "latency");
     wait_for_checkpoint_row(&client, &mut tidemark, LAT_SPEC.id).await;
 
     // The poller: max(id) of the target every 20 ms, with the instant each answer arrived,

@@ -26,7 +26,6 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use mysql_async::prelude::Queryable;
 use tidemark::source::mysql::copy::{key_ranges, read_chunk, table_schema};
 use tidemark::source::postgres::copy as pg_copy;
 
@@ -57,9 +56,6 @@ const POSTGRES_REPORT: Report = Report {
     ..MYSQL_REPORT
 };
 
-/// The database of the Postgres table.
-const PG_DB: &str = "tidemark_snap";
-
 /// Rows per chunk, as a snapshot would cut the table.
 const CHUNK_ROWS: u64 = 100_000;
 
@@ -73,8 +69,8 @@ fn main() {
 /// Runs the halves `TIDEMARK_BENCH_KINDS` names (both by default).
 fn parent() {
     let kinds = std::env::var("TIDEMARK_BENCH_KINDS").unwrap_or_else(|_| "mysql,postgres".into());
-    let rows = env_number("TIDEMARK_BENCH_SNAPSHOT_ROWS", 5_000_000);
-    let parallelism = env_number("TIDEMARK_BENCH_PARALLELISM", 2);
+    let rows = workload::snap_rows_from_env();
+    let parallelism = workload::env_number("TIDEMARK_BENCH_PARALLELISM", 2);
     for kind in kinds.split(',').map(str::trim) {
         match kind {
             "mysql" => mysql_half(rows, parallelism),
@@ -90,7 +86,7 @@ fn mysql_half(rows: u64, parallelism: u64) {
     let url = server_url();
     let (host, port) = host_port(&url);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-    let made = runtime.block_on(ensure_table(&url, rows));
+    let made = runtime.block_on(workload::ensure_snap(&url, rows));
     drop(runtime);
     println!(
         "snapshot_read: bench.snap ({rows} rows of W1's shape) on {url}, {parallelism} readers, tidemark {}",
@@ -121,9 +117,9 @@ fn mysql_half(rows: u64, parallelism: u64) {
 fn postgres_half(rows: u64, parallelism: u64) {
     let reps = harness::reps_from_env();
     let server = workload_pg::pg_source_server_url();
-    let url = workload_pg::db_url(&server, PG_DB);
+    let url = workload_pg::db_url(&server, workload_pg::SNAP_DB);
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
-    let made = runtime.block_on(ensure_pg_table(&server, &url, rows));
+    let made = runtime.block_on(workload_pg::ensure_pg_snap(&server, rows));
     drop(runtime);
     println!();
     println!(
@@ -132,7 +128,7 @@ fn postgres_half(rows: u64, parallelism: u64) {
     );
     println!("  {made}");
     let reference = || {
-        let mut cmd = Command::new(psql());
+        let mut cmd = Command::new(workload_pg::psql());
         cmd.args(["-X", "-q", "-d", &url, "-c"])
             .arg("\\copy (SELECT * FROM bench.snap) TO '/dev/null'")
             .stdin(Stdio::null());
@@ -147,113 +143,6 @@ fn postgres_half(rows: u64, parallelism: u64) {
             t.changes
         );
     }
-}
-
-/// Debian's psql of the server's version, else the one on the PATH.
-fn psql() -> String {
-    let debian = format!("{}/psql", workload_pg::PG_BIN);
-    if std::path::Path::new(&debian).exists() {
-        debian
-    } else {
-        "psql".to_owned()
-    }
-}
-
-/// Creates database `tidemark_snap` and its `bench.snap` with `rows` rows unless they are there.
-async fn ensure_pg_table(server: &str, url: &str, rows: u64) -> String {
-    let admin = workload_pg::pg_connect(server).await;
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&PG_DB])
-        .await
-        .expect("looking for the database")
-        .is_some();
-    if !exists {
-        admin
-            .batch_execute(&format!("CREATE DATABASE {PG_DB}"))
-            .await
-            .expect("creating the database");
-    }
-    let client = workload_pg::pg_connect(url).await;
-    let existing: Option<i64> = client
-        .query_opt("SELECT count(*) FROM bench.snap", &[])
-        .await
-        .ok()
-        .flatten()
-        .map(|row| row.get(0));
-    if existing == Some(rows as i64) {
-        return "reused from an earlier run".into();
-    }
-    let started = Instant::now();
-    // UNLOGGED: no WAL to keep (the instance holds W2's template slot), the same to read.
-    let setup = format!(
-        "CREATE SCHEMA IF NOT EXISTS bench;
-         DROP TABLE IF EXISTS bench.snap;
-         DROP TYPE IF EXISTS bench.order_state;
-         CREATE TYPE bench.order_state AS ENUM ('new', 'paid', 'shipped', 'cancelled');
-         CREATE UNLOGGED TABLE bench.snap ({columns});
-         INSERT INTO bench.snap
-         SELECT g, g % 1000, 'SKU-' || g, g % 7, (g % 100000) / 100.0,
-                (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4]::bench.order_state,
-                repeat(chr(97 + (g % 26)::int), (10 + g % 50)::int),
-                timestamp '2024-01-01 00:00:00.123456' + g * interval '1 second',
-                timestamptz '2024-06-01 00:00:00.5+00' + g * interval '1 second',
-                (g % 256)::int::bit(8),
-                jsonb_build_object('k', g % 10, 's', 'v' || g % 97)
-         FROM generate_series(1, {rows}) g;
-         ANALYZE bench.snap;",
-        columns = workload_pg::W2_COLUMNS
-    );
-    client
-        .batch_execute(&setup)
-        .await
-        .unwrap_or_else(|e| panic!("making bench.snap: {}", workload_pg::pg_error(&e)));
-    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
-}
-
-/// `name` from the environment as a positive number, or `default`.
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} must be a positive integer"))
-    })
-}
-
-/// Creates `bench.snap` with `rows` rows unless it already holds them; says which.
-async fn ensure_table(url: &str, rows: u64) -> String {
-    let mut conn = connect(url).await;
-    conn.query_drop("CREATE DATABASE IF NOT EXISTS bench")
-        .await
-        .expect("creating database bench");
-    let existing: Option<u64> = conn
-        .query_first("SELECT COUNT(*) FROM bench.snap")
-        .await
-        .ok()
-        .flatten();
-    if existing == Some(rows) {
-        return "reused from an earlier run".into();
-    }
-    let started = Instant::now();
-    // Written without the binlog: nothing reads it, and it would only fill the disk.
-    let setup = format!(
-        "SET SESSION sql_log_bin = 0;
-         USE bench;
-         DROP TABLE IF EXISTS bench.snap;
-         CREATE TABLE bench.snap ({columns});
-         INSERT INTO bench.snap
-         SELECT seq, seq % 1000, CONCAT('SKU-', seq), seq % 7, (seq % 100000) / 100,
-                ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
-                REPEAT(CHAR(97 + seq % 26), 10 + seq % 50),
-                TIMESTAMP('2024-01-01 00:00:00.123456') + INTERVAL seq SECOND,
-                TIMESTAMP('2024-06-01 00:00:00.5') + INTERVAL seq SECOND,
-                seq % 256,
-                JSON_OBJECT('k', seq % 10, 's', CONCAT('v', seq % 97))
-         FROM seq_1_to_{rows};",
-        columns = workload::W1_COLUMNS
-    );
-    conn.query_drop(setup)
-        .await
-        .unwrap_or_else(|e| panic!("making bench.snap: {e}"));
-    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
 }
 
 /// Child mode: `--child KIND URL PARALLELISM`: reads every row of `bench.snap` with tidemark's

@@ -1,5 +1,6 @@
 //! Workload W1 and the helpers the benchmarks share (`binlog_decode`, `pgoutput_decode`,
-//! `pipeline_e2e`).
+//! `pipeline_e2e`, `snapshot_read`, `snapshot_load`), among them the snapshot benchmarks' MariaDB
+//! table `bench.snap` ([`ensure_snap`]).
 //!
 //! W1 is one table, `bench.orders`, with the column types a CDC source meets most (BIGINT key,
 //! INT, VARCHAR, SMALLINT, DECIMAL, ENUM, TEXT, DATETIME(6), TIMESTAMP(3), BIT, JSON), loaded
@@ -573,4 +574,60 @@ impl Gen {
         }
         let _ = write!(sql, "],\"src\":\"{}\"}}')", self.pick(SOURCES));
     }
+}
+
+/// `name` from the environment as a positive integer, or `default` when it is unset.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| {
+        v.parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name} must be a positive integer, not {v:?}"))
+    })
+}
+
+/// `TIDEMARK_BENCH_SNAPSHOT_ROWS`: rows of the snapshot benchmarks' table `bench.snap`
+/// (default 5,000,000).
+pub fn snap_rows_from_env() -> u64 {
+    env_number("TIDEMARK_BENCH_SNAPSHOT_ROWS", 5_000_000)
+}
+
+/// Creates `bench.snap`, the snapshot benchmarks' table of W1's shape, with `rows` rows unless
+/// it already holds them; says which. Made with the sequence engine, outside the binlog.
+pub async fn ensure_snap(url: &str, rows: u64) -> String {
+    let mut conn = connect(url).await;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS bench")
+        .await
+        .expect("creating database bench");
+    // Also reads the whole table (InnoDB counts on the clustered index), so the benchmarks
+    // that follow find it in the page cache.
+    let existing: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM bench.snap")
+        .await
+        .ok()
+        .flatten();
+    if existing == Some(rows) {
+        return "reused from an earlier run".into();
+    }
+    let started = Instant::now();
+    // Written without the binlog: nothing reads it, and it would only fill the disk.
+    let setup = format!(
+        "SET SESSION sql_log_bin = 0;
+         USE bench;
+         DROP TABLE IF EXISTS bench.snap;
+         CREATE TABLE bench.snap ({W1_COLUMNS});
+         INSERT INTO bench.snap
+         SELECT seq, seq % 1000, CONCAT('SKU-', seq), seq % 7, (seq % 100000) / 100,
+                ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
+                REPEAT(CHAR(97 + seq % 26), 10 + seq % 50),
+                TIMESTAMP('2024-01-01 00:00:00.123456') + INTERVAL seq SECOND,
+                TIMESTAMP('2024-06-01 00:00:00.5') + INTERVAL seq SECOND,
+                seq % 256,
+                JSON_OBJECT('k', seq % 10, 's', CONCAT('v', seq % 97))
+         FROM seq_1_to_{rows};"
+    );
+    conn.query_drop(setup)
+        .await
+        .unwrap_or_else(|e| panic!("making bench.snap: {e}"));
+    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
 }

@@ -1,5 +1,6 @@
 //! Workload W2, the Postgres twin of W1, and the Postgres helpers the benchmarks share
-//! (`pgoutput_decode`, `pipeline_e2e`).
+//! (`pgoutput_decode`, `pipeline_e2e`, `snapshot_read`, `snapshot_load`), among them the snapshot
+//! benchmarks' Postgres table `bench.snap` ([`ensure_pg_snap`]).
 //!
 //! W2 is W1 (see `workload.rs`) in Postgres types: table `bench.orders` (bigint key, int,
 //! varchar(32), smallint, numeric(12,2), an enum, text, timestamp(6), timestamptz(3), bit(8),
@@ -135,6 +136,17 @@ impl W2Range {
             },
             self.load_secs,
         )
+    }
+}
+
+/// Debian's `psql` of the server's version (in [`PG_BIN`]) when installed, else the one on the
+/// `PATH`.
+pub fn psql() -> String {
+    let debian = format!("{PG_BIN}/psql");
+    if std::path::Path::new(&debian).exists() {
+        debian
+    } else {
+        "psql".to_owned()
     }
 }
 
@@ -747,4 +759,58 @@ impl<R: BufRead> PgOutputCounter<R> {
         self.counts.bytes += n as u64;
         Ok(())
     }
+}
+
+/// The database of the snapshot benchmarks' Postgres table, on the `bench-source` instance.
+pub const SNAP_DB: &str = "tidemark_snap";
+
+/// Creates database [`SNAP_DB`] and its `bench.snap` (W1's shape in W2's types, UNLOGGED) with
+/// `rows` rows unless they are there, on the server of `server_url`; says which.
+pub async fn ensure_pg_snap(server_url: &str, rows: u64) -> String {
+    let admin = pg_connect(server_url).await;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&SNAP_DB])
+        .await
+        .expect("looking for the database")
+        .is_some();
+    if !exists {
+        exec(
+            &admin,
+            &format!("CREATE DATABASE {SNAP_DB}"),
+            "creating the database",
+        )
+        .await;
+    }
+    let client = pg_connect(&db_url(server_url, SNAP_DB)).await;
+    // Also reads the whole heap, so the benchmarks that follow find it in the page cache.
+    let existing: Option<i64> = client
+        .query_opt("SELECT count(*) FROM bench.snap", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0));
+    if existing == Some(rows as i64) {
+        return "reused from an earlier run".into();
+    }
+    let started = Instant::now();
+    // UNLOGGED: no WAL to keep (the instance holds W2's template slot), the same to read.
+    let setup = format!(
+        "CREATE SCHEMA IF NOT EXISTS bench;
+         DROP TABLE IF EXISTS bench.snap;
+         DROP TYPE IF EXISTS bench.order_state;
+         CREATE TYPE bench.order_state AS ENUM ('new', 'paid', 'shipped', 'cancelled');
+         CREATE UNLOGGED TABLE bench.snap ({W2_COLUMNS});
+         INSERT INTO bench.snap
+         SELECT g, g % 1000, 'SKU-' || g, g % 7, (g % 100000) / 100.0,
+                (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4]::bench.order_state,
+                repeat(chr(97 + (g % 26)::int), (10 + g % 50)::int),
+                timestamp '2024-01-01 00:00:00.123456' + g * interval '1 second',
+                timestamptz '2024-06-01 00:00:00.5+00' + g * interval '1 second',
+                (g % 256)::int::bit(8),
+                jsonb_build_object('k', g % 10, 's', 'v' || g % 97)
+         FROM generate_series(1, {rows}) g;
+         ANALYZE bench.snap;"
+    );
+    exec(&client, &setup, "making bench.snap").await;
+    format!("made now ({:.1} s)", started.elapsed().as_secs_f64())
 }
