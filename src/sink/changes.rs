@@ -444,6 +444,9 @@ impl TableChanges {
         };
         let key = &event.table.primary_key;
         let rows = &mut self.rows;
+        // Copied rows hold each key once: indexing them would cost a hash insert a row for
+        // nothing.
+        let indexed = !self.copied_rows;
         let last_change = &mut self.last_change;
         let epoch = &mut self.epoch;
         // Records the row in the key index and writes it with its generation.
@@ -454,7 +457,7 @@ impl TableChanges {
                         unchanged: &[&str]|
          -> Result<(), EncodeError> {
             let partial = !unchanged.is_empty();
-            let mut generation = if key.is_empty() {
+            let mut generation = if key.is_empty() || !indexed {
                 0
             } else {
                 last_change.record(values, key, *rows, partial)
