@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    CONVERGE, GroupConfig, MysqlSetup, Rng, Source, SourceConfig, TablePair, Tidemark, Writer,
-    closed_port, create_database_on, fresh_warehouse, seed, wait_checkpoint, wait_tables_equal,
+    CONVERGE, GroupConfig, MysqlSetup, Rng, Source, SourceConfig, TablePair, Tidemark, closed_port,
+    create_database_on, fresh_warehouse, seed, start_writer, wait_checkpoint, wait_tables_equal,
     wait_until, workload_tables,
 };
 
@@ -85,7 +85,7 @@ async fn sigterm_during_steady_writes_exits_0_and_restart_loses_nothing() {
     let tables = ["a", "b", "c"];
     let mut s = MysqlSetup::start("pl_cli_term", "cli", &workload_tables(&tables)).await;
     let mut rng = Rng::new(seed("sigterm_during_steady_writes"));
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &tables,
         rng.next_u64(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    JOURNAL_TABLE, JournalWriter, MysqlSetup, Rng, Writer, fresh_warehouse, seed,
+    JOURNAL_TABLE, JournalWriter, MysqlSetup, Rng, fresh_warehouse, seed, start_writer,
     wait_journal_equal, workload_tables,
 };
 
@@ -29,7 +29,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     .await;
 
     let journal = JournalWriter::start(s.source_url(), rng.next_u64());
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &TABLES,
         rng.next_u64(),

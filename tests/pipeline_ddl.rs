@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use support::pipeline::{
-    CONVERGE, MysqlSetup, Rng, Writer, pg_rows, seed, wait_until, workload_tables,
+    CONVERGE, MysqlSetup, Rng, pg_rows, seed, start_writer, wait_until, workload_tables,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +24,7 @@ async fn target_follows_schema_changes_while_rows_flow() {
     ddl.extend(workload_tables(&["flow"]));
     let mut s = MysqlSetup::start("pl_ddl", "ddl", &ddl).await;
     let schema = s.schema.clone();
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &["flow"],
         rng.next_u64(),

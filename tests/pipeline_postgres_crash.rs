@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use support::background::Background;
 use support::pg_source::SlotGuard;
 use support::pipeline::{
     GroupConfig, Rng, Source, SourceConfig, TablePair, Tidemark, Warehouse, fresh_warehouse,
@@ -47,53 +48,8 @@ struct WriterStats {
 
 /// A background writer on the source database: random transactions of 1-20 statements until
 /// stopped.
-struct PgWriter {
-    stop: Arc<AtomicBool>,
-    commits: Arc<AtomicU64>,
-    handle: tokio::task::JoinHandle<WriterStats>,
-}
-
-impl PgWriter {
-    fn start(url: String, seed: u64) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let commits = Arc::new(AtomicU64::new(0));
-        let handle = tokio::spawn(write_loop(
-            url,
-            Rng::new(seed),
-            stop.clone(),
-            commits.clone(),
-        ));
-        PgWriter {
-            stop,
-            commits,
-            handle,
-        }
-    }
-
-    fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    async fn wait_commits(&self, n: u64) {
-        let target = self.commits() + n;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.commits() < target {
-            assert!(
-                Instant::now() < deadline && !self.handle.is_finished(),
-                "writer made no progress: {} commits",
-                self.commits()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops after the current transaction and returns what it did.
-    async fn stop(self) -> WriterStats {
-        self.stop.store(true, Ordering::Relaxed);
-        let stats = self.handle.await.expect("writer task panicked");
-        eprintln!("writer: {stats:?}");
-        stats
-    }
+fn start_pg_writer(url: String, seed: u64) -> Background<WriterStats> {
+    Background::spawn(move |stop, commits| write_loop(url, Rng::new(seed), stop, commits))
 }
 
 async fn write_loop(
@@ -385,7 +341,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let mut tm = Tidemark::start(&group);
     wait_checkpoint(&mut tm, &warehouse, source_id, Duration::from_secs(30)).await;
 
-    let writer = PgWriter::start(source.url.clone(), rng.next_u64());
+    let writer = start_pg_writer(source.url.clone(), rng.next_u64());
     writer.wait_commits(20).await;
     let mut positions = Vec::new();
     // Runs during which the checkpoint moved: a restart that is refused and waits shows up here.

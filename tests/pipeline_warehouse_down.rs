@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use support::pipeline::{
-    CommitDropProxy, JOURNAL_TABLE, JournalWriter, MysqlSetup, Rng, Writer, fresh_warehouse,
-    fresh_warehouse_on, seed, wait_journal_equal, wait_until, workload_tables,
+    CommitDropProxy, JOURNAL_TABLE, JournalWriter, MysqlSetup, Rng, fresh_warehouse,
+    fresh_warehouse_on, seed, start_writer, wait_journal_equal, wait_until, workload_tables,
 };
 
 const TABLES: [&str; 3] = ["accounts", "payments", "audit"];
@@ -25,7 +25,7 @@ async fn warehouse_outage_of_30s_is_survived_and_caught_up() {
     let schema = s.schema.clone();
     s.run().await;
 
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &TABLES,
         rng.next_u64(),
@@ -78,7 +78,7 @@ async fn warehouse_connections_killed_mid_load_lose_and_double_nothing() {
     let mut s =
         MysqlSetup::start_with("pl_whkill", "whkill", &ddl, |g| g.max_delay = "50ms".into()).await;
     let journal = JournalWriter::start(s.source_url(), rng.next_u64());
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &TABLES,
         rng.next_u64(),
@@ -145,7 +145,7 @@ async fn connection_lost_after_a_successful_commit_applies_nothing_twice() {
     .await;
     s.run().await;
     let journal = JournalWriter::start(s.source_url(), rng.next_u64());
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &TABLES,
         rng.next_u64(),

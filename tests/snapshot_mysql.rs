@@ -9,8 +9,8 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use support::compare::{Source, TablePair};
 use support::pipeline::{
-    GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, Writer, create_database_on, exec,
-    fresh_warehouse, seed, wait_tables_equal, workload_tables,
+    GroupConfig, MysqlSetup, Rng, SourceConfig, Tidemark, converge_pairs, create_database_on, exec,
+    fresh_warehouse, seed, start_writer, workload_tables,
 };
 use support::snapshot::{
     IdRange, assert_no_key_twice, assert_not_copied_again, kill_three_times_during_copy,
@@ -62,7 +62,7 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
     .await;
     // The writer inserts, updates, deletes and moves keys across the whole key space (and a
     // little past it) while the copy runs.
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &["big"],
         rng.next_u64(),
@@ -107,14 +107,7 @@ async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
     let pairs = TablePair::mysql(db, &["items", "other"], &schema);
 
     let mut tm = Tidemark::start(&group);
-    wait_tables_equal(
-        &mut tm,
-        &mut Source::Mysql(&mut conn),
-        &wh.client,
-        &pairs,
-        Duration::from_secs(60),
-    )
-    .await;
+    converge_pairs(&mut tm, &mut Source::Mysql(&mut conn), &wh.client, &pairs).await;
     assert!(tm.terminate(Duration::from_secs(30)).await.success());
 
     // While tidemark is down: rows written and deleted, then the binlog purged past its
@@ -182,28 +175,14 @@ async fn a_purged_binlog_is_copied_again_when_needed_and_refused_otherwise() {
 
     // `when_needed`: copied again, rows deleted meanwhile deleted in the target too.
     tm.spawn();
-    wait_tables_equal(
-        &mut tm,
-        &mut Source::Mysql(&mut conn),
-        &wh.client,
-        &pairs,
-        Duration::from_secs(60),
-    )
-    .await;
+    converge_pairs(&mut tm, &mut Source::Mysql(&mut conn), &wh.client, &pairs).await;
     let other = wh
         .value(&format!("SELECT count(*) FROM {schema}.other"))
         .await;
     assert_eq!(other.as_deref(), Some("0"));
     // And it streams on from there.
     exec(&mut conn, &["INSERT INTO other (id, v) VALUES (7, 7)"]).await;
-    wait_tables_equal(
-        &mut tm,
-        &mut Source::Mysql(&mut conn),
-        &wh.client,
-        &pairs,
-        Duration::from_secs(60),
-    )
-    .await;
+    converge_pairs(&mut tm, &mut Source::Mysql(&mut conn), &wh.client, &pairs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +203,7 @@ async fn a_table_added_to_include_is_copied_by_tidemark_snapshot_while_the_other
     s.group.sources[0].include = vec![only_a];
     s.tm = Tidemark::prepare(|state| s.group.render(state));
     s.tm.spawn();
-    let writer = Writer::start(
+    let writer = start_writer(
         s.source_url(),
         &["a", "b"],
         rng.next_u64(),

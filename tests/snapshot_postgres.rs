@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use support::background::Background;
 use support::pg_source::SlotGuard;
 use support::pipeline::{
     GroupConfig, Rng, Source, SourceConfig, TablePair, Tidemark, Warehouse, WriterStats,
-    fresh_warehouse, fresh_warehouse_on, pg_client, random_text, seed, sql_literal,
+    converge_pairs, fresh_warehouse, fresh_warehouse_on, pg_client, random_text, seed, sql_literal,
     wait_checkpoint, wait_tables_equal, wait_until,
 };
 use support::snapshot::{
@@ -53,54 +54,17 @@ async fn run(db: &Warehouse, statements: &[&str]) {
 }
 
 /// A background writer on a Postgres source table: random upserts, multi-row updates, deletes
-/// and key changes in transactions of 1-4 statements (5% rolled back), until stopped.
-struct PgWriter {
-    stop: Arc<AtomicBool>,
-    commits: Arc<AtomicU64>,
-    handle: tokio::task::JoinHandle<WriterStats>,
-}
-
-impl PgWriter {
-    /// Starts writing to `shop.{table}` of the database at `url`, keys drawn from 1..=`keys`.
-    fn start(url: String, table: &'static str, seed: u64, keys: u64) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let commits = Arc::new(AtomicU64::new(0));
-        let handle = tokio::spawn(pg_write_loop(
-            url,
-            table,
-            Rng::new(seed),
-            keys,
-            stop.clone(),
-            commits.clone(),
-        ));
-        PgWriter {
-            stop,
-            commits,
-            handle,
-        }
-    }
-
-    /// Waits until at least `n` more transactions committed than when called.
-    async fn wait_commits(&self, n: u64) {
-        let target = self.commits.load(Ordering::Relaxed) + n;
-        let ok = wait_until(Duration::from_secs(30), async || {
-            self.commits.load(Ordering::Relaxed) >= target || self.handle.is_finished()
-        })
-        .await;
-        assert!(
-            ok && !self.handle.is_finished(),
-            "writer made no progress: {} commits",
-            self.commits.load(Ordering::Relaxed)
-        );
-    }
-
-    /// Stops after the current transaction and returns what it did.
-    async fn stop(self) -> WriterStats {
-        self.stop.store(true, Ordering::Relaxed);
-        let stats = self.handle.await.expect("writer task panicked");
-        eprintln!("writer: {stats:?}");
-        stats
-    }
+/// and key changes in transactions of 1-4 statements (5% rolled back), until stopped; it
+/// writes to `shop.{table}` of the database at `url`, keys drawn from 1..=`keys`.
+fn start_pg_writer(
+    url: String,
+    table: &'static str,
+    seed: u64,
+    keys: u64,
+) -> Background<WriterStats> {
+    Background::spawn(move |stop, commits| {
+        pg_write_loop(url, table, Rng::new(seed), keys, stop, commits)
+    })
 }
 
 /// The writer's loop: one connection, a transaction at a time, a millisecond apart.
@@ -279,7 +243,7 @@ async fn a_million_rows_copied_under_writes_and_three_kills_equal_the_source() {
     let mut tm = Tidemark::prepare(|state| group.render(state));
     // The writer inserts, updates, deletes and moves keys across the whole key space (and a
     // little past it) while the copy runs.
-    let writer = PgWriter::start(source.url.clone(), "big", rng.next_u64(), ROWS + ROWS / 10);
+    let writer = start_pg_writer(source.url.clone(), "big", rng.next_u64(), ROWS + ROWS / 10);
     writer.wait_commits(20).await;
     let started = std::time::Instant::now();
     tm.spawn();
@@ -367,12 +331,11 @@ async fn a_dropped_slot_is_copied_again_when_needed_and_refused_otherwise() {
 
     let mut tm = Tidemark::start(&group);
     wait_checkpoint(&mut tm, &wh, "lost", Duration::from_secs(30)).await;
-    wait_tables_equal(
+    converge_pairs(
         &mut tm,
         &mut Source::Postgres(&source.client),
         &wh.client,
         &pairs,
-        Duration::from_secs(60),
     )
     .await;
     assert!(tm.terminate(Duration::from_secs(30)).await.success());
@@ -435,12 +398,11 @@ async fn a_dropped_slot_is_copied_again_when_needed_and_refused_otherwise() {
 
     // `when_needed`: copied again, rows deleted meanwhile deleted in the target too.
     tm.spawn();
-    wait_tables_equal(
+    converge_pairs(
         &mut tm,
         &mut Source::Postgres(&source.client),
         &wh.client,
         &pairs,
-        Duration::from_secs(60),
     )
     .await;
     let other = wh
@@ -455,12 +417,11 @@ async fn a_dropped_slot_is_copied_again_when_needed_and_refused_otherwise() {
     assert_eq!(deleted.as_deref(), Some("0"));
     // And it streams on from there, from a new slot.
     run(&source, &["INSERT INTO shop.other (id, v) VALUES (7, 7)"]).await;
-    wait_tables_equal(
+    converge_pairs(
         &mut tm,
         &mut Source::Postgres(&source.client),
         &wh.client,
         &pairs,
-        Duration::from_secs(60),
     )
     .await;
     let other = wh

@@ -616,3 +616,13 @@ fn report(problems: Vec<String>, source_len: usize, target_len: usize) -> Result
     }
     Err(text)
 }
+
+/// Waits up to a minute until each pair of `pairs` is equal (see [`wait_tables_equal`]).
+pub async fn converge_pairs(
+    tm: &mut Tidemark,
+    source: &mut Source<'_>,
+    warehouse: &Client,
+    pairs: &[TablePair],
+) {
+    wait_tables_equal(tm, source, warehouse, pairs, Duration::from_secs(60)).await;
+}

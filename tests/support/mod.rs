@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+pub mod background;
 pub mod commit_proxy;
 pub mod compare;
 pub mod config;

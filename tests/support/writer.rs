@@ -3,13 +3,13 @@
 //! replayed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+use super::background::Background;
 use super::ids::Rng;
-use super::poll::wait_until;
 
 /// Column definitions of the writer's tables.
 pub const WORKLOAD_COLUMNS: &str = "id INT PRIMARY KEY, v BIGINT NOT NULL, \
@@ -39,53 +39,15 @@ pub struct WriterStats {
 
 /// A background writer: random inserts, upserts, multi-row updates, deletes and key changes
 /// over several tables, in transactions of 1-4 statements (5% rolled back).
-pub struct Writer {
-    stop: Arc<AtomicBool>,
-    commits: Arc<AtomicU32>,
-    handle: tokio::task::JoinHandle<WriterStats>,
-}
+pub type Writer = Background<WriterStats>;
 
-impl Writer {
-    /// Starts writing to `tables` of the database in `url`, pausing `pause` between
-    /// transactions. Keys are drawn from 1..=`keys`.
-    pub fn start(url: String, tables: &[&str], seed: u64, keys: u64, pause: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let commits = Arc::new(AtomicU32::new(0));
-        let handle = tokio::spawn(write_loop(
-            url,
-            tables.iter().map(|t| t.to_string()).collect(),
-            Rng::new(seed),
-            keys,
-            pause,
-            stop.clone(),
-            commits.clone(),
-        ));
-        Writer {
-            stop,
-            commits,
-            handle,
-        }
-    }
-
-    /// Transactions committed so far.
-    pub fn commits(&self) -> u32 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    /// Waits until at least `n` more transactions committed than when called.
-    pub async fn wait_commits(&self, n: u32) {
-        let target = self.commits() + n;
-        let ok = wait_until(Duration::from_secs(30), async || self.commits() >= target).await;
-        assert!(ok, "writer made no progress: {} commits", self.commits());
-    }
-
-    /// Stops after the current transaction and returns what it did.
-    pub async fn stop(self) -> WriterStats {
-        self.stop.store(true, Ordering::Relaxed);
-        let stats = self.handle.await.expect("writer task panicked");
-        eprintln!("writer: {stats:?}");
-        stats
-    }
+/// Starts writing to `tables` of the database in `url`, pausing `pause` between transactions.
+/// Keys are drawn from 1..=`keys`.
+pub fn start_writer(url: String, tables: &[&str], seed: u64, keys: u64, pause: Duration) -> Writer {
+    let tables = tables.iter().map(|t| t.to_string()).collect();
+    Background::spawn(move |stop, commits| {
+        write_loop(url, tables, Rng::new(seed), keys, pause, stop, commits)
+    })
 }
 
 async fn write_loop(
@@ -95,7 +57,7 @@ async fn write_loop(
     keys: u64,
     pause: Duration,
     stop: Arc<AtomicBool>,
-    commits: Arc<AtomicU32>,
+    commits: Arc<AtomicU64>,
 ) -> WriterStats {
     let mut conn = super::mysql_conn(&url).await;
     conn.query_drop("SET SESSION time_zone = '+00:00'")
