@@ -347,3 +347,36 @@ async fn a_table_that_cannot_be_applied_is_set_aside_and_brought_back_by_tidemar
     let aside = status(&s.tm)[0]["set_aside"].clone();
     assert_eq!(aside, serde_json::json!([]), "b is back");
 }
+
+#[test]
+fn tidemark_snapshot_refuses_unknown_sources_and_tables_it_does_not_replicate() {
+    // Refused before the warehouse is reached: its address answers nothing.
+    let mut source = SourceConfig::mysql("shop", "mysql://repl@127.0.0.1:1", "shop");
+    source.snapshot = "initial";
+    let group = GroupConfig::new("postgres://tidemark@127.0.0.1:1/warehouse", vec![source]);
+    let tm = Tidemark::prepare(|state| group.render(state));
+    let said = |args: &[&str]| {
+        let out = tidemark_command(args, &tm.config_path);
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), text)
+    };
+    let (code, text) = said(&["snapshot", "--source", "nope"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("no source has id `nope`") && text.contains("shop"),
+        "{text}"
+    );
+    let (code, text) = said(&["snapshot", "--source", "shop", "--table", "other.t"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("does not replicate it") && text.contains("include"),
+        "{text}"
+    );
+    let (code, text) = said(&["snapshot", "--source", "shop", "--table", "t"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("expected database.table"), "{text}");
+    // A warehouse that cannot be reached: exit 1, and nothing requested.
+    let (code, text) = said(&["snapshot", "--source", "shop", "--table", "shop.t"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nothing was requested"), "{text}");
+}
