@@ -380,3 +380,39 @@ fn tidemark_snapshot_refuses_unknown_sources_and_tables_it_does_not_replicate() 
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("nothing was requested"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_only_copies_once_streams_nothing_and_copies_again_on_request() {
+    let mut ddl = workload_tables(&["a"]);
+    ddl.push(fill("a", 3_000));
+    let wh = fresh_warehouse("snap_once").await;
+    let mut s = MysqlSetup::prepare(wh, "snap_once", "once", &ddl, |g| {
+        g.sources[0].snapshot = "initial_only";
+        g.sources[0].extra.push_str("snapshot_chunk_rows = 1000\n");
+    })
+    .await;
+    s.tm.spawn();
+    s.converge(&["a"]).await;
+
+    // No change log is read: a change stays out of the warehouse.
+    s.exec(&[
+        "DELETE FROM a WHERE id <= 10",
+        "INSERT INTO a (id, v) VALUES (9000, 1)",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows =
+        s.wh.value(&format!("SELECT count(*) FROM {}.a", s.schema))
+            .await;
+    assert_eq!(
+        rows.as_deref(),
+        Some("3000"),
+        "initial_only streams nothing"
+    );
+    s.tm.assert_running("idle after the copy");
+
+    // Asked to, it copies again (the deleted rows go, the new one comes).
+    let asked = tidemark_command(&["snapshot", "--source", "once"], &s.tm.config_path);
+    assert_eq!(asked.status.code(), Some(0));
+    s.converge(&["a"]).await;
+}

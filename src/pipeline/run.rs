@@ -347,9 +347,7 @@ async fn run_source(
         }
         None => {
             if copier.is_none() {
-                info!(source = %source.id, "snapshot = \"initial_only\": the tables are copied and no change log is read; nothing more to do");
-                let _ = shutdown.wait_for(|stop| *stop).await;
-                return Ok(());
+                info!(source = %source.id, "snapshot = \"initial_only\": the tables are copied and no change log is read; waiting for `tidemark snapshot` requests");
             }
             (None, None)
         }
@@ -429,11 +427,15 @@ async fn start_source(
     let all_tables = || async { included_tables(source).await.map_err(SnapshotError::from) };
     let (opened, resume_point, new_start) = if !mode.streams() {
         match committed {
-            Some(point) => (None, point, false),
-            None => {
+            Some(point) if !recopy => (None, point, false),
+            _ => {
                 let end = source::log_end(source).await?;
+                let reason = match whole_request {
+                    Some(_) => Reason::Requested,
+                    None => Reason::Initial,
+                };
                 snapshot = Some(SnapshotState::new(
-                    Reason::Initial,
+                    reason,
                     end.to_string(),
                     all_tables().await?,
                 ));
@@ -632,15 +634,6 @@ impl Flow {
             }
             if !self.loader.is_busy() {
                 self.start_load(Instant::now());
-            }
-            if stream.is_none()
-                && self.copier.is_none()
-                && self.jobs.is_empty()
-                && !self.loader.is_busy()
-            {
-                info!(source = %self.source_id, "snapshot = \"initial_only\": every table is copied; no change log is read");
-                let _ = shutdown.wait_for(|stop| *stop).await;
-                return Ok(());
             }
         }
         self.drain(backoff).await
