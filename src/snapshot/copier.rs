@@ -472,10 +472,13 @@ async fn read_chunk(
             changes: Some(changes),
             rows,
         },
-        None => CopiedChunk {
-            changes: None,
-            rows: 0,
-        },
+        None => {
+            tracing::warn!(source = %source_id, table = %table, "table no longer exists at the source: the rest of its copy is skipped; if it was renamed, copy it again under its new name with `tidemark snapshot --table`");
+            CopiedChunk {
+                changes: None,
+                rows: 0,
+            }
+        }
     })
 }
 
