@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{ColumnType, Value, format_time_micros, write_timestamp_micros};
+use crate::event::{ColumnType, Op, Value, format_time_micros, write_timestamp_micros};
 use crate::sink::encode::{EncodeError, Encoded, Row, RowEncoder, RowOp};
 
 /// Encodes rows as Postgres `COPY` text, one line per row.
@@ -68,7 +68,13 @@ impl TextRow<'_> {
         out.push(b'\t');
         out.extend_from_slice(num.format(packed).as_bytes());
         out.push(b'\t');
-        write_timestamp_micros(out, event.transaction.commit_ts_micros);
+        if event.op == Op::Read {
+            // A copied row was read, not committed: it has no source commit time (and a NULL
+            // costs the warehouse nothing to parse, a timestamp a good part of a row's load).
+            out.extend_from_slice(b"\\N");
+        } else {
+            write_timestamp_micros(out, event.transaction.commit_ts_micros);
+        }
         if let Some(partial) = partial {
             out.push(b'\t');
             write_name_array(out, partial.unchanged);
