@@ -13,8 +13,8 @@ use support::pipeline::{
     fresh_warehouse, seed, start_writer, workload_tables,
 };
 use support::snapshot::{
-    IdRange, assert_no_key_twice, assert_not_copied_again, kill_three_times_during_copy,
-    snapshot_state, tidemark_command,
+    IdRange, assert_no_key_twice, assert_not_copied_again, done_chunks_of,
+    kill_three_times_during_copy, snapshot_state, tidemark_command,
 };
 
 /// Rows the big table starts with.
@@ -34,16 +34,9 @@ fn fill(table: &str, rows: u64) -> String {
 /// unbounded sides as `None`.
 fn done_chunks(state: &serde_json::Value) -> Vec<IdRange> {
     let bound = |b: &serde_json::Value| b.as_array().and_then(|v| v[0]["value"].as_i64());
-    state["tables"][0]["chunks"]
-        .as_array()
-        .map(|chunks| {
-            chunks
-                .iter()
-                .filter(|c| c["done"] == serde_json::json!(true))
-                .map(|c| (bound(&c["range"]["lower"]), bound(&c["range"]["upper"])))
-                .collect()
-        })
-        .unwrap_or_default()
+    done_chunks_of(state, |range| {
+        (bound(&range["lower"]), bound(&range["upper"]))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,8 @@ use support::pipeline::{
     wait_checkpoint, wait_tables_equal, wait_until,
 };
 use support::snapshot::{
-    IdRange, assert_no_key_twice, assert_not_copied_again, kill_three_times_during_copy,
-    snapshot_state,
+    IdRange, assert_no_key_twice, assert_not_copied_again, done_chunks_of,
+    kill_three_times_during_copy, snapshot_state,
 };
 
 /// Rows the big table starts with.
@@ -187,24 +187,15 @@ fn done_chunks(state: &serde_json::Value) -> Vec<IdRange> {
             .unwrap_or_else(|| panic!("a key bound that is not [text]: {b}"));
         Some(text.parse().unwrap_or_else(|e| panic!("bound {text}: {e}")))
     };
-    state["tables"][0]["chunks"]
-        .as_array()
-        .map(|chunks| {
-            chunks
-                .iter()
-                .filter(|c| c["done"] == serde_json::json!(true))
-                .map(|c| {
-                    let key = &c["range"]["key"];
-                    assert_eq!(
-                        key["columns"],
-                        serde_json::json!(["id"]),
-                        "not a key range of id: {c}"
-                    );
-                    (bound(&key["from"]), bound(&key["to"]))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    done_chunks_of(state, |range| {
+        let key = &range["key"];
+        assert_eq!(
+            key["columns"],
+            serde_json::json!(["id"]),
+            "not a key range of id: {range}"
+        );
+        (bound(&key["from"]), bound(&key["to"]))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

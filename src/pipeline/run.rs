@@ -590,7 +590,7 @@ impl Flow {
                 loaded = self.loader.wait(), if self.loader.is_busy() => match loaded {
                     Ok(loaded) => self.committed(loaded, backoff),
                     Err(SourceError::Load(error)) if error.table().is_some() => {
-                        self.load_failed_in_table(&error);
+                        self.load_failed_in_table(error).map_err(SourceError::Load)?;
                     }
                     Err(error) => return Err(error),
                 },
@@ -697,21 +697,23 @@ impl Flow {
     }
 
     /// A batch failed on one table alone: that table is set aside and the rest of the batch
-    /// loads again without it (a chunk's batch is dropped: its table is no longer copied).
-    fn load_failed_in_table(&mut self, error: &SinkError) {
-        let Some(mut batch) = self.loader.take_failed() else {
-            return;
-        };
-        let Some(target) = error.table() else {
-            return;
-        };
-        let Some(table) = batch
-            .tables
-            .iter()
-            .find(|t| t.target == *target)
-            .map(|t| t.source_table.clone())
-        else {
-            return;
+    /// loads again without it (a chunk's batch is dropped: its table is no longer copied). The
+    /// error comes back when there is no batch or table to set aside.
+    fn load_failed_in_table(&mut self, error: SinkError) -> Result<(), SinkError> {
+        let failed = self.loader.take_failed();
+        let aside = failed.and_then(|batch| {
+            let target = error.table()?;
+            let table = batch
+                .tables
+                .iter()
+                .find(|t| t.target == *target)
+                .map(|t| t.source_table.clone())?;
+            Some((batch, table))
+        });
+        // Without the batch or its table, nothing can be set aside: the source stops on the
+        // error and restarts from its progress record, as for any other failed load.
+        let Some((mut batch, table)) = aside else {
+            return Err(error);
         };
         let chunk = self.loading_chunk.take();
         self.put_aside(table.clone(), error.to_string());
@@ -719,6 +721,7 @@ impl Flow {
             batch.tables.retain(|t| t.source_table != table);
             self.jobs.push_front(Job::Stream(batch));
         }
+        Ok(())
     }
 
     /// What the next batch records besides its position: the copy in progress and the tables

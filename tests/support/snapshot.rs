@@ -27,6 +27,24 @@ pub async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_jso
     serde_json::from_str(&text).ok()
 }
 
+/// The chunks marked done of the first table of a snapshot state, each chunk's stored range
+/// read by `range_of` (the source kind stores its ranges its own way).
+pub fn done_chunks_of(
+    state: &serde_json::Value,
+    range_of: impl Fn(&serde_json::Value) -> IdRange,
+) -> Vec<IdRange> {
+    state["tables"][0]["chunks"]
+        .as_array()
+        .map(|chunks| {
+            chunks
+                .iter()
+                .filter(|c| c["done"] == serde_json::json!(true))
+                .map(|c| range_of(&c["range"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Kills tidemark (-9) three times during the copy of `source_id`'s first table, each once 6
 /// more chunks are done (`done_chunks` reads them from the state, as the source kind stores
 /// them), restarting it each time; returns what was done before each kill.

@@ -1094,10 +1094,9 @@ async fn copy_into_target(
         .map_err(sql_error(context()))?;
     futures_util::pin_mut!(copy);
     let mut chunks = changes.row_chunks(0);
-    let mut rows = Vec::new();
     let mut sent = Ok(());
     while let Some(chunk) = chunks.next_chunk()? {
-        rows.clear();
+        let mut rows = Vec::with_capacity(chunk.len() + chunk.len() / 4);
         for row in chunk.split_inclusive(|&b| b == b'\n') {
             let fields = row
                 .iter()
@@ -1106,7 +1105,7 @@ async fn copy_into_target(
             rows.extend_from_slice(fields.strip_suffix(b"\n").unwrap_or(fields));
             rows.extend_from_slice(&loaded_at);
         }
-        sent = copy.send(bytes::Bytes::copy_from_slice(&rows)).await;
+        sent = copy.send(bytes::Bytes::from(rows)).await;
         if sent.is_err() {
             break;
         }
