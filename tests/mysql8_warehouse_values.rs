@@ -118,6 +118,9 @@ async fn load(wh: &Warehouse, changes: &[ChangeEvent]) {
             None,
         ),
         requests_handled: None,
+        chunk: None,
+        records_progress: true,
+        forget_chunks: false,
     };
     let mut sink = PostgresSink::connect(&SecretUrl::new(wh.url.clone()))
         .await

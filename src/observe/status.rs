@@ -148,7 +148,7 @@ impl SourceStatus {
         let state = progress
             .snapshot
             .as_ref()
-            .and_then(SnapshotState::from_progress);
+            .and_then(|stored| SnapshotState::from_progress(stored, &record.chunks_done));
         let seconds = |micros: i64| (micros as f64 / 1e4).round() / 100.0;
         let lag_s = progress
             .source_commit_ts_micros
@@ -286,6 +286,7 @@ mod tests {
             committed_at_micros: Some(3_500_000),
             tables: Vec::new(),
             last_error: None,
+            chunks_done: Vec::new(),
         };
         let line = SourceStatus::from_record("pg", Some(&record), 13_500_000, TEN_S);
         assert_eq!(line.state, SourceState::Streaming);
@@ -311,6 +312,7 @@ mod tests {
             committed_at_micros: Some(60_000_000),
             tables: Vec::new(),
             last_error: None,
+            chunks_done: Vec::new(),
         };
         let line = SourceStatus::from_record("pg", Some(&record), 61_000_000, TEN_S);
         assert_eq!(line.state, SourceState::CatchingUp);
@@ -347,6 +349,7 @@ mod tests {
             committed_at_micros: Some(9_000_000),
             tables: Vec::new(),
             last_error: None,
+            chunks_done: Vec::new(),
         };
         let line = SourceStatus::from_record("pg", Some(&record), 10_000_000, TEN_S);
         assert_eq!(line.state, SourceState::Snapshotting);

@@ -420,6 +420,9 @@ impl Batcher {
             tables: std::mem::take(&mut self.tables),
             progress,
             requests_handled: None,
+            chunk: None,
+            records_progress: true,
+            forget_chunks: false,
         })
     }
 

@@ -361,10 +361,14 @@ async fn run_source(
             context.spill_dir.clone(),
             sink.encoder(),
         ),
-        loader: Loader::new(sink, source_id.clone(), context.limits.slow_load_warning),
+        loader: Loader::new(
+            sink,
+            context.warehouse.clone(),
+            source_id.clone(),
+            context.limits.slow_load_warning,
+        ),
         jobs: VecDeque::new(),
         copied: HashMap::new(),
-        loading_chunk: None,
         resume_point,
         copier,
         confirm,
@@ -415,14 +419,19 @@ async fn start_source(
         .map(|r| r.id)
         .max();
     let recopy = recopy || whole_request.is_some();
-    let mut snapshot = match record.as_ref().and_then(|r| r.progress.snapshot.as_ref()) {
+    let stored = record
+        .as_ref()
+        .and_then(|r| Some((r.progress.snapshot.as_ref()?, &r.chunks_done)));
+    let mut snapshot = match stored {
         None => None,
-        Some(stored) => Some(SnapshotState::from_progress(stored).ok_or_else(|| {
-            SourceError::SnapshotUnreadable {
-                source_id: source.id.clone(),
-                cli_args: context.cli_args(),
-            }
-        })?),
+        Some((stored, chunks_done)) => Some(
+            SnapshotState::from_progress(stored, chunks_done).ok_or_else(|| {
+                SourceError::SnapshotUnreadable {
+                    source_id: source.id.clone(),
+                    cli_args: context.cli_args(),
+                }
+            })?,
+        ),
     };
     let all_tables = || async { included_tables(source).await.map_err(SnapshotError::from) };
     let (opened, resume_point, new_start) = if !mode.streams() {
@@ -495,6 +504,8 @@ async fn start_source(
         let mut first = Batch::position_only(source_id, resume_point.clone());
         first.progress.snapshot = snapshot.as_ref().map(SnapshotState::to_progress);
         first.requests_handled = whole_request;
+        // Chunks of an earlier snapshot, abandoned, are not this one's.
+        first.forget_chunks = true;
         sink.apply(&mut first).await?;
         match &snapshot {
             Some(state) if opened.is_none() => {
@@ -523,7 +534,7 @@ async fn start_source(
 /// One load the source waits for, in load order.
 enum Job {
     /// Streamed changes.
-    Stream(Batch),
+    Stream(Box<Batch>),
     /// A snapshot chunk, loaded once read.
     Chunk(ChunkId),
     /// The snapshot finished: record that it did.
@@ -537,15 +548,15 @@ type StreamReceiver = mpsc::Receiver<Result<Vec<SourceMessage>, ReadError>>;
 /// Order rule: a chunk's rows must load after every change received before its read began and
 /// before every change received after it (`snapshot` module docs). So a chunk's read starts only
 /// between transactions, right after the batcher's whole transactions are queued, and takes its
-/// place in the queue right behind them; the loader takes the queue in order.
+/// place in the queue right behind them; the loader takes the queue in order. Consecutive
+/// chunks commute (their rows never share a key), so those that may ([`Copier::loads_alone`])
+/// load side by side; anything else loads alone, after everything before it committed.
 struct Flow {
     source_id: Arc<str>,
     batcher: Batcher,
     loader: Loader,
     jobs: VecDeque<Job>,
     copied: HashMap<ChunkId, CopiedChunk>,
-    /// The chunk whose batch is loading.
-    loading_chunk: Option<ChunkId>,
     /// The last committed position.
     resume_point: ResumePoint,
     copier: Option<Copier>,
@@ -620,21 +631,20 @@ impl Flow {
                                 Err(error) => return Err(error.into()),
                             }
                         }
-                        self.jobs.extend(cut.drain(..).map(Job::Stream));
+                        self.jobs
+                            .extend(cut.drain(..).map(|batch| Job::Stream(Box::new(batch))));
                     }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(SourceError::ReaderGone),
                 },
                 _ = sleep_until(deadline), if deadline.is_some() && !self.loader.is_busy() => {}
-                _ = requests.tick(), if !self.loader.is_busy() => look_for_requests = true,
+                _ = requests.tick() => look_for_requests = true,
             }
-            if look_for_requests && !self.loader.is_busy() {
+            if look_for_requests && self.loader.idle_sink().is_some() {
                 look_for_requests = false;
                 self.take_requests().await?;
             }
-            if !self.loader.is_busy() {
-                self.start_load(Instant::now());
-            }
+            self.start_loads(Instant::now());
         }
         self.drain(backoff).await
     }
@@ -647,7 +657,7 @@ impl Flow {
         };
         while copier.can_start() && self.batcher.between_transactions() {
             if let Some(batch) = self.batcher.take() {
-                self.jobs.push_back(Job::Stream(batch));
+                self.jobs.push_back(Job::Stream(Box::new(batch)));
             }
             match copier.start_next().await? {
                 Some(id) => self.jobs.push_back(Job::Chunk(id)),
@@ -655,7 +665,7 @@ impl Flow {
             }
         }
         // A snapshot with nothing to load (no tables, or only tables gone) ends here.
-        if copier.is_complete() && !copier.is_reading() && self.loading_chunk.is_none() {
+        if copier.is_complete() && !copier.is_reading() {
             info!(source = %self.source_id, "snapshot finished: every table is copied");
             self.copier = None;
             self.jobs.push_back(Job::SnapshotDone);
@@ -701,25 +711,24 @@ impl Flow {
     /// error comes back when there is no batch or table to set aside.
     fn load_failed_in_table(&mut self, error: SinkError) -> Result<(), SinkError> {
         let failed = self.loader.take_failed();
-        let aside = failed.and_then(|batch| {
+        let aside = failed.and_then(|(batch, chunk)| {
             let target = error.table()?;
             let table = batch
                 .tables
                 .iter()
                 .find(|t| t.target == *target)
                 .map(|t| t.source_table.clone())?;
-            Some((batch, table))
+            Some((batch, table, chunk))
         });
         // Without the batch or its table, nothing can be set aside: the source stops on the
         // error and restarts from its progress record, as for any other failed load.
-        let Some((mut batch, table)) = aside else {
+        let Some((mut batch, table, chunk)) = aside else {
             return Err(error);
         };
-        let chunk = self.loading_chunk.take();
         self.put_aside(table.clone(), error.to_string());
         if chunk.is_none() {
             batch.tables.retain(|t| t.source_table != table);
-            self.jobs.push_front(Job::Stream(batch));
+            self.jobs.push_front(Job::Stream(Box::new(batch)));
         }
         Ok(())
     }
@@ -796,58 +805,86 @@ impl Flow {
         Ok(())
     }
 
-    /// Starts the next load in order, if it is ready.
-    fn start_load(&mut self, now: Instant) {
-        if let Some(mut batch) = self.next_load(now) {
-            if batch.requests_handled.is_none() {
-                batch.requests_handled = self.requests_handled.take();
+    /// Starts the next loads in order, as far as they are ready and may start now.
+    fn start_loads(&mut self, now: Instant) {
+        while let Some(load) = self.next_load(now) {
+            let alone = load.alone;
+            self.loader.start(load);
+            if alone {
+                break;
             }
-            self.loader.start(batch);
         }
     }
 
-    /// The next batch in load order, if it is ready.
-    fn next_load(&mut self, now: Instant) -> Option<Batch> {
-        let snapshot = self.stamp();
-        let Some(next) = self.jobs.front() else {
-            // Nothing queued: the batcher's batch, once due.
-            if !self.batcher.is_due(now) {
-                return None;
-            }
-            let mut batch = self.batcher.take()?;
-            batch.progress.snapshot = snapshot;
-            return Some(batch);
-        };
-        match next {
-            Job::Stream(_) => match self.jobs.pop_front() {
-                Some(Job::Stream(mut batch)) => {
-                    batch.progress.snapshot = snapshot;
-                    Some(batch)
+    /// The next load in order, if it is ready and may start now: one that loads alone once
+    /// nothing else loads, a chunk that may load beside others while the loader has room.
+    fn next_load(&mut self, now: Instant) -> Option<Load> {
+        if self.loader.has_alone() {
+            return None;
+        }
+        let may_load_alone = !self.loader.is_busy();
+        let mut batch = match self.jobs.front() {
+            None => {
+                // Nothing queued: the batcher's batch, once due.
+                if !may_load_alone || !self.batcher.is_due(now) {
+                    return None;
                 }
-                _ => None,
+                self.batcher.take()?
+            }
+            Some(Job::Stream(_)) if may_load_alone => match self.jobs.pop_front() {
+                Some(Job::Stream(batch)) => *batch,
+                _ => return None,
             },
-            Job::Chunk(id) => {
+            Some(Job::SnapshotDone) if may_load_alone => {
+                self.jobs.pop_front();
+                let mut done =
+                    Batch::position_only(self.source_id.clone(), self.resume_point.clone());
+                done.forget_chunks = true;
+                done
+            }
+            Some(Job::Stream(_) | Job::SnapshotDone) => return None,
+            Some(Job::Chunk(id)) => {
                 let id = *id;
                 let copier = self.copier.as_ref()?;
+                if !self.copied.contains_key(&id) {
+                    return None;
+                }
+                let alone = copier.loads_alone(id);
+                let may_start = match alone {
+                    true => may_load_alone,
+                    false => self.loader.loading() < self.source.snapshot_parallelism.max(1),
+                };
+                if !may_start {
+                    return None;
+                }
                 let chunk = self.copied.remove(&id)?;
                 self.jobs.pop_front();
-                self.loading_chunk = Some(id);
-                Some(copier.chunk_batch(
+                let mut batch = copier.chunk_batch(
                     id,
                     chunk,
                     self.source_id.clone(),
                     self.resume_point.clone(),
                     &self.set_aside,
-                ))
+                );
+                if alone {
+                    batch.requests_handled = self.requests_handled.take();
+                }
+                return Some(Load {
+                    batch,
+                    chunk: Some(id),
+                    alone,
+                });
             }
-            Job::SnapshotDone => {
-                self.jobs.pop_front();
-                let mut done =
-                    Batch::position_only(self.source_id.clone(), self.resume_point.clone());
-                done.progress.snapshot = snapshot;
-                Some(done)
-            }
+        };
+        batch.progress.snapshot = self.stamp();
+        if batch.requests_handled.is_none() {
+            batch.requests_handled = self.requests_handled.take();
         }
+        Some(Load {
+            batch,
+            chunk: None,
+            alone: true,
+        })
     }
 
     /// A batch committed: passes its position on, and marks its chunk done.
@@ -861,7 +898,7 @@ impl Flow {
             confirm.acknowledge(loaded.resume_point.clone());
         }
         self.resume_point = loaded.resume_point;
-        if let Some(id) = self.loading_chunk.take()
+        if let Some(id) = loaded.chunk
             && let Some(copier) = self.copier.as_mut()
         {
             copier.loaded(id, loaded.changes);
@@ -879,14 +916,16 @@ impl Flow {
     /// start.
     async fn drain(&mut self, backoff: &mut Backoff) -> Result<(), SourceError> {
         let drain = async {
-            let loaded = self.loader.wait().await?;
-            self.committed(loaded, backoff);
+            while self.loader.is_busy() {
+                let loaded = self.loader.wait().await?;
+                self.committed(loaded, backoff);
+            }
             self.batcher.abandon_open_transaction()?;
             if let Some(batch) = self.batcher.take() {
-                self.jobs.push_back(Job::Stream(batch));
+                self.jobs.push_back(Job::Stream(Box::new(batch)));
             }
             loop {
-                self.start_load(Instant::now());
+                self.start_loads(Instant::now());
                 if !self.loader.is_busy() {
                     // Nothing left, or a chunk not read yet: what follows it must wait for it.
                     break;
@@ -943,28 +982,58 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type LoadResult = (Box<dyn Sink>, Batch, Result<Duration, SinkError>);
+/// A batch to load, and where it stands in the load order.
+struct Load {
+    batch: Batch,
+    /// The snapshot chunk it loads.
+    chunk: Option<ChunkId>,
+    /// Loads with nothing else in flight (see [`Flow`]).
+    alone: bool,
+}
 
-/// Loads one batch at a time in the background, retrying connection failures in place.
+/// What a load task gives back: its sink (none when it could not connect one), the batch, and
+/// how long the load took or why it failed.
+struct LoadOutcome {
+    sink: Option<Box<dyn Sink>>,
+    batch: Batch,
+    chunk: Option<ChunkId>,
+    result: Result<Duration, SinkError>,
+}
+
+/// Loads batches in the background, each on a warehouse connection of its own, retrying
+/// connection failures in place: one at a time, except snapshot chunks that load side by side
+/// (the caller decides which may, see [`Flow`]). Connections beyond the first open when first
+/// needed and stay open for the next loads.
 struct Loader {
     source_id: Arc<str>,
-    idle: Option<Box<dyn Sink>>,
-    busy: Option<tokio::task::JoinHandle<LoadResult>>,
+    warehouse: WarehouseConfig,
+    idle: Vec<Box<dyn Sink>>,
+    loading: JoinSet<LoadOutcome>,
+    /// The load in flight loads alone.
+    alone: bool,
     slow_after: Duration,
     loaded_changes: u64,
     loaded_batches: u64,
     /// None until the first batch, which is reported at once: the operator sees it flow.
     last_report: Option<Instant>,
-    /// The batch whose load failed last, for the caller to load again without what failed.
-    failed: Option<Batch>,
+    /// The batch whose load failed last (and its chunk), for the caller to load again without
+    /// what failed.
+    failed: Option<(Batch, Option<ChunkId>)>,
 }
 
 impl Loader {
-    fn new(sink: Box<dyn Sink>, source_id: Arc<str>, slow_after: Duration) -> Loader {
+    fn new(
+        sink: Box<dyn Sink>,
+        warehouse: WarehouseConfig,
+        source_id: Arc<str>,
+        slow_after: Duration,
+    ) -> Loader {
         Loader {
             source_id,
-            idle: Some(sink),
-            busy: None,
+            warehouse,
+            idle: vec![sink],
+            loading: JoinSet::new(),
+            alone: false,
             slow_after,
             loaded_changes: 0,
             loaded_batches: 0,
@@ -973,49 +1042,79 @@ impl Loader {
         }
     }
 
-    /// The batch whose load failed last, if not taken yet.
-    fn take_failed(&mut self) -> Option<Batch> {
+    /// The batch whose load failed last and its chunk, if not taken yet.
+    fn take_failed(&mut self) -> Option<(Batch, Option<ChunkId>)> {
         self.failed.take()
     }
 
     fn is_busy(&self) -> bool {
-        self.busy.is_some()
+        !self.loading.is_empty()
     }
 
-    /// The sink, while no batch loads.
+    /// Loads in flight.
+    fn loading(&self) -> usize {
+        self.loading.len()
+    }
+
+    /// True while a load that must be alone is in flight.
+    fn has_alone(&self) -> bool {
+        self.alone && self.is_busy()
+    }
+
+    /// A sink no batch loads on, if one is open.
     fn idle_sink(&mut self) -> Option<&mut Box<dyn Sink>> {
-        self.idle.as_mut()
+        self.idle.last_mut()
     }
 
-    fn start(&mut self, batch: Batch) {
-        let Some(sink) = self.idle.take() else {
-            return;
-        };
+    fn start(&mut self, load: Load) {
+        let sink = self.idle.pop();
+        let warehouse = self.warehouse.clone();
         let source_id = self.source_id.clone();
-        self.busy = Some(tokio::spawn(load_with_retry(
-            sink,
-            batch,
-            source_id,
-            self.slow_after,
-        )));
+        let slow_after = self.slow_after;
+        self.alone = load.alone;
+        let Load { batch, chunk, .. } = load;
+        self.loading.spawn(async move {
+            let sink = match sink {
+                Some(sink) => sink,
+                None => match sink::connect(&warehouse).await {
+                    Ok(sink) => sink,
+                    Err(error) => {
+                        return LoadOutcome {
+                            sink: None,
+                            batch,
+                            chunk,
+                            result: Err(error),
+                        };
+                    }
+                },
+            };
+            let (sink, batch, result) = load_with_retry(sink, batch, source_id, slow_after).await;
+            LoadOutcome {
+                sink: Some(sink),
+                batch,
+                chunk,
+                result,
+            }
+        });
     }
 
-    /// Gives up the batch in flight (its transaction rolls back with the connection).
+    /// Gives up the batches in flight (their transactions roll back with their connections).
     fn abort(&mut self) {
-        if let Some(handle) = self.busy.take() {
-            handle.abort();
-        }
+        self.loading.abort_all();
     }
 
-    /// Waits for the batch in flight and returns what it committed; errors are the ones
-    /// retrying did not fix.
+    /// Waits for the next load in flight to end and returns what it committed; errors are the
+    /// ones retrying did not fix.
     async fn wait(&mut self) -> Result<Option<Loaded>, SourceError> {
-        let Some(handle) = self.busy.as_mut() else {
+        let Some(joined) = self.loading.join_next().await else {
             return Ok(None);
         };
-        let joined = handle.await;
-        self.busy = None;
-        let (sink, batch, result) = match joined {
+        let LoadOutcome {
+            sink,
+            batch,
+            chunk,
+            result,
+        } = match joined {
             Ok(done) => done,
             Err(e) => {
                 return Err(SourceError::LoadPanicked {
@@ -1024,17 +1123,17 @@ impl Loader {
                 });
             }
         };
-        self.idle = Some(sink);
+        self.idle.extend(sink);
         let took = match result {
             Ok(took) => took,
             Err(error) => {
-                self.failed = Some(batch);
+                self.failed = Some((batch, chunk));
                 return Err(error.into());
             }
         };
         self.loaded_changes += batch.changes();
         self.loaded_batches += 1;
-        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.progress.resume_point, "batch loaded");
+        tracing::debug!(source = %self.source_id, changes = batch.changes(), tables = batch.tables.len(), took_s = seconds(took), position = %batch.progress.resume_point, beside = self.loading.len(), "batch loaded");
         if self
             .last_report
             .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
@@ -1055,6 +1154,7 @@ impl Loader {
         Ok(Some(Loaded {
             changes: batch.changes(),
             resume_point: batch.progress.resume_point,
+            chunk,
         }))
     }
 }
@@ -1065,6 +1165,8 @@ struct Loaded {
     resume_point: ResumePoint,
     /// Its row changes.
     changes: u64,
+    /// The snapshot chunk it loaded.
+    chunk: Option<ChunkId>,
 }
 
 /// What a task that ended abnormally says: its panic message, or that it was cancelled.
@@ -1086,7 +1188,7 @@ async fn load_with_retry(
     mut batch: Batch,
     source_id: Arc<str>,
     slow_after: Duration,
-) -> LoadResult {
+) -> (Box<dyn Sink>, Batch, Result<Duration, SinkError>) {
     let started = Instant::now();
     let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     loop {

@@ -29,7 +29,7 @@ use crate::error::ErrorKind;
 use crate::event::{ResumePoint, TableId};
 pub use changes::{Segment, SpillBuffer, TableChanges};
 pub use encode::{EncodeError, RowEncoder};
-pub use progress::{Progress, ProgressRecord, SnapshotProgress, TableVersion};
+pub use progress::{ChunkDone, Progress, ProgressRecord, SnapshotProgress, TableVersion};
 
 /// A sink's failure as the pipeline sees it: the sink's own error, and whether waiting can fix
 /// it (the pipeline's retry loops decide from the kind alone).
@@ -82,7 +82,12 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SinkError>> +
 ///   or neither: progress is durable only with the data it covers. Schema changes the batch
 ///   makes to target tables commit with it too, and so do their [`TableVersion`]s.
 /// - **In order.** The caller offers one source's batches in source order, one at a time, and
-///   never a batch before the one it follows has committed.
+///   never a batch before the one it follows has committed. The exception: batches that load
+///   snapshot chunks and do not record progress ([`Batch::records_progress`] false) may load at
+///   the same time as one another, on several sinks; their rows never share a key.
+/// - **Chunks record themselves.** A batch with a [`Batch::chunk`] records it in its
+///   transaction; [`Sink::read_progress`] returns every chunk recorded since the last batch
+///   with [`Batch::forget_chunks`], which removes them.
 /// - **Idempotent under replay.** After a crash the caller may offer changes again that already
 ///   committed (it resumes from the committed progress, and a batch whose commit was in flight
 ///   may come again): applying them again must change nothing, since the target keeps the last
@@ -250,6 +255,13 @@ pub struct Batch {
     pub progress: Progress,
     /// The last snapshot request ([`SnapshotRequest::id`]) this batch's progress takes in.
     pub requests_handled: Option<i64>,
+    /// The snapshot chunk whose rows this batch loads, recorded done in its transaction.
+    pub chunk: Option<ChunkDone>,
+    /// False for a chunk's batch that loads beside others: it records only its chunk and leaves
+    /// the progress record, which they share, as it is.
+    pub records_progress: bool,
+    /// Removes the source's chunk records: the snapshot they belong to ended or is replaced.
+    pub forget_chunks: bool,
 }
 
 impl Batch {
@@ -262,6 +274,9 @@ impl Batch {
             tables: Vec::new(),
             progress: Progress::at(resume_point, None),
             requests_handled: None,
+            chunk: None,
+            records_progress: true,
+            forget_chunks: false,
         }
     }
 

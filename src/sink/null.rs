@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::encode::{EncodeError, Encoded, Row, RowEncoder};
-use super::{Batch, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest};
+use super::{
+    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest,
+};
 use crate::event::TableId;
 
 /// Discards batches; remembers the last progress of each source and what it discarded. Clones
@@ -28,6 +30,7 @@ pub struct NullSink {
 #[derive(Debug, Default)]
 struct Discarded {
     progress: HashMap<String, Progress>,
+    chunks: Vec<(String, ChunkDone)>,
     requests: Vec<(String, SnapshotRequest)>,
     changes: u64,
     batches: u64,
@@ -69,8 +72,8 @@ impl Sink for NullSink {
     ) -> SinkFuture<'a, Option<ProgressRecord>> {
         Box::pin(async move {
             // No tables are kept, so there are no table versions to report.
-            Ok(self
-                .state()
+            let state = self.state();
+            Ok(state
                 .progress
                 .get(source_id)
                 .map(|progress| ProgressRecord {
@@ -78,6 +81,12 @@ impl Sink for NullSink {
                     committed_at_micros: None,
                     tables: Vec::new(),
                     last_error: None,
+                    chunks_done: state
+                        .chunks
+                        .iter()
+                        .filter(|(source, _)| source == source_id)
+                        .map(|(_, chunk)| chunk.clone())
+                        .collect(),
                 }))
         })
     }
@@ -87,9 +96,21 @@ impl Sink for NullSink {
             let mut state = self.state();
             state.changes += batch.changes();
             state.batches += 1;
-            state
-                .progress
-                .insert(batch.source_id.to_string(), batch.progress.clone());
+            if batch.records_progress {
+                state
+                    .progress
+                    .insert(batch.source_id.to_string(), batch.progress.clone());
+            }
+            if batch.forget_chunks {
+                state
+                    .chunks
+                    .retain(|(source, _)| *source != *batch.source_id);
+            }
+            if let Some(chunk) = &batch.chunk {
+                state
+                    .chunks
+                    .push((batch.source_id.to_string(), chunk.clone()));
+            }
             if let Some(last) = batch.requests_handled {
                 state
                     .requests
@@ -101,7 +122,14 @@ impl Sink for NullSink {
 
     fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool> {
         Box::pin(async move {
-            Ok(self.state().progress.get(&*batch.source_id) == Some(&batch.progress))
+            let state = self.state();
+            Ok(match &batch.chunk {
+                Some(chunk) => state
+                    .chunks
+                    .iter()
+                    .any(|(source, c)| *source == *batch.source_id && c == chunk),
+                None => state.progress.get(&*batch.source_id) == Some(&batch.progress),
+            })
         })
     }
 

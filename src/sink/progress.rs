@@ -51,6 +51,26 @@ pub struct ProgressRecord {
     /// Why the source stopped, when it stopped on an error no retry fixes; cleared by its next
     /// committed batch.
     pub last_error: Option<String>,
+    /// The snapshot chunks recorded loaded since the snapshot began ([`super::Batch::chunk`]).
+    pub chunks_done: Vec<ChunkDone>,
+}
+
+/// A snapshot chunk loaded, recorded in the transaction that loads its rows, apart from the
+/// progress record: chunks load side by side on several connections, and each records only
+/// itself. Sinks store it verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkDone {
+    /// Database (MySQL) or schema (Postgres) of the source table.
+    pub namespace: String,
+    /// Source table name.
+    pub name: String,
+    /// When the table's copy was planned (µs since the epoch): tells one copy of the table
+    /// from another.
+    pub started_at_micros: i64,
+    /// The chunk's place in the table's plan.
+    pub chunk: u32,
+    /// Rows it loaded.
+    pub rows: u64,
 }
 
 /// The version of one target table's schema: counted up each time tidemark creates, extends,

@@ -114,6 +114,10 @@ pub struct Copier {
     clock: Box<dyn Sink>,
     /// Chunks started and not yet loaded.
     in_flight: HashSet<ChunkId>,
+    /// Tables (by index) with a chunk loaded since they were planned or this copier began:
+    /// their target table exists and their plan is recorded, so their chunks may load beside
+    /// one another.
+    loaded_tables: HashSet<usize>,
     reading: JoinSet<(ChunkId, Result<CopiedChunk, SnapshotError>)>,
     started: Instant,
     rows_at_start: u64,
@@ -159,6 +163,7 @@ impl Copier {
             state,
             clock,
             in_flight: HashSet::new(),
+            loaded_tables: HashSet::new(),
             reading: JoinSet::new(),
             started: Instant::now(),
             rows_at_start: totals.rows,
@@ -277,6 +282,7 @@ impl Copier {
                 chunks.len() as u64,
             ),
         );
+        self.loaded_tables.remove(&t);
         let entry = &mut self.state.tables[t];
         entry.started_at_micros = Some(started_at);
         entry.chunks = Some(
@@ -323,8 +329,19 @@ impl Copier {
         }
     }
 
+    /// True when chunk `id` must load alone, with no other load in flight, and record the
+    /// whole state in the progress record: the first chunk of its table to load (it may create
+    /// the target table, and records the table's plan), and the table's last chunk (it deletes
+    /// the rows the source no longer has, once every other chunk of the table is in). Other
+    /// chunks load beside one another, each recording only itself.
+    pub fn loads_alone(&self, (t, c): ChunkId) -> bool {
+        let chunks = self.state.tables[t].chunks.as_ref().map_or(0, Vec::len);
+        !self.loaded_tables.contains(&t) || c + 1 >= chunks
+    }
+
     /// The batch that loads chunk `id` and records it done, on top of the source's committed
-    /// `resume_point`. The table's last chunk also deletes the rows the source no longer has.
+    /// `resume_point`; with the whole state when it loads alone ([`Copier::loads_alone`]). The
+    /// table's last chunk also deletes the rows the source no longer has.
     pub fn chunk_batch(
         &self,
         id: ChunkId,
@@ -333,13 +350,16 @@ impl Copier {
         resume_point: ResumePoint,
         set_aside: &[SetAside],
     ) -> Batch {
+        let alone = self.loads_alone(id);
         let mut state = self.state.clone();
         state.set_aside = set_aside.to_vec();
         state.mark_done(id, copied.rows);
+        let chunk = state.chunk_done(id, copied.rows);
         let table = &state.tables[id.0];
         let mut tables = Vec::new();
         if let Some(mut changes) = copied.changes {
-            if table.is_done() {
+            let last = table.chunks.as_ref().map_or(0, Vec::len) == id.1 + 1;
+            if last {
                 changes.replaces_rows_loaded_before = table.started_at_micros;
             }
             tables.push(changes);
@@ -351,9 +371,12 @@ impl Copier {
             progress: Progress {
                 resume_point,
                 source_commit_ts_micros: None,
-                snapshot: Some(state.to_progress()),
+                snapshot: alone.then(|| state.to_progress()),
             },
             requests_handled: None,
+            chunk,
+            records_progress: alone,
+            forget_chunks: false,
         }
     }
 
@@ -361,6 +384,7 @@ impl Copier {
     pub fn loaded(&mut self, id: ChunkId, rows: u64) {
         self.state.mark_done(id, rows);
         self.in_flight.remove(&id);
+        self.loaded_tables.insert(id.0);
         if let Some(bar) = self.bars.get(&id.0) {
             let table = &self.state.tables[id.0];
             bar.chunk_done(table.chunks.iter().flatten().map(|c| c.rows).sum());

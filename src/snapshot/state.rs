@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::TableId;
-use crate::sink::SnapshotProgress;
+use crate::sink::{ChunkDone, SnapshotProgress};
 
 /// Why the snapshot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +143,44 @@ impl SnapshotState {
         self.tables.retain(|t| t.id() != *table);
     }
 
-    /// The state stored in a progress record, if it is one this release wrote.
-    pub fn from_progress(progress: &SnapshotProgress) -> Option<SnapshotState> {
-        serde_json::from_value(progress.0.clone()).ok()
+    /// The state stored in a progress record, if it is one this release wrote, with the chunks
+    /// recorded loaded apart from it (`chunks_done`) marked done.
+    pub fn from_progress(
+        progress: &SnapshotProgress,
+        chunks_done: &[ChunkDone],
+    ) -> Option<SnapshotState> {
+        let mut state: SnapshotState = serde_json::from_value(progress.0.clone()).ok()?;
+        for done in chunks_done {
+            // A record of another copy of the table (planned again since) is not this one's.
+            let chunk = state
+                .tables
+                .iter_mut()
+                .find(|t| {
+                    t.namespace == done.namespace
+                        && t.name == done.name
+                        && t.started_at_micros == Some(done.started_at_micros)
+                })
+                .and_then(|t| t.chunks.as_mut())
+                .and_then(|chunks| chunks.get_mut(done.chunk as usize));
+            if let Some(chunk) = chunk {
+                chunk.done = true;
+                chunk.rows = done.rows;
+            }
+        }
+        Some(state)
+    }
+
+    /// The record that chunk `id` is loaded, with `rows` rows: `None` for a chunk of a table
+    /// not planned.
+    pub fn chunk_done(&self, (table, chunk): ChunkId, rows: u64) -> Option<ChunkDone> {
+        let copy = self.tables.get(table)?;
+        Some(ChunkDone {
+            namespace: copy.namespace.clone(),
+            name: copy.name.clone(),
+            started_at_micros: copy.started_at_micros?,
+            chunk: u32::try_from(chunk).ok()?,
+            rows,
+        })
     }
 
     /// The state as a progress record stores it.
@@ -266,7 +301,47 @@ mod tests {
         state.mark_done((0, 1), 1);
         assert!(state.is_complete());
         let stored = state.to_progress();
-        assert_eq!(SnapshotState::from_progress(&stored), Some(state));
+        assert_eq!(SnapshotState::from_progress(&stored, &[]), Some(state));
+    }
+
+    #[test]
+    fn chunks_recorded_apart_are_done_only_in_the_copy_they_belong_to() {
+        let mut state = SnapshotState::new(
+            Reason::Initial,
+            "0/1".into(),
+            vec![TableId::new("s", "a"), TableId::new("s", "b")],
+        );
+        planned(&mut state, 0, 3);
+        state.tables[0].started_at_micros = Some(100);
+        let record = |name: &str, started_at_micros, chunk| ChunkDone {
+            namespace: "s".into(),
+            name: name.into(),
+            started_at_micros,
+            chunk,
+            rows: 7,
+        };
+        let stored = state.to_progress();
+        let merged = SnapshotState::from_progress(
+            &stored,
+            &[
+                record("a", 100, 2),
+                // An earlier copy of `a`, a chunk past the plan, an unplanned table: ignored.
+                record("a", 50, 0),
+                record("a", 100, 9),
+                record("b", 100, 0),
+            ],
+        )
+        .expect("a state this release wrote");
+        let done: Vec<bool> = merged.tables[0]
+            .chunks
+            .iter()
+            .flatten()
+            .map(|c| c.done)
+            .collect();
+        assert_eq!(done, [false, false, true]);
+        assert_eq!(merged.totals().rows, 7);
+        assert_eq!(merged.chunk_done((0, 2), 7), Some(record("a", 100, 2)));
+        assert_eq!(merged.chunk_done((1, 0), 7), None, "b is not planned");
     }
 
     #[test]

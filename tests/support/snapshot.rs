@@ -24,7 +24,37 @@ pub async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_jso
     .await
     .ok()?;
     let text = rows.into_iter().next()?.into_iter().next()??;
-    serde_json::from_str(&text).ok()
+    let mut state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    // Chunks loaded beside others record themselves apart from the state: mark them done.
+    let chunks = pg_rows(
+        &wh.client,
+        &format!(
+            "SELECT namespace, name, started_at_micros::text, chunk::text FROM tidemark.snapshot_chunks WHERE source_id = '{source_id}'"
+        ),
+    )
+    .await
+    .unwrap_or_default();
+    for row in chunks {
+        let [Some(namespace), Some(name), Some(started_at), Some(chunk)] = &row[..] else {
+            continue;
+        };
+        let (Ok(started_at), Ok(chunk)) = (started_at.parse::<i64>(), chunk.parse::<usize>())
+        else {
+            continue;
+        };
+        let Some(tables) = state["tables"].as_array_mut() else {
+            continue;
+        };
+        let table = tables.iter_mut().find(|t| {
+            t["namespace"] == namespace.as_str()
+                && t["name"] == name.as_str()
+                && t["started_at_micros"] == started_at
+        });
+        if let Some(done) = table.and_then(|t| t["chunks"].get_mut(chunk)) {
+            done["done"] = serde_json::json!(true);
+        }
+    }
+    Some(state)
 }
 
 /// The chunks marked done of the first table of a snapshot state, each chunk's stored range

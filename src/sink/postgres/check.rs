@@ -24,10 +24,11 @@ const CONTROL_SCHEMA: &str = "tidemark";
 
 /// The control tables every batch writes, in the control schema, with the rights tidemark
 /// needs on each (`snapshot_requests`: also its id sequence).
-const CONTROL_TABLES: [(&str, &str); 3] = [
+const CONTROL_TABLES: [(&str, &str); 4] = [
     ("progress", "SELECT, INSERT, UPDATE"),
     ("table_versions", "SELECT, INSERT, UPDATE"),
     ("snapshot_requests", "SELECT, INSERT, DELETE"),
+    ("snapshot_chunks", "SELECT, INSERT, DELETE"),
 ];
 
 /// What the checks learned about the warehouse and the connecting role.

@@ -22,7 +22,7 @@ use tokio_postgres::{Client, NoTls, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
-    Batch, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
+    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
     SnapshotProgress, Step, TableChanges, TableVersion, TargetTable,
 };
 use crate::config::SecretUrl;
@@ -516,6 +516,23 @@ impl PostgresSink {
                 position: row.try_get(4).map_err(sql_error(context()))?,
             });
         }
+        let mut chunks_done = Vec::new();
+        for row in self
+            .client
+            .query(sql::READ_CHUNKS, &[&source_id])
+            .await
+            .map_err(sql_error(context()))?
+        {
+            let chunk: i32 = row.try_get(3).map_err(sql_error(context()))?;
+            let rows: i64 = row.try_get(4).map_err(sql_error(context()))?;
+            chunks_done.push(ChunkDone {
+                namespace: row.try_get(0).map_err(sql_error(context()))?,
+                name: row.try_get(1).map_err(sql_error(context()))?,
+                started_at_micros: row.try_get(2).map_err(sql_error(context()))?,
+                chunk: chunk.max(0) as u32,
+                rows: rows.max(0) as u64,
+            });
+        }
         Ok(Some(ProgressRecord {
             progress: Progress {
                 resume_point,
@@ -525,6 +542,7 @@ impl PostgresSink {
             committed_at_micros,
             tables,
             last_error,
+            chunks_done,
         }))
     }
 
@@ -549,6 +567,24 @@ impl PostgresSink {
     pub async fn committed(&mut self, batch: &Batch) -> Result<bool, PostgresSinkError> {
         if self.is_closed() {
             *self = self.reconnect().await?;
+        }
+        if let Some(chunk) = &batch.chunk {
+            // The chunk's record commits with its rows, and with the progress if it has any.
+            return self
+                .client
+                .query_one(
+                    sql::CHUNK_RECORDED,
+                    &[
+                        &&*batch.source_id,
+                        &chunk.namespace,
+                        &chunk.name,
+                        &chunk.started_at_micros,
+                        &(chunk.chunk as i32),
+                    ],
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(sql_error("reading whether a snapshot chunk is loaded"));
         }
         let committed = PostgresSink::read_progress(self, &batch.source_id).await?;
         Ok(committed.is_some_and(|record| {
@@ -623,7 +659,29 @@ impl PostgresSink {
         }
         crash_point(crash::AFTER_APPLY);
         step.set(Step::Progress);
-        write_progress(tx, &batch.source_id, &batch.progress).await?;
+        if batch.records_progress {
+            write_progress(tx, &batch.source_id, &batch.progress).await?;
+        }
+        if batch.forget_chunks {
+            tx.execute(sql::FORGET_CHUNKS, &[&&*batch.source_id])
+                .await
+                .map_err(sql_error("removing the records of snapshot chunks"))?;
+        }
+        if let Some(chunk) = &batch.chunk {
+            tx.execute(
+                sql::RECORD_CHUNK,
+                &[
+                    &&*batch.source_id,
+                    &chunk.namespace,
+                    &chunk.name,
+                    &chunk.started_at_micros,
+                    &(chunk.chunk as i32),
+                    &(chunk.rows as i64),
+                ],
+            )
+            .await
+            .map_err(sql_error("recording a snapshot chunk loaded"))?;
+        }
         if let Some(last) = batch.requests_handled {
             tx.execute(sql::REQUESTS_HANDLED, &[&&*batch.source_id, &last])
                 .await
@@ -676,7 +734,14 @@ async fn prepare_table(
     changes: &TableChanges,
 ) -> Result<Option<Shape>, PostgresSinkError> {
     let target = &changes.target;
-    let cached = shapes.get(target).cloned();
+    let mut cached = shapes.get(target).cloned();
+    if let Some(known) = &cached
+        && !fits(known, target, changes, extension_types)?
+    {
+        // Another connection (a chunk loading beside this one's batches) may have changed the
+        // table since: read it again rather than change it twice.
+        cached = None;
+    }
     let mut shape = match &cached {
         Some(shape) => Some(shape.clone()),
         None => read_shape(tx, target).await?,
@@ -716,6 +781,33 @@ async fn prepare_table(
         shapes.insert(target.clone(), shape.clone());
     }
     Ok(shape)
+}
+
+/// True when every segment of `changes` fits `shape` as it is: same key, every column there
+/// with its type.
+fn fits(
+    shape: &Shape,
+    target: &TargetTable,
+    changes: &TableChanges,
+    extension_types: &mut ExtensionTypes,
+) -> Result<bool, PostgresSinkError> {
+    for segment in &changes.segments {
+        let wanted = wanted_columns(target, &segment.schema, extension_types)?;
+        let key_fits = segment.schema.primary_key.len() == shape.key.len()
+            && segment
+                .schema
+                .primary_key
+                .iter()
+                .zip(&shape.key)
+                .all(|(&k, name)| wanted[k].0 == *name);
+        let columns_fit = wanted
+            .iter()
+            .all(|column| shape.columns.iter().any(|c| c == column));
+        if !key_fits || !columns_fit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Where a batch records the table versions it makes: its source and its position.

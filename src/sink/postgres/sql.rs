@@ -72,7 +72,35 @@ CREATE TABLE IF NOT EXISTS tidemark.snapshot_requests (
     source_id text NOT NULL,
     tables jsonb,
     requested_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS tidemark.snapshot_chunks (
+    source_id text NOT NULL,
+    namespace text NOT NULL,
+    name text NOT NULL,
+    started_at_micros bigint NOT NULL,
+    chunk integer NOT NULL,
+    rows bigint NOT NULL,
+    loaded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, namespace, name, started_at_micros, chunk)
 )";
+
+/// Records a snapshot chunk loaded: `$1` source id, `$2` namespace, `$3` table name, `$4` the
+/// table copy's start (µs), `$5` chunk, `$6` rows. A chunk loaded again (its first commit was
+/// not seen) keeps its record.
+pub const RECORD_CHUNK: &str = "INSERT INTO tidemark.snapshot_chunks
+    (source_id, namespace, name, started_at_micros, chunk, rows)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+
+/// The chunks recorded loaded for source `$1`.
+pub const READ_CHUNKS: &str = "SELECT namespace, name, started_at_micros, chunk, rows
+FROM tidemark.snapshot_chunks WHERE source_id = $1";
+
+/// Whether chunk (`$2`, `$3`, `$4`, `$5`) of source `$1` is recorded loaded.
+pub const CHUNK_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM tidemark.snapshot_chunks
+WHERE source_id = $1 AND namespace = $2 AND name = $3 AND started_at_micros = $4 AND chunk = $5)";
+
+/// Removes the chunk records of source `$1`: its snapshot ended or is replaced.
+pub const FORGET_CHUNKS: &str = "DELETE FROM tidemark.snapshot_chunks WHERE source_id = $1";
 
 /// Records a snapshot request: `$1` source id, `$2` tables (jsonb `[[namespace, name], ...]`, or
 /// NULL for the whole source); returns its id.
