@@ -26,8 +26,8 @@
 //! Chunks ([`key_ranges`]) are half-open primary-key ranges: the first is unbounded below and
 //! the last unbounded above, so rows inserted later at either end still fall in a chunk, and
 //! together they cover the key space exactly once. A single integer key whose values are dense
-//! (MAX - MIN under 4 × the row count) is split arithmetically between its MIN and MAX (one
-//! `MIN/MAX/COUNT(*)` query); any other key is split at every `chunk_rows`-th key (a keyset
+//! (MAX - MIN under 4 × the row count: InnoDB's estimate, or `COUNT(*)` when the estimate
+//! calls it sparse) is split arithmetically between its MIN and MAX; any other key is split at every `chunk_rows`-th key (a keyset
 //! scan: one pass over the table in key order, `chunk_rows` keys per boundary query); a table
 //! without a key, or whose key does not compare as bound parameters (ENUM, SET, BIT, floats,
 //! JSON, spatial), is one chunk.
@@ -691,19 +691,20 @@ async fn dense_int_ranges(
     let table = schema.id.to_string();
     let key = &key_columns(schema)[0];
     let sql = format!(
-        "SELECT CAST(MIN({key}) AS CHAR), CAST(MAX({key}) AS CHAR), COUNT(*) FROM {}",
+        "SELECT CAST(MIN({key}) AS CHAR), CAST(MAX({key}) AS CHAR) FROM {}",
         quoted_table(&schema.id)
     );
-    let row: Option<(Option<String>, Option<String>, u64)> = conn.query_first(sql).await.map_err(
-        server_error(&table, "key ranges", "reading MIN, MAX and COUNT"),
-    )?;
+    let row: Option<(Option<String>, Option<String>)> = conn
+        .query_first(sql)
+        .await
+        .map_err(server_error(&table, "key ranges", "reading MIN and MAX"))?;
     let bad = |reason: String| CopyError::Value {
         table: table.clone(),
         range: "key ranges".to_owned(),
         column: key.clone(),
         reason,
     };
-    let Some((Some(min), Some(max), count)) = row else {
+    let Some((Some(min), Some(max))) = row else {
         return Ok(Some(vec![KeyRange::all()]));
     };
     let (min, max): (i128, i128) = match (min.parse(), max.parse()) {
@@ -711,10 +712,26 @@ async fn dense_int_ranges(
         _ => return Err(bad(format!("MIN {min} / MAX {max} are not integers"))),
     };
     // Keys spread thinly (a few far outliers, hashed ids) would leave most rows in a few
-    // equal-width chunks: those tables are split by a keyset scan instead.
-    if max - min >= SPARSE_FACTOR * i128::from(count.max(1)) {
-        return Ok(None);
-    }
+    // equal-width chunks: those tables are split by a keyset scan instead. InnoDB's row
+    // estimate decides at once for a dense table (chunk sizes are then as good as the
+    // estimate); only a table it calls sparse pays for an exact COUNT(*), a scan.
+    let sparse = |rows: u64| max - min >= SPARSE_FACTOR * i128::from(rows.max(1));
+    let count = match estimated_rows(conn, &schema.id).await? {
+        Some(estimate) if !sparse(estimate) => estimate,
+        _ => {
+            let sql = format!("SELECT COUNT(*) FROM {}", quoted_table(&schema.id));
+            let count: Option<u64> = conn.query_first(sql).await.map_err(server_error(
+                &table,
+                "key ranges",
+                "reading COUNT(*)",
+            ))?;
+            let count = count.unwrap_or(0);
+            if sparse(count) {
+                return Ok(None);
+            }
+            count
+        }
+    };
     let values: Vec<Vec<Value>> = int_boundaries(min, max, count, chunk_rows)
         .into_iter()
         .map(|b| {
@@ -729,6 +746,25 @@ async fn dense_int_ranges(
         })
         .collect::<Result<_, _>>()?;
     Ok(Some(ranges_between(values)))
+}
+
+/// InnoDB's estimate of the rows of `table` (`information_schema.TABLES.TABLE_ROWS`), if it has
+/// one.
+async fn estimated_rows(
+    conn: &mut mysql_async::Conn,
+    table: &TableId,
+) -> Result<Option<u64>, CopyError> {
+    conn.exec_first(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (&*table.namespace, &*table.name),
+    )
+    .await
+    .map(Option::flatten)
+    .map_err(server_error(
+        &table.to_string(),
+        "key ranges",
+        "reading the row estimate in information_schema.TABLES",
+    ))
 }
 
 /// The first key of every chunk but the first: each is the key `chunk_rows` rows after the one
