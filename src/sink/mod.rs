@@ -136,6 +136,10 @@ pub trait Sink: Send {
     /// rows: where a table's copy starts, for [`TableChanges::replaces_rows_loaded_before`].
     fn clock_micros(&mut self) -> SinkFuture<'_, i64>;
 
+    /// Whether `table` exists and holds rows: a copy into an empty table has no rows the
+    /// source no longer has to delete afterwards.
+    fn holds_rows<'a>(&'a mut self, table: &'a TargetTable) -> SinkFuture<'a, bool>;
+
     /// Records that `source_id`'s `tables` (all of them: `None`) are to be copied again
     /// (`tidemark snapshot`); returns the request's id.
     fn request_snapshot<'a>(

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use super::encode::{EncodeError, Encoded, Row, RowEncoder};
 use super::{
     Batch, ChunkDone, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest,
+    TargetTable,
 };
 use crate::event::TableId;
 
@@ -131,6 +132,11 @@ impl Sink for NullSink {
                 None => state.progress.get(&*batch.source_id) == Some(&batch.progress),
             })
         })
+    }
+
+    fn holds_rows<'a>(&'a mut self, _table: &'a TargetTable) -> SinkFuture<'a, bool> {
+        // Nothing is kept: no table ever holds rows.
+        Box::pin(async { Ok(false) })
     }
 
     fn load_step(&self) -> LoadStep {

@@ -261,10 +261,15 @@ impl Copier {
         }
     }
 
-    /// Splits table `t` into chunks, noting the warehouse clock first.
+    /// Splits table `t` into chunks, noting the warehouse clock first, and then whether the
+    /// target holds rows (any loaded before that instant are visible by then).
     async fn plan(&mut self, t: usize) -> Result<(), SnapshotError> {
         let table = self.state.tables[t].id();
         let started_at = self.clock.clock_micros().await?;
+        let target_had_rows = match self.router.route(&table)? {
+            Some(target) => self.clock.holds_rows(target).await?,
+            None => false,
+        };
         let chunk_rows = self.context.source.snapshot_chunk_rows;
         let chunks = match plan_table(&self.context.source, &table, chunk_rows).await? {
             Some(plan) => plan.chunks,
@@ -285,6 +290,7 @@ impl Copier {
         self.loaded_tables.remove(&t);
         let entry = &mut self.state.tables[t];
         entry.started_at_micros = Some(started_at);
+        entry.target_had_rows = target_had_rows;
         entry.chunks = Some(
             chunks
                 .into_iter()
@@ -359,7 +365,7 @@ impl Copier {
         let mut tables = Vec::new();
         if let Some(mut changes) = copied.changes {
             let last = table.chunks.as_ref().map_or(0, Vec::len) == id.1 + 1;
-            if last {
+            if last && table.target_had_rows {
                 changes.replaces_rows_loaded_before = table.started_at_micros;
             }
             tables.push(changes);

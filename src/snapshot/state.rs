@@ -72,6 +72,14 @@ pub struct TableCopy {
     /// of the target last loaded before it, and not loaded again by the copy or the stream, are
     /// rows the source no longer has.
     pub started_at_micros: Option<i64>,
+    /// The target held rows when the table was planned: its last chunk deletes those the copy
+    /// and the stream did not load again. (Always, in a state of an earlier release.)
+    #[serde(default = "yes")]
+    pub target_had_rows: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One chunk of a table: a range of its rows, as the source kind stores it.
@@ -116,6 +124,7 @@ impl SnapshotState {
                     name: t.name.to_string(),
                     chunks: None,
                     started_at_micros: None,
+                    target_had_rows: true,
                 })
                 .collect(),
             set_aside: Vec::new(),
@@ -215,6 +224,7 @@ impl SnapshotState {
                 name: table.name.to_string(),
                 chunks: None,
                 started_at_micros: None,
+                target_had_rows: true,
             };
             match self.tables.iter_mut().find(|t| t.id() == table) {
                 Some(existing) => *existing = fresh,

@@ -315,6 +315,27 @@ impl Sink for PostgresSink {
             Ok(row.get(0))
         })
     }
+
+    fn holds_rows<'a>(&'a mut self, table: &'a TargetTable) -> SinkFuture<'a, bool> {
+        Box::pin(async move {
+            let context = || format!("reading whether {table} holds rows");
+            let exists: bool = self
+                .client
+                .query_one(sql::TABLE_EXISTS, &[&table.schema, &table.table])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(sql_error(context()))?;
+            if !exists {
+                return Ok(false);
+            }
+            Ok(self
+                .client
+                .query_one(&sql::holds_rows(table), &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(sql_error(context()))?)
+        })
+    }
 }
 
 fn sql_error(

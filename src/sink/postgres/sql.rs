@@ -99,6 +99,16 @@ FROM tidemark.snapshot_chunks WHERE source_id = $1";
 pub const CHUNK_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM tidemark.snapshot_chunks
 WHERE source_id = $1 AND namespace = $2 AND name = $3 AND started_at_micros = $4 AND chunk = $5)";
 
+/// Whether table `$2` of schema `$1` exists.
+pub const TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))";
+
+/// Whether table `t` holds a row.
+pub fn holds_rows(t: &TargetTable) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {})", table(t))
+}
+
 /// Removes the chunk records of source `$1`: its snapshot ended or is replaced.
 pub const FORGET_CHUNKS: &str = "DELETE FROM tidemark.snapshot_chunks WHERE source_id = $1";
 

@@ -236,6 +236,18 @@ impl Charset {
         self == Charset::Binary
     }
 
+    /// [`Charset::decode`] of bytes the caller owns: UTF-8 is taken as it is, without a copy.
+    pub fn decode_owned(self, bytes: Vec<u8>) -> Result<String, CharsetError> {
+        match self {
+            Charset::Utf8mb4 | Charset::Utf8mb3 | Charset::Binary => String::from_utf8(bytes)
+                .map_err(|e| CharsetError::Invalid {
+                    charset: self.name(),
+                    offset: e.utf8_error().valid_up_to(),
+                }),
+            _ => self.decode(&bytes),
+        }
+    }
+
     /// Converts bytes stored in this charset to UTF-8, exactly or not at all.
     pub fn decode(self, bytes: &[u8]) -> Result<String, CharsetError> {
         let invalid = |offset| CharsetError::Invalid {

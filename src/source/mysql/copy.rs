@@ -1069,7 +1069,12 @@ where
     let columns: Vec<&Column> = schema.columns.iter().collect();
     let columns = fields(&table, &columns)?;
     let mut count = 0u64;
-    while let Some(row) = result.next().await.map_err(server("reading the chunk"))? {
+    // The error's context is built only on an error: this runs once per row.
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(|error| server("reading the chunk")(error))?
+    {
         let values = row_values(&table, &range_text, &columns, row)?;
         batch.push(values);
         count += 1;
@@ -1145,7 +1150,7 @@ fn to_value(ty: &ColumnType, charset: Option<Charset>, v: MyValue) -> Result<Val
         }
         (ColumnType::Text { charset: name, .. }, MyValue::Bytes(b)) => {
             let cs = charset.ok_or_else(|| format!("no decoder for charset {name}"))?;
-            Value::Text(cs.decode(&b).map_err(|e| e.to_string())?)
+            Value::Text(cs.decode_owned(b).map_err(|e| e.to_string())?)
         }
         (ColumnType::Binary { .. }, MyValue::Bytes(b)) => Value::Bytes(b),
         (ColumnType::Enum { labels }, v) => enum_value(labels, unsigned(&v)?)?,
