@@ -325,6 +325,10 @@ async fn run_source(
         .as_ref()
         .map(|s| s.set_aside.clone())
         .unwrap_or_default();
+    // A copy whose last chunk committed just before a stop: record that it is over.
+    let copy_ended = snapshot
+        .as_ref()
+        .is_some_and(|s| !s.tables.is_empty() && !s.is_copying());
     let copier = match snapshot.filter(SnapshotState::is_copying) {
         Some(state) => Some(Copier::new(
             source,
@@ -384,6 +388,9 @@ async fn run_source(
     for table in set_aside {
         flow.batcher.set_aside(&table.id());
         flow.set_aside.push(table);
+    }
+    if copy_ended {
+        flow.jobs.push_back(Job::SnapshotDone);
     }
     flow.run(stream, &mut shutdown, backoff).await
 }

@@ -57,6 +57,32 @@ pub async fn snapshot_state(wh: &Warehouse, source_id: &str) -> Option<serde_jso
     Some(state)
 }
 
+/// How many chunks of `source_id` are recorded loaded apart from its progress record: chunks
+/// that loaded beside others.
+pub async fn chunks_recorded_apart(wh: &Warehouse, source_id: &str) -> i64 {
+    wh.value(&format!(
+        "SELECT count(*) FROM tidemark.snapshot_chunks WHERE source_id = '{source_id}'"
+    ))
+    .await
+    .and_then(|n| n.parse().ok())
+    .unwrap_or(0)
+}
+
+/// Asserts that `source_id`'s snapshot is over: no state in its progress record, no chunk
+/// records left.
+pub async fn assert_snapshot_cleared(wh: &Warehouse, source_id: &str) {
+    let state = snapshot_state(wh, source_id).await;
+    assert_eq!(
+        state, None,
+        "the finished snapshot is cleared from the progress record"
+    );
+    assert_eq!(
+        chunks_recorded_apart(wh, source_id).await,
+        0,
+        "the finished snapshot's chunk records are removed"
+    );
+}
+
 /// The chunks marked done of the first table of a snapshot state, each chunk's stored range
 /// read by `range_of` (the source kind stores its ranges its own way).
 pub fn done_chunks_of(
@@ -86,6 +112,7 @@ pub async fn kill_three_times_during_copy(
     done_chunks: fn(&serde_json::Value) -> Vec<IdRange>,
 ) -> Vec<BeforeKill> {
     let mut before_kills = Vec::new();
+    let mut recorded_apart = 0;
     for kill in 1..=3usize {
         let wanted = kill * 6;
         let done = poll(Duration::from_secs(120), async || {
@@ -117,9 +144,14 @@ pub async fn kill_three_times_during_copy(
             done_at_kill.len(),
             done.len()
         );
+        recorded_apart = recorded_apart.max(chunks_recorded_apart(wh, source_id).await);
         before_kills.push((done_at_kill, killed_at));
         tm.spawn();
     }
+    assert!(
+        recorded_apart > 0,
+        "no chunk loaded beside another (none recorded itself in tidemark.snapshot_chunks)"
+    );
     before_kills
 }
 
