@@ -855,10 +855,12 @@ impl ChunkRows {
             return Err(self.malformed(problem));
         }
         let mut row = Vec::with_capacity(readers.len());
-        for (i, (field, &reader)) in self.fields.iter().zip(readers).enumerate() {
-            let value = match field {
-                None => Value::Null,
-                Some(bytes) => types::read_value(reader, bytes).map_err(|problem| {
+        for (i, (field, &reader)) in self.fields.iter_mut().zip(readers).enumerate() {
+            let taken = field.as_mut().and_then(|bytes| take_text(reader, bytes));
+            let value = match (taken, field) {
+                (Some(value), _) => value,
+                (None, None) => Value::Null,
+                (None, Some(bytes)) => types::read_value(reader, bytes).map_err(|problem| {
                     CopyError::Value(Box::new(BadCopyValue {
                         table: self.table.schema.id.to_string(),
                         range: self.range.clone(),
@@ -881,68 +883,100 @@ impl ChunkRows {
     }
 }
 
+/// A text or JSON field taken as it is, without a copy; `None` (the field left as it was) for
+/// another type or text that is not UTF-8, which [`types::read_value`] then reads or refuses.
+fn take_text(reader: TextReader, bytes: &mut Vec<u8>) -> Option<Value> {
+    let wrap = match reader {
+        TextReader::Text => Value::Text,
+        TextReader::Json => Value::Json,
+        _ => return None,
+    };
+    match String::from_utf8(std::mem::take(bytes)) {
+        Ok(text) => Some(wrap(text)),
+        Err(error) => {
+            *bytes = error.into_bytes();
+            None
+        }
+    }
+}
+
 /// Splits one line of COPY text into its fields: tab-separated, `\N` alone is NULL, and the
 /// backslash escapes COPY TO writes (`\b \f \n \r \t \v \\`, and for input also octal `\NNN`
 /// and hex `\xHH`) are undone. The newline and tab delimiters never occur inside a field: COPY
 /// escapes them.
 pub fn split_copy_line(line: &[u8], fields: &mut Vec<Option<Vec<u8>>>) {
     fields.clear();
-    for raw in line.split(|&b| b == b'\t') {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\t', line).chain([line.len()]) {
+        let raw = &line[start..end];
+        start = end + 1;
         if raw == b"\\N" {
             fields.push(None);
             continue;
         }
+        // Most fields hold no escape: copy them whole.
+        let Some(first) = memchr::memchr(b'\\', raw) else {
+            fields.push(Some(raw.to_vec()));
+            continue;
+        };
         let mut value = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while let Some(&b) = raw.get(i) {
-            i += 1;
-            if b != b'\\' {
-                value.push(b);
-                continue;
-            }
-            let Some(&next) = raw.get(i) else {
-                // A trailing lone backslash: kept, as COPY FROM does.
-                value.push(b'\\');
-                break;
-            };
-            i += 1;
-            match next {
-                b'b' => value.push(0x08),
-                b'f' => value.push(0x0C),
-                b'n' => value.push(b'\n'),
-                b'r' => value.push(b'\r'),
-                b't' => value.push(b'\t'),
-                b'v' => value.push(0x0B),
-                b'0'..=b'7' => {
-                    let mut code = u32::from(next - b'0');
-                    for _ in 0..2 {
-                        match raw.get(i) {
-                            Some(&d @ b'0'..=b'7') => {
-                                code = code * 8 + u32::from(d - b'0');
-                                i += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    value.push((code & 0xFF) as u8);
-                }
-                b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                    let mut code = 0u8;
-                    for _ in 0..2 {
-                        match raw.get(i).and_then(|d| char::from(*d).to_digit(16)) {
-                            Some(d) => {
-                                code = code * 16 + d as u8;
-                                i += 1;
-                            }
-                            None => break,
-                        }
-                    }
-                    value.push(code);
-                }
-                other => value.push(other),
-            }
-        }
+        value.extend_from_slice(&raw[..first]);
+        unescape_copy_text(&raw[first..], &mut value);
         fields.push(Some(value));
+    }
+}
+
+/// Appends `raw` to `value` with COPY text's backslash escapes undone.
+fn unescape_copy_text(raw: &[u8], value: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(at) = memchr::memchr(b'\\', &raw[i..]) else {
+            value.extend_from_slice(&raw[i..]);
+            return;
+        };
+        value.extend_from_slice(&raw[i..i + at]);
+        i += at + 1;
+        let Some(&next) = raw.get(i) else {
+            // A trailing lone backslash: kept, as COPY FROM does.
+            value.push(b'\\');
+            return;
+        };
+        i += 1;
+        match next {
+            b'b' => value.push(0x08),
+            b'f' => value.push(0x0C),
+            b'n' => value.push(b'\n'),
+            b'r' => value.push(b'\r'),
+            b't' => value.push(b'\t'),
+            b'v' => value.push(0x0B),
+            b'0'..=b'7' => {
+                let mut code = u32::from(next - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            code = code * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                value.push((code & 0xFF) as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut code = 0u8;
+                for _ in 0..2 {
+                    match raw.get(i).and_then(|d| char::from(*d).to_digit(16)) {
+                        Some(d) => {
+                            code = code * 16 + d as u8;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                value.push(code);
+            }
+            other => value.push(other),
+        }
     }
 }
 
