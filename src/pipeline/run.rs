@@ -697,8 +697,11 @@ impl Flow {
             self.source_id,
         );
         self.batcher.set_aside(&table);
-        if let Some(copier) = self.copier.as_mut() {
-            copier.forget(&table);
+        if let Some(t) = self.copier.as_mut().and_then(|c| c.forget(&table)) {
+            // Its chunks waiting in the load order would wait there forever.
+            self.jobs
+                .retain(|job| !matches!(job, Job::Chunk((i, _)) if *i == t));
+            self.copied.retain(|&(i, _), _| i != t);
         }
         for job in &mut self.jobs {
             if let Job::Stream(batch) = job {

@@ -180,13 +180,14 @@ impl Copier {
     }
 
     /// Stops copying `table` (it was set aside); chunks of it being read are dropped when
-    /// they arrive ([`Copier::copies`]).
-    pub fn forget(&mut self, table: &TableId) {
-        if let Some(t) = self.state.tables.iter().position(|t| t.id() == *table) {
-            self.in_flight.retain(|&(i, _)| i != t);
-            // Keep the indexes of the other tables' chunks: the entry stays, with nothing left.
-            self.state.tables[t].chunks = Some(Vec::new());
-        }
+    /// they arrive ([`Copier::copies`]). Returns the table's index in the chunk ids, if the
+    /// copy has it.
+    pub fn forget(&mut self, table: &TableId) -> Option<usize> {
+        let t = self.state.tables.iter().position(|t| t.id() == *table)?;
+        self.in_flight.retain(|&(i, _)| i != t);
+        // Keep the indexes of the other tables' chunks: the entry stays, with nothing left.
+        self.state.tables[t].chunks = Some(Vec::new());
+        Some(t)
     }
 
     /// True when chunk `id` is still one the copy wants (its table was not set aside since).
