@@ -6,15 +6,17 @@
 //! 1. streaming resumes from the committed position (on a first start or after a lost position:
 //!    the current end of the log, recorded before anything is copied: the low watermark);
 //! 2. each table is split into key ranges ([`crate::source::copy`]); up to
-//!    `snapshot_parallelism` ranges are read at once, each loaded in one warehouse transaction
-//!    together with the snapshot state that marks it done ([`state`]), so a restart resumes at
-//!    the first chunk not done and never copies a done one again;
+//!    `snapshot_parallelism` ranges are read at once and loaded at once, each in one warehouse
+//!    transaction together with the record that marks it done ([`state`]: a table's plan in the
+//!    progress record, each chunk's completion in a record of its own), so a restart resumes
+//!    at the first chunk not done and never copies a done one again;
 //! 3. a chunk's rows load after every change received from the log before its read began and
 //!    before every change received after: whatever the chunk missed, the log brings later, and
 //!    the target converges to the source (full row images applied by key);
-//! 4. a table's last chunk deletes the target's rows that neither the copy nor the stream wrote
+//! 4. a table's last chunk, loaded once the others are in, deletes the target's rows that neither the copy nor the stream wrote
 //!    since the table's copy started: rows deleted at the source while their changes were not
-//!    read (a lost log, a table that was not included).
+//!    read (a lost log, a table that was not included); a target empty when the table's copy
+//!    started has none.
 
 pub mod copier;
 pub mod request;

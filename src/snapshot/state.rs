@@ -1,6 +1,9 @@
 //! A snapshot's state as the warehouse stores it in the source's progress record: which tables
 //! it copies, each table's chunks and which of them are done.
 //!
+//! Chunks loaded beside others are recorded done apart from the state (a
+//! [`crate::sink::ChunkDone`] each, merged back by [`SnapshotState::from_progress`]).
+//!
 //! Invariant: a chunk is marked done only in the warehouse transaction that loaded its rows, so
 //! after a crash the committed state names exactly the chunks still to copy. Tables are planned
 //! (split into chunks) one at a time, when the copy reaches them; a planned table keeps its
