@@ -1,0 +1,226 @@
+//! Source column types to Redshift column types (the table in docs/warehouse-redshift.md).
+//!
+//! Redshift sizes character types in bytes, not characters, and caps them: VARCHAR at 65535
+//! bytes, VARBYTE at 1,024,000, DECIMAL at 38 digits. Each source type gets the narrowest
+//! Redshift type that holds every value the source column can hold; where none can (longer
+//! text, a wider DECIMAL), the widest one, and values past it are the oversize policy's
+//! business when rows are written, never cut silently. Names are spelled as Redshift's
+//! catalog (`format_type`) prints them, so a target column's current type compares as text.
+
+use crate::event::ColumnType;
+
+/// The longest VARCHAR, in bytes.
+pub const MAX_VARCHAR_BYTES: u64 = 65_535;
+/// The longest VARBYTE, in bytes.
+pub const MAX_VARBYTE_BYTES: u64 = 1_024_000;
+/// The most digits a DECIMAL holds.
+pub const MAX_DECIMAL_DIGITS: u8 = 38;
+/// The most bytes one UTF-8 character takes: a source length in characters times this is
+/// its length in bytes.
+const UTF8_MAX_CHAR_BYTES: u64 = 4;
+
+/// What a DECIMAL wider than Redshift's 38 digits (or a Postgres `numeric` without a
+/// precision) becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WideDecimal {
+    /// Its exact digits as text (`VARCHAR`): nothing lost, no arithmetic in the warehouse.
+    #[default]
+    Text,
+    /// `DECIMAL(38, s)`, keeping every integer digit and as many fraction digits as fit; a
+    /// value with more fraction digits is refused by the oversize policy, not rounded.
+    Decimal38,
+}
+
+/// The Redshift type that holds every value of `ty`, with `wide` deciding DECIMALs past 38
+/// digits.
+pub fn redshift_type(ty: &ColumnType, wide: WideDecimal) -> String {
+    match ty {
+        ColumnType::Bool => "boolean".into(),
+        ColumnType::Int { bits, unsigned } => match (bits, unsigned) {
+            (8, _) | (16, false) => "smallint".into(),
+            (16, true) | (24, _) | (32, false) => "integer".into(),
+            (32, true) | (64, false) => "bigint".into(),
+            _ => "numeric(20,0)".into(),
+        },
+        ColumnType::Year => "smallint".into(),
+        ColumnType::Float => "real".into(),
+        ColumnType::Double => "double precision".into(),
+        ColumnType::Decimal { precision, scale } => decimal(*precision, *scale, wide),
+        ColumnType::Text { max_bytes, .. } => varchar(*max_bytes),
+        ColumnType::Enum { labels } => varchar(Some(longest(labels))),
+        ColumnType::Set { labels } => {
+            let all: u64 = labels.iter().map(|l| l.len() as u64 + 1).sum();
+            varchar(Some(all.saturating_sub(1).max(1)))
+        }
+        ColumnType::Character { length, .. } => {
+            // Characters to bytes; Redshift's CHAR holds single-byte characters only, so
+            // fixed-width text is a VARCHAR too (Postgres pads it; the padding is kept).
+            varchar(length.map(|n| u64::from(n) * UTF8_MAX_CHAR_BYTES))
+        }
+        ColumnType::Binary { max_bytes } => varbyte(*max_bytes),
+        ColumnType::Geometry => varbyte(None),
+        ColumnType::Date => "date".into(),
+        ColumnType::DateTime { .. } => "timestamp without time zone".into(),
+        ColumnType::Timestamp { .. } | ColumnType::TimestampTz { .. } => {
+            "timestamp with time zone".into()
+        }
+        ColumnType::TimeOfDay { .. } => "time without time zone".into(),
+        ColumnType::TimeTz { .. } => "time with time zone".into(),
+        // A MySQL TIME is a duration up to ±838:59:59.999999, past what Redshift's TIME (a
+        // time of day) holds: kept as its text, `-838:59:59.000000` at most.
+        ColumnType::Time { .. } => varchar(Some(17)),
+        // Postgres intervals have no Redshift column type that holds them all: their text.
+        ColumnType::Interval => varchar(Some(64)),
+        ColumnType::Bit { width } => varchar(Some(u64::from(*width))),
+        ColumnType::BitString { length, .. } => varchar(length.map(u64::from)),
+        ColumnType::Json | ColumnType::JsonText => "super".into(),
+        ColumnType::Array { .. } | ColumnType::Vector { .. } => "super".into(),
+        ColumnType::Uuid => varchar(Some(36)),
+        ColumnType::Inet | ColumnType::Cidr => varchar(Some(43)),
+        ColumnType::MacAddr => varchar(Some(17)),
+        ColumnType::MacAddr8 => varchar(Some(23)),
+        // The text as the source printed it, currency symbol and separators included.
+        ColumnType::Money => varchar(Some(64)),
+        ColumnType::PgNative { .. } => varchar(None),
+    }
+}
+
+/// `DECIMAL(p,s)` when it fits in 38 digits, else what `wide` says.
+fn decimal(precision: u8, scale: u8, wide: WideDecimal) -> String {
+    if precision > 0 && precision <= MAX_DECIMAL_DIGITS {
+        return format!("numeric({precision},{scale})");
+    }
+    match wide {
+        // Digits, a sign and a point; an unconstrained Postgres numeric may be longer still.
+        WideDecimal::Text if precision > 0 => varchar(Some(u64::from(precision) + 2)),
+        WideDecimal::Text => varchar(None),
+        WideDecimal::Decimal38 if precision == 0 => format!("numeric({MAX_DECIMAL_DIGITS},0)"),
+        WideDecimal::Decimal38 => {
+            let integer_digits = precision.saturating_sub(scale);
+            let scale = MAX_DECIMAL_DIGITS.saturating_sub(integer_digits).min(scale);
+            format!("numeric({MAX_DECIMAL_DIGITS},{scale})")
+        }
+    }
+}
+
+/// A VARCHAR of `max_bytes` (unknown: the longest), capped at the longest.
+fn varchar(max_bytes: Option<u64>) -> String {
+    let bytes = max_bytes
+        .unwrap_or(MAX_VARCHAR_BYTES)
+        .clamp(1, MAX_VARCHAR_BYTES);
+    format!("character varying({bytes})")
+}
+
+/// A VARBYTE of `max_bytes` (unknown: the longest), capped at the longest.
+fn varbyte(max_bytes: Option<u64>) -> String {
+    let bytes = max_bytes
+        .unwrap_or(MAX_VARBYTE_BYTES)
+        .clamp(1, MAX_VARBYTE_BYTES);
+    format!("varbyte({bytes})")
+}
+
+/// The byte length of the longest label.
+fn longest(labels: &[String]) -> u64 {
+    labels.iter().map(|l| l.len() as u64).max().unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn rs(ty: ColumnType) -> String {
+        redshift_type(&ty, WideDecimal::Text)
+    }
+
+    #[test]
+    fn integers_widen_to_hold_unsigned_ranges() {
+        let int = |bits, unsigned| rs(ColumnType::Int { bits, unsigned });
+        assert_eq!(int(8, true), "smallint");
+        assert_eq!(int(16, true), "integer");
+        assert_eq!(int(24, true), "integer");
+        assert_eq!(int(32, true), "bigint");
+        assert_eq!(int(64, false), "bigint");
+        assert_eq!(int(64, true), "numeric(20,0)");
+    }
+
+    #[test]
+    fn text_is_sized_in_bytes_and_capped() {
+        let utf8mb4 = |max_bytes| {
+            rs(ColumnType::Text {
+                max_bytes,
+                charset: Arc::from("utf8mb4"),
+            })
+        };
+        // VARCHAR(100) in utf8mb4 holds 400 bytes.
+        assert_eq!(utf8mb4(Some(400)), "character varying(400)");
+        assert_eq!(utf8mb4(Some(4 * 16_777_215)), "character varying(65535)");
+        assert_eq!(utf8mb4(None), "character varying(65535)");
+        let pg_varchar = rs(ColumnType::Character {
+            length: Some(32),
+            varying: true,
+        });
+        assert_eq!(pg_varchar, "character varying(128)");
+        let labels: Arc<[String]> = Arc::from(vec!["small".to_owned(), "medium".to_owned()]);
+        assert_eq!(
+            rs(ColumnType::Enum {
+                labels: labels.clone()
+            }),
+            "character varying(6)"
+        );
+        assert_eq!(rs(ColumnType::Set { labels }), "character varying(12)");
+    }
+
+    #[test]
+    fn decimals_past_38_digits_follow_the_policy() {
+        let dec =
+            |precision, scale, wide| redshift_type(&ColumnType::Decimal { precision, scale }, wide);
+        assert_eq!(dec(12, 2, WideDecimal::Text), "numeric(12,2)");
+        assert_eq!(dec(38, 10, WideDecimal::Decimal38), "numeric(38,10)");
+        assert_eq!(dec(65, 30, WideDecimal::Text), "character varying(67)");
+        // 35 integer digits leave 3 for the fraction.
+        assert_eq!(dec(65, 30, WideDecimal::Decimal38), "numeric(38,3)");
+        assert_eq!(dec(50, 0, WideDecimal::Decimal38), "numeric(38,0)");
+        assert_eq!(dec(0, 0, WideDecimal::Text), "character varying(65535)");
+        assert_eq!(dec(0, 0, WideDecimal::Decimal38), "numeric(38,0)");
+    }
+
+    #[test]
+    fn json_binary_and_times_take_redshift_forms() {
+        assert_eq!(rs(ColumnType::Json), "super");
+        assert_eq!(rs(ColumnType::JsonText), "super");
+        assert_eq!(
+            rs(ColumnType::Array {
+                element: Box::new(ColumnType::Bool)
+            }),
+            "super"
+        );
+        assert_eq!(
+            rs(ColumnType::Binary {
+                max_bytes: Some(16)
+            }),
+            "varbyte(16)"
+        );
+        assert_eq!(
+            rs(ColumnType::Binary {
+                max_bytes: Some(4_294_967_295)
+            }),
+            "varbyte(1024000)"
+        );
+        assert_eq!(rs(ColumnType::Time { fsp: 6 }), "character varying(17)");
+        assert_eq!(
+            rs(ColumnType::TimeOfDay { fsp: 6 }),
+            "time without time zone"
+        );
+        assert_eq!(
+            rs(ColumnType::Timestamp { fsp: 3 }),
+            "timestamp with time zone"
+        );
+        assert_eq!(
+            rs(ColumnType::DateTime { fsp: 0 }),
+            "timestamp without time zone"
+        );
+        assert_eq!(rs(ColumnType::Bit { width: 8 }), "character varying(8)");
+    }
+}
