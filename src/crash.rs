@@ -15,6 +15,24 @@ pub const BEFORE_COMMIT: &str = "before_commit";
 /// After COMMIT, before the source is told the position is committed.
 pub const AFTER_COMMIT_BEFORE_ACK: &str = "after_commit_before_ack";
 
+/// Fault (not a crash): the Redshift sink writes a staged part corrupted (cut short), as a
+/// broken upload would leave it; with `1*return` only the first part.
+pub const CORRUPT_STAGED_PART: &str = "corrupt_staged_part";
+
+/// Whether the test that runs the process asked for the fault `name` now (`return` action).
+#[inline]
+pub fn fault(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    {
+        fail::eval(name, |_| ()).is_some()
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
 /// The process dies here when the test that runs it asked for `name`.
 #[inline]
 pub fn crash_point(name: &str) {

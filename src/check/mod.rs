@@ -11,8 +11,8 @@ pub mod report;
 pub use report::{CheckItem, CheckReport, CheckStatus};
 
 use crate::config::{SourceConfig, SourceKind, WarehouseConfig};
-use crate::sink::REDSHIFT_NOT_BUILT;
 use crate::sink::postgres::check::check_postgres_warehouse;
+use crate::sink::redshift::check::check_redshift_warehouse;
 use crate::source::mysql::check::check_mysql_source;
 use crate::source::postgres::check::check_postgres_source;
 
@@ -35,16 +35,7 @@ pub async fn check_warehouse(
             let schemas: Vec<String> = sources.iter().map(|s| s.staging_schema()).collect();
             check_postgres_warehouse(&postgres.url, &schemas).await
         }
-        WarehouseConfig::Redshift(redshift) => {
-            let mut report =
-                CheckReport::for_warehouse(format!("redshift database {}", redshift.database));
-            report.items.push(CheckItem::new(
-                "kind",
-                CheckStatus::Fail,
-                REDSHIFT_NOT_BUILT,
-            ));
-            report
-        }
+        WarehouseConfig::Redshift(redshift) => check_redshift_warehouse(redshift).await,
         // Nothing to connect to and nothing that could be missing: ready by construction.
         WarehouseConfig::Null => {
             let mut report = CheckReport::for_warehouse(warehouse.describe());

@@ -26,14 +26,22 @@ use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{WarehouseConfig, WarehouseKind};
 use super::{BatchConfig, Config, GroupConfig};
 use crate::sink::postgres::config::PostgresWarehouseConfig;
+use crate::sink::redshift::encode::Oversize;
+use crate::sink::redshift::types::WideDecimal;
 use crate::sink::redshift::config::{
     DEFAULT_S3_PREFIX, RedshiftAuth, RedshiftConfig, RedshiftTarget, bucket_problem,
+    parse_oversize, parse_wide_decimal,
     iam_role_problem, normalized_s3_prefix,
 };
 use crate::source::mysql::config::{MysqlSettings, checked_server_id};
 use crate::source::postgres::config::{PostgresSettings, slot_name_problem};
 
 type Result<T> = std::result::Result<T, ConfigError>;
+
+/// `[warehouse] soft_delete`, default false.
+fn soft_delete(raw: &RawWarehouse) -> bool {
+    raw.soft_delete.as_ref().is_some_and(|v| *v.get_ref())
+}
 
 /// Default `[group] state_dir`.
 const DEFAULT_STATE_DIR: &str = "/var/lib/tidemark";
@@ -218,7 +226,7 @@ impl Builder<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config> {
         let group = self.group(raw.group.get_ref())?;
-        let warehouse = self.warehouse(&raw.warehouse)?;
+        let warehouse = self.warehouse(&raw.warehouse, &group.name)?;
         let batch = match &raw.batch {
             Some(batch) => self.batch(batch.get_ref())?,
             None => BatchConfig::default(),
@@ -266,7 +274,7 @@ impl Builder<'_> {
         Ok(GroupConfig { name, state_dir })
     }
 
-    fn warehouse(&self, raw: &Spanned<RawWarehouse>) -> Result<WarehouseConfig> {
+    fn warehouse(&self, raw: &Spanned<RawWarehouse>, group: &str) -> Result<WarehouseConfig> {
         let header = raw.span();
         let raw = raw.get_ref();
         let kind: WarehouseKind = self.kind(&raw.kind, "warehouse.kind", "warehouse")?;
@@ -282,14 +290,24 @@ impl Builder<'_> {
                     ));
                 };
                 let url = self.postgres_url(url, "warehouse.url")?;
-                Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig { url }))
+                Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig {
+                    url,
+                    soft_delete: soft_delete(raw),
+                }))
             }
-            WarehouseKind::Redshift => self.redshift(raw, header).map(WarehouseConfig::Redshift),
+            WarehouseKind::Redshift => self
+                .redshift(raw, header, group)
+                .map(|config| WarehouseConfig::Redshift(Box::new(config))),
             WarehouseKind::Null => Ok(WarehouseConfig::Null),
         }
     }
 
-    fn redshift(&self, raw: &RawWarehouse, header: Range<usize>) -> Result<RedshiftConfig> {
+    fn redshift(
+        &self,
+        raw: &RawWarehouse,
+        header: Range<usize>,
+        group: &str,
+    ) -> Result<RedshiftConfig> {
         let required = |value: Option<&Str>, name: &str| -> Result<String> {
             let key = format!("warehouse.{name}");
             match value {
@@ -375,7 +393,55 @@ impl Builder<'_> {
             return Err(self.invalid(span, "warehouse.iam_role", problem));
         }
         let region = required(raw.region.as_ref(), "region")?;
+        let s3_endpoint = self.optional(raw.s3_endpoint.as_ref(), "warehouse.s3_endpoint")?;
+        let data_api_endpoint =
+            self.optional(raw.data_api_endpoint.as_ref(), "warehouse.data_api_endpoint")?;
+        for (value, key) in [
+            (&raw.s3_endpoint, "warehouse.s3_endpoint"),
+            (&raw.data_api_endpoint, "warehouse.data_api_endpoint"),
+        ] {
+            if let Some(value) = value
+                && !(value.get_ref().starts_with("http://") || value.get_ref().starts_with("https://"))
+            {
+                return Err(self.invalid(
+                    value.span(),
+                    key,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let oversize = match &raw.oversize {
+            Some(value) => parse_oversize(&self.string(value, "warehouse.oversize")?)
+                .ok_or_else(|| {
+                    self.invalid(
+                        value.span(),
+                        "warehouse.oversize",
+                        "must be \"fail\" (stop the table with an error) or \"truncate\" (cut the value and flag the row)",
+                    )
+                })?,
+            None => Oversize::default(),
+        };
+        let wide_decimal = match &raw.wide_decimal {
+            Some(value) => parse_wide_decimal(&self.string(value, "warehouse.wide_decimal")?)
+                .ok_or_else(|| {
+                    self.invalid(
+                        value.span(),
+                        "warehouse.wide_decimal",
+                        "must be \"text\" (exact digits as text) or \"decimal38\" (numeric(38,s))",
+                    )
+                })?,
+            None => WideDecimal::default(),
+        };
+        let keep_files = match &raw.keep_files {
+            Some(value) => {
+                let text = self.string(value, "warehouse.keep_files")?;
+                parse_duration(&text)
+                    .map_err(|m| self.invalid(value.span(), "warehouse.keep_files", m))?
+            }
+            None => Duration::ZERO,
+        };
         Ok(RedshiftConfig {
+            group: group.to_owned(),
             target,
             database,
             auth,
@@ -383,6 +449,13 @@ impl Builder<'_> {
             s3_prefix,
             iam_role,
             region,
+            s3_endpoint,
+            s3_path_style: raw.s3_path_style.as_ref().is_some_and(|v| *v.get_ref()),
+            data_api_endpoint,
+            oversize,
+            wide_decimal,
+            keep_files,
+            soft_delete: soft_delete(raw),
         })
     }
 

@@ -46,6 +46,13 @@ pub(crate) struct RawWarehouse {
     pub s3_prefix: Option<Str>,
     pub iam_role: Option<Str>,
     pub region: Option<Str>,
+    pub s3_endpoint: Option<Str>,
+    pub s3_path_style: Option<Spanned<bool>>,
+    pub data_api_endpoint: Option<Str>,
+    pub oversize: Option<Str>,
+    pub wide_decimal: Option<Str>,
+    pub keep_files: Option<Str>,
+    pub soft_delete: Option<Spanned<bool>>,
 }
 
 /// `[batch]`.
@@ -109,7 +116,7 @@ impl RawSource {
 impl RawWarehouse {
     /// The keys that only some warehouse kinds accept (every key but `kind`), in file-format
     /// order.
-    pub const KIND_KEYS: [&'static str; 10] = [
+    pub const KIND_KEYS: [&'static str; 17] = [
         "url",
         "cluster_id",
         "workgroup",
@@ -120,12 +127,19 @@ impl RawWarehouse {
         "s3_prefix",
         "iam_role",
         "region",
+        "s3_endpoint",
+        "s3_path_style",
+        "data_api_endpoint",
+        "oversize",
+        "wide_decimal",
+        "keep_files",
+        "soft_delete",
     ];
 
     /// The [`RawWarehouse::KIND_KEYS`] present in `[warehouse]`, with the span of each value:
     /// what `build` checks against the warehouse's kind.
     pub fn kind_keys(&self) -> impl Iterator<Item = (&'static str, Range<usize>)> {
-        let spans = [
+        let mut spans = [
             &self.url,
             &self.cluster_id,
             &self.workgroup,
@@ -136,8 +150,17 @@ impl RawWarehouse {
             &self.s3_prefix,
             &self.iam_role,
             &self.region,
+            &self.s3_endpoint,
+            &None, // s3_path_style is a bool: its span is set below
+            &self.data_api_endpoint,
+            &self.oversize,
+            &self.wide_decimal,
+            &self.keep_files,
+            &None, // soft_delete is a bool: its span is set below
         ]
         .map(|value| value.as_ref().map(Spanned::span));
+        spans[16] = self.soft_delete.as_ref().map(Spanned::span);
+        spans[11] = self.s3_path_style.as_ref().map(Spanned::span);
         Self::KIND_KEYS
             .into_iter()
             .zip(spans)

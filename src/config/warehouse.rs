@@ -17,7 +17,7 @@ pub enum WarehouseConfig {
     /// Postgres (local, RDS, Aurora): COPY into staging tables, then MERGE.
     Postgres(PostgresWarehouseConfig),
     /// Amazon Redshift: gzip files in S3, COPY with a manifest, MERGE via the Data API.
-    Redshift(RedshiftConfig),
+    Redshift(Box<RedshiftConfig>),
     /// No warehouse: every batch is discarded and progress is kept in memory only, for
     /// benchmarks and dry runs (`kind = "null"`, no other keys).
     Null,

@@ -82,6 +82,9 @@ pub struct Partial<'a> {
 pub struct Encoded {
     /// Zero dates written as NULL (the documented zero-date policy).
     pub zero_dates_nulled: u64,
+    /// Values cut to fit their column (a sink's documented oversize policy, e.g. Redshift's
+    /// `oversize = "truncate"`).
+    pub truncated_values: u64,
 }
 
 /// A value the warehouse cannot hold, or a change that cannot be encoded.

@@ -169,18 +169,15 @@ pub struct SnapshotRequest {
 pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
     match warehouse {
         WarehouseConfig::Postgres(postgres) => Ok(Box::new(
+            // TODO(soft deletes): .with_soft_delete(postgres.soft_delete) once the sink has it.
             postgres::PostgresSink::connect(&postgres.url).await?,
         )),
-        WarehouseConfig::Redshift(_) => {
-            Err(SinkError::new(ErrorKind::Operator, REDSHIFT_NOT_BUILT))
-        }
+        WarehouseConfig::Redshift(redshift) => Ok(Box::new(
+            redshift::RedshiftSink::connect(redshift).await?,
+        )),
         WarehouseConfig::Null => Ok(Box::new(null::NullSink::process_wide())),
     }
 }
-
-/// Why a `kind = "redshift"` warehouse is refused, by `run` and `check` alike, until its sink
-/// exists.
-pub const REDSHIFT_NOT_BUILT: &str = "warehouse kind = \"redshift\" cannot be loaded yet (the Redshift sink arrives in a later release); use kind = \"postgres\"";
 
 /// What a sink's load in progress is doing and since when, shared with whoever waits for it, so
 /// a slow load can be reported with the table it is stuck on (a lock, a long statement).

@@ -119,7 +119,11 @@ impl Kind {
             Kind::Timestamp => {
                 format!("to_char({p} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
             }
-            Kind::Time => format!("round(extract(epoch from {p}) * 1000000)::bigint::text"),
+            // Through text, so an interval (Postgres warehouse) and the TIME text a Redshift
+            // target keeps read alike.
+            Kind::Time => {
+                format!("round(extract(epoch from {p}::text::interval) * 1000000)::bigint::text")
+            }
             Kind::Bytes => format!("upper(encode({p}, 'hex'))"),
         }
     }

@@ -1,4 +1,5 @@
-//! The `tidemark run` config file of an end-to-end test: one group, a Postgres warehouse,
+//! The `tidemark run` config file of an end-to-end test: one group, a Postgres warehouse (or
+//! the Redshift path into it, through the Data API test server),
 //! `[batch]`, and MySQL or Postgres sources, rendered as TOML.
 
 use std::fmt::Write as _;
@@ -84,6 +85,43 @@ pub struct GroupConfig {
     pub slow_load_warning: Option<String>,
     /// The sources.
     pub sources: Vec<SourceConfig>,
+    /// Extra `[warehouse]` lines for a Postgres warehouse (`soft_delete = true`).
+    pub warehouse_extra: String,
+    /// Load through the Redshift path (the Data API test server) instead of into
+    /// `warehouse_url` directly.
+    pub redshift: Option<RedshiftWarehouse>,
+}
+
+/// `[warehouse] kind = "redshift"` against the Data API test server and the S3 test server.
+#[derive(Clone, Debug)]
+pub struct RedshiftWarehouse {
+    /// The test server's endpoint (`data_api_endpoint`).
+    pub data_api_endpoint: String,
+    /// The S3 server (`s3_endpoint`).
+    pub s3_endpoint: String,
+    /// `s3_bucket`.
+    pub bucket: String,
+    /// `database`: the warehouse database the test server runs the SQL in.
+    pub database: String,
+    /// Extra `[warehouse]` lines (`oversize = "truncate"`, `keep_files = "1h"`, ...).
+    pub extra: String,
+}
+
+impl RedshiftWarehouse {
+    /// The `[warehouse]` table's lines.
+    fn render(&self) -> String {
+        format!(
+            "kind = \"redshift\"\ncluster_id = \"test\"\ndatabase = {}\ndb_user = \"tidemark\"\n\
+             s3_bucket = {}\niam_role = \"arn:aws:iam::000000000000:role/tidemark-copy\"\n\
+             region = {}\ns3_endpoint = {}\ns3_path_style = true\ndata_api_endpoint = {}\n{}",
+            toml_str(&self.database),
+            toml_str(&self.bucket),
+            toml_str(super::S3_REGION),
+            toml_str(&self.s3_endpoint),
+            toml_str(&self.data_api_endpoint),
+            self.extra
+        )
+    }
 }
 
 impl GroupConfig {
@@ -98,17 +136,26 @@ impl GroupConfig {
             catch_up_lag: None,
             slow_load_warning: None,
             sources,
+            redshift: None,
+            warehouse_extra: String::new(),
         }
     }
 
     /// The TOML text, with `state_dir` as the group's state dir.
     pub fn render(&self, state_dir: &Path) -> String {
+        let warehouse = match &self.redshift {
+            Some(redshift) => redshift.render(),
+            None => format!(
+                "kind = \"postgres\"\nurl = {}\n{}",
+                toml_str(&self.warehouse_url),
+                self.warehouse_extra
+            ),
+        };
         let mut text = format!(
-            "[group]\nname = {}\nstate_dir = {}\n\n[warehouse]\nkind = \"postgres\"\nurl = {}\n\n\
+            "[group]\nname = {}\nstate_dir = {}\n\n[warehouse]\n{warehouse}\n\
              [batch]\nmax_rows = {}\nmax_bytes = {}\nmax_delay = {}\n",
             toml_str(&self.name),
             toml_str(&state_dir.display().to_string()),
-            toml_str(&self.warehouse_url),
             self.max_rows,
             toml_str(&self.max_bytes),
             toml_str(&self.max_delay),

@@ -35,6 +35,8 @@ pub mod pg_source;
 pub mod pipeline;
 pub mod poll;
 pub mod process;
+pub mod redshift;
+pub mod redshift_path;
 pub mod snapshot;
 pub mod type_matrix;
 pub mod warehouse;

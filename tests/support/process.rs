@@ -19,6 +19,8 @@ pub struct Tidemark {
     runs: usize,
     /// Extra arguments after `run --config FILE`.
     pub extra_args: Vec<String>,
+    /// Extra environment variables (`FAILPOINTS`, ...).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Tidemark {
@@ -38,6 +40,7 @@ impl Tidemark {
             child: None,
             runs: 0,
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
         }
     }
 
@@ -76,6 +79,12 @@ impl Tidemark {
                 "RUST_LOG",
                 std::env::var("TIDEMARK_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // The Redshift path's AWS clients (test servers accept any credentials); never the
+            // instance metadata service, which would stall them when nothing answers it.
+            .env("AWS_ACCESS_KEY_ID", super::S3_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", super::S3_SECRET_ACCESS_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

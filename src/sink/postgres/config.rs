@@ -10,9 +10,11 @@ use crate::config::SecretUrl;
 pub struct PostgresWarehouseConfig {
     /// Connection URL (`postgres://user:password@host:5432/db`); its password never prints.
     pub url: SecretUrl,
+    /// Keep deleted rows, flagged `_tidemark_deleted`, instead of removing them (`soft_delete`).
+    pub soft_delete: bool,
 }
 
 impl PostgresWarehouseConfig {
     /// The config keys this kind accepts besides `kind`.
-    pub const KEYS: &'static [&'static str] = &["url"];
+    pub const KEYS: &'static [&'static str] = &["url", "soft_delete"];
 }

@@ -6,6 +6,11 @@
 //! key prefix ending in `/` (or empty) and a role ARN; config loading builds it and reports a
 //! problem with the file, line and key.
 
+use std::time::Duration;
+
+use super::encode::Oversize;
+use super::types::WideDecimal;
+
 /// Default `s3_prefix`.
 pub const DEFAULT_S3_PREFIX: &str = "tidemark/";
 
@@ -32,6 +37,8 @@ pub enum RedshiftAuth {
 /// `[warehouse]` with `kind = "redshift"`.
 #[derive(Debug, Clone)]
 pub struct RedshiftConfig {
+    /// The group (`[group] name`): staged files and statement names carry it.
+    pub group: String,
     /// Cluster or Serverless workgroup.
     pub target: RedshiftTarget,
     /// Database name.
@@ -46,6 +53,22 @@ pub struct RedshiftConfig {
     pub iam_role: String,
     /// AWS region of the cluster/workgroup and the bucket.
     pub region: String,
+    /// Where S3 requests go instead of AWS's endpoint (`s3_endpoint`: a VPC endpoint, or an
+    /// S3-compatible server in tests).
+    pub s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (`s3_path_style`, default false: virtual-hosted style).
+    pub s3_path_style: bool,
+    /// Where Data API requests go instead of AWS's endpoint (`data_api_endpoint`).
+    pub data_api_endpoint: Option<String>,
+    /// What a value past its Redshift column's limit does (`oversize`).
+    pub oversize: Oversize,
+    /// What a DECIMAL wider than 38 digits becomes (`wide_decimal`).
+    pub wide_decimal: WideDecimal,
+    /// How long staged files stay in S3 after their batch committed (`keep_files`, default 0:
+    /// deleted at once).
+    pub keep_files: Duration,
+    /// Keep deleted rows, flagged `_tidemark_deleted`, instead of removing them (`soft_delete`).
+    pub soft_delete: bool,
 }
 
 impl RedshiftConfig {
@@ -60,7 +83,32 @@ impl RedshiftConfig {
         "s3_prefix",
         "iam_role",
         "region",
+        "s3_endpoint",
+        "s3_path_style",
+        "data_api_endpoint",
+        "oversize",
+        "wide_decimal",
+        "keep_files",
+        "soft_delete",
     ];
+}
+
+/// The `oversize` value named `text`, if it names one.
+pub fn parse_oversize(text: &str) -> Option<Oversize> {
+    match text {
+        "fail" => Some(Oversize::Fail),
+        "truncate" => Some(Oversize::Truncate),
+        _ => None,
+    }
+}
+
+/// The `wide_decimal` value named `text`, if it names one.
+pub fn parse_wide_decimal(text: &str) -> Option<WideDecimal> {
+    match text {
+        "text" => Some(WideDecimal::Text),
+        "decimal38" => Some(WideDecimal::Decimal38),
+        _ => None,
+    }
 }
 
 /// Why `bucket` cannot be an `s3_bucket` value, if it cannot: the bucket name alone is wanted.

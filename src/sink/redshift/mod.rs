@@ -1,10 +1,19 @@
-//! Amazon Redshift as a warehouse: batches staged as gzip files in S3, loaded with COPY and a
-//! manifest, and applied with MERGE through the Data API.
+//! Amazon Redshift as a warehouse: batches staged as gzip CSV files in S3, loaded with COPY
+//! and a manifest, and applied with MERGE through the Data API, each batch in one transaction
+//! with its progress (see [`sink`]).
 //!
-//! Only the settings ([`config`]) and the type mapping ([`types`]) exist so far: a
-//! `kind = "redshift"` warehouse is parsed and checked when the config is loaded, and refused
-//! by `run` and `check` until the sink arrives in a later release (it will be a `Sink` here,
-//! plus its line in `sink::connect`).
+//! [`config`] holds the settings, [`types`] the column type mapping, [`encode`] the row
+//! format, [`files`] the gzip parts, [`staging`] the files in S3, [`data_api`] the statements,
+//! [`sql`] their text.
 
+pub mod check;
 pub mod config;
+pub mod data_api;
+pub mod encode;
+pub mod files;
+pub mod sink;
+pub mod sql;
+pub mod staging;
 pub mod types;
+
+pub use sink::RedshiftSink;

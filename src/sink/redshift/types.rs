@@ -124,6 +124,123 @@ fn longest(labels: &[String]) -> u64 {
     labels.iter().map(|l| l.len() as u64).max().unwrap_or(1)
 }
 
+/// The most bytes one SUPER value holds (Redshift's limit for a value loaded by COPY).
+pub const MAX_SUPER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a value must fit in to load into the Redshift column [`redshift_type`] gives its
+/// source column: the bounds the row encoder checks (the oversize policy's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `character varying(n)`: at most `n` bytes of UTF-8.
+    Varchar(u64),
+    /// `varbyte(n)`: at most `n` bytes.
+    Varbyte(u64),
+    /// `super`: JSON text of at most [`MAX_SUPER_BYTES`].
+    Super,
+    /// `numeric(precision, scale)`: at most `precision - scale` integer digits and `scale`
+    /// fraction digits.
+    Numeric {
+        /// Total digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+}
+
+impl Limit {
+    /// The Redshift type the limit belongs to, as [`redshift_type`] spells it.
+    pub fn type_name(self) -> String {
+        match self {
+            Limit::Varchar(bytes) => format!("character varying({bytes})"),
+            Limit::Varbyte(bytes) => format!("varbyte({bytes})"),
+            Limit::Super => "super".into(),
+            Limit::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+        }
+    }
+}
+
+/// The size limit of the Redshift column [`redshift_type`] gives `ty` (with `wide` deciding
+/// DECIMALs past 38 digits); `None` for the types whose values always fit (integers, floats,
+/// booleans, dates and times).
+pub fn value_limit(ty: &ColumnType, wide: WideDecimal) -> Option<Limit> {
+    let varchar = |max_bytes: Option<u64>| {
+        Limit::Varchar(
+            max_bytes
+                .unwrap_or(MAX_VARCHAR_BYTES)
+                .clamp(1, MAX_VARCHAR_BYTES),
+        )
+    };
+    Some(match ty {
+        ColumnType::Bool
+        | ColumnType::Year
+        | ColumnType::Float
+        | ColumnType::Double
+        | ColumnType::Date
+        | ColumnType::DateTime { .. }
+        | ColumnType::Timestamp { .. }
+        | ColumnType::TimestampTz { .. }
+        | ColumnType::TimeOfDay { .. }
+        | ColumnType::TimeTz { .. } => return None,
+        ColumnType::Int {
+            bits: 64,
+            unsigned: true,
+        } => Limit::Numeric {
+            precision: 20,
+            scale: 0,
+        },
+        ColumnType::Int { .. } => return None,
+        ColumnType::Decimal { precision, scale } => {
+            let (precision, scale) = (*precision, *scale);
+            match wide {
+                _ if precision > 0 && precision <= MAX_DECIMAL_DIGITS => {
+                    Limit::Numeric { precision, scale }
+                }
+                WideDecimal::Text if precision > 0 => varchar(Some(u64::from(precision) + 2)),
+                WideDecimal::Text => varchar(None),
+                WideDecimal::Decimal38 if precision == 0 => Limit::Numeric {
+                    precision: MAX_DECIMAL_DIGITS,
+                    scale: 0,
+                },
+                WideDecimal::Decimal38 => Limit::Numeric {
+                    precision: MAX_DECIMAL_DIGITS,
+                    scale: MAX_DECIMAL_DIGITS
+                        .saturating_sub(precision.saturating_sub(scale))
+                        .min(scale),
+                },
+            }
+        }
+        ColumnType::Text { max_bytes, .. } => varchar(*max_bytes),
+        ColumnType::Enum { labels } => varchar(Some(longest(labels))),
+        ColumnType::Set { labels } => {
+            let all: u64 = labels.iter().map(|l| l.len() as u64 + 1).sum();
+            varchar(Some(all.saturating_sub(1).max(1)))
+        }
+        ColumnType::Character { length, .. } => {
+            varchar(length.map(|n| u64::from(n) * UTF8_MAX_CHAR_BYTES))
+        }
+        ColumnType::Binary { max_bytes } => Limit::Varbyte(
+            max_bytes
+                .unwrap_or(MAX_VARBYTE_BYTES)
+                .clamp(1, MAX_VARBYTE_BYTES),
+        ),
+        ColumnType::Geometry => Limit::Varbyte(MAX_VARBYTE_BYTES),
+        ColumnType::Time { .. } => varchar(Some(17)),
+        ColumnType::Interval => varchar(Some(64)),
+        ColumnType::Bit { width } => varchar(Some(u64::from(*width))),
+        ColumnType::BitString { length, .. } => varchar(length.map(u64::from)),
+        ColumnType::Json
+        | ColumnType::JsonText
+        | ColumnType::Array { .. }
+        | ColumnType::Vector { .. } => Limit::Super,
+        ColumnType::Uuid => varchar(Some(36)),
+        ColumnType::Inet | ColumnType::Cidr => varchar(Some(43)),
+        ColumnType::MacAddr => varchar(Some(17)),
+        ColumnType::MacAddr8 => varchar(Some(23)),
+        ColumnType::Money => varchar(Some(64)),
+        ColumnType::PgNative { .. } => varchar(None),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -222,5 +339,100 @@ mod tests {
             "timestamp without time zone"
         );
         assert_eq!(rs(ColumnType::Bit { width: 8 }), "character varying(8)");
+    }
+
+    #[test]
+    fn value_limits_name_the_types_redshift_type_gives() {
+        let labels: Arc<[String]> = Arc::from(vec!["small".to_owned(), "medium".to_owned()]);
+        let types = [
+            ColumnType::Bool,
+            ColumnType::Int {
+                bits: 64,
+                unsigned: true,
+            },
+            ColumnType::Int {
+                bits: 32,
+                unsigned: false,
+            },
+            ColumnType::Year,
+            ColumnType::Double,
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2,
+            },
+            ColumnType::Decimal {
+                precision: 65,
+                scale: 30,
+            },
+            ColumnType::Decimal {
+                precision: 50,
+                scale: 0,
+            },
+            ColumnType::Decimal {
+                precision: 0,
+                scale: 0,
+            },
+            ColumnType::Text {
+                max_bytes: Some(400),
+                charset: Arc::from("utf8mb4"),
+            },
+            ColumnType::Text {
+                max_bytes: Some(4 * 16_777_215),
+                charset: Arc::from("utf8mb4"),
+            },
+            ColumnType::Text {
+                max_bytes: None,
+                charset: Arc::from("utf8mb4"),
+            },
+            ColumnType::Enum {
+                labels: labels.clone(),
+            },
+            ColumnType::Set { labels },
+            ColumnType::Character {
+                length: Some(32),
+                varying: false,
+            },
+            ColumnType::Binary {
+                max_bytes: Some(16),
+            },
+            ColumnType::Binary { max_bytes: None },
+            ColumnType::Geometry,
+            ColumnType::Date,
+            ColumnType::DateTime { fsp: 6 },
+            ColumnType::Timestamp { fsp: 3 },
+            ColumnType::TimestampTz { fsp: 6 },
+            ColumnType::Time { fsp: 6 },
+            ColumnType::TimeOfDay { fsp: 6 },
+            ColumnType::TimeTz { fsp: 6 },
+            ColumnType::Interval,
+            ColumnType::Bit { width: 8 },
+            ColumnType::BitString {
+                length: None,
+                varying: true,
+            },
+            ColumnType::Json,
+            ColumnType::JsonText,
+            ColumnType::Vector { dimensions: None },
+            ColumnType::Uuid,
+            ColumnType::Inet,
+            ColumnType::MacAddr8,
+            ColumnType::Money,
+            ColumnType::PgNative {
+                name: Arc::from("int4range"),
+                extension: false,
+            },
+        ];
+        for wide in [WideDecimal::Text, WideDecimal::Decimal38] {
+            for ty in &types {
+                let name = redshift_type(ty, wide);
+                match value_limit(ty, wide) {
+                    Some(limit) => assert_eq!(limit.type_name(), name, "{ty:?} {wide:?}"),
+                    None => assert!(
+                        !name.contains('('),
+                        "{ty:?} {wide:?}: {name} has a size but no limit"
+                    ),
+                }
+            }
+        }
     }
 }
