@@ -327,7 +327,7 @@ fn make_rows(rows: usize) -> Vec<ChangeEvent> {
             let mut sku = String::new();
             draw.text(&mut sku, 30, 50);
             let cents = draw.range(100, 9_999_999);
-            let note = if draw.next() % 2 == 0 {
+            let note = if draw.next().is_multiple_of(2) {
                 Value::Null
             } else {
                 let mut note = String::new();

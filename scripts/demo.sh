@@ -22,7 +22,14 @@
 #
 # Exits 0 when every table's contents are equal in source and warehouse and tidemark exited 0.
 # Settings: DEMO_SECONDS, DEMO_DRAIN_SECONDS, DEMO_PROFILE (debug|release), DEMO_WRITE_INTERVAL
-# (seconds between writer transactions, default 0.2), DEMO_WAREHOUSE_DB (default demo_warehouse).
+# (seconds between writer transactions, default 0.2), DEMO_WAREHOUSE_DB (default demo_warehouse),
+# TIDEMARK_DEMO_WAREHOUSE (postgres, the default, or redshift).
+#
+# TIDEMARK_DEMO_WAREHOUSE=redshift takes the Redshift path instead: tidemark stages gzip CSV
+# files in the private S3 server (scripts/s3-instance.sh main, bucket demo-staging) and loads
+# them through the Redshift Data API test server (the redshift-test-server example, which runs
+# the SQL on the same Postgres database after refusing what Redshift would refuse), with
+# config/demo-redshift.toml. The screen and the final comparison are the same.
 set -euo pipefail
 TIDEMARK_SCRIPT=demo
 # shellcheck source=scripts/lib/common.sh
@@ -34,6 +41,12 @@ drain_seconds="${DEMO_DRAIN_SECONDS:-30}"
 profile="${DEMO_PROFILE:-debug}"
 write_interval="${DEMO_WRITE_INTERVAL:-0.2}"
 wh_db="${DEMO_WAREHOUSE_DB:-demo_warehouse}"
+warehouse_kind="${TIDEMARK_DEMO_WAREHOUSE:-postgres}"
+case "$warehouse_kind" in
+  postgres) config=config/demo.toml ;;
+  redshift) config=config/demo-redshift.toml ;;
+  *) die "TIDEMARK_DEMO_WAREHOUSE must be postgres or redshift" ;;
+esac
 [[ "$seconds" =~ ^[0-9]+$ ]] || die "DEMO_SECONDS must be a whole number of seconds"
 [[ "$drain_seconds" =~ ^[0-9]+$ ]] || die "DEMO_DRAIN_SECONDS must be a whole number of seconds"
 [[ "$wh_db" =~ ^[a-z_][a-z0-9_]*$ ]] || die "DEMO_WAREHOUSE_DB must be a plain lowercase name"
@@ -72,6 +85,10 @@ case "$profile" in
 esac
 log "building tidemark ($profile): ${build[*]}"
 "${build[@]}" || die "the build failed (see above)"
+if [[ "$warehouse_kind" == redshift ]]; then
+  log "building the Redshift Data API test server (cargo build --example redshift-test-server)"
+  cargo build --quiet --example redshift-test-server || die "the build failed (see above)"
+fi
 "$bin" run --help >/dev/null 2>&1 || die "$bin has no 'run' command (this checkout predates it)"
 
 # --- servers ----------------------------------------------------------------------------------
@@ -139,6 +156,7 @@ pg -d "$pg_url" -c "DROP DATABASE IF EXISTS $wh_db WITH (FORCE)" -c "CREATE DATA
 # --- tidemark and the writer ------------------------------------------------------------------
 tidemark_pid=""
 writer_pid=""
+server_pid=""
 cleanup() {
   if [[ -n "$writer_pid" ]]; then
     touch "$demo_dir/writer.stop"
@@ -148,16 +166,47 @@ cleanup() {
     log "stopping tidemark (pid $tidemark_pid)"
     stop_pid "$tidemark_pid" 30 tidemark
   fi
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    stop_pid "$server_pid" 10 redshift-test-server
+  fi
 }
 trap cleanup EXIT
 interrupted=0
 trap 'interrupted=1' INT TERM
 
-log "starting: $bin run --config config/demo.toml (log: $tidemark_log)"
+if [[ "$warehouse_kind" == redshift ]]; then
+  s3_url="$(scripts/s3-instance.sh main)"
+  log "creating the staging bucket demo-staging on the S3 server ($s3_url)"
+  "$TIDEMARK_STATE/venv/bin/python" - "$s3_url" <<'PY' || die "could not create the bucket"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+try:
+    s3.create_bucket(Bucket="demo-staging")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+PY
+  server_log="$demo_dir/redshift-test-server.log"
+  log "starting the Redshift Data API test server (log: $server_log)"
+  setsid target/debug/examples/redshift-test-server --postgres-url "$pg_url" \
+    --s3-endpoint "$s3_url" >"$server_log" 2>&1 </dev/null &
+  server_pid=$!
+  deadline=$((SECONDS + 30))
+  until grep -q '^endpoint=' "$server_log" 2>/dev/null; do
+    kill -0 "$server_pid" 2>/dev/null || { log_tail "$server_log"; die "the test server exited"; }
+    ((SECONDS < deadline)) || die "the test server did not start within 30 s"
+    sleep 0.1
+  done
+  export TIDEMARK_DATA_API_ENDPOINT="$(sed -n 's/^endpoint=//p' "$server_log" | head -1)"
+  export TIDEMARK_S3_ENDPOINT="$s3_url" TIDEMARK_REDSHIFT_DATABASE="$wh_db"
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+fi
+
+log "starting: $bin run --config $config (log: $tidemark_log)"
 # setsid: its own process group, so Ctrl-C reaches only this script, which then stops the writer,
 # lets tidemark catch up and stops it with SIGTERM.
 TIDEMARK_MYSQL_URL="$mysql_url" TIDEMARK_WAREHOUSE_URL="$wh_url" \
-  setsid "$bin" run --config config/demo.toml </dev/null >"$tidemark_log" 2>&1 &
+  setsid "$bin" run --config "$config" </dev/null >"$tidemark_log" 2>&1 &
 tidemark_pid=$!
 
 log "waiting for tidemark to record its start position in tidemark.progress"

@@ -12,6 +12,9 @@ pub const AFTER_STAGING_COPY: &str = "after_staging_copy";
 pub const AFTER_APPLY: &str = "after_apply";
 /// After the checkpoint is written, before COMMIT.
 pub const BEFORE_COMMIT: &str = "before_commit";
+/// After a part of a batch split over several transactions committed, before the next part
+/// (Redshift sink).
+pub const AFTER_SPLIT_PART: &str = "after_split_part";
 /// After COMMIT, before the source is told the position is committed.
 pub const AFTER_COMMIT_BEFORE_ACK: &str = "after_commit_before_ack";
 

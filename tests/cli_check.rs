@@ -209,28 +209,62 @@ async fn a_warehouse_role_without_rights_is_told_what_to_grant() {
         .unwrap();
 }
 
-#[test]
-fn a_redshift_warehouse_is_refused_by_check_as_by_run() {
+/// `check` of a Redshift warehouse tries for real what loading needs: a file in the bucket, a
+/// statement, a COPY of that file with the IAM role; a missing bucket fails with its fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_of_a_redshift_warehouse_writes_to_the_bucket_runs_a_statement_and_copies() {
+    let wh = fresh_warehouse("cli_check_rs").await;
+    let path_setup = support::redshift_path::RedshiftPath::start("cli-check-rs", &wh).await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "SRC_URL", "");
-    let text_of = std::fs::read_to_string(&path).unwrap().replace(
-        "kind = \"postgres\"\nurl = \"${WH_URL}\"",
-        "kind = \"redshift\"\ncluster_id = \"c1\"\ndatabase = \"dev\"\ndb_user = \"loader\"\ns3_bucket = \"b\"\niam_role = \"arn:aws:iam::123456789012:role/r\"\nregion = \"us-east-1\"",
-    );
-    std::fs::write(&path, text_of).unwrap();
-    let refusal = "warehouse kind = \"redshift\" cannot be loaded yet";
-    let out = check(&path, &[("SRC_URL", support::mysql_url())]);
+    let redshift = |bucket: &str| {
+        format!(
+            "kind = \"redshift\"\ncluster_id = \"test\"\ndatabase = \"{}\"\ndb_user = \"tidemark\"\n\
+             s3_bucket = \"{bucket}\"\niam_role = \"arn:aws:iam::000000000000:role/copy\"\n\
+             region = \"{}\"\ns3_endpoint = \"{}\"\ns3_path_style = true\n\
+             data_api_endpoint = \"{}\"",
+            wh.db,
+            support::S3_REGION,
+            support::s3_url(),
+            path_setup.server.endpoint
+        )
+    };
+    let original = std::fs::read_to_string(&path).unwrap();
+    let run_check = |bucket: &str| {
+        let config = original.replace(
+            "kind = \"postgres\"\nurl = \"${WH_URL}\"",
+            &redshift(bucket),
+        );
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+        cmd.args(["check", "--config"])
+            .arg(&path)
+            .env("SRC_URL", support::mysql_url())
+            .env("AWS_ACCESS_KEY_ID", support::S3_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", support::S3_SECRET_ACCESS_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.output().expect("running tidemark")
+    };
+
+    let out = tokio::task::block_in_place(|| run_check(&path_setup.bucket));
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    for passed in [
+        "wrote a probe file",
+        "ran a statement",
+        "read a staged file in a COPY",
+    ] {
+        assert!(msg.contains(passed), "{passed}: {msg}");
+    }
+
+    let out = tokio::task::block_in_place(|| run_check("no-such-bucket-here"));
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(msg.contains(refusal), "{msg}");
-    let run = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("SRC_URL", support::mysql_url())
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
-    assert!(text(&run).contains(refusal), "{}", text(&run));
+    assert!(msg.contains("NoSuchBucket"), "{msg}");
+    assert!(
+        msg.contains("create the bucket or correct s3_bucket"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -9,6 +9,8 @@ use tidemark::config::{
     WarehouseConfig, WarehouseKind,
 };
 use tidemark::sink::redshift::config::{RedshiftAuth, RedshiftTarget};
+use tidemark::sink::redshift::encode::Oversize;
+use tidemark::sink::redshift::types::WideDecimal;
 use tidemark::source::mysql::config::{MysqlSettings, derived_server_id};
 use tidemark::source::postgres::config::PostgresSettings;
 
@@ -535,6 +537,52 @@ region = "ap-south-1"
 }
 
 #[test]
+fn redshift_policies_and_endpoints_are_checked() {
+    let redshift = r#"[warehouse]
+kind = "redshift"
+workgroup = "analytics"
+database = "warehouse"
+s3_bucket = "bucket"
+iam_role = "arn:aws:iam::123456789012:role/copy"
+region = "ap-south-1"
+oversize = "truncate"
+wide_decimal = "decimal38"
+keep_files = "7d"
+soft_delete = true
+s3_endpoint = "http://127.0.0.1:9000"
+s3_path_style = true
+"#;
+    let text = BASE.replace(
+        "[warehouse]\nkind = \"postgres\"\nurl = \"postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse\"\n",
+        redshift,
+    );
+    let config = parse(&text).unwrap();
+    let WarehouseConfig::Redshift(rs) = &config.warehouse else {
+        panic!("expected redshift: {:?}", config.warehouse);
+    };
+    assert_eq!(rs.oversize, Oversize::Truncate);
+    assert_eq!(rs.wide_decimal, WideDecimal::Decimal38);
+    assert_eq!(rs.keep_files, std::time::Duration::from_secs(7 * 86_400));
+    assert!(rs.soft_delete && rs.s3_path_style);
+    assert_eq!(rs.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+
+    let e = parse_err(&text.replace("oversize = \"truncate\"", "oversize = \"cut\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.oversize", 12);
+    let e = parse_err(&text.replace("\"decimal38\"", "\"float\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.wide_decimal", 13);
+    let e = parse_err(&text.replace("\"7d\"", "\"a week\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.keep_files", 14);
+    let e = parse_err(&text.replace("\"http://127.0.0.1:9000\"", "\"127.0.0.1:9000\""));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.s3_endpoint", 16);
+    // A null warehouse keeps nothing to soft-delete in.
+    let e = parse_err(&BASE.replace(
+        "kind = \"postgres\"\nurl = \"postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse\"",
+        "kind = \"null\"\nsoft_delete = true",
+    ));
+    assert_error(&e, ConfigErrorKind::Invalid, "warehouse.soft_delete", 7);
+}
+
+#[test]
 fn syntax_errors_have_a_line() {
     let text = BASE.replace("tenant = \"acme\"", "tenant = \"acme");
     let e = parse_err(&text);
@@ -584,6 +632,9 @@ fn example_configs_load() {
         ),
         ("ACME_IN_TXN_PASSWORD", PASSWORD),
         ("GLOBEX_SG_TXN_PASSWORD", PASSWORD),
+        ("TIDEMARK_REDSHIFT_DATABASE", "demo_warehouse"),
+        ("TIDEMARK_S3_ENDPOINT", "http://127.0.0.1:5000"),
+        ("TIDEMARK_DATA_API_ENDPOINT", "http://127.0.0.1:5001"),
     ]);
     let env = |name: &str| vars.get(name).map(|v| v.to_string());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");

@@ -190,7 +190,11 @@ async fn ordering_schema_changes_and_soft_deletes_follow_the_source() {
     assert!(
         live_equal,
         "target: {:?}",
-        pg_rows(&s.wh.client, &format!("SELECT * FROM {schema}.t ORDER BY id")).await
+        pg_rows(
+            &s.wh.client,
+            &format!("SELECT * FROM {schema}.t ORDER BY id")
+        )
+        .await
     );
     // The VARCHAR was widened (in bytes: 300 characters of up to 4 bytes).
     let ty = pg_rows(
@@ -257,10 +261,17 @@ async fn oversized_values_stop_the_table_or_are_cut_and_flagged_as_configured() 
     assert!(reported, "no error naming the column: {logs}");
     assert!(logs.contains("70000"), "the error names the size: {logs}");
     assert!(logs.contains("65535"), "the error names the limit: {logs}");
+    assert!(
+        logs.contains("row with key (id = 1)"),
+        "the error names the row's key: {logs}"
+    );
     let schema = s.schema.clone();
-    let rows = pg_rows(&s.wh.client, &format!("SELECT count(*)::text FROM {schema}.big"))
-        .await
-        .unwrap_or_default();
+    let rows = pg_rows(
+        &s.wh.client,
+        &format!("SELECT count(*)::text FROM {schema}.big"),
+    )
+    .await
+    .unwrap_or_default();
     assert!(
         rows.is_empty() || rows[0][0].as_deref() == Some("0"),
         "nothing may land cut: {rows:?}"
@@ -351,4 +362,141 @@ async fn kill_9_ten_times_under_a_writer_loses_and_doubles_nothing() {
         .filter(|(_, e)| e.contains("Redshift would reject"))
         .collect();
     assert!(rejected.is_empty(), "SQL Redshift rejects: {rejected:?}");
+}
+
+/// A Postgres source copied (snapshot) and streamed through the Redshift path: the copy's
+/// chunks, then inserts, updates, a key change, deletes and a TRUNCATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_is_copied_then_streamed() {
+    let source = fresh_warehouse("rs_pg_src").await;
+    source
+        .client
+        .batch_execute(
+            "CREATE SCHEMA shop;
+             CREATE TABLE shop.orders (id bigint PRIMARY KEY, qty int NOT NULL, note text,
+                 amount numeric(12,2), placed timestamptz, day date, ok boolean, raw bytea,
+                 ref uuid, spent interval);
+             INSERT INTO shop.orders SELECT g, g % 7, 'note ' || g || E'\n, \"quoted\"',
+                 g * 1.25, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute',
+                 DATE '2024-01-01' + g, g % 2 = 0, decode(lpad(to_hex(g), 8, '0'), 'hex'),
+                 md5(g::text)::uuid, g * interval '1 second' FROM generate_series(1, 3000) g;",
+        )
+        .await
+        .unwrap();
+    let wh = fresh_warehouse("rs_pg_wh").await;
+    let path = RedshiftPath::start("rs-pg", &wh).await;
+    let slot = format!("{}_slot", source.db.to_lowercase());
+    let _guard = support::pg_source::SlotGuard {
+        url: source.url.clone(),
+        slot: slot.clone(),
+    };
+    let mut config = support::pipeline::SourceConfig::postgres("pg-rs", &source.url, &["shop.*"]);
+    config.snapshot = "initial";
+    config
+        .extra
+        .push_str(&format!("slot = \"{slot}\"\nsnapshot_chunk_rows = 500\n"));
+    let mut group = support::pipeline::GroupConfig::new(&wh.url, vec![config]);
+    group.redshift = Some(path.warehouse.clone());
+    let mut tm = support::pipeline::Tidemark::start(&group);
+    let pairs: Vec<support::pipeline::TablePair> =
+        vec![(("shop", "orders"), ("acme_in_txn", "orders")).into()];
+    let mut src = support::pipeline::Source::Postgres(&source.client);
+    support::pipeline::wait_tables_equal(&mut tm, &mut src, &wh.client, &pairs, CONVERGE).await;
+
+    source
+        .client
+        .batch_execute(
+            "UPDATE shop.orders SET qty = qty + 100, note = NULL WHERE id % 10 = 0;
+             DELETE FROM shop.orders WHERE id % 10 = 1;
+             UPDATE shop.orders SET id = id + 100000 WHERE id % 10 = 2;
+             INSERT INTO shop.orders (id, qty, note) VALUES (9999999, 1, '');",
+        )
+        .await
+        .unwrap();
+    support::pipeline::wait_tables_equal(&mut tm, &mut src, &wh.client, &pairs, CONVERGE).await;
+    source
+        .client
+        .batch_execute("TRUNCATE shop.orders; INSERT INTO shop.orders (id, qty) VALUES (1, 1);")
+        .await
+        .unwrap();
+    support::pipeline::wait_tables_equal(&mut tm, &mut src, &wh.client, &pairs, CONVERGE).await;
+    tm.assert_running("after the Postgres source");
+    assert!(
+        path.failed_statements().is_empty(),
+        "{:?}",
+        path.failed_statements()
+    );
+}
+
+/// One source transaction touching more tables than one Data API transaction can load (40
+/// statements): the batch is split per table, and a crash between the parts loses and doubles
+/// nothing, the keyless table included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_one_transaction_is_split_per_table() {
+    let tables: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    let mut ddl: Vec<String> = tables
+        .iter()
+        .map(|t| format!("CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20))"))
+        .collect();
+    ddl.push("CREATE TABLE log (seq INT, what VARCHAR(20))".into());
+    let (mut s, path) = mysql_through_redshift("rs_split", "split", &ddl, "", |_| {}).await;
+    let write_all = |round: u32| {
+        let mut statements = vec!["BEGIN".to_owned()];
+        for t in &tables {
+            statements.push(format!(
+                "INSERT INTO {t} VALUES (1, 'r{round}'), ({}, 'new') ON DUPLICATE KEY UPDATE v = VALUES(v)",
+                round + 10
+            ));
+            statements.push(format!("DELETE FROM {t} WHERE id = {}", round + 9));
+        }
+        statements.push(format!("INSERT INTO log VALUES ({round}, 'round')"));
+        statements.push("COMMIT".to_owned());
+        statements
+    };
+    s.exec(&write_all(0)).await;
+    let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+    s.converge(&names).await;
+    // Several transactions per batch: at least one batch committed in parts.
+    let parts = path
+        .server
+        .statements()
+        .iter()
+        .filter(|(sql, _)| sql.contains("\"table_progress\" (\"source_id\""))
+        .count();
+    assert!(parts > 0, "no batch was split");
+
+    // A crash between the parts of a split batch: the next run skips what a part applied.
+    s.tm.kill9();
+    s.tm.extra_env
+        .push(("FAILPOINTS".into(), "after_split_part=1*return".into()));
+    s.tm.spawn();
+    s.exec(&write_all(1)).await;
+    let died = wait_until(CONVERGE, async || s.tm.try_exit().is_some()).await;
+    assert!(died, "the process never reached the crash point");
+    s.tm.extra_env.clear();
+    s.tm.spawn();
+    s.exec(&write_all(2)).await;
+    s.converge(&names).await;
+    // The keyless table holds each round's row exactly once.
+    let schema = s.schema.clone();
+    let once = wait_until(CONVERGE, async || {
+        pg_rows(
+            &s.wh.client,
+            &format!("SELECT seq::text FROM {schema}.log ORDER BY seq"),
+        )
+        .await
+        .unwrap_or_default()
+            == vec![
+                vec![Some("0".to_owned())],
+                vec![Some("1".into())],
+                vec![Some("2".into())],
+            ]
+    })
+    .await;
+    assert!(
+        once,
+        "log: {:?}",
+        pg_rows(&s.wh.client, &format!("SELECT seq FROM {schema}.log")).await
+    );
+    s.tm.assert_running("after the split batches");
 }

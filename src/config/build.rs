@@ -26,13 +26,12 @@ use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{WarehouseConfig, WarehouseKind};
 use super::{BatchConfig, Config, GroupConfig};
 use crate::sink::postgres::config::PostgresWarehouseConfig;
-use crate::sink::redshift::encode::Oversize;
-use crate::sink::redshift::types::WideDecimal;
 use crate::sink::redshift::config::{
     DEFAULT_S3_PREFIX, RedshiftAuth, RedshiftConfig, RedshiftTarget, bucket_problem,
-    parse_oversize, parse_wide_decimal,
-    iam_role_problem, normalized_s3_prefix,
+    iam_role_problem, normalized_s3_prefix, parse_oversize, parse_wide_decimal,
 };
+use crate::sink::redshift::encode::Oversize;
+use crate::sink::redshift::types::WideDecimal;
 use crate::source::mysql::config::{MysqlSettings, checked_server_id};
 use crate::source::postgres::config::{PostgresSettings, slot_name_problem};
 
@@ -394,17 +393,23 @@ impl Builder<'_> {
         }
         let region = required(raw.region.as_ref(), "region")?;
         let s3_endpoint = self.optional(raw.s3_endpoint.as_ref(), "warehouse.s3_endpoint")?;
-        let data_api_endpoint =
-            self.optional(raw.data_api_endpoint.as_ref(), "warehouse.data_api_endpoint")?;
-        for (value, key) in [
-            (&raw.s3_endpoint, "warehouse.s3_endpoint"),
-            (&raw.data_api_endpoint, "warehouse.data_api_endpoint"),
+        let data_api_endpoint = self.optional(
+            raw.data_api_endpoint.as_ref(),
+            "warehouse.data_api_endpoint",
+        )?;
+        for (resolved, raw_value, key) in [
+            (&s3_endpoint, &raw.s3_endpoint, "warehouse.s3_endpoint"),
+            (
+                &data_api_endpoint,
+                &raw.data_api_endpoint,
+                "warehouse.data_api_endpoint",
+            ),
         ] {
-            if let Some(value) = value
-                && !(value.get_ref().starts_with("http://") || value.get_ref().starts_with("https://"))
+            if let (Some(url), Some(raw_value)) = (resolved, raw_value)
+                && !(url.starts_with("http://") || url.starts_with("https://"))
             {
                 return Err(self.invalid(
-                    value.span(),
+                    raw_value.span(),
                     key,
                     "must be an http:// or https:// URL",
                 ));
@@ -895,7 +900,8 @@ mod tests {
                 .copied()
                 .filter(|kind| kind.keys().contains(name))
                 .collect();
-            assert_eq!(owners.len(), 1, "{name}: {owners:?}");
+            // Most keys belong to one kind; a few (`soft_delete`) to several.
+            assert!(!owners.is_empty(), "{name}: no kind takes it");
         }
         for kind in K::ALL {
             for name in kind.keys() {
@@ -905,7 +911,7 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_specific_key_belongs_to_exactly_one_kind() {
+    fn every_kind_specific_key_belongs_to_a_kind() {
         keys_in_step::<SourceKind>(&RawSource::KIND_KEYS);
         keys_in_step::<WarehouseKind>(&RawWarehouse::KIND_KEYS);
     }

@@ -45,11 +45,11 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
     Some((number, text[digits..].trim_start()))
 }
 
-/// Parses a duration: an integer and one of `ms`, `s`, `m`, `h`.
+/// Parses a duration: an integer and one of `ms`, `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "`{text}` is not a duration: write an integer and a unit, e.g. \"500ms\", \"5s\", \"2m\", \"1h\""
+            "`{text}` is not a duration: write an integer and a unit, e.g. \"500ms\", \"5s\", \"2m\", \"1h\", \"7d\""
         )
     };
     let (number, unit) = split_number(text).ok_or_else(bad)?;
@@ -58,6 +58,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     number

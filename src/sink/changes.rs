@@ -205,6 +205,8 @@ pub struct TableChanges {
     pub changes: u64,
     /// Zero dates written as NULL (the documented zero-date policy).
     pub zero_dates_nulled: u64,
+    /// Values cut to fit under the sink's documented oversize policy.
+    pub truncated_values: u64,
     /// First and last position of the changes.
     pub positions: Option<(Position, Position)>,
     /// True when a delete was written (a key-changing update writes one too).
@@ -241,6 +243,7 @@ pub struct TableMark {
     truncate_at: Option<u64>,
     changes: u64,
     zero_dates_nulled: u64,
+    truncated_values: u64,
     positions: Option<(Position, Position)>,
 }
 
@@ -259,6 +262,7 @@ impl TableChanges {
             truncate_at: None,
             changes: 0,
             zero_dates_nulled: 0,
+            truncated_values: 0,
             positions: None,
             has_deletes: false,
             has_unchanged: false,
@@ -310,6 +314,7 @@ impl TableChanges {
             truncate_at: self.truncate_at,
             changes: self.changes,
             zero_dates_nulled: self.zero_dates_nulled,
+            truncated_values: self.truncated_values,
             positions: self.positions,
         }
     }
@@ -333,6 +338,7 @@ impl TableChanges {
         self.truncate_at = mark.truncate_at;
         self.changes = mark.changes;
         self.zero_dates_nulled = mark.zero_dates_nulled;
+        self.truncated_values = mark.truncated_values;
         self.positions = mark.positions;
         Ok(())
     }
@@ -438,6 +444,7 @@ impl TableChanges {
             event,
             encoder: &*self.encoder,
             zero_dates_nulled: &mut self.zero_dates_nulled,
+            truncated_values: &mut self.truncated_values,
         };
         let Some(segment) = self.segments.last_mut() else {
             return Ok(());
@@ -615,6 +622,7 @@ struct RowWriter<'a> {
     event: &'a ChangeEvent,
     encoder: &'a dyn RowEncoder,
     zero_dates_nulled: &'a mut u64,
+    truncated_values: &'a mut u64,
 }
 
 impl RowWriter<'_> {
@@ -649,6 +657,7 @@ impl RowWriter<'_> {
             }
         };
         *self.zero_dates_nulled += encoded.zero_dates_nulled;
+        *self.truncated_values += encoded.truncated_values;
         *next_seq += 1;
         segment.rows += 1;
         segment.data.after_write()?;

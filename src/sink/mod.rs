@@ -169,12 +169,13 @@ pub struct SnapshotRequest {
 pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
     match warehouse {
         WarehouseConfig::Postgres(postgres) => Ok(Box::new(
-            // TODO(soft deletes): .with_soft_delete(postgres.soft_delete) once the sink has it.
-            postgres::PostgresSink::connect(&postgres.url).await?,
+            postgres::PostgresSink::connect(&postgres.url)
+                .await?
+                .with_soft_delete(postgres.soft_delete),
         )),
-        WarehouseConfig::Redshift(redshift) => Ok(Box::new(
-            redshift::RedshiftSink::connect(redshift).await?,
-        )),
+        WarehouseConfig::Redshift(redshift) => {
+            Ok(Box::new(redshift::RedshiftSink::connect(redshift).await?))
+        }
         WarehouseConfig::Null => Ok(Box::new(null::NullSink::process_wide())),
     }
 }

@@ -1,6 +1,6 @@
 //! The Postgres warehouse sink: COPY into a staging table, apply the last change per key
 //! (DELETE + INSERT ... ON CONFLICT) and record the source's progress, in one transaction per batch
-//! (docs/warehouse-postgres.md).
+//! (docs/warehouse-postgres.md). With soft deletes, deleted rows stay, marked `_tidemark_deleted`.
 //!
 //! The sink keeps a cache of target table shapes (columns and key) so that evolving a table
 //! costs no catalog query per batch; the cache is dropped whenever a transaction fails, because
@@ -361,8 +361,17 @@ impl Shape {
     fn user_columns_typed(&self) -> Vec<&(String, String)> {
         self.columns
             .iter()
-            .filter(|(name, _)| !sql::METADATA_COLUMNS.iter().any(|(m, _)| m == name))
+            .filter(|(name, _)| {
+                // The soft-delete column too, whether or not this process marks deletes: a table
+                // keeps it when soft deletes are switched off again.
+                name != sql::DELETED && !sql::METADATA_COLUMNS.iter().any(|(m, _)| m == name)
+            })
             .collect()
+    }
+
+    /// True when the table has the soft-delete column.
+    fn has_deleted_column(&self) -> bool {
+        self.columns.iter().any(|(name, _)| name == sql::DELETED)
     }
 
     /// The source columns' names.
@@ -383,6 +392,8 @@ pub struct PostgresSink {
     warned_append: HashSet<TargetTable>,
     step: LoadStep,
     extension_types: ExtensionTypes,
+    /// Rows deleted at the source are kept, marked `_tidemark_deleted`, instead of removed.
+    soft_delete: bool,
 }
 
 /// Which extension types (citext, hstore, ltree) the warehouse has, asked once per type, and
@@ -472,12 +483,22 @@ impl PostgresSink {
             warned_append: HashSet::new(),
             step: LoadStep::default(),
             extension_types: ExtensionTypes::default(),
+            soft_delete: false,
         })
     }
 
-    /// A new connection to the same warehouse (after this one broke).
+    /// Keeps rows deleted at the source, marked `_tidemark_deleted`, when `soft_delete`
+    /// (`[warehouse] soft_delete`, docs/warehouse-postgres.md).
+    pub fn with_soft_delete(mut self, soft_delete: bool) -> PostgresSink {
+        self.soft_delete = soft_delete;
+        self
+    }
+
+    /// A new connection to the same warehouse (after this one broke), loading the same way.
     pub async fn reconnect(&self) -> Result<PostgresSink, PostgresSinkError> {
-        PostgresSink::connect(&self.url).await
+        Ok(PostgresSink::connect(&self.url)
+            .await?
+            .with_soft_delete(self.soft_delete))
     }
 
     /// True once the connection is gone (reconnect before the next batch).
@@ -623,7 +644,9 @@ impl PostgresSink {
             warned_append,
             step,
             extension_types,
+            soft_delete,
         } = self;
+        let soft_delete = *soft_delete;
         let mut client_tx = client
             .transaction()
             .await
@@ -654,20 +677,25 @@ impl PostgresSink {
                 schemas.insert(changes.target.schema.clone());
             }
             extension_types.learn(tx, changes).await?;
-            let shape = prepare_table(tx, shapes, extension_types, &versions, changes)
+            let shape = prepare_table(tx, shapes, extension_types, &versions, changes, soft_delete)
                 .await
                 .map_err(|e| e.in_table(&changes.target))?;
             let Some(shape) = shape else {
                 continue;
             };
-            let skipped = load_table(tx, changes, &shape, i)
+            let skipped = load_table(tx, changes, &shape, i, soft_delete)
                 .await
                 .map_err(|e| e.in_table(&changes.target))?;
             if let Some(before) = changes.replaces_rows_loaded_before {
-                tx.execute(&sql::delete_loaded_before(&changes.target), &[&before])
+                let (statement, doing) = if soft_delete {
+                    (sql::mark_deleted_loaded_before(&changes.target), "marking")
+                } else {
+                    (sql::delete_loaded_before(&changes.target), "deleting")
+                };
+                tx.execute(&statement, &[&before])
                     .await
                     .map_err(sql_error(format_args!(
-                        "deleting the rows of {} the source no longer has",
+                        "{doing} the rows of {} the source no longer has",
                         changes.target
                     )))?;
             }
@@ -745,14 +773,16 @@ impl PostgresSink {
     }
 }
 
-/// Makes the target table fit every segment of `changes`; `None` when there is nothing to load
-/// (a TRUNCATE of a table the warehouse never saw).
+/// Makes the target table fit every segment of `changes` (and, with `soft_delete`, have the
+/// soft-delete column); `None` when there is nothing to load (a TRUNCATE of a table the
+/// warehouse never saw).
 async fn prepare_table(
     tx: &Transaction<'_>,
     shapes: &mut HashMap<TargetTable, Shape>,
     extension_types: &mut ExtensionTypes,
     versions: &Versions<'_>,
     changes: &TableChanges,
+    soft_delete: bool,
 ) -> Result<Option<Shape>, PostgresSinkError> {
     let target = &changes.target;
     let mut cached = shapes.get(target).cloned();
@@ -777,7 +807,7 @@ async fn prepare_table(
             .collect();
         match shape.as_mut() {
             None => {
-                tx.batch_execute(&sql::create_table(target, &wanted, &key))
+                tx.batch_execute(&sql::create_table(target, &wanted, &key, soft_delete))
                     .await
                     .map_err(sql_error(format_args!("creating table {target}")))?;
                 info!(table = %target, source_table = %changes.source_table, "created target table");
@@ -787,10 +817,29 @@ async fn prepare_table(
                         .iter()
                         .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
                 );
+                if soft_delete {
+                    columns.push((sql::DELETED.to_owned(), sql::DELETED_TYPE.to_owned()));
+                }
                 shape = Some(Shape { columns, key });
             }
             Some(current) => evolve(tx, target, current, &wanted, &key).await?,
         }
+    }
+    if let Some(current) = shape.as_mut()
+        && soft_delete
+        && !current.has_deleted_column()
+    {
+        // A table created before soft deletes were switched on: its rows are all live.
+        tx.batch_execute(&sql::add_deleted_column(target))
+            .await
+            .map_err(sql_error(format_args!(
+                "adding column {} to {target}",
+                sql::DELETED
+            )))?;
+        info!(table = %target, column = sql::DELETED, "added the soft-delete column to the target table");
+        current
+            .columns
+            .push((sql::DELETED.to_owned(), sql::DELETED_TYPE.to_owned()));
     }
     if let Some(shape) = &shape {
         // First sight of the table in this process (the record may predate it, or be missing
@@ -1053,6 +1102,7 @@ async fn load_table(
     changes: &mut TableChanges,
     shape: &Shape,
     index: usize,
+    soft_delete: bool,
 ) -> Result<u64, PostgresSinkError> {
     let target = &changes.target.clone();
     if changes.copied_rows && copy_into_target(tx, changes).await? {
@@ -1095,7 +1145,12 @@ async fn load_table(
     }
     crash_point(crash::AFTER_STAGING_COPY);
     if let Some(seq) = changes.truncate_at {
-        tx.batch_execute(&sql::truncate(target))
+        let truncate = if soft_delete {
+            sql::mark_all_deleted(target)
+        } else {
+            sql::truncate(target)
+        };
+        tx.batch_execute(&truncate)
             .await
             .map_err(sql_error(format_args!("truncating {target}")))?;
         tx.batch_execute(&sql::discard_before(&stage, seq))
@@ -1123,7 +1178,13 @@ async fn load_table(
         };
         for pass in passes {
             if let (Pass::Generation(g), true) = (pass, changes.has_deletes) {
-                statements.push(sql::capture_moved_rows(target, &stage, &shape.key, g));
+                statements.push(sql::capture_moved_rows(
+                    target,
+                    &stage,
+                    &shape.key,
+                    soft_delete,
+                    g,
+                ));
             }
             statements.extend(sql::apply_by_key(
                 target,
@@ -1132,6 +1193,7 @@ async fn load_table(
                 &shape.key,
                 !changes.needs_dedupe(),
                 changes.has_deletes,
+                soft_delete,
                 how,
                 pass,
             ));
@@ -1143,7 +1205,13 @@ async fn load_table(
                 // Partial rows still without a target row could not be applied.
                 let missing: i64 = tx
                     .query_one(
-                        &sql::partial_rows_without_target(target, &stage, &shape.key, g),
+                        &sql::partial_rows_without_target(
+                            target,
+                            &stage,
+                            &shape.key,
+                            soft_delete,
+                            g,
+                        ),
                         &[],
                     )
                     .await
@@ -1189,6 +1257,8 @@ async fn copy_into_target(
         sql::COMMIT_TS.to_owned(),
     ];
     columns.extend(segment.schema.columns.iter().map(|c| c.name.to_lowercase()));
+    // The soft-delete column, when the table has it, is left to its default: copied rows are
+    // live.
     columns.push(sql::LOADED_AT.to_owned());
     let segment_rows = segment.rows;
     let context = || format!("COPY of {segment_rows} copied rows into {target}");

@@ -10,6 +10,9 @@ pub const POSITION: &str = "_tidemark_position";
 pub const COMMIT_TS: &str = "_tidemark_commit_ts";
 /// Metadata column: when tidemark loaded it.
 pub const LOADED_AT: &str = "_tidemark_loaded_at";
+/// Metadata column of soft deletes (`soft_delete = true`): the source deleted the row, which
+/// the target keeps. Not in [`METADATA_COLUMNS`]: without soft deletes no table gets it.
+pub const DELETED: &str = "_tidemark_deleted";
 /// Staging-only column: arrival order within the batch.
 pub const SEQ: &str = "_tidemark_seq";
 /// Staging-only column: the columns a row leaves unchanged (`text[]`, NULL for none).
@@ -216,8 +219,14 @@ pub fn create_schema(schema: &str) -> String {
     format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
 }
 
-/// Creates a target table: `columns` (name, type) then the metadata columns, keyed by `key`.
-pub fn create_table(t: &TargetTable, columns: &[(String, String)], key: &[String]) -> String {
+/// Creates a target table: `columns` (name, type) then the metadata columns (with
+/// [`DELETED`] when `soft_delete`), keyed by `key`.
+pub fn create_table(
+    t: &TargetTable,
+    columns: &[(String, String)],
+    key: &[String],
+    soft_delete: bool,
+) -> String {
     let mut parts: Vec<String> = columns
         .iter()
         .map(|(name, ty)| format!("{} {ty}", ident(name)))
@@ -227,10 +236,30 @@ pub fn create_table(t: &TargetTable, columns: &[(String, String)], key: &[String
             .iter()
             .map(|(name, ty)| format!("{} {ty}", ident(name))),
     );
+    if soft_delete {
+        parts.push(format!("{DELETED} {DELETED_DEFINITION}"));
+    }
     if !key.is_empty() {
         parts.push(format!("PRIMARY KEY ({})", list(key)));
     }
     format!("CREATE TABLE {} ({})", table(t), parts.join(", "))
+}
+
+/// How [`DELETED`] is declared. The default fills the rows a table already holds when the
+/// column is added (without rewriting the table) and every row written without naming the column:
+/// a copy's direct COPY, an append.
+const DELETED_DEFINITION: &str = "boolean NOT NULL DEFAULT false";
+
+/// The type [`DELETED`] reads back as from the catalog (`format_type`).
+pub const DELETED_TYPE: &str = "boolean";
+
+/// Adds [`DELETED`] to a table created without it (soft deletes switched on later); every row
+/// it holds is live. `IF NOT EXISTS`: a connection loading beside this one may add it first.
+pub fn add_deleted_column(t: &TargetTable) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {DELETED} {DELETED_DEFINITION}",
+        table(t)
+    )
 }
 
 /// Adds one nullable column.
@@ -288,6 +317,15 @@ pub fn truncate(t: &TargetTable) -> String {
     format!("TRUNCATE {}", table(t))
 }
 
+/// Marks every live row of the target deleted (a source TRUNCATE, soft deletes). The TRUNCATE
+/// is no row of its own: each row keeps the op, position and commit time of its last change.
+pub fn mark_all_deleted(t: &TargetTable) -> String {
+    format!(
+        "UPDATE {} SET {DELETED} = true, {LOADED_AT} = now() WHERE {DELETED} IS NOT true",
+        table(t)
+    )
+}
+
 /// Drops staged rows that a later TRUNCATE in the same batch wiped out.
 pub fn discard_before(stage: &str, seq: u64) -> String {
     format!("DELETE FROM {} WHERE {SEQ} < {seq}", ident(stage))
@@ -335,7 +373,9 @@ pub enum Pass {
 /// Applies the last staged change per key, `how` says by which statements.
 /// `unique_keys` says the stage holds each key once (in `pass`), so no "last change per key"
 /// step is needed. Either way the effect is the same: delete, update or insert by key, last
-/// change wins.
+/// change wins. With `soft_delete` a delete marks the row ([`DELETED`], the delete's op,
+/// position and commit time) instead of removing it, every write of a row makes it live again,
+/// and a partial row applies to live rows only (a marked row's values are not the source's).
 #[allow(clippy::too_many_arguments)]
 pub fn apply_by_key(
     t: &TargetTable,
@@ -344,6 +384,7 @@ pub fn apply_by_key(
     key: &[String],
     unique_keys: bool,
     has_deletes: bool,
+    soft_delete: bool,
     how: KeyedApply,
     pass: Pass,
 ) -> Vec<String> {
@@ -379,6 +420,23 @@ pub fn apply_by_key(
     let insert_columns = data.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     // The key columns are what matched: setting them would only cost work.
     let updated = || data.iter().filter(|c| !key.iter().any(|k| k == *c));
+    // Soft deletes: what every write of a row adds (its column and value, its assignment), so
+    // that a key inserted again after its delete is live again. Empty without them.
+    let (live_column, live_value, live_set) = if soft_delete {
+        (
+            format!(", {DELETED}"),
+            ", false",
+            format!(", {DELETED} = false"),
+        )
+    } else {
+        (String::new(), "", String::new())
+    };
+    // Soft deletes: the delete's metadata on the marked row. Only the metadata: a delete stages
+    // its key alone, and the row keeps its last values.
+    let mark_deleted = format!(
+        "{OP} = s.{OP}, {POSITION} = s.{POSITION}, {COMMIT_TS} = s.{COMMIT_TS}, \
+         {DELETED} = true, {LOADED_AT} = now()"
+    );
     if how == KeyedApply::Join {
         let set = updated()
             .map(|c| format!("{c} = s.{c}", c = ident(c)))
@@ -389,15 +447,17 @@ pub fn apply_by_key(
             .map(|c| format!("s.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
-        let delete = if has_deletes {
-            format!("WHEN MATCHED AND s.{OP} = 'delete' THEN DELETE\n")
-        } else {
-            String::new()
+        let delete = match (has_deletes, soft_delete) {
+            (false, _) => String::new(),
+            (true, false) => format!("WHEN MATCHED AND s.{OP} = 'delete' THEN DELETE\n"),
+            (true, true) => {
+                format!("WHEN MATCHED AND s.{OP} = 'delete' THEN UPDATE SET {mark_deleted}\n")
+            }
         };
         return vec![format!(
             "MERGE INTO {target} AS t USING {source} AS s ON {on}
-{delete}WHEN MATCHED THEN UPDATE SET {set}, {LOADED_AT} = now()
-WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_AT}) VALUES ({values}, now())"
+{delete}WHEN MATCHED THEN UPDATE SET {set}{live_set}, {LOADED_AT} = now()
+WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}{live_column}, {LOADED_AT}) VALUES ({values}{live_value}, now())"
         )];
     }
     let mut statements = Vec::with_capacity(5);
@@ -408,7 +468,12 @@ WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_A
         Pass::Generation(g) if has_deletes => Some(moved_rows(stage, g)),
         _ => None,
     };
-    if has_deletes {
+    if has_deletes && soft_delete {
+        statements.push(format!(
+            "UPDATE {target} AS t SET {mark_deleted} FROM {source} AS s \
+             WHERE {on} AND s.{OP} = 'delete'"
+        ));
+    } else if has_deletes {
         statements.push(format!(
             "DELETE FROM {target} AS t USING {source} AS s WHERE {on} AND s.{OP} = 'delete'"
         ));
@@ -427,23 +492,40 @@ WHEN NOT MATCHED AND s.{OP} <> 'delete' THEN INSERT ({insert_columns}, {LOADED_A
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // A live row already under the new key is left alone (the partial update below applies
+        // to it), as without soft deletes; a marked one is the new key's earlier, deleted row,
+        // which the moved row replaces.
+        let (into, conflict) = if soft_delete {
+            let replace = updated()
+                .map(|c| format!("{c} = EXCLUDED.{c}", c = ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                format!("{target} AS t"),
+                format!(
+                    "DO UPDATE SET {replace}{live_set}, {LOADED_AT} = EXCLUDED.{LOADED_AT} \
+                     WHERE t.{DELETED}"
+                ),
+            )
+        } else {
+            (target.clone(), "DO NOTHING".to_owned())
+        };
         statements.push(format!(
-            "INSERT INTO {target} ({insert_columns}, {LOADED_AT}) \
-             SELECT {values}, now() FROM {source} AS s JOIN {} AS m ON m.{MOVED_SEQ} = s.{SEQ} \
+            "INSERT INTO {into} ({insert_columns}{live_column}, {LOADED_AT}) \
+             SELECT {values}{live_value}, now() FROM {source} AS s JOIN {} AS m ON m.{MOVED_SEQ} = s.{SEQ} \
              WHERE s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete' \
-             ON CONFLICT ({keys}) DO NOTHING",
+             ON CONFLICT ({keys}) {conflict}",
             ident(moved)
         ));
     }
     let set = updated()
         .map(|c| format!("{c} = EXCLUDED.{c}", c = ident(c)))
-        .chain([format!("{LOADED_AT} = EXCLUDED.{LOADED_AT}")])
         .collect::<Vec<_>>()
         .join(", ");
     statements.push(format!(
-        "INSERT INTO {target} AS t ({insert_columns}, {LOADED_AT})
-SELECT {insert_columns}, now() FROM {source} AS s WHERE s.{OP} <> 'delete'{complete_only}
-ON CONFLICT ({keys}) DO UPDATE SET {set}"
+        "INSERT INTO {target} AS t ({insert_columns}{live_column}, {LOADED_AT})
+SELECT {insert_columns}{live_value}, now() FROM {source} AS s WHERE s.{OP} <> 'delete'{complete_only}
+ON CONFLICT ({keys}) DO UPDATE SET {set}{live_set}, {LOADED_AT} = EXCLUDED.{LOADED_AT}"
     ));
     if matches!(pass, Pass::Generation(_)) {
         let keep = updated()
@@ -455,9 +537,16 @@ ON CONFLICT ({keys}) DO UPDATE SET {set}"
             .chain([format!("{LOADED_AT} = now()")])
             .collect::<Vec<_>>()
             .join(", ");
+        // A marked row's kept values are those of a row the source deleted: a partial row
+        // finding only that is one whose row the warehouse lacks (counted, not applied).
+        let live = if soft_delete {
+            format!(" AND t.{DELETED} IS NOT true")
+        } else {
+            String::new()
+        };
         statements.push(format!(
             "UPDATE {target} AS t SET {keep} FROM {source} AS s \
-             WHERE {on} AND s.{OP} <> 'delete' AND s.{UNCHANGED} IS NOT NULL"
+             WHERE {on} AND s.{OP} <> 'delete' AND s.{UNCHANGED} IS NOT NULL{live}"
         ));
     }
     statements
@@ -474,13 +563,23 @@ fn moved_rows(stage: &str, g: u32) -> String {
 
 /// Before generation `g` applies: for each of its partial rows that changes a key (staged right
 /// after the delete of its old key), the target's row under the old key as the earlier
-/// generations left it, so the unchanged values can move with it.
-pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String], g: u32) -> String {
-    let old_on = key
+/// generations left it, so the unchanged values can move with it. With `soft_delete` a row
+/// marked deleted is not taken: its values are those of a row the source deleted.
+pub fn capture_moved_rows(
+    t: &TargetTable,
+    stage: &str,
+    key: &[String],
+    soft_delete: bool,
+    g: u32,
+) -> String {
+    let mut old_on = key
         .iter()
         .map(|k| format!("o.{c} = d.{c}", c = ident(k)))
         .collect::<Vec<_>>()
         .join(" AND ");
+    if soft_delete {
+        old_on.push_str(&format!(" AND o.{DELETED} IS NOT true"));
+    }
     format!(
         "CREATE TEMP TABLE {moved} ON COMMIT DROP AS SELECT s.{SEQ} AS {MOVED_SEQ}, o.* \
          FROM {stage} AS s JOIN {stage} AS d ON d.{SEQ} = s.{SEQ} - 1 AND d.{OP} = 'delete' \
@@ -493,14 +592,24 @@ pub fn capture_moved_rows(t: &TargetTable, stage: &str, key: &[String], g: u32) 
     )
 }
 
-/// Partial rows of generation `g` whose key the target lacks: they cannot be applied (the
-/// unchanged values are not known anywhere) and are counted instead.
-pub fn partial_rows_without_target(t: &TargetTable, stage: &str, key: &[String], g: u32) -> String {
-    let on = key
+/// Partial rows of generation `g` whose key the target lacks (with `soft_delete`: has no live row
+/// for): they cannot be applied (the unchanged values are not known anywhere) and are counted
+/// instead.
+pub fn partial_rows_without_target(
+    t: &TargetTable,
+    stage: &str,
+    key: &[String],
+    soft_delete: bool,
+    g: u32,
+) -> String {
+    let mut on = key
         .iter()
         .map(|k| format!("t.{c} = s.{c}", c = ident(k)))
         .collect::<Vec<_>>()
         .join(" AND ");
+    if soft_delete {
+        on.push_str(&format!(" AND t.{DELETED} IS NOT true"));
+    }
     format!(
         "SELECT count(*) FROM {} AS s WHERE coalesce(s.{GENERATION}, 0) = {g} \
          AND s.{UNCHANGED} IS NOT NULL AND s.{OP} <> 'delete' \
@@ -552,6 +661,18 @@ pub fn delete_loaded_before(t: &TargetTable) -> String {
     )
 }
 
+/// Marks the live rows of `t` last loaded before `$1` (µs since the epoch) deleted: the end of a
+/// copy, soft deletes. When the source deleted them is unknown: each keeps the op, position and
+/// commit time of its last change.
+pub fn mark_deleted_loaded_before(t: &TargetTable) -> String {
+    format!(
+        "UPDATE {} SET {DELETED} = true, {LOADED_AT} = now() \
+         WHERE {LOADED_AT} < 'epoch'::timestamptz + $1::bigint * interval '1 microsecond' \
+         AND {DELETED} IS NOT true",
+        table(t)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +692,7 @@ mod tests {
             &["id".into()],
             false,
             true,
+            false,
             KeyedApply::Probe,
             Pass::All,
         );
@@ -588,6 +710,7 @@ mod tests {
             &["id".into()],
             true,
             false,
+            false,
             KeyedApply::Probe,
             Pass::All,
         );
@@ -600,6 +723,7 @@ mod tests {
             &["id".into()],
             true,
             true,
+            false,
             KeyedApply::Join,
             Pass::All,
         );
@@ -611,5 +735,127 @@ mod tests {
         );
         assert_eq!(KeyedApply::choose(100_000, 900_000), KeyedApply::Probe);
         assert_eq!(KeyedApply::choose(900_000, 0), KeyedApply::Join);
+    }
+
+    fn target() -> TargetTable {
+        TargetTable {
+            schema: "s".into(),
+            table: "t".into(),
+        }
+    }
+
+    /// Every statement of every path, for `soft_delete`.
+    fn all_statements(soft_delete: bool) -> Vec<String> {
+        let (t, columns, key) = (target(), ["id".into(), "v".into()], ["id".into()]);
+        let mut all = vec![
+            create_table(&t, &[("id".into(), "int".into())], &key, soft_delete),
+            capture_moved_rows(&t, "stage_0", &key, soft_delete, 1),
+            partial_rows_without_target(&t, "stage_0", &key, soft_delete, 1),
+        ];
+        for (how, pass) in [
+            (KeyedApply::Probe, Pass::All),
+            (KeyedApply::Join, Pass::All),
+            (KeyedApply::Probe, Pass::Generation(1)),
+        ] {
+            all.extend(apply_by_key(
+                &t,
+                "stage_0",
+                &columns,
+                &key,
+                false,
+                true,
+                soft_delete,
+                how,
+                pass,
+            ));
+        }
+        all
+    }
+
+    #[test]
+    fn without_soft_deletes_nothing_names_the_deleted_column() {
+        for statement in all_statements(false) {
+            assert!(!statement.contains(DELETED), "{statement}");
+        }
+        let merge = &apply_by_key(
+            &target(),
+            "stage_0",
+            &["id".into(), "v".into()],
+            &["id".into()],
+            true,
+            true,
+            false,
+            KeyedApply::Join,
+            Pass::All,
+        )[0];
+        assert_eq!(
+            merge,
+            "MERGE INTO \"s\".\"t\" AS t USING \"stage_0\" AS s ON t.\"id\" = s.\"id\"
+WHEN MATCHED AND s._tidemark_op = 'delete' THEN DELETE
+WHEN MATCHED THEN UPDATE SET \"v\" = s.\"v\", \"_tidemark_op\" = s.\"_tidemark_op\", \"_tidemark_position\" = s.\"_tidemark_position\", \"_tidemark_commit_ts\" = s.\"_tidemark_commit_ts\", _tidemark_loaded_at = now()
+WHEN NOT MATCHED AND s._tidemark_op <> 'delete' THEN INSERT (\"id\", \"v\", \"_tidemark_op\", \"_tidemark_position\", \"_tidemark_commit_ts\", _tidemark_loaded_at) VALUES (s.\"id\", s.\"v\", s.\"_tidemark_op\", s.\"_tidemark_position\", s.\"_tidemark_commit_ts\", now())"
+        );
+    }
+
+    #[test]
+    fn soft_deletes_mark_rows_instead_of_deleting_them() {
+        let all = all_statements(true);
+        for statement in &all {
+            assert!(!statement.contains("DELETE FROM"), "{statement}");
+            assert!(!statement.contains("THEN DELETE"), "{statement}");
+        }
+        assert!(all[0].contains("_tidemark_deleted boolean NOT NULL DEFAULT false"));
+        assert!(
+            all[1].contains("o._tidemark_deleted IS NOT true"),
+            "{}",
+            all[1]
+        );
+        assert!(
+            all[2].contains("t._tidemark_deleted IS NOT true"),
+            "{}",
+            all[2]
+        );
+        let probe = &all[3..5];
+        assert!(
+            probe[0].starts_with("UPDATE \"s\".\"t\" AS t SET _tidemark_op = s._tidemark_op")
+                && probe[0].contains("_tidemark_deleted = true"),
+            "{probe:?}"
+        );
+        assert!(
+            probe[1].contains(", _tidemark_deleted, _tidemark_loaded_at)\nSELECT")
+                && probe[1].contains(", false, now() FROM"),
+            "{probe:?}"
+        );
+        assert!(
+            probe[1].contains("_tidemark_deleted = false, _tidemark_loaded_at"),
+            "{probe:?}"
+        );
+        let merge = &all[5];
+        assert!(
+            merge.contains(
+                "WHEN MATCHED AND s._tidemark_op = 'delete' THEN UPDATE SET _tidemark_op = s._tidemark_op"
+            ) && merge.contains("_tidemark_deleted = false, _tidemark_loaded_at = now()")
+                && merge.contains(", _tidemark_deleted, _tidemark_loaded_at) VALUES (")
+                && merge.contains(", false, now())"),
+            "{merge}"
+        );
+        let generation = &all[6..];
+        assert_eq!(generation.len(), 4, "{generation:?}");
+        assert!(generation[0].starts_with("UPDATE"), "{generation:?}");
+        assert!(
+            generation[1].contains("DO UPDATE SET \"v\" = EXCLUDED.\"v\"")
+                && generation[1].ends_with("WHERE t._tidemark_deleted"),
+            "a moved row replaces a marked row under its new key: {generation:?}"
+        );
+        assert!(
+            generation[3].ends_with("AND t._tidemark_deleted IS NOT true"),
+            "a partial row updates live rows only: {generation:?}"
+        );
+        assert_eq!(
+            mark_all_deleted(&target()),
+            "UPDATE \"s\".\"t\" SET _tidemark_deleted = true, _tidemark_loaded_at = now() \
+             WHERE _tidemark_deleted IS NOT true"
+        );
+        assert!(mark_deleted_loaded_before(&target()).starts_with("UPDATE"));
     }
 }

@@ -51,7 +51,10 @@ pub async fn check_redshift_warehouse(config: &RedshiftConfig) -> CheckReport {
                     report.items.push(CheckItem::new(
                         "s3 write",
                         CheckStatus::Pass,
-                        format!("wrote a probe file and its manifest under s3://{}/", config.s3_bucket),
+                        format!(
+                            "wrote a probe file and its manifest under s3://{}/",
+                            config.s3_bucket
+                        ),
                     ));
                     Some(manifest)
                 }

@@ -280,20 +280,24 @@ impl DataApi {
                 }
                 Some(StatusString::Failed) => {
                     // A batch names the sub-statement that failed; the others rolled back.
-                    let failed = described.sub_statements().iter().enumerate().find(|(_, s)| {
-                        s.status() == Some(&StatementStatusString::Failed)
-                    });
+                    let failed = described
+                        .sub_statements()
+                        .iter()
+                        .enumerate()
+                        .find(|(_, s)| s.status() == Some(&StatementStatusString::Failed));
                     let (sql, error) = match failed {
                         Some((index, sub)) => (
-                            statements
-                                .get(index)
-                                .map_or_else(|| sub.query_string().unwrap_or("").to_owned(), |s| (*s).to_owned()),
+                            statements.get(index).map_or_else(
+                                || sub.query_string().unwrap_or("").to_owned(),
+                                |s| (*s).to_owned(),
+                            ),
                             sub.error().or(described.error()).unwrap_or("").to_owned(),
                         ),
                         None => (
-                            statements
-                                .first()
-                                .map_or_else(|| described.query_string().unwrap_or("").to_owned(), |s| (*s).to_owned()),
+                            statements.first().map_or_else(
+                                || described.query_string().unwrap_or("").to_owned(),
+                                |s| (*s).to_owned(),
+                            ),
                             described.error().unwrap_or("").to_owned(),
                         ),
                     };

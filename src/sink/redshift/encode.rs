@@ -194,7 +194,40 @@ impl CsvRow<'_> {
             table: self.row.change.table.id.clone(),
             column: column.to_owned(),
             position: self.row.change.position,
-            problem,
+            problem: format!("{}{problem}", self.key_text()),
+        }
+    }
+
+    /// `row with key (id = 42): `, naming the row a problem is in (empty for a keyless table):
+    /// the operator finds the value by it.
+    fn key_text(&self) -> String {
+        let table = &self.row.change.table;
+        let parts: Vec<String> = table
+            .primary_key
+            .iter()
+            .filter_map(|&k| {
+                let name = &table.columns.get(k)?.name;
+                let value = self.row.values.get(k)?;
+                let text = match value {
+                    Value::Int(i) => i.to_string(),
+                    Value::UInt(u) => u.to_string(),
+                    Value::Decimal(d) => d.to_string(),
+                    Value::Text(t) | Value::Enum(t) => {
+                        let short: String = t.chars().take(64).collect();
+                        format!("{short:?}")
+                    }
+                    other => {
+                        let debug = format!("{other:?}");
+                        debug.chars().take(64).collect()
+                    }
+                };
+                Some(format!("{name} = {text}"))
+            })
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("row with key ({}): ", parts.join(", "))
         }
     }
 

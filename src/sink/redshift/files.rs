@@ -7,12 +7,14 @@
 //! window, no per-byte loop). A part is closed once its compressed size reaches `part_bytes`,
 //! checked after each chunk: a part never splits a row, and holds at least one chunk.
 //!
-//! Compression level: [`DEFAULT_LEVEL`] is 1, measured with `cargo bench --bench
-//! redshift_encode` on W1-like rows (bench/README.md): level 1 compressed them 4.0x at about
-//! 3x the speed of level 6 (4.6x), level 3 sat in between (4.2x). The rows are compressed on
-//! the batch's path to the warehouse, on one core, while S3 uploads cost per byte far less
-//! than a core's time: the fast level keeps encoding plus compression above the 300k rows/s
-//! the sink needs, and the files stay a quarter of the CSV.
+//! Compression level: [`DEFAULT_LEVEL`] is 1, chosen with `cargo bench --bench
+//! redshift_encode` (bench/README.md) on W1-like rows, one core of the shared 2-core machine:
+//! compression, not encoding, is the cost (the encoder alone writes 1.7-2.5M rows/s). Level 1
+//! compressed the CSV 3.0x at 75-100 MB/s, level 3 3.25x at 47-58 MB/s, level 6 3.6x at 19-25
+//! MB/s. Only level 1 keeps typed rows to gzip files above the 300k rows/s a batch needs
+//! (324-411k rows/s; level 3 gave 176-229k, level 6 110-137k). The 19% more bytes than level 6
+//! cost S3 transfer and COPY reading, both parallel and cheap beside a core's time on the
+//! batch's path.
 
 use std::io::{self, Write as _};
 

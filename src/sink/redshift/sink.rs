@@ -28,8 +28,8 @@ use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{TableId, TableSchema};
 use crate::sink::{
-    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError,
-    SinkFuture, SnapshotProgress, SnapshotRequest, Step, TableChanges, TableVersion, TargetTable,
+    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
+    SnapshotProgress, SnapshotRequest, Step, TableChanges, TableVersion, TargetTable,
 };
 
 /// Redshift's longest identifier, in bytes.
@@ -200,10 +200,17 @@ impl RedshiftSink {
             .await
             .map_err(api_error("waiting for statements left running"))?;
         if waited > 0 {
-            info!(source = source_id, statements = waited, "waited for statements an earlier run left running");
+            info!(
+                source = source_id,
+                statements = waited,
+                "waited for statements an earlier run left running"
+            );
         }
         let split = self
-            .query(&sql::has_table_progress(source_id), "reading the per-table progress")
+            .query(
+                &sql::has_table_progress(source_id),
+                "reading the per-table progress",
+            )
             .await?;
         if !split.is_empty() {
             self.split_pending.insert(source_id.to_owned());
@@ -243,8 +250,8 @@ impl RedshiftSink {
         };
         let text = |i: usize| row.get(i).cloned().flatten();
         let resume_text = text(0).ok_or_else(|| bad("no resume point".into()))?;
-        let resume_point = serde_json::from_str(&resume_text)
-            .map_err(|e| bad(format!("{e} in {resume_text}")))?;
+        let resume_point =
+            serde_json::from_str(&resume_text).map_err(|e| bad(format!("{e} in {resume_text}")))?;
         let source_commit_ts_micros = text(1).map(|t| parse_micros(&t)).transpose().map_err(bad)?;
         let committed_at_micros = text(2).map(|t| parse_micros(&t)).transpose().map_err(bad)?;
         let last_error = text(3);
@@ -403,11 +410,7 @@ impl RedshiftSink {
                     reason: e.to_string(),
                 }
             })?;
-            let snapshot = batch
-                .progress
-                .snapshot
-                .as_ref()
-                .map(|s| s.0.to_string());
+            let snapshot = batch.progress.snapshot.as_ref().map(|s| s.0.to_string());
             tail.extend(sql::write_progress(
                 &source_id,
                 &resume,
@@ -434,7 +437,8 @@ impl RedshiftSink {
         }
         crash_point(crash::BEFORE_COMMIT);
         self.step.set(Step::Commit);
-        self.run_transactions(&source_id, head, groups, tail).await?;
+        self.run_transactions(&source_id, head, groups, tail)
+            .await?;
         self.split_pending.remove(&*source_id);
         for changes in &batch.tables {
             self.schemas.insert(changes.target.schema.clone());
@@ -449,6 +453,13 @@ impl RedshiftSink {
                     "table has no primary key: loading in append mode (every change is a new row)"
                 );
             }
+        }
+        for changes in batch.tables.iter().filter(|t| t.truncated_values > 0) {
+            warn!(
+                table = %changes.target,
+                values = changes.truncated_values,
+                "values longer than their Redshift column cut to fit (oversize = \"truncate\"); their rows have _tidemark_truncated = true"
+            );
         }
         for changes in batch.tables.iter().filter(|t| t.zero_dates_nulled > 0) {
             warn!(
@@ -469,7 +480,8 @@ impl RedshiftSink {
         groups: Vec<TableGroup>,
         tail: Vec<String>,
     ) -> Result<(), RedshiftSinkError> {
-        let total = head.len() + tail.len() + groups.iter().map(|g| g.statements.len()).sum::<usize>();
+        let total =
+            head.len() + tail.len() + groups.iter().map(|g| g.statements.len()).sum::<usize>();
         if total <= MAX_STATEMENTS {
             let mut all = head;
             for group in groups {
@@ -496,26 +508,31 @@ impl RedshiftSink {
         let mut pending_tables = Vec::new();
         let mut groups = groups.into_iter().peekable();
         while let Some(group) = groups.next() {
-            let record = group
+            let record: Vec<String> = group
                 .reaches
-                .map(|reaches| sql::record_table_progress(source_id, &group.target, reaches));
-            if group.statements.len() + 1 > MAX_STATEMENTS {
+                .map(|reaches| sql::record_table_progress(source_id, &group.target, reaches))
+                .into_iter()
+                .flatten()
+                .collect();
+            let needs = group.statements.len() + record.len();
+            if needs > MAX_STATEMENTS {
                 return Err(RedshiftSinkError::Table {
                     table: group.target.to_string(),
                     problem: format!(
-                        "loading it needs {} statements, more than the {MAX_STATEMENTS} of one Data API transaction (a batch with many schema changes to one table?); lower [batch] max_rows",
-                        group.statements.len()
+                        "loading it needs {needs} statements, more than the {MAX_STATEMENTS} of one Data API transaction (a batch with many schema changes to one table?); lower [batch] max_rows"
                     ),
                 });
             }
-            if pending.len() + group.statements.len() + 1 > MAX_STATEMENTS {
-                self.commit_part(source_id, &mut pending, &mut pending_tables).await?;
+            if pending.len() + needs > MAX_STATEMENTS {
+                self.commit_part(source_id, &mut pending, &mut pending_tables)
+                    .await?;
             }
             pending.extend(group.statements);
             pending.extend(record);
             pending_tables.push(group.target);
             if groups.peek().is_none() && pending.len() + tail.len() + 1 > MAX_STATEMENTS {
-                self.commit_part(source_id, &mut pending, &mut pending_tables).await?;
+                self.commit_part(source_id, &mut pending, &mut pending_tables)
+                    .await?;
             }
         }
         pending.extend(tail);
@@ -532,12 +549,19 @@ impl RedshiftSink {
         pending: &mut Vec<String>,
         tables: &mut Vec<TargetTable>,
     ) -> Result<(), RedshiftSinkError> {
-        debug!(source = source_id, tables = tables.len(), "committing part of a batch too large for one transaction");
+        debug!(
+            source = source_id,
+            tables = tables.len(),
+            "committing part of a batch too large for one transaction"
+        );
         self.api
             .transaction(pending)
             .await
-            .map_err(api_error(format!("loading part of a batch of source {source_id}")))?;
+            .map_err(api_error(format!(
+                "loading part of a batch of source {source_id}"
+            )))?;
         self.split_pending.insert(source_id.to_owned());
+        crash_point(crash::AFTER_SPLIT_PART);
         pending.clear();
         tables.clear();
         Ok(())
@@ -580,8 +604,7 @@ impl RedshiftSink {
 
     /// Reads a table's columns and key from the catalog; `None` when it does not exist.
     async fn read_shape(&self, target: &TargetTable) -> Result<Option<Shape>, RedshiftSinkError> {
-        if target.table.len() > MAX_IDENTIFIER_BYTES || target.schema.len() > MAX_IDENTIFIER_BYTES
-        {
+        if target.table.len() > MAX_IDENTIFIER_BYTES || target.schema.len() > MAX_IDENTIFIER_BYTES {
             return Err(RedshiftSinkError::Table {
                 table: target.to_string(),
                 problem: format!(
@@ -854,7 +877,7 @@ impl RedshiftSink {
             });
         }
         let user_columns = shape.user_columns();
-        statements.push(sql::create_stage(&stage, &user_columns));
+        statements.push(sql::create_stage(stage, &user_columns));
         let table_name = format!("{}.{}", target.schema, target.table);
         for segment_index in 0..changes.segments.len() {
             let segment = &changes.segments[segment_index];
@@ -898,16 +921,16 @@ impl RedshiftSink {
                         error,
                     })?;
             }
-            let manifest = self
-                .staging
-                .put_manifest(&files)
-                .await
-                .map_err(|error| RedshiftSinkError::S3 {
-                    table: table_name.clone(),
-                    error,
-                })?;
+            let manifest =
+                self.staging
+                    .put_manifest(&files)
+                    .await
+                    .map_err(|error| RedshiftSinkError::S3 {
+                        table: table_name.clone(),
+                        error,
+                    })?;
             statements.push(sql::copy_stage(
-                &stage,
+                stage,
                 &columns,
                 &manifest,
                 &self.config.iam_role,
@@ -916,7 +939,7 @@ impl RedshiftSink {
         }
         crash_point(crash::AFTER_STAGING_COPY);
         if *skip_applied {
-            statements.push(sql::skip_applied(&stage, source_id, &target));
+            statements.push(sql::skip_applied(stage, source_id, &target));
         }
         if let Some(seq) = changes.truncate_at {
             statements.push(if self.config.soft_delete {
@@ -924,7 +947,7 @@ impl RedshiftSink {
             } else {
                 sql::delete_all(&target)
             });
-            statements.push(sql::discard_before(&stage, seq));
+            statements.push(sql::discard_before(stage, seq));
         }
         let mut data: Vec<String> = user_columns.into_iter().map(|(n, _)| n).collect();
         data.extend([sql::OP, sql::POSITION, sql::COMMIT_TS].map(str::to_owned));
@@ -932,23 +955,23 @@ impl RedshiftSink {
             data.push(sql::TRUNCATED.to_owned());
         }
         if shape.key.is_empty() {
-            statements.push(sql::append(&target, &stage, &data));
+            statements.push(sql::append(&target, stage, &data));
             return Ok(());
         }
         if changes.needs_dedupe() {
-            statements.push(sql::keep_last_per_key(&stage, &shape.key));
+            statements.push(sql::keep_last_per_key(stage, &shape.key));
         }
         if changes.has_deletes {
             statements.push(if self.config.soft_delete {
-                sql::mark_deleted_by_key(&target, &stage, &shape.key)
+                sql::mark_deleted_by_key(&target, stage, &shape.key)
             } else {
-                sql::delete_by_key(&target, &stage, &shape.key)
+                sql::delete_by_key(&target, stage, &shape.key)
             });
-            statements.push(sql::drop_staged_deletes(&stage));
+            statements.push(sql::drop_staged_deletes(stage));
         }
         statements.push(sql::merge(
             &target,
-            &stage,
+            stage,
             &data,
             &shape.key,
             self.config.soft_delete,
@@ -961,7 +984,10 @@ impl RedshiftSink {
 /// gzip stream cut short, which COPY refuses.
 fn maybe_corrupted(part: bytes::Bytes) -> bytes::Bytes {
     if crash::fault(crash::CORRUPT_STAGED_PART) {
-        warn!("test fault {}: staging a part cut short", crash::CORRUPT_STAGED_PART);
+        warn!(
+            "test fault {}: staging a part cut short",
+            crash::CORRUPT_STAGED_PART
+        );
         return part.slice(..part.len() / 2);
     }
     part
@@ -1011,7 +1037,11 @@ fn type_change(current: &str, wanted: &str) -> TypeChange {
             (Some(_), Some(want)) if *want <= MAX_VARCHAR_BYTES => TypeChange::Widen,
             _ => TypeChange::Impossible,
         },
-        (a, b) if integer_rank(a).zip(integer_rank(b)).is_some_and(|(a, b)| a >= b) => {
+        (a, b)
+            if integer_rank(a)
+                .zip(integer_rank(b))
+                .is_some_and(|(a, b)| a >= b) =>
+        {
             TypeChange::None
         }
         ("numeric", b) if integer_rank(b).is_some() => {
@@ -1133,7 +1163,9 @@ impl Sink for RedshiftSink {
 
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
         Box::pin(async move {
-            let rows = self.query(sql::CLOCK, "reading the warehouse clock").await?;
+            let rows = self
+                .query(sql::CLOCK, "reading the warehouse clock")
+                .await?;
             let text = rows
                 .into_iter()
                 .next()
@@ -1170,10 +1202,8 @@ impl Sink for RedshiftSink {
     ) -> SinkFuture<'a, i64> {
         Box::pin(async move {
             let tables = tables.map(|tables| {
-                let pairs: Vec<(&str, &str)> = tables
-                    .iter()
-                    .map(|t| (&*t.namespace, &*t.name))
-                    .collect();
+                let pairs: Vec<(&str, &str)> =
+                    tables.iter().map(|t| (&*t.namespace, &*t.name)).collect();
                 serde_json::to_string(&pairs).unwrap_or_default()
             });
             // Ids increase with time; Redshift has no sequence the Data API can return.
@@ -1249,7 +1279,10 @@ mod tests {
             type_change("numeric(10,2)", "numeric(12,2)"),
             TypeChange::Impossible
         );
-        assert_eq!(type_change("numeric(12,2)", "numeric(10,2)"), TypeChange::None);
+        assert_eq!(
+            type_change("numeric(12,2)", "numeric(10,2)"),
+            TypeChange::None
+        );
         assert_eq!(type_change("super", "super"), TypeChange::None);
     }
 

@@ -301,14 +301,22 @@ pub fn rename_table_version(
 }
 
 /// Records that `t`'s changes up to position `reaches` (packed) are in: a part of a batch
-/// split over several transactions committed.
-pub fn record_table_progress(source_id: &str, t: &TargetTable, reaches: u128) -> String {
+/// split over several transactions committed. A record of an earlier position is replaced.
+pub fn record_table_progress(source_id: &str, t: &TargetTable, reaches: u128) -> [String; 2] {
     let (id, schema, name) = (lit(source_id), lit(&t.schema), lit(&t.table));
-    format!(
-        "INSERT INTO \"tidemark\".\"table_progress\" (\"source_id\", \"target_schema\", \"target_table\", \"reaches\") \
-         SELECT {id}, {schema}, {name}, {reaches} WHERE NOT EXISTS (SELECT 1 FROM \"tidemark\".\"table_progress\" \
-         WHERE \"source_id\" = {id} AND \"target_schema\" = {schema} AND \"target_table\" = {name} AND \"reaches\" >= {reaches})"
-    )
+    let this = format!(
+        "\"source_id\" = {id} AND \"target_schema\" = {schema} AND \"target_table\" = {name}"
+    );
+    [
+        format!(
+            "DELETE FROM \"tidemark\".\"table_progress\" WHERE {this} AND \"reaches\" < {reaches}"
+        ),
+        format!(
+            "INSERT INTO \"tidemark\".\"table_progress\" (\"source_id\", \"target_schema\", \"target_table\", \"reaches\") \
+             SELECT {id}, {schema}, {name}, {reaches} \
+             WHERE NOT EXISTS (SELECT 1 FROM \"tidemark\".\"table_progress\" WHERE {this})"
+        ),
+    ]
 }
 
 /// Removes the per-table records of `source_id`: its split batch committed whole.
@@ -481,7 +489,11 @@ pub fn add_column(t: &TargetTable, name: &str, ty: &str) -> String {
 
 /// Widens a VARCHAR column: Redshift runs it only outside a transaction.
 pub fn widen_column(t: &TargetTable, name: &str, ty: &str) -> String {
-    format!("ALTER TABLE {} ALTER COLUMN {} TYPE {ty}", table(t), ident(name))
+    format!(
+        "ALTER TABLE {} ALTER COLUMN {} TYPE {ty}",
+        table(t),
+        ident(name)
+    )
 }
 
 /// Renames a table within its schema.
@@ -589,32 +601,37 @@ pub fn mark_deleted_by_key(t: &TargetTable, stage: &str, key: &[String]) -> Stri
     )
 }
 
-/// Marks every live row of a target deleted (a source TRUNCATE, soft deletes).
+/// Marks every live row of a target deleted (a source TRUNCATE, soft deletes). The rows keep
+/// the operation, position and commit time of their last change: a TRUNCATE has no position
+/// per row.
 pub fn mark_all_deleted(t: &TargetTable) -> String {
     format!(
-        "UPDATE {} SET {d} = true, {} = 'delete', {} = SYSDATE WHERE {d} IS NOT true",
+        "UPDATE {} SET {d} = true, {} = SYSDATE WHERE {d} IS NOT true",
         table(t),
-        ident(OP),
         ident(LOADED_AT),
         d = ident(DELETED)
     )
 }
 
-/// Marks the rows of `t` last loaded before `micros` deleted: the end of a copy, soft deletes.
+/// Marks the rows of `t` last loaded before `micros` deleted: the end of a copy, soft deletes
+/// (as [`mark_all_deleted`], for the rows the source no longer has).
 pub fn mark_deleted_loaded_before(t: &TargetTable, micros: i64) -> String {
     format!(
-        "UPDATE {} SET {d} = true, {} = 'delete' WHERE {} < {} AND {d} IS NOT true",
+        "UPDATE {} SET {d} = true, {l} = SYSDATE WHERE {l} < {} AND {d} IS NOT true",
         table(t),
-        ident(OP),
-        ident(LOADED_AT),
         micros_lit(Some(micros)),
-        d = ident(DELETED)
+        d = ident(DELETED),
+        l = ident(LOADED_AT)
     )
 }
 
 /// Removes the staged deletes once applied, so the MERGE sees only rows to write.
 pub fn drop_staged_deletes(stage: &str) -> String {
-    format!("DELETE FROM {} WHERE {} = 'delete'", ident(stage), ident(OP))
+    format!(
+        "DELETE FROM {} WHERE {} = 'delete'",
+        ident(stage),
+        ident(OP)
+    )
 }
 
 /// Updates or inserts every staged row by key (the stage holds each key once, no deletes).

@@ -155,10 +155,7 @@ impl Staging {
             return;
         }
         self.written.clear();
-        if self
-            .last_sweep
-            .is_some_and(|at| at.elapsed() < SWEEP_EVERY)
-        {
+        if self.last_sweep.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
             return;
         }
         self.last_sweep = Some(std::time::Instant::now());
@@ -208,7 +205,10 @@ impl Staging {
                 .iter()
                 .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
                 .collect();
-            let Ok(delete) = Delete::builder().set_objects(Some(objects)).quiet(true).build()
+            let Ok(delete) = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
             else {
                 continue;
             };

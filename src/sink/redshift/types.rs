@@ -9,6 +9,10 @@
 
 use crate::event::ColumnType;
 
+/// The longest text of a Postgres interval (`-178000000 years -11 mons -2147483648 days
+/// -2562047788:00:54.775808` is 66 bytes), with room to spare.
+const INTERVAL_TEXT_BYTES: u64 = 80;
+
 /// The longest VARCHAR, in bytes.
 pub const MAX_VARCHAR_BYTES: u64 = 65_535;
 /// The longest VARBYTE, in bytes.
@@ -46,7 +50,9 @@ pub fn redshift_type(ty: &ColumnType, wide: WideDecimal) -> String {
         ColumnType::Float => "real".into(),
         ColumnType::Double => "double precision".into(),
         ColumnType::Decimal { precision, scale } => decimal(*precision, *scale, wide),
-        ColumnType::Text { max_bytes, .. } => varchar(*max_bytes),
+        ColumnType::Text { max_bytes, charset } => {
+            varchar(max_bytes.map(|b| utf8_bytes(b, charset)))
+        }
         ColumnType::Enum { labels } => varchar(Some(longest(labels))),
         ColumnType::Set { labels } => {
             let all: u64 = labels.iter().map(|l| l.len() as u64 + 1).sum();
@@ -70,7 +76,7 @@ pub fn redshift_type(ty: &ColumnType, wide: WideDecimal) -> String {
         // time of day) holds: kept as its text, `-838:59:59.000000` at most.
         ColumnType::Time { .. } => varchar(Some(17)),
         // Postgres intervals have no Redshift column type that holds them all: their text.
-        ColumnType::Interval => varchar(Some(64)),
+        ColumnType::Interval => varchar(Some(INTERVAL_TEXT_BYTES)),
         ColumnType::Bit { width } => varchar(Some(u64::from(*width))),
         ColumnType::BitString { length, .. } => varchar(length.map(u64::from)),
         ColumnType::Json | ColumnType::JsonText => "super".into(),
@@ -100,6 +106,21 @@ fn decimal(precision: u8, scale: u8, wide: WideDecimal) -> String {
             let scale = MAX_DECIMAL_DIGITS.saturating_sub(integer_digits).min(scale);
             format!("numeric({MAX_DECIMAL_DIGITS},{scale})")
         }
+    }
+}
+
+/// The most UTF-8 bytes a value of at most `source_bytes` bytes in `charset` takes: text is
+/// loaded as UTF-8, and a character of a single-byte charset (latin1's `é`, cp1252's `€`)
+/// takes up to 3 bytes in UTF-8, a 2-byte character of ucs2, utf16 or a CJK charset up to 3.
+fn utf8_bytes(source_bytes: u64, charset: &str) -> u64 {
+    let charset = charset.to_ascii_lowercase();
+    match charset.as_str() {
+        // UTF-8 already, or a subset of ASCII; utf32's 4 bytes a character stay 4 or fewer.
+        "utf8mb4" | "utf8mb3" | "utf8" | "utf-8" | "ascii" | "binary" | "utf32" => source_bytes,
+        "ucs2" | "utf16" | "utf16le" | "big5" | "gbk" | "gb2312" | "gb18030" | "sjis" | "cp932"
+        | "ujis" | "eucjpms" | "euckr" => source_bytes.saturating_mul(3).div_ceil(2),
+        // Single-byte charsets (latin1, cp1250, koi8r, ...) and any other.
+        _ => source_bytes.saturating_mul(3),
     }
 }
 
@@ -209,7 +230,9 @@ pub fn value_limit(ty: &ColumnType, wide: WideDecimal) -> Option<Limit> {
                 },
             }
         }
-        ColumnType::Text { max_bytes, .. } => varchar(*max_bytes),
+        ColumnType::Text { max_bytes, charset } => {
+            varchar(max_bytes.map(|b| utf8_bytes(b, charset)))
+        }
         ColumnType::Enum { labels } => varchar(Some(longest(labels))),
         ColumnType::Set { labels } => {
             let all: u64 = labels.iter().map(|l| l.len() as u64 + 1).sum();
@@ -225,7 +248,7 @@ pub fn value_limit(ty: &ColumnType, wide: WideDecimal) -> Option<Limit> {
         ),
         ColumnType::Geometry => Limit::Varbyte(MAX_VARBYTE_BYTES),
         ColumnType::Time { .. } => varchar(Some(17)),
-        ColumnType::Interval => varchar(Some(64)),
+        ColumnType::Interval => varchar(Some(INTERVAL_TEXT_BYTES)),
         ColumnType::Bit { width } => varchar(Some(u64::from(*width))),
         ColumnType::BitString { length, .. } => varchar(length.map(u64::from)),
         ColumnType::Json
