@@ -21,6 +21,14 @@ pub struct Position {
     pub seq: u32,
 }
 
+impl Position {
+    /// The position as one number that sorts the same (`txn * 2^32 + seq`): what warehouses
+    /// store in `_tidemark_position`.
+    pub fn packed(&self) -> u128 {
+        (u128::from(self.txn) << 32) | u128::from(self.seq)
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.txn, self.seq)

@@ -10,6 +10,7 @@
 //! folder here plus one line in [`connect`].
 
 pub mod changes;
+pub mod columns;
 pub mod encode;
 pub mod last_change;
 pub mod null;

@@ -60,7 +60,7 @@ impl TextRow<'_> {
             partial,
         } = *self.row;
         let position = event.position;
-        let packed = (u128::from(position.txn) << 32) | u128::from(position.seq);
+        let packed = position.packed();
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(num.format(seq).as_bytes());
         out.push(b'\t');

@@ -31,6 +31,7 @@ use crate::error::ErrorKind;
 use crate::event::TableId;
 use crate::event::{Column, TableSchema};
 use crate::sink::SnapshotRequest;
+use crate::sink::columns::target_column_names;
 pub use encode::CopyText;
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
@@ -945,37 +946,21 @@ fn wanted_columns(
     schema: &TableSchema,
     extension_types: &mut ExtensionTypes,
 ) -> Result<Vec<(String, String)>, PostgresSinkError> {
-    let mut seen = HashSet::new();
-    let mut columns = Vec::with_capacity(schema.columns.len());
-    for column in &schema.columns {
-        let name = column.name.to_lowercase();
-        let problem = if name.len() > MAX_IDENTIFIER_BYTES {
-            Some(format!(
-                "column `{}` of source table {} is longer than Postgres' {MAX_IDENTIFIER_BYTES}-byte identifiers",
-                column.name, schema.id
-            ))
-        } else if name.starts_with("_tidemark_") {
-            Some(format!(
-                "source column `{}` uses the prefix _tidemark_, reserved for metadata columns; rename it at the source or exclude the table",
-                column.name
-            ))
-        } else if !seen.insert(name.clone()) {
-            Some(format!(
-                "source table {} has two columns named `{name}` once lowercased",
-                schema.id
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(PostgresSinkError::Table {
+    let names =
+        target_column_names(schema, MAX_IDENTIFIER_BYTES, "Postgres").map_err(|problem| {
+            PostgresSinkError::Table {
                 table: target.to_string(),
                 problem,
-            });
-        }
-        columns.push((name, extension_types.column_type(target, column)));
-    }
-    Ok(columns)
+            }
+        })?;
+    Ok(names
+        .into_iter()
+        .zip(&schema.columns)
+        .map(|(name, column)| {
+            let ty = extension_types.column_type(target, column);
+            (name, ty)
+        })
+        .collect())
 }
 
 async fn read_shape(

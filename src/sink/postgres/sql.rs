@@ -2,19 +2,8 @@
 
 use crate::sink::TargetTable;
 
-/// Metadata column: the last operation applied to the row.
-pub const OP: &str = "_tidemark_op";
-/// Metadata column: the source position of that operation.
-pub const POSITION: &str = "_tidemark_position";
-/// Metadata column: the source commit time of that operation.
-pub const COMMIT_TS: &str = "_tidemark_commit_ts";
-/// Metadata column: when tidemark loaded it.
-pub const LOADED_AT: &str = "_tidemark_loaded_at";
-/// Metadata column of soft deletes (`soft_delete = true`): the source deleted the row, which
-/// the target keeps. Not in [`METADATA_COLUMNS`]: without soft deletes no table gets it.
-pub const DELETED: &str = "_tidemark_deleted";
-/// Staging-only column: arrival order within the batch.
-pub const SEQ: &str = "_tidemark_seq";
+pub use crate::sink::columns::{COMMIT_TS, DELETED, LOADED_AT, OP, POSITION, SEQ};
+
 /// Staging-only column: the columns a row leaves unchanged (`text[]`, NULL for none).
 pub const UNCHANGED: &str = "_tidemark_unchanged";
 /// Staging-only column: the pass a row is applied in (NULL for 0).

@@ -107,6 +107,22 @@ pub fn shorten(sql: &str) -> String {
     }
 }
 
+/// `request` (ExecuteStatement or BatchExecuteStatement, whose builders share these methods
+/// but no trait) addressed to `api`'s cluster or workgroup, with its authentication.
+macro_rules! addressed {
+    ($api:expr, $request:expr) => {{
+        let request = match &$api.target {
+            RedshiftTarget::Cluster(id) => $request.cluster_identifier(id),
+            RedshiftTarget::Workgroup(name) => $request.workgroup_name(name),
+        };
+        match &$api.auth {
+            RedshiftAuth::SecretArn(arn) => request.secret_arn(arn),
+            RedshiftAuth::DbUser(user) => request.db_user(user),
+            RedshiftAuth::Iam => request,
+        }
+    }};
+}
+
 /// The rows a query returned, every value as text (`None` for NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
@@ -183,22 +199,13 @@ impl DataApi {
         for sql in statements {
             check_length(sql)?;
         }
-        let mut request = self
+        let request = self
             .client
             .batch_execute_statement()
             .set_sqls(Some(statements.to_vec()))
             .database(&self.database)
             .statement_name(&self.statement_name);
-        request = match &self.target {
-            RedshiftTarget::Cluster(id) => request.cluster_identifier(id),
-            RedshiftTarget::Workgroup(name) => request.workgroup_name(name),
-        };
-        request = match &self.auth {
-            RedshiftAuth::SecretArn(arn) => request.secret_arn(arn),
-            RedshiftAuth::DbUser(user) => request.db_user(user),
-            RedshiftAuth::Iam => request,
-        };
-        let output = request
+        let output = addressed!(self, request)
             .send()
             .await
             .map_err(request_error("BatchExecuteStatement"))?;
@@ -240,22 +247,13 @@ impl DataApi {
 
     async fn submit(&self, sql: &str) -> Result<String, DataApiError> {
         check_length(sql)?;
-        let mut request = self
+        let request = self
             .client
             .execute_statement()
             .sql(sql)
             .database(&self.database)
             .statement_name(&self.statement_name);
-        request = match &self.target {
-            RedshiftTarget::Cluster(id) => request.cluster_identifier(id),
-            RedshiftTarget::Workgroup(name) => request.workgroup_name(name),
-        };
-        request = match &self.auth {
-            RedshiftAuth::SecretArn(arn) => request.secret_arn(arn),
-            RedshiftAuth::DbUser(user) => request.db_user(user),
-            RedshiftAuth::Iam => request,
-        };
-        let output = request
+        let output = addressed!(self, request)
             .send()
             .await
             .map_err(request_error("ExecuteStatement"))?;

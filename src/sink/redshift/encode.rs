@@ -136,7 +136,7 @@ impl CsvRow<'_> {
             partial,
         } = *self.row;
         let position = event.position;
-        let packed = (u128::from(position.txn) << 32) | u128::from(position.seq);
+        let packed = position.packed();
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(num.format(seq).as_bytes());
         out.extend_from_slice(b",\"");

@@ -27,6 +27,7 @@ use super::types::{MAX_VARCHAR_BYTES, redshift_type};
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{TableId, TableSchema};
+use crate::sink::columns::target_column_names;
 use crate::sink::{
     Batch, ChunkDone, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
     SnapshotProgress, SnapshotRequest, Step, TableChanges, TableVersion, TargetTable,
@@ -391,9 +392,7 @@ impl RedshiftSink {
             if shape.key.is_empty() {
                 append_tables.push(i);
             }
-            let reaches = changes
-                .positions
-                .map(|(_, last)| (u128::from(last.txn) << 32) | u128::from(last.seq));
+            let reaches = changes.positions.map(|(_, last)| last.packed());
             groups.push(TableGroup {
                 target: changes.target.clone(),
                 statements,
@@ -765,37 +764,18 @@ impl RedshiftSink {
         target: &TargetTable,
         schema: &TableSchema,
     ) -> Result<Vec<(String, String)>, RedshiftSinkError> {
-        let mut seen = HashSet::new();
-        let mut columns = Vec::with_capacity(schema.columns.len());
-        for column in &schema.columns {
-            let name = column.name.to_lowercase();
-            let problem = if name.len() > MAX_IDENTIFIER_BYTES {
-                Some(format!(
-                    "column `{}` of source table {} is longer than Redshift's {MAX_IDENTIFIER_BYTES}-byte identifiers",
-                    column.name, schema.id
-                ))
-            } else if name.starts_with("_tidemark_") {
-                Some(format!(
-                    "source column `{}` uses the prefix _tidemark_, reserved for metadata columns; rename it at the source or exclude the table",
-                    column.name
-                ))
-            } else if !seen.insert(name.clone()) {
-                Some(format!(
-                    "source table {} has two columns named `{name}` once lowercased (Redshift identifiers are not case-sensitive)",
-                    schema.id
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Err(RedshiftSinkError::Table {
+        let names =
+            target_column_names(schema, MAX_IDENTIFIER_BYTES, "Redshift").map_err(|problem| {
+                RedshiftSinkError::Table {
                     table: target.to_string(),
                     problem,
-                });
-            }
-            columns.push((name, redshift_type(&column.ty, self.config.wide_decimal)));
-        }
-        Ok(columns)
+                }
+            })?;
+        Ok(names
+            .into_iter()
+            .zip(&schema.columns)
+            .map(|(name, column)| (name, redshift_type(&column.ty, self.config.wide_decimal)))
+            .collect())
     }
 
     /// Adds missing columns (in the transaction) and widens VARCHARs (at once, outside it);

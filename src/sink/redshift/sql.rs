@@ -8,20 +8,10 @@
 
 use crate::sink::TargetTable;
 
-/// Metadata column: the last operation applied to the row.
-pub const OP: &str = "_tidemark_op";
-/// Metadata column: the source position of that operation.
-pub const POSITION: &str = "_tidemark_position";
-/// Metadata column: the source commit time of that operation.
-pub const COMMIT_TS: &str = "_tidemark_commit_ts";
-/// Metadata column: when tidemark loaded it (the loading transaction's start).
-pub const LOADED_AT: &str = "_tidemark_loaded_at";
+pub use crate::sink::columns::{COMMIT_TS, DELETED, LOADED_AT, OP, POSITION, SEQ};
+
 /// Metadata column (with `oversize = "truncate"` only): a value of the row was cut.
 pub const TRUNCATED: &str = "_tidemark_truncated";
-/// Metadata column (with `soft_delete = true` only): the source deleted the row.
-pub const DELETED: &str = "_tidemark_deleted";
-/// Staging-only column: arrival order within the batch.
-pub const SEQ: &str = "_tidemark_seq";
 
 /// The metadata columns every target table gets after its source columns, and their types.
 pub const METADATA_COLUMNS: [(&str, &str); 4] = [

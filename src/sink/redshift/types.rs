@@ -38,75 +38,29 @@ pub enum WideDecimal {
 /// The Redshift type that holds every value of `ty`, with `wide` deciding DECIMALs past 38
 /// digits.
 pub fn redshift_type(ty: &ColumnType, wide: WideDecimal) -> String {
+    if let Some(limit) = value_limit(ty, wide) {
+        return limit.type_name();
+    }
     match ty {
-        ColumnType::Bool => "boolean".into(),
+        ColumnType::Bool => "boolean",
         ColumnType::Int { bits, unsigned } => match (bits, unsigned) {
-            (8, _) | (16, false) => "smallint".into(),
-            (16, true) | (24, _) | (32, false) => "integer".into(),
-            (32, true) | (64, false) => "bigint".into(),
-            _ => "numeric(20,0)".into(),
+            (8, _) | (16, false) => "smallint",
+            (16, true) | (24, _) | (32, false) => "integer",
+            // 64 bits unsigned has a limit: numeric(20,0).
+            _ => "bigint",
         },
-        ColumnType::Year => "smallint".into(),
-        ColumnType::Float => "real".into(),
-        ColumnType::Double => "double precision".into(),
-        ColumnType::Decimal { precision, scale } => decimal(*precision, *scale, wide),
-        ColumnType::Text { max_bytes, charset } => {
-            varchar(max_bytes.map(|b| utf8_bytes(b, charset)))
-        }
-        ColumnType::Enum { labels } => varchar(Some(longest(labels))),
-        ColumnType::Set { labels } => {
-            let all: u64 = labels.iter().map(|l| l.len() as u64 + 1).sum();
-            varchar(Some(all.saturating_sub(1).max(1)))
-        }
-        ColumnType::Character { length, .. } => {
-            // Characters to bytes; Redshift's CHAR holds single-byte characters only, so
-            // fixed-width text is a VARCHAR too (Postgres pads it; the padding is kept).
-            varchar(length.map(|n| u64::from(n) * UTF8_MAX_CHAR_BYTES))
-        }
-        ColumnType::Binary { max_bytes } => varbyte(*max_bytes),
-        ColumnType::Geometry => varbyte(None),
-        ColumnType::Date => "date".into(),
-        ColumnType::DateTime { .. } => "timestamp without time zone".into(),
-        ColumnType::Timestamp { .. } | ColumnType::TimestampTz { .. } => {
-            "timestamp with time zone".into()
-        }
-        ColumnType::TimeOfDay { .. } => "time without time zone".into(),
-        ColumnType::TimeTz { .. } => "time with time zone".into(),
-        // A MySQL TIME is a duration up to ±838:59:59.999999, past what Redshift's TIME (a
-        // time of day) holds: kept as its text, `-838:59:59.000000` at most.
-        ColumnType::Time { .. } => varchar(Some(17)),
-        // Postgres intervals have no Redshift column type that holds them all: their text.
-        ColumnType::Interval => varchar(Some(INTERVAL_TEXT_BYTES)),
-        ColumnType::Bit { width } => varchar(Some(u64::from(*width))),
-        ColumnType::BitString { length, .. } => varchar(length.map(u64::from)),
-        ColumnType::Json | ColumnType::JsonText => "super".into(),
-        ColumnType::Array { .. } | ColumnType::Vector { .. } => "super".into(),
-        ColumnType::Uuid => varchar(Some(36)),
-        ColumnType::Inet | ColumnType::Cidr => varchar(Some(43)),
-        ColumnType::MacAddr => varchar(Some(17)),
-        ColumnType::MacAddr8 => varchar(Some(23)),
-        // The text as the source printed it, currency symbol and separators included.
-        ColumnType::Money => varchar(Some(64)),
-        ColumnType::PgNative { .. } => varchar(None),
+        ColumnType::Year => "smallint",
+        ColumnType::Float => "real",
+        ColumnType::Double => "double precision",
+        ColumnType::Date => "date",
+        ColumnType::DateTime { .. } => "timestamp without time zone",
+        ColumnType::Timestamp { .. } | ColumnType::TimestampTz { .. } => "timestamp with time zone",
+        ColumnType::TimeOfDay { .. } => "time without time zone",
+        ColumnType::TimeTz { .. } => "time with time zone",
+        // Every other type is sized, so `value_limit` named it.
+        _ => "character varying(65535)",
     }
-}
-
-/// `DECIMAL(p,s)` when it fits in 38 digits, else what `wide` says.
-fn decimal(precision: u8, scale: u8, wide: WideDecimal) -> String {
-    if precision > 0 && precision <= MAX_DECIMAL_DIGITS {
-        return format!("numeric({precision},{scale})");
-    }
-    match wide {
-        // Digits, a sign and a point; an unconstrained Postgres numeric may be longer still.
-        WideDecimal::Text if precision > 0 => varchar(Some(u64::from(precision) + 2)),
-        WideDecimal::Text => varchar(None),
-        WideDecimal::Decimal38 if precision == 0 => format!("numeric({MAX_DECIMAL_DIGITS},0)"),
-        WideDecimal::Decimal38 => {
-            let integer_digits = precision.saturating_sub(scale);
-            let scale = MAX_DECIMAL_DIGITS.saturating_sub(integer_digits).min(scale);
-            format!("numeric({MAX_DECIMAL_DIGITS},{scale})")
-        }
-    }
+    .to_owned()
 }
 
 /// The most UTF-8 bytes a value of at most `source_bytes` bytes in `charset` takes: text is
@@ -122,22 +76,6 @@ fn utf8_bytes(source_bytes: u64, charset: &str) -> u64 {
         // Single-byte charsets (latin1, cp1250, koi8r, ...) and any other.
         _ => source_bytes.saturating_mul(3),
     }
-}
-
-/// A VARCHAR of `max_bytes` (unknown: the longest), capped at the longest.
-fn varchar(max_bytes: Option<u64>) -> String {
-    let bytes = max_bytes
-        .unwrap_or(MAX_VARCHAR_BYTES)
-        .clamp(1, MAX_VARCHAR_BYTES);
-    format!("character varying({bytes})")
-}
-
-/// A VARBYTE of `max_bytes` (unknown: the longest), capped at the longest.
-fn varbyte(max_bytes: Option<u64>) -> String {
-    let bytes = max_bytes
-        .unwrap_or(MAX_VARBYTE_BYTES)
-        .clamp(1, MAX_VARBYTE_BYTES);
-    format!("varbyte({bytes})")
 }
 
 /// The byte length of the longest label.
