@@ -500,3 +500,40 @@ async fn a_batch_too_large_for_one_transaction_is_split_per_table() {
     );
     s.tm.assert_running("after the split batches");
 }
+
+/// `dropped_columns = "drop"`: a column dropped at the source goes from the target too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_at_the_source_is_dropped_when_configured() {
+    let (mut s, _path) = mysql_through_redshift(
+        "rs_dropcol",
+        "dropcol",
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10), gone INT)"],
+        "dropped_columns = \"drop\"\n",
+        |_| {},
+    )
+    .await;
+    s.exec(&["INSERT INTO t VALUES (1, 'a', 1)"]).await;
+    s.converge(&["t"]).await;
+    s.exec(&[
+        "ALTER TABLE t DROP COLUMN gone",
+        "INSERT INTO t VALUES (2, 'b')",
+    ])
+    .await;
+    s.converge(&["t"]).await;
+    let schema = s.schema.clone();
+    let columns = pg_rows(
+        &s.wh.client,
+        &format!(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = '{schema}' AND table_name = 't' AND column_name NOT LIKE '\\_tidemark\\_%' \
+             ORDER BY ordinal_position"
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        vec![vec![Some("id".to_owned())], vec![Some("v".into())]]
+    );
+    s.tm.assert_running("after the dropped column");
+}

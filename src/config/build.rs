@@ -437,6 +437,20 @@ impl Builder<'_> {
                 })?,
             None => WideDecimal::default(),
         };
+        let drop_dropped_columns = match &raw.dropped_columns {
+            Some(value) => match self.string(value, "warehouse.dropped_columns")?.as_str() {
+                "keep" => false,
+                "drop" => true,
+                _ => {
+                    return Err(self.invalid(
+                        value.span(),
+                        "warehouse.dropped_columns",
+                        "must be \"keep\" (the column stays, NULL in rows changed afterwards) or \"drop\" (ALTER TABLE DROP COLUMN)",
+                    ));
+                }
+            },
+            None => false,
+        };
         let keep_files = match &raw.keep_files {
             Some(value) => {
                 let text = self.string(value, "warehouse.keep_files")?;
@@ -461,6 +475,7 @@ impl Builder<'_> {
             wide_decimal,
             keep_files,
             soft_delete: soft_delete(raw),
+            drop_dropped_columns,
         })
     }
 

@@ -52,6 +52,7 @@ pub(crate) struct RawWarehouse {
     pub oversize: Option<Str>,
     pub wide_decimal: Option<Str>,
     pub keep_files: Option<Str>,
+    pub dropped_columns: Option<Str>,
     pub soft_delete: Option<Spanned<bool>>,
 }
 
@@ -116,7 +117,7 @@ impl RawSource {
 impl RawWarehouse {
     /// The keys that only some warehouse kinds accept (every key but `kind`), in file-format
     /// order.
-    pub const KIND_KEYS: [&'static str; 17] = [
+    pub const KIND_KEYS: [&'static str; 18] = [
         "url",
         "cluster_id",
         "workgroup",
@@ -134,6 +135,7 @@ impl RawWarehouse {
         "wide_decimal",
         "keep_files",
         "soft_delete",
+        "dropped_columns",
     ];
 
     /// The [`RawWarehouse::KIND_KEYS`] present in `[warehouse]`, with the span of each value:
@@ -157,6 +159,7 @@ impl RawWarehouse {
             &self.wide_decimal,
             &self.keep_files,
             &None, // soft_delete is a bool: its span is set below
+            &self.dropped_columns,
         ]
         .map(|value| value.as_ref().map(Spanned::span));
         spans[16] = self.soft_delete.as_ref().map(Spanned::span);

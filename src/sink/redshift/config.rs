@@ -69,6 +69,9 @@ pub struct RedshiftConfig {
     pub keep_files: Duration,
     /// Keep deleted rows, flagged `_tidemark_deleted`, instead of removing them (`soft_delete`).
     pub soft_delete: bool,
+    /// Drop a target column once the source dropped it (`dropped_columns = "drop"`), instead
+    /// of keeping it (the default: rows changed afterwards have NULL in it).
+    pub drop_dropped_columns: bool,
 }
 
 impl RedshiftConfig {
@@ -90,6 +93,7 @@ impl RedshiftConfig {
         "wide_decimal",
         "keep_files",
         "soft_delete",
+        "dropped_columns",
     ];
 }
 

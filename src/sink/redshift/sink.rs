@@ -697,6 +697,26 @@ impl RedshiftSink {
                 self.evolve(target, current, &wanted, &key, statements)
                     .await?;
             }
+            if self.config.drop_dropped_columns {
+                // Only columns no segment of the batch has: earlier segments' rows still
+                // carry a column dropped in the middle of the batch.
+                let kept: HashSet<String> = changes
+                    .segments
+                    .iter()
+                    .flat_map(|s| s.schema.columns.iter().map(|c| c.name.to_lowercase()))
+                    .collect();
+                let dropped: Vec<String> = current
+                    .user_columns()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .filter(|name| !kept.contains(name))
+                    .collect();
+                for name in dropped {
+                    statements.push(sql::drop_column(target, &name));
+                    info!(table = %target, column = %name, "dropping target column the source dropped");
+                    current.columns.retain(|(n, _)| *n != name);
+                }
+            }
         }
         // A policy switched on since the table was made needs its column.
         if let Some(current) = shape.as_mut() {

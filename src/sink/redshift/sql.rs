@@ -477,6 +477,11 @@ pub fn add_column(t: &TargetTable, name: &str, ty: &str) -> String {
     format!("ALTER TABLE {} ADD COLUMN {} {ty}", table(t), ident(name))
 }
 
+/// Drops a column (`dropped_columns = "drop"`).
+pub fn drop_column(t: &TargetTable, name: &str) -> String {
+    format!("ALTER TABLE {} DROP COLUMN {}", table(t), ident(name))
+}
+
 /// Widens a VARCHAR column: Redshift runs it only outside a transaction.
 pub fn widen_column(t: &TargetTable, name: &str, ty: &str) -> String {
     format!(
