@@ -30,12 +30,25 @@
 //!   slot, which starts at W2's start, with its checkpoint moved there, and is timed until the
 //!   checkpoint reaches the end of W2's last commit. The reference reads the final rows with
 //!   `psql -c "\copy (SELECT ...) TO STDOUT"` instead of `mariadb`. Same figures and target.
+//! - (r) The Redshift path, only when asked for (`TIDEMARK_BENCH_PARTS=redshift`: it needs the
+//!   `redshift-test-server` example, which `cargo bench` does not build): W1 as in (a), through
+//!   the Redshift sink (gzip CSV parts and a manifest in the private S3 server, loaded with
+//!   `COPY ... MANIFEST GZIP CSV`, DELETE and MERGE in one Data API transaction) into the Redshift
+//!   Data API test server, which runs the SQL on the bench Postgres and emulates the COPY by
+//!   reading the files from S3. Timed the same way; `keep_files = "1h"` keeps the staged files,
+//!   which are then listed to count the `part-*.gz` files and sum their sizes. Figures: source
+//!   row changes/s, staged files/s, compressed MB/s, tidemark's peak RSS (target <= 256 MB), and
+//!   each load transaction's statements as the test server timed them. Each repetition also runs
+//!   (a)'s tidemark side on the same W1, for the ratio between the two paths.
 //!
 //! Servers: the private `scripts/mariadb-instance.sh bench`, `scripts/postgres-instance.sh bench`
 //! (the warehouse) and, for W2, `scripts/postgres-instance.sh bench-source` (started when
-//! needed). Environment: `TIDEMARK_BENCH_REPS` (default 3), `TIDEMARK_BENCH_SCALE` (W1 and W2
-//! size, default 1), `TIDEMARK_BENCH_PARTS` (`all`, the default, or a comma-separated list of
-//! `throughput` (a, b), `latency` (c) and `postgres` (d, e)), `TIDEMARK_BENCH_LATENCY_SECS`
+//! needed); for (r) also `scripts/s3-instance.sh bench` (moto). Environment:
+//! `TIDEMARK_BENCH_REPS` (default 3), `TIDEMARK_BENCH_SCALE` (W1 and W2 size, default 1),
+//! `TIDEMARK_BENCH_PARTS` (`all`, the default, or a comma-separated list of `throughput` (a, b),
+//! `latency` (c), `postgres` (d, e) and `redshift` (r, not in `all`)),
+//! `TIDEMARK_BENCH_REDSHIFT_SERVER` (the test server binary; default: the release build, else
+//! the debug build of the example, under the target directory), `TIDEMARK_BENCH_LATENCY_SECS`
 //! (30), `TIDEMARK_BENCH_LATENCY_RATE` (changes/s, 5000), `TIDEMARK_BENCH_BIN` (the tidemark
 //! binary; default: the one cargo built for this benchmark, `target/release/tidemark`),
 //! `TIDEMARK_BENCH_URL` / `TIDEMARK_BENCH_PG_URL` / `TIDEMARK_BENCH_PG_SOURCE_URL` (other
@@ -97,6 +110,9 @@ fn main() {
     if env.parts.postgres {
         runtime.block_on(postgres_throughput(&env));
     }
+    if env.parts.redshift {
+        runtime.block_on(redshift_throughput(&env));
+    }
 }
 
 /// Which parts run.
@@ -107,33 +123,35 @@ struct Parts {
     latency: bool,
     /// (d) and (e): W2 from Postgres.
     postgres: bool,
+    /// (r): W1 through the Redshift path (not in `all`).
+    redshift: bool,
 }
 
 impl Parts {
-    /// Parses `TIDEMARK_BENCH_PARTS`: `all` (the default) or a comma-separated list of
-    /// `throughput`, `latency` and `postgres`.
+    /// Parses `TIDEMARK_BENCH_PARTS`: `all` (the default: the first three) or a comma-separated
+    /// list of `throughput`, `latency`, `postgres` and `redshift`.
     fn from_env() -> Parts {
         let text = std::env::var("TIDEMARK_BENCH_PARTS").unwrap_or_else(|_| "all".into());
         let mut parts = Parts {
             throughput: false,
             latency: false,
             postgres: false,
+            redshift: false,
         };
         for part in text.split(',').map(str::trim) {
             match part {
                 "all" => {
-                    parts = Parts {
-                        throughput: true,
-                        latency: true,
-                        postgres: true,
-                    }
+                    parts.throughput = true;
+                    parts.latency = true;
+                    parts.postgres = true;
                 }
                 "throughput" => parts.throughput = true,
                 "latency" => parts.latency = true,
                 "postgres" => parts.postgres = true,
+                "redshift" => parts.redshift = true,
                 other => panic!(
                     "TIDEMARK_BENCH_PARTS must be all or a comma-separated list of throughput, \
-                     latency and postgres, not {other:?}"
+                     latency, postgres and redshift, not {other:?}"
                 ),
             }
         }
@@ -151,6 +169,10 @@ struct Env {
     pg_url: String,
     /// The Postgres server W2 lives on, when the part that reads it runs.
     pg_source_url: Option<String>,
+    /// The S3 server the Redshift path stages its files in and the Data API test server's
+    /// binary, when that part runs.
+    s3_url: Option<String>,
+    test_server: Option<PathBuf>,
     reps: usize,
     parts: Parts,
     latency_secs: u64,
@@ -163,9 +185,12 @@ impl Env {
         let parts = Parts::from_env();
         Env {
             tidemark,
-            mysql_url: (parts.throughput || parts.latency).then(workload::server_url),
+            mysql_url: (parts.throughput || parts.latency || parts.redshift)
+                .then(workload::server_url),
             pg_url: tidemark_run::warehouse_server_url(),
             pg_source_url: parts.postgres.then(workload_pg::pg_source_server_url),
+            s3_url: parts.redshift.then(s3_server_url),
+            test_server: parts.redshift.then(test_server_bin),
             reps: env_number("TIDEMARK_BENCH_REPS", 3) as usize,
             parts,
             latency_secs: env_number("TIDEMARK_BENCH_LATENCY_SECS", 30),
@@ -210,6 +235,8 @@ struct SourceSpec<'a> {
     include: &'a str,
     /// Extra `[batch]` lines.
     batch: &'a str,
+    /// Added to tidemark's environment.
+    envs: &'a [(&'a str, &'a str)],
 }
 
 impl SourceSpec<'_> {
@@ -220,8 +247,7 @@ impl SourceSpec<'_> {
 
     /// Writes the config file `{name}.toml` for a MySQL source on the bench MariaDB.
     fn write_config(&self, env: &Env, wh_db: &str) -> PathBuf {
-        let source = format!("kind = \"mysql\"\nurl = {:?}\n", env.mysql_url());
-        self.write(env, wh_db, self.name, &source)
+        self.write(env, wh_db, self.name, &mysql_source(env))
     }
 
     /// Writes the config file `{file}.toml` for a Postgres source reading W2's database
@@ -236,19 +262,25 @@ impl SourceSpec<'_> {
     }
 
     /// Writes `{file}.toml` with `source` as the source's kind, URL and kind-specific lines
-    /// (URLs inline: the bench servers have no passwords).
+    /// (URLs inline: the bench servers have no passwords), loading into database `wh_db` of
+    /// the warehouse Postgres.
     fn write(&self, env: &Env, wh_db: &str, file: &str, source: &str) -> PathBuf {
+        let warehouse = format!("kind = \"postgres\"\nurl = {:?}\n", env.db_url(wh_db));
+        self.write_with(env, &warehouse, file, source)
+    }
+
+    /// Writes `{file}.toml` with `warehouse` as the `[warehouse]` table's lines.
+    fn write_with(&self, env: &Env, warehouse: &str, file: &str, source: &str) -> PathBuf {
         let path = env.tidemark.work.join(format!("{file}.toml"));
         let text = format!(
             "[group]\nname = \"bench-{name}\"\nstate_dir = {state:?}\n\n\
-             [warehouse]\nkind = \"postgres\"\nurl = {wh:?}\n\n\
+             [warehouse]\n{warehouse}\n\
              [batch]\n{batch}\n\n\
              [[sources]]\nid = {id:?}\n{source}\
              tenant = \"bench\"\nregion = \"e2e\"\nfunction = {function:?}\n\
              include = [{include:?}]\nsnapshot = \"never\"\n",
             name = self.name,
             state = env.tidemark.work.join("state").join(self.name),
-            wh = env.db_url(wh_db),
             batch = self.batch,
             id = self.id,
             function = self.function,
@@ -259,11 +291,17 @@ impl SourceSpec<'_> {
     }
 }
 
-/// The source's binlog checkpoint, or `None` before tidemark wrote it.
+/// The source lines of a MySQL source on the bench MariaDB.
+fn mysql_source(env: &Env) -> String {
+    format!("kind = \"mysql\"\nurl = {:?}\n", env.mysql_url())
+}
+
+/// The source's binlog checkpoint, or `None` before tidemark wrote it. `resume_point` is
+/// `jsonb` in a Postgres warehouse and JSON text (`character varying`) in the Redshift sink's.
 async fn checkpoint(client: &Client, source_id: &str) -> Option<BinlogPos> {
     let row = client
         .query_opt(
-            "SELECT resume_point->>'file', (resume_point->>'pos')::bigint
+            "SELECT resume_point::jsonb->>'file', (resume_point::jsonb->>'pos')::bigint
              FROM tidemark.progress WHERE source_id = $1",
             &[&source_id],
         )
@@ -516,23 +554,39 @@ fn print_result(env: &Env, workload: &Workload, ours: &[Run], theirs: &[Run]) {
 /// A first, short run of `spec` with `config`: tidemark creates its control tables and records
 /// its checkpoint row, which the timed run's start then replaces.
 async fn setup_run(env: &Env, client: &Client, config: &Path, spec: &SourceSpec<'_>) {
-    let mut first = Tidemark::start(&env.tidemark, config, &format!("{}-setup", spec.name));
+    let mut first = Tidemark::start_with_env(
+        &env.tidemark,
+        config,
+        &format!("{}-setup", spec.name),
+        spec.envs,
+    );
     wait_for_checkpoint_row(client, &mut first, spec.id).await;
     first.stop();
 }
 
 /// Moves `spec`'s checkpoint to `start`, the workload's start (in `ResumePoint`'s own serde
-/// form, as tidemark writes it).
+/// form, as tidemark writes it: a `jsonb` value in a Postgres warehouse, its JSON text in the
+/// Redshift sink's `character varying` column).
 async fn move_checkpoint(client: &Client, spec: &SourceSpec<'_>, start: &ResumePoint) {
-    let moved = client
-        .execute(
-            "UPDATE tidemark.progress SET resume_point = $1, position = $2 WHERE source_id = $3",
-            &[
-                &serde_json::to_value(start).expect("serialising a resume point"),
-                &start.to_string(),
-                &spec.id,
-            ],
+    let column_type: String = client
+        .query_one(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+             WHERE attrelid = 'tidemark.progress'::regclass AND attname = 'resume_point'",
+            &[],
         )
+        .await
+        .unwrap_or_else(|e| panic!("reading the type of resume_point: {}", pg_error(&e)))
+        .get(0);
+    let sql = "UPDATE tidemark.progress SET resume_point = $1, position = $2 WHERE source_id = $3";
+    let value = serde_json::to_value(start).expect("serialising a resume point");
+    let text = value.to_string();
+    let resume_point: &(dyn tokio_postgres::types::ToSql + Sync) = if column_type == "jsonb" {
+        &value
+    } else {
+        &text
+    };
+    let moved = client
+        .execute(sql, &[resume_point, &start.to_string(), &spec.id])
         .await
         .unwrap_or_else(|e| panic!("moving the checkpoint to {start}: {}", pg_error(&e)));
     assert_eq!(moved, 1, "no checkpoint row to move");
@@ -549,7 +603,7 @@ async fn timed_replay<P: PartialEq + std::fmt::Display>(
     mut checkpoint: impl AsyncFnMut() -> Option<P>,
     at_end: impl Fn(&P) -> bool,
 ) -> Run {
-    let mut tidemark = Tidemark::start(&env.tidemark, config, spec.name);
+    let mut tidemark = Tidemark::start_with_env(&env.tidemark, config, spec.name, spec.envs);
     let mut last_progress: (Instant, Option<P>) = (Instant::now(), None);
     let secs = loop {
         if let Some(at) = checkpoint().await {
@@ -690,6 +744,7 @@ const W1_SPEC: SourceSpec<'static> = SourceSpec {
     function: "w1",
     include: "bench.orders",
     batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+    envs: &[],
 };
 /// The warehouse database tidemark loads W1 into.
 const TIDEMARK_DB: &str = "tidemark_e2e";
@@ -791,6 +846,7 @@ const W2_SPEC: SourceSpec<'static> = SourceSpec {
     function: "w2",
     include: "bench.orders",
     batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+    envs: &[],
 };
 /// The warehouse database tidemark loads W2 into.
 const W2_TIDEMARK_DB: &str = "tidemark_e2e_w2";
@@ -946,6 +1002,7 @@ const LAT_SPEC: SourceSpec<'static> = SourceSpec {
     function: "lat",
     include: "lat.events",
     batch: "max_delay = \"500ms\"",
+    envs: &[],
 };
 const LATENCY_DB: &str = "tidemark_e2e_lat";
 
@@ -1137,4 +1194,699 @@ async fn poll_max_id(client: Client, table: String, last: Arc<AtomicU64>) -> Vec
             None => due = Instant::now(),
         }
     }
+}
+
+// --- (r): W1 through the Redshift path ------------------------------------------------------
+
+/// What `tidemark run` needs in its environment for the Redshift path: credentials for the AWS
+/// SDK's default chain (the S3 server and the test server check no signature) and no EC2
+/// metadata lookups.
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+const AWS_REGION: &str = "us-east-1";
+/// The bucket the Redshift path stages its files in, on the private `bench` S3 server.
+const RS_BUCKET: &str = "tidemark-bench";
+/// The warehouse database the test server runs the Redshift path's SQL in.
+const RS_DB: &str = "tidemark_e2e_rs";
+/// tidemark's peak RSS target on the Redshift path.
+const RS_RSS_TARGET_MB: f64 = 256.0;
+
+/// W1's source on the Redshift path: the target table is `bench_e2e_w1.orders`, as in (a), but
+/// in database `RS_DB`, so (a)'s target checksum applies as it is.
+const RS_SPEC: SourceSpec<'static> = SourceSpec {
+    name: "w1-redshift",
+    id: "bench-w1-redshift",
+    function: "w1",
+    include: "bench.orders",
+    batch: "# defaults: max_rows = 100000, max_bytes = \"64MiB\", max_delay = \"500ms\"",
+    envs: AWS_ENV,
+};
+
+/// The private `bench` S3 server (moto), started if needed.
+fn s3_server_url() -> String {
+    workload::instance_url("s3-instance.sh", "bench", "http://")
+}
+
+/// The test server's binary: `TIDEMARK_BENCH_REDSHIFT_SERVER`, else the example's release build,
+/// else its debug build, under the target directory. Exits 1 with how to build it when there is
+/// none; warns when it is older than its sources.
+fn test_server_bin() -> PathBuf {
+    let path = std::env::var_os("TIDEMARK_BENCH_REDSHIFT_SERVER")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent()?;
+            ["release", "debug"]
+                .iter()
+                .map(|profile| target.join(profile).join("examples/redshift-test-server"))
+                .find(|path| path.is_file())
+        });
+    let Some(path) = path.filter(|path| path.is_file()) else {
+        eprintln!(
+            "pipeline_e2e: the redshift part needs the Redshift Data API test server; build it \
+             first with `cargo build --release --example redshift-test-server` (or set \
+             TIDEMARK_BENCH_REDSHIFT_SERVER)"
+        );
+        std::process::exit(1);
+    };
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/redshift");
+    let newest_source = std::fs::read_dir(&sources)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest_source)
+        && newest > built
+    {
+        println!(
+            "pipeline_e2e: WARNING: {} is older than its sources in {}; rebuild it with `cargo build \
+             --release --example redshift-test-server`",
+            path.display(),
+            sources.display()
+        );
+    }
+    path
+}
+
+/// The Redshift Data API test server as a child process; stopped (SIGTERM, then SIGKILL after
+/// 10 s) when dropped, also when the benchmark panics.
+struct TestServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as it printed.
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `bin` on the warehouse server `pg_url` and the S3 server `s3_url`, its output
+    /// into `log`; waits (at most 30 s) for its `endpoint=` line.
+    fn start(bin: &Path, pg_url: &str, s3_url: &str, log: PathBuf) -> TestServer {
+        let file = std::fs::File::create(&log).expect("creating the test server's log");
+        let child = Command::new(bin)
+            .arg("--postgres-url")
+            .arg(pg_url)
+            .arg("--s3-endpoint")
+            .arg(s3_url)
+            .args(["--port", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("cloning the log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut server = TestServer {
+            child,
+            endpoint: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            if let Some(endpoint) = text.lines().find_map(|l| l.strip_prefix("endpoint=")) {
+                server.endpoint = endpoint.trim().to_owned();
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("the test server exited ({status}); its log:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test server printed no endpoint within 30 s; its log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its peak RSS (`VmHWM`) in MB.
+    fn peak_rss_mb(&self) -> f64 {
+        workload::vm_hwm_kb(Some(self.child.id())).unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An S3 client of the private S3 server (path-style, its test credentials).
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
+    let config = Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(AWS_REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "bench"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A Data API client of the test server, to read how long its statements took.
+fn data_api_client(endpoint: &str) -> aws_sdk_redshiftdata::Client {
+    use aws_sdk_redshiftdata::config::{BehaviorVersion, Builder, Credentials, Region};
+    let config = Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(AWS_REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "bench"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_redshiftdata::Client::from_conf(config)
+}
+
+/// Creates the staging bucket unless it is there.
+async fn ensure_bucket(s3: &aws_sdk_s3::Client) {
+    if let Err(e) = s3.create_bucket().bucket(RS_BUCKET).send().await {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
+        assert!(
+            exists,
+            "creating bucket {RS_BUCKET}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        );
+    }
+}
+
+/// Every object under `prefix` in the staging bucket: key and size.
+async fn list_objects(s3: &aws_sdk_s3::Client, prefix: &str) -> Vec<(String, u64)> {
+    let mut objects = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(RS_BUCKET)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "listing s3://{RS_BUCKET}/{prefix}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                objects.push((key.to_owned(), object.size().unwrap_or(0).max(0) as u64));
+            }
+        }
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return objects;
+        }
+    }
+}
+
+/// Deletes every object under `prefix` (the S3 server keeps them in memory).
+async fn delete_objects(s3: &aws_sdk_s3::Client, prefix: &str) {
+    for (key, _) in list_objects(s3, prefix).await {
+        s3.delete_object()
+            .bucket(RS_BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "deleting s3://{RS_BUCKET}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+    }
+}
+
+/// What a run left in S3.
+#[derive(Debug, Clone, Copy, Default)]
+struct Staged {
+    /// `part-*.gz` files and the sum of their sizes.
+    parts: u64,
+    part_bytes: u64,
+    /// Manifests (one per table load attempt).
+    manifests: u64,
+    /// Anything else.
+    other: u64,
+}
+
+impl Staged {
+    fn of(objects: &[(String, u64)]) -> Staged {
+        let mut staged = Staged::default();
+        for (key, size) in objects {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            if name.starts_with("part-") && name.ends_with(".gz") {
+                staged.parts += 1;
+                staged.part_bytes += size;
+            } else if name.contains("manifest") {
+                staged.manifests += 1;
+            } else {
+                staged.other += 1;
+            }
+        }
+        staged
+    }
+
+    fn mb(&self) -> f64 {
+        self.part_bytes as f64 / 1e6
+    }
+}
+
+/// One load transaction (BatchExecuteStatement) as the test server timed it.
+#[derive(Debug, Clone, Default)]
+struct Transaction {
+    /// When tidemark submitted it and when it ended, in seconds after tidemark was spawned.
+    submitted: f64,
+    ended: f64,
+    /// From its first statement's start to the end of COMMIT.
+    secs: f64,
+    /// Its statements by kind: the emulated COPY (S3 reads, gunzip, CSV parsing, Postgres
+    /// `COPY FROM STDIN`) and the rows it loaded, DELETE, MERGE, the rest (CREATE, the
+    /// progress) and how many; COMMIT is the transaction's time past its statements.
+    copy_secs: f64,
+    copy_rows: i64,
+    delete_secs: f64,
+    merge_secs: f64,
+    other_secs: f64,
+    others: usize,
+    commit_secs: f64,
+}
+
+/// The statements of one run as the test server timed them (from DescribeStatement).
+#[derive(Debug, Clone, Default)]
+struct ServerTimes {
+    /// Load transactions, in the order they were submitted.
+    transactions: Vec<Transaction>,
+    /// Single statements (ExecuteStatement: control tables, reads) and their seconds.
+    singles: usize,
+    single_secs: f64,
+    /// Errors of failed statements.
+    errors: Vec<String>,
+}
+
+impl ServerTimes {
+    /// The transactions submitted within the first `secs` after the spawn (the timed run), and
+    /// their total time, COPY time and MERGE time.
+    fn timed(&self, secs: f64) -> (usize, f64, f64, f64) {
+        self.transactions
+            .iter()
+            .filter(|t| t.submitted < secs)
+            .fold((0, 0.0, 0.0, 0.0), |(n, total, copy, merge), t| {
+                (
+                    n + 1,
+                    total + t.secs,
+                    copy + t.copy_secs,
+                    merge + t.merge_secs,
+                )
+            })
+    }
+}
+
+/// The ids of the statements the test server knows (the newest 100; a run issues fewer).
+async fn statement_ids(api: &aws_sdk_redshiftdata::Client) -> Vec<String> {
+    api.list_statements()
+        .max_results(100)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ListStatements: {}",
+                aws_sdk_redshiftdata::error::DisplayErrorContext(&e)
+            )
+        })
+        .statements()
+        .iter()
+        .map(|s| s.id().to_owned())
+        .collect()
+}
+
+/// The times of the statements not in `before`, relative to `spawned` (tidemark's spawn).
+async fn server_times(
+    api: &aws_sdk_redshiftdata::Client,
+    before: &[String],
+    spawned: std::time::SystemTime,
+) -> ServerTimes {
+    let spawned = spawned
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let mut times = ServerTimes::default();
+    for id in statement_ids(api).await {
+        if before.contains(&id) {
+            continue;
+        }
+        let statement = api
+            .describe_statement()
+            .id(&id)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "DescribeStatement {id}: {}",
+                    aws_sdk_redshiftdata::error::DisplayErrorContext(&e)
+                )
+            });
+        if let Some(error) = statement.error() {
+            times.errors.push(error.to_owned());
+        }
+        let subs = statement.sub_statements();
+        if subs.is_empty() {
+            times.singles += 1;
+            times.single_secs += secs(statement.duration());
+            continue;
+        }
+        let at = |t: Option<&aws_sdk_redshiftdata::primitives::DateTime>| {
+            t.map_or(0.0, |t| t.as_secs_f64() - spawned)
+        };
+        let mut transaction = Transaction {
+            submitted: at(statement.created_at()),
+            ended: at(statement.updated_at()),
+            secs: secs(statement.duration()),
+            ..Transaction::default()
+        };
+        let mut in_statements = 0.0;
+        for sub in subs {
+            let took = secs(sub.duration());
+            in_statements += took;
+            let verb = sub
+                .query_string()
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            match verb.as_str() {
+                "COPY" => {
+                    transaction.copy_secs += took;
+                    transaction.copy_rows += sub.result_rows();
+                }
+                "DELETE" => transaction.delete_secs += took,
+                "MERGE" => transaction.merge_secs += took,
+                _ => {
+                    transaction.other_secs += took;
+                    transaction.others += 1;
+                }
+            }
+        }
+        transaction.commit_secs = (transaction.secs - in_statements).max(0.0);
+        times.transactions.push(transaction);
+    }
+    times
+        .transactions
+        .sort_by(|a, b| a.submitted.total_cmp(&b.submitted));
+    times
+}
+
+/// One run on the Redshift path.
+#[derive(Debug, Clone)]
+struct RsRun {
+    run: Run,
+    staged: Staged,
+    server: ServerTimes,
+}
+
+/// What the Redshift path's runs share: the S3 server, the test server and clients of both.
+struct RsPath {
+    s3_url: String,
+    s3: aws_sdk_s3::Client,
+    server: TestServer,
+    api: aws_sdk_redshiftdata::Client,
+    /// The group's folder in the bucket (`s3_prefix` + group name).
+    prefix: String,
+}
+
+impl RsPath {
+    /// The `[warehouse]` lines of the Redshift path.
+    fn warehouse(&self) -> String {
+        format!(
+            "kind = \"redshift\"\ncluster_id = \"bench\"\ndatabase = {RS_DB:?}\n\
+             db_user = \"tidemark\"\ns3_bucket = {RS_BUCKET:?}\n\
+             iam_role = \"arn:aws:iam::000000000000:role/bench-copy\"\nregion = {AWS_REGION:?}\n\
+             s3_endpoint = {:?}\ns3_path_style = true\ndata_api_endpoint = {:?}\n\
+             keep_files = \"1h\"                  # the staged files stay, to be counted\n",
+            self.s3_url, self.server.endpoint
+        )
+    }
+}
+
+/// (r): W1 replayed by tidemark through the Redshift path, and by (a)'s tidemark side straight
+/// into Postgres, alternately.
+async fn redshift_throughput(env: &Env) {
+    let w1 = W1::from_env();
+    let range = ensure_w1(env.mysql_url(), &w1).await;
+    println!();
+    println!(
+        "(r) tidemark run through the Redshift path (Data API test server on Postgres, staged \
+         files in S3) vs (a) tidemark run into Postgres, on {w1}"
+    );
+    println!("  {}", range.describe());
+    let workload = Workload {
+        name: "W1",
+        changes: w1.changes(),
+        change_kind: "row events",
+        final_rows: w1.final_rows(),
+        reference: "",
+        tidemark_db: TIDEMARK_DB,
+        schema: "bench_e2e_w1",
+    };
+    let started = Instant::now();
+    let source = source_contents(env.mysql_url()).await;
+    check_source(&workload, "bench.orders", &source, started);
+
+    let s3_url = env
+        .s3_url
+        .clone()
+        .expect("the S3 server of the redshift part");
+    let bin = env
+        .test_server
+        .clone()
+        .expect("the test server of the redshift part");
+    let server = TestServer::start(
+        &bin,
+        &env.pg_url,
+        &s3_url,
+        env.tidemark.work.join("redshift-test-server.log"),
+    );
+    let path = RsPath {
+        s3: s3_client(&s3_url),
+        api: data_api_client(&server.endpoint),
+        prefix: format!("tidemark/bench-{}/", RS_SPEC.name),
+        server,
+        s3_url,
+    };
+    ensure_bucket(&path.s3).await;
+    // Files an interrupted earlier run left.
+    delete_objects(&path.s3, &path.prefix).await;
+    println!(
+        "  test server {} at {} (log {}), on {}; staging s3://{RS_BUCKET}/{} on {}",
+        bin.display(),
+        path.server.endpoint,
+        path.server.log.display(),
+        env.pg_url,
+        path.prefix,
+        path.s3_url
+    );
+
+    let mut redshift = Vec::new();
+    let mut direct = Vec::new();
+    for rep in 1..=env.reps {
+        let r = tidemark_w1_redshift(env, &range, &source, &path).await;
+        print_redshift_run(env, &workload, rep, &r);
+        redshift.push(r);
+        let d = tidemark_w1(env, &range, &source).await;
+        println!(
+            "  run {rep}/{}: postgres  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s  \
+             peak RSS {:.1} MB  (target equal to the source)",
+            env.reps,
+            workload.changes,
+            workload.final_rows,
+            d.secs,
+            workload.changes as f64 / d.secs,
+            d.rss_mb
+        );
+        direct.push(d);
+    }
+    let server_rss = path.server.peak_rss_mb();
+    drop(path);
+    print_redshift_result(env, &workload, &redshift, &direct, server_rss);
+}
+
+/// Side (r): tidemark replays W1 through the Redshift path into a fresh warehouse database;
+/// the staged files are counted, checked against the target, then deleted.
+async fn tidemark_w1_redshift(
+    env: &Env,
+    range: &W1Range,
+    source: &Contents,
+    path: &RsPath,
+) -> RsRun {
+    let client = env.fresh_database(RS_DB).await;
+    delete_objects(&path.s3, &path.prefix).await;
+    let config = RS_SPEC.write_with(env, &path.warehouse(), RS_SPEC.name, &mysql_source(env));
+    setup_run(env, &client, &config, &RS_SPEC).await;
+    let start = ResumePoint::Binlog {
+        file: range.start.file.clone(),
+        pos: range.start.pos,
+        gtid: None,
+    };
+    move_checkpoint(&client, &RS_SPEC, &start).await;
+
+    let before = statement_ids(&path.api).await;
+    let spawned = std::time::SystemTime::now();
+    let end = BinlogPos::key(&range.end.file, range.end.pos);
+    let run = timed_replay(
+        env,
+        &RS_SPEC,
+        &config,
+        &range.end,
+        async || checkpoint(&client, RS_SPEC.id).await,
+        |at: &BinlogPos| BinlogPos::key(&at.file, at.pos) >= end,
+    )
+    .await;
+    let server = server_times(&path.api, &before, spawned).await;
+    let staged = Staged::of(&list_objects(&path.s3, &path.prefix).await);
+    let target = target_contents(&client).await;
+    assert_eq!(
+        &target, source,
+        "after W1 through the Redshift path, {RS_DB}.bench_e2e_w1.orders differs from \
+         bench.orders (rows, checksum)"
+    );
+    delete_objects(&path.s3, &path.prefix).await;
+    RsRun {
+        run,
+        staged,
+        server,
+    }
+}
+
+/// Prints one Redshift-path run: its figures, then its statements as the test server timed them.
+fn print_redshift_run(env: &Env, workload: &Workload<'_>, rep: usize, r: &RsRun) {
+    let secs = r.run.secs;
+    println!(
+        "  run {rep}/{}: redshift  {:>8} changes -> {:>7} rows {:>7.2} s {:>9.0} changes/s  \
+         {} part files {:.2} files/s  {:.1} MB gzip {:.2} MB/s  peak RSS {:.1} MB  (target \
+         equal to the source)",
+        env.reps,
+        workload.changes,
+        workload.final_rows,
+        secs,
+        workload.changes as f64 / secs,
+        r.staged.parts,
+        r.staged.parts as f64 / secs,
+        r.staged.mb(),
+        r.staged.mb() / secs,
+        r.run.rss_mb
+    );
+    for t in &r.server.transactions {
+        println!(
+            "      load transaction submitted at {:.2} s, ended at {:.2} s, {:.2} s: COPY \
+             (emulated) {:.2} s for {} rows, DELETE {:.2} s, MERGE {:.2} s, {} other statements \
+             {:.2} s, COMMIT {:.2} s{}",
+            t.submitted,
+            t.ended,
+            t.secs,
+            t.copy_secs,
+            t.copy_rows,
+            t.delete_secs,
+            t.merge_secs,
+            t.others,
+            t.other_secs,
+            t.commit_secs,
+            if t.submitted >= secs {
+                " (after the checkpoint reached W1's end: at the stop)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "      also {} single statements {:.2} s; staged {} manifest(s), {} other object(s)",
+        r.server.singles, r.server.single_secs, r.staged.manifests, r.staged.other
+    );
+    for error in &r.server.errors {
+        println!("      WARNING: a statement failed: {error}");
+    }
+}
+
+/// Prints the best run of each path, the ratio, the RSS verdict and what bounds the Redshift
+/// path here.
+fn print_redshift_result(
+    env: &Env,
+    workload: &Workload<'_>,
+    redshift: &[RsRun],
+    direct: &[Run],
+    server_rss_mb: f64,
+) {
+    let r = redshift
+        .iter()
+        .min_by(|a, b| a.run.secs.total_cmp(&b.run.secs))
+        .expect("at least one run");
+    let d = direct
+        .iter()
+        .min_by(|a, b| a.secs.total_cmp(&b.secs))
+        .expect("at least one run");
+    let rs_peak = redshift.iter().map(|r| r.run.rss_mb).fold(0.0, f64::max);
+    let pg_peak = direct.iter().map(|r| r.rss_mb).fold(0.0, f64::max);
+    let changes = workload.changes as f64;
+    let secs = r.run.secs;
+    println!();
+    println!(
+        "result (best of {} per path; peak RSS is the max over each path's runs):",
+        env.reps
+    );
+    println!(
+        "  redshift path: {secs:>7.2} s  {:>9.0} source row changes/s  {:>8.0} final rows/s  \
+         {} part files {:.2} files/s  {:.1} MB gzip {:.2} MB/s",
+        changes / secs,
+        workload.final_rows as f64 / secs,
+        r.staged.parts,
+        r.staged.parts as f64 / secs,
+        r.staged.mb(),
+        r.staged.mb() / secs,
+    );
+    println!(
+        "  postgres (a):  {:>7.2} s  {:>9.0} source row changes/s  {:>8.0} final rows/s",
+        d.secs,
+        changes / d.secs,
+        workload.final_rows as f64 / d.secs,
+    );
+    println!(
+        "  ratio redshift path / postgres (source row changes/s): {:.2}  (informational)",
+        d.secs / secs
+    );
+    println!(
+        "  tidemark peak RSS: redshift path {rs_peak:.1} MB  (target <= {RS_RSS_TARGET_MB:.0} \
+         MB) {}; postgres {pg_peak:.1} MB; the test server's peak RSS {server_rss_mb:.1} MB",
+        verdict(rs_peak <= RS_RSS_TARGET_MB)
+    );
+    let (transactions, in_transactions, copy, merge) = r.server.timed(secs);
+    let first = r.server.transactions.first().map_or(0.0, |t| t.submitted);
+    println!(
+        "  bound: through the test server the load is the emulated COPY on Postgres, not \
+         Redshift's: in the best run {transactions} load transaction(s) took {in_transactions:.2} \
+         s of {secs:.2} s ({:.0}%), the emulated COPY alone {copy:.2} s ({:.0}%: the test server \
+         reads every file from S3, gunzips and parses it, then runs one Postgres COPY FROM \
+         STDIN), MERGE {merge:.2} s; before the first one tidemark read W1 and encoded, \
+         compressed and staged the batch for {first:.2} s. The figures say what tidemark \
+         sustains against this server, not against Redshift.",
+        100.0 * in_transactions / secs,
+        100.0 * copy / secs,
+    );
+    println!(
+        "  definitions: time = spawn of `tidemark run` (checkpoint at W1's start) until its \
+         checkpoint reaches W1's end; source row changes = {} row events of W1; part files = \
+         the `part-*.gz` objects the run staged (kept with keep_files = \"1h\", listed after the \
+         run), MB = their compressed bytes / 10^6; files/s and MB/s are per wall second;",
+        workload.changes
+    );
+    println!("    the target (rows, checksum) equals the source's after every run of either path.");
 }

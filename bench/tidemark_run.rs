@@ -115,6 +115,12 @@ impl Tidemark {
     /// Spawns `tidemark run --config CONFIG`, its stdout and stderr into `{name}.log` in the
     /// work directory. The environment passes on (`RUST_LOG` included).
     pub fn start(bin: &Bin, config: &Path, name: &str) -> Tidemark {
+        Tidemark::start_with_env(bin, config, name, &[])
+    }
+
+    /// [`Tidemark::start`] with `envs` added to the environment (the Redshift path's AWS
+    /// settings).
+    pub fn start_with_env(bin: &Bin, config: &Path, name: &str, envs: &[(&str, &str)]) -> Tidemark {
         let log = bin.work.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("creating the tidemark log");
         let started = Instant::now();
@@ -122,6 +128,7 @@ impl Tidemark {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("cloning the log file"))
             .stderr(file)
@@ -205,6 +212,17 @@ impl Tidemark {
             self.log.display(),
             self.log_tail()
         );
+    }
+}
+
+impl Drop for Tidemark {
+    /// A run the benchmark did not stop (it panicked on the way) is killed, so no `tidemark`
+    /// outlives the benchmark.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -1280,7 +1280,7 @@ async fn warn_while_slow<T>(
                     table,
                     waited_s = seconds(started.elapsed()),
                     on_step_s = seconds(since.elapsed()),
-                    "loading into the warehouse is slow: still {current} (blocked by another session's lock? see pg_locks and pg_stat_activity on the warehouse)"
+                    "loading into the warehouse is slow: still {current} (blocked by another session's lock? see pg_locks and pg_stat_activity on Postgres, stv_locks and svv_transactions on Redshift)"
                 );
                 next += slow_after;
             }

@@ -197,6 +197,9 @@ pub enum Step {
     Progress,
     /// Committing the transaction.
     Commit,
+    /// Running the batch's whole transaction at once (load, apply, progress, commit), as a
+    /// warehouse that takes a transaction in one request does (Redshift's Data API).
+    Transaction,
 }
 
 impl fmt::Display for Step {
@@ -206,6 +209,9 @@ impl fmt::Display for Step {
             Step::Table(table) => write!(f, "loading table {table}"),
             Step::Progress => f.write_str("recording the progress"),
             Step::Commit => f.write_str("committing"),
+            Step::Transaction => {
+                f.write_str("running the batch's transaction (COPY, apply, progress)")
+            }
         }
     }
 }

@@ -22,8 +22,9 @@ pub const MAX_STATEMENTS: usize = 40;
 pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
 /// First wait between two `DescribeStatement` calls; it doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(25);
-/// Longest wait between two `DescribeStatement` calls.
-const MAX_POLL: Duration = Duration::from_secs(2);
+/// Longest wait between two `DescribeStatement` calls: a finished statement is noticed at
+/// most this late, and a long one costs one call per this much time.
+const MAX_POLL: Duration = Duration::from_secs(1);
 /// How many characters of a statement an error quotes.
 const QUOTED_SQL_CHARS: usize = 300;
 

@@ -435,7 +435,7 @@ impl RedshiftSink {
             tail.push(sql::requests_handled(&source_id, last));
         }
         crash_point(crash::BEFORE_COMMIT);
-        self.step.set(Step::Commit);
+        self.step.set(Step::Transaction);
         self.run_transactions(&source_id, head, groups, tail)
             .await?;
         self.split_pending.remove(&*source_id);
