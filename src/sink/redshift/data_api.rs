@@ -210,7 +210,7 @@ impl DataApi {
             .send()
             .await
             .map_err(request_error("BatchExecuteStatement"))?;
-        let id = output.id().unwrap_or_default().to_owned();
+        let id = statement_id(output.id(), "BatchExecuteStatement")?;
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         self.wait(&id, &statements).await.map(|_| ())
     }
@@ -258,7 +258,7 @@ impl DataApi {
             .send()
             .await
             .map_err(request_error("ExecuteStatement"))?;
-        Ok(output.id().unwrap_or_default().to_owned())
+        statement_id(output.id(), "ExecuteStatement")
     }
 
     /// Polls statement `id` until it ends; returns whether it has a result set. `statements`
@@ -315,6 +315,18 @@ impl DataApi {
                 }
             }
         }
+    }
+}
+
+/// The id a submitted statement got: without one it cannot be followed, which is an error.
+fn statement_id(id: Option<&str>, operation: &'static str) -> Result<String, DataApiError> {
+    match id {
+        Some(id) if !id.is_empty() => Ok(id.to_owned()),
+        _ => Err(DataApiError::Request {
+            operation,
+            message: "the response has no statement id".to_owned(),
+            kind: ErrorKind::Retry,
+        }),
     }
 }
 

@@ -1230,11 +1230,13 @@ impl Sink for RedshiftSink {
             let mut requests = Vec::with_capacity(rows.len());
             for row in rows {
                 let mut fields = row.into_iter();
-                let id = fields
-                    .next()
-                    .flatten()
-                    .and_then(|id| id.parse().ok())
-                    .unwrap_or_default();
+                let id_text = fields.next().flatten().unwrap_or_default();
+                let id: i64 = id_text.parse().map_err(|_| {
+                    SinkError::new(
+                        ErrorKind::Fatal,
+                        format!("{context}: request id {id_text:?} is not a number"),
+                    )
+                })?;
                 let tables = match fields.next().flatten() {
                     Some(text) => {
                         let pairs: Vec<(String, String)> =
