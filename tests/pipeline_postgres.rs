@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::pg_source::{SlotGuard, parse_lsn};
+use support::pg_source::{SlotGuard, parse_lsn, toasted_docs_changes};
 use support::pipeline::{
     GroupConfig, Rng, Source, SourceConfig, TablePair, Tidemark, Warehouse, fresh_warehouse,
     fresh_warehouse_on, pg_client, seed, wait_checkpoint, wait_tables_equal, wait_until,
@@ -500,70 +500,7 @@ async fn unchanged_toasted_values_keep_their_value_in_the_target() {
 async fn random_key_changes_of_toasted_rows_land_equal() {
     let mut s = setup("pgpl_moves", TOASTED_DOCS).await;
     let mut rng = Rng::new(seed("random_key_changes_of_toasted_rows_land_equal"));
-    const KEYS: i64 = 60;
-    let mut live: Vec<i64> = (1..=30).collect();
-    let big = |tag: String| format!("repeat('{tag}', 9000) || '{tag}'");
-    let mut statements = vec![format!(
-        "INSERT INTO shop.docs SELECT g, {}, {}, g FROM generate_series(1, 30) g",
-        big("a".into()),
-        big("b".into())
-    )];
-    // Transactions of a few statements each, written back to back so that batches hold many:
-    // updates that leave the TOASTed columns unchanged, key changes (also right after other
-    // changes of the row), swaps through a temporary key, deletes and inserts.
-    for _ in 0..150 {
-        let mut txn = Vec::new();
-        for _ in 0..rng.between(1, 8) {
-            let free: Vec<i64> = (1..=KEYS).filter(|k| !live.contains(k)).collect();
-            let pick = |rng: &mut Rng, keys: &[i64]| keys[rng.below(keys.len() as u64) as usize];
-            if live.len() < 2 || free.is_empty() {
-                break;
-            }
-            let k = pick(&mut rng, &live);
-            let to = pick(&mut rng, &free);
-            let statement = match rng.below(8) {
-                0 | 1 => format!("UPDATE shop.docs SET n = n + 1 WHERE id = {k}"),
-                2 => format!(
-                    "UPDATE shop.docs SET a = {} WHERE id = {k}",
-                    big(format!("x{}", rng.below(1000)))
-                ),
-                3 | 4 => {
-                    live.retain(|&l| l != k);
-                    live.push(to);
-                    if rng.chance(50) {
-                        format!("UPDATE shop.docs SET id = {to} WHERE id = {k}")
-                    } else {
-                        format!("UPDATE shop.docs SET id = {to}, n = n * 2 WHERE id = {k}")
-                    }
-                }
-                5 => {
-                    let other = pick(&mut rng, &live);
-                    if other == k {
-                        continue;
-                    }
-                    format!(
-                        "UPDATE shop.docs SET id = -1 WHERE id = {k};
-                         UPDATE shop.docs SET id = {k} WHERE id = {other};
-                         UPDATE shop.docs SET id = {other} WHERE id = -1"
-                    )
-                }
-                6 => {
-                    live.retain(|&l| l != k);
-                    format!("DELETE FROM shop.docs WHERE id = {k}")
-                }
-                _ => {
-                    live.push(to);
-                    format!(
-                        "INSERT INTO shop.docs VALUES ({to}, {}, {}, 0)",
-                        big(format!("i{}", rng.below(1000))),
-                        big(format!("j{}", rng.below(1000)))
-                    )
-                }
-            };
-            txn.push(statement);
-        }
-        statements.push(format!("BEGIN; {}; COMMIT;", txn.join("; ")));
-    }
+    let statements = toasted_docs_changes(&mut rng, true);
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run(&s.source, &statements).await;
     converge(&mut s, &[(("shop", "docs"), ("acme_in_txn", "docs"))]).await;

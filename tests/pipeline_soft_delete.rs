@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::pg_source::SlotGuard;
+use support::pg_source::{SlotGuard, TOASTED_DOCS_KEYS, toasted_docs_changes};
 use support::pipeline::{
     CONVERGE, GroupConfig, MysqlSetup, Rng, Source, SourceConfig, TablePair, Tidemark, Warehouse,
     fresh_warehouse, seed, wait_checkpoint, wait_tables_equal, wait_until, workload_tables,
@@ -659,70 +659,16 @@ async fn random_changes_of_toasted_rows_leave_live_rows_equal_to_the_source() {
     let mut rng = Rng::new(seed(
         "random_changes_of_toasted_rows_leave_live_rows_equal_to_the_source",
     ));
-    const KEYS: i64 = 60;
-    let mut live: Vec<i64> = (1..=30).collect();
-    let big = |tag: String| format!("repeat('{tag}', 9000) || '{tag}'");
-    let mut statements = vec![format!(
-        "INSERT INTO shop.docs SELECT g, {}, {}, g FROM generate_series(1, 30) g",
-        big("a".into()),
-        big("b".into())
-    )];
-    for _ in 0..150 {
-        let mut txn = Vec::new();
-        for _ in 0..rng.between(1, 8) {
-            let free: Vec<i64> = (1..=KEYS).filter(|k| !live.contains(k)).collect();
-            let pick = |rng: &mut Rng, keys: &[i64]| keys[rng.below(keys.len() as u64) as usize];
-            if live.len() < 2 || free.is_empty() {
-                break;
-            }
-            let k = pick(&mut rng, &live);
-            let to = pick(&mut rng, &free);
-            let statement = match rng.below(8) {
-                0 | 1 => format!("UPDATE shop.docs SET n = n + 1 WHERE id = {k}"),
-                2 => format!(
-                    "UPDATE shop.docs SET a = {} WHERE id = {k}",
-                    big(format!("x{}", rng.below(1000)))
-                ),
-                3 | 4 => {
-                    live.retain(|&l| l != k);
-                    live.push(to);
-                    format!("UPDATE shop.docs SET id = {to} WHERE id = {k}")
-                }
-                5 => {
-                    let other = pick(&mut rng, &live);
-                    if other == k {
-                        continue;
-                    }
-                    format!(
-                        "UPDATE shop.docs SET id = -1 WHERE id = {k};
-                         UPDATE shop.docs SET id = {k} WHERE id = {other};
-                         UPDATE shop.docs SET id = {other} WHERE id = -1"
-                    )
-                }
-                6 => {
-                    live.retain(|&l| l != k);
-                    format!("DELETE FROM shop.docs WHERE id = {k}")
-                }
-                _ => {
-                    live.push(to);
-                    format!(
-                        "INSERT INTO shop.docs VALUES ({to}, {}, {}, 0)",
-                        big(format!("i{}", rng.below(1000))),
-                        big(format!("j{}", rng.below(1000)))
-                    )
-                }
-            };
-            txn.push(statement);
-        }
-        statements.push(format!("BEGIN; {}; COMMIT;", txn.join("; ")));
-    }
+    let statements = toasted_docs_changes(&mut rng, false);
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     s.run(&statements).await;
     s.converge().await;
     s.assert_nothing_skipped();
     let marked = marked(&s.warehouse, PG_SCHEMA, "docs").await;
     assert!(
-        marked.iter().all(|k| *k == -1 || (1..=KEYS).contains(k)),
+        marked
+            .iter()
+            .all(|k| *k == -1 || (1..=TOASTED_DOCS_KEYS).contains(k)),
         "marked keys the source never had: {marked:?}"
     );
 }

@@ -426,3 +426,78 @@ pub async fn create_pgoutput_slot(client: &Client, slot: &str) {
         .await
         .expect("create slot");
 }
+
+/// The keys [`toasted_docs_changes`] uses: 1 to this.
+pub const TOASTED_DOCS_KEYS: i64 = 60;
+
+/// Transactions of random changes to `shop.docs` (`id int PRIMARY KEY, a text, b text, n int`,
+/// `a` and `b` TOASTed), as `BEGIN; ...; COMMIT;` texts after one insert of keys 1..=30:
+/// updates that leave the TOASTed columns unchanged, key changes (also right after other
+/// changes of the row, and with `n` changed too when `key_changes_touch_n`), swaps through a
+/// temporary key, deletes and inserts, over keys 1..=60, written back to back so that batches
+/// hold many.
+pub fn toasted_docs_changes(rng: &mut super::ids::Rng, key_changes_touch_n: bool) -> Vec<String> {
+    use super::ids::Rng;
+    const KEYS: i64 = TOASTED_DOCS_KEYS;
+    let mut live: Vec<i64> = (1..=30).collect();
+    let big = |tag: String| format!("repeat('{tag}', 9000) || '{tag}'");
+    let mut statements = vec![format!(
+        "INSERT INTO shop.docs SELECT g, {}, {}, g FROM generate_series(1, 30) g",
+        big("a".into()),
+        big("b".into())
+    )];
+    for _ in 0..150 {
+        let mut txn = Vec::new();
+        for _ in 0..rng.between(1, 8) {
+            let free: Vec<i64> = (1..=KEYS).filter(|k| !live.contains(k)).collect();
+            let pick = |rng: &mut Rng, keys: &[i64]| keys[rng.below(keys.len() as u64) as usize];
+            if live.len() < 2 || free.is_empty() {
+                break;
+            }
+            let k = pick(rng, &live);
+            let to = pick(rng, &free);
+            let statement = match rng.below(8) {
+                0 | 1 => format!("UPDATE shop.docs SET n = n + 1 WHERE id = {k}"),
+                2 => format!(
+                    "UPDATE shop.docs SET a = {} WHERE id = {k}",
+                    big(format!("x{}", rng.below(1000)))
+                ),
+                3 | 4 => {
+                    live.retain(|&l| l != k);
+                    live.push(to);
+                    if key_changes_touch_n && rng.chance(50) {
+                        format!("UPDATE shop.docs SET id = {to}, n = n * 2 WHERE id = {k}")
+                    } else {
+                        format!("UPDATE shop.docs SET id = {to} WHERE id = {k}")
+                    }
+                }
+                5 => {
+                    let other = pick(rng, &live);
+                    if other == k {
+                        continue;
+                    }
+                    format!(
+                        "UPDATE shop.docs SET id = -1 WHERE id = {k};
+                         UPDATE shop.docs SET id = {k} WHERE id = {other};
+                         UPDATE shop.docs SET id = {other} WHERE id = -1"
+                    )
+                }
+                6 => {
+                    live.retain(|&l| l != k);
+                    format!("DELETE FROM shop.docs WHERE id = {k}")
+                }
+                _ => {
+                    live.push(to);
+                    format!(
+                        "INSERT INTO shop.docs VALUES ({to}, {}, {}, 0)",
+                        big(format!("i{}", rng.below(1000))),
+                        big(format!("j{}", rng.below(1000)))
+                    )
+                }
+            };
+            txn.push(statement);
+        }
+        statements.push(format!("BEGIN; {}; COMMIT;", txn.join("; ")));
+    }
+    statements
+}
