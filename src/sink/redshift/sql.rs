@@ -535,11 +535,7 @@ pub fn copy_stage(
 /// Keeps only each key's last staged change.
 pub fn keep_last_per_key(stage: &str, key: &[String]) -> String {
     let s = ident(stage);
-    let on = key
-        .iter()
-        .map(|k| format!("{s}.{c} = \"later\".{c}", c = ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&s, "\"later\"", key);
     format!(
         "DELETE FROM {s} USING {s} AS \"later\" WHERE {on} AND {s}.{SEQ} < \"later\".{SEQ}",
         SEQ = ident(SEQ)
@@ -559,11 +555,7 @@ pub fn discard_before(stage: &str, seq: u64) -> String {
 /// Deletes the target rows whose key's last change is a delete.
 pub fn delete_by_key(t: &TargetTable, stage: &str, key: &[String]) -> String {
     let target = table(t);
-    let on = key
-        .iter()
-        .map(|k| format!("{target}.{c} = \"stage\".{c}", c = ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&target, "\"stage\"", key);
     format!(
         "DELETE FROM {target} USING {} AS \"stage\" WHERE {on} AND \"stage\".{} = 'delete'",
         ident(stage),
@@ -575,11 +567,7 @@ pub fn delete_by_key(t: &TargetTable, stage: &str, key: &[String]) -> String {
 /// position (soft deletes).
 pub fn mark_deleted_by_key(t: &TargetTable, stage: &str, key: &[String]) -> String {
     let target = table(t);
-    let on = key
-        .iter()
-        .map(|k| format!("{target}.{c} = \"stage\".{c}", c = ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&target, "\"stage\"", key);
     let set = [OP, POSITION, COMMIT_TS]
         .iter()
         .map(|c| format!("{c} = \"stage\".{c}", c = ident(c)))
@@ -641,11 +629,7 @@ pub fn merge(
 ) -> String {
     // Redshift's MERGE takes no alias for its target: its columns are qualified by name.
     let target = table(t);
-    let on = key
-        .iter()
-        .map(|k| format!("{target}.{c} = \"stage\".{c}", c = ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = key_match(&target, "\"stage\"", key);
     let set = data
         .iter()
         .filter(|c| !key.contains(c))
@@ -694,6 +678,14 @@ pub fn delete_loaded_before(t: &TargetTable, micros: i64) -> String {
         ident(LOADED_AT),
         micros_lit(Some(micros))
     )
+}
+
+/// `left.k = right.k AND ...` over the key columns: rows of two tables with the same key.
+fn key_match(left: &str, right: &str, key: &[String]) -> String {
+    key.iter()
+        .map(|k| format!("{left}.{c} = {right}.{c}", c = ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 fn list(names: &[String]) -> String {
