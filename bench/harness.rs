@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tidemark::config::Config;
 use tidemark::event::{Op, ResumePoint, SourceMessage};
-use tidemark::pipeline::run_group;
+use tidemark::fleet::run_group;
 use tidemark::sink::null::NullSink;
 use tidemark::sink::{Batch, Sink};
 use tidemark::source::Source;
@@ -316,7 +316,9 @@ pub fn report_pipeline_child(
         let mut first = Batch::position_only(source_id.as_str().into(), start);
         sink.apply(&mut first).await.expect("recording the start");
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let group = tokio::spawn(async move { run_group(&config, shutdown).await });
+        // No reloads: the sender is dropped at once.
+        let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let group = tokio::spawn(async move { run_group(config, shutdown, reloads).await });
         loop {
             let record = sink.read_progress(&source_id).await.expect("null progress");
             if record.is_some_and(|r| done(&r.progress.resume_point)) {

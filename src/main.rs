@@ -16,9 +16,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use tidemark::check::{check_source, check_warehouse};
 use tidemark::config::Config;
+use tidemark::fleet::run_group;
 use tidemark::observe::status::{read_status, render_table};
 use tidemark::observe::{LogFormat, init_logging};
-use tidemark::pipeline::{SkipError, run_group, skip_to_end};
+use tidemark::pipeline::{SkipError, skip_to_end};
 use tidemark::snapshot::{RequestError, request_snapshot};
 use tidemark::source::Source;
 use tidemark::source::mysql::file::FileError;
@@ -222,10 +223,46 @@ async fn run(path: PathBuf) -> ExitCode {
         eprintln!("tidemark: second stop signal: exiting without waiting");
         std::process::exit(130);
     });
-    match run_group(&config, shutdown).await {
+    let reloads = match reload_on_hangup(path) {
+        Ok(reloads) => reloads,
+        Err(e) => return fail(&format!("cannot listen for SIGHUP: {e}")),
+    };
+    match run_group(config, shutdown, reloads).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// Loads the config at `path` again at every SIGHUP (`systemctl reload`) and hands it to the
+/// group; a config that does not load is logged and changes nothing.
+fn reload_on_hangup(
+    path: PathBuf,
+) -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<Config>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Listening now, before the group starts: SIGHUP's default action ends the process.
+    let mut hangups = signal(SignalKind::hangup())?;
+    let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP: reading the config and inventory again");
+            let loaded = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Config::load(&path)).await
+            };
+            match loaded {
+                Ok(Ok(config)) => {
+                    if reload.send(config).is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(
+                    "config reload failed, the running config stays: {e}; fix the file and send SIGHUP again"
+                ),
+                Err(e) => tracing::error!("config reload failed: {e}"),
+            }
+        }
+    });
+    Ok(reloads)
 }
 
 /// SIGTERM (systemd, ECS) or SIGINT (Ctrl-C).

@@ -755,6 +755,10 @@ fn json_schema_matches_the_accepted_keys() {
         keys_of(&schema["$defs"]["source"]),
         accepted(BASE.replace("[[sources]]\n", &format!("[[sources]]\n{bogus}")))
     );
+    assert_eq!(
+        keys_of(&schema["properties"]["fleet"]),
+        accepted(format!("{BASE}\n[fleet]\ninventory = \"t.csv\"\n{bogus}"))
+    );
 }
 
 #[test]

@@ -12,9 +12,10 @@ use toml::Spanned;
 
 use super::env::{EnvError, interpolate};
 use super::error::{ConfigError, ConfigErrorKind};
+use super::inventory::{self, InventoryProblem};
 use super::kind::KindTable;
 use super::locate::{Locator, join_key};
-use super::raw::{RawBatch, RawConfig, RawGroup, RawSource, RawWarehouse, Str};
+use super::raw::{RawBatch, RawConfig, RawFleet, RawGroup, RawSource, RawWarehouse, Str};
 use super::secret::SecretUrl;
 use super::source::{
     DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition,
@@ -24,7 +25,8 @@ use super::source::{
 use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{WarehouseConfig, WarehouseKind};
-use super::{BatchConfig, Config, GroupConfig};
+use super::{BatchConfig, Config, FleetConfig, GroupConfig};
+use crate::sink::postgres::DEFAULT_MAX_CONNECTIONS;
 use crate::sink::postgres::config::PostgresWarehouseConfig;
 use crate::sink::redshift::config::{
     DEFAULT_S3_PREFIX, RedshiftAuth, RedshiftConfig, RedshiftTarget, bucket_problem,
@@ -230,27 +232,174 @@ impl Builder<'_> {
             Some(batch) => self.batch(batch.get_ref())?,
             None => BatchConfig::default(),
         };
-        if raw.sources.is_empty() {
+        if raw.sources.is_empty() && raw.fleet.is_none() {
             return Err(ConfigError::new(
                 ConfigErrorKind::MissingKey,
                 self.path,
                 None,
                 Some("sources".into()),
-                "no sources: add at least one [[sources]] table",
+                "no sources: add at least one [[sources]] table, or a [fleet] inventory",
             ));
         }
         let mut sources = Vec::with_capacity(raw.sources.len());
         for (i, source) in raw.sources.iter().enumerate() {
-            sources.push(self.source(source.get_ref(), &format!("sources[{i}]"))?);
+            sources.push(self.source(source.get_ref(), source.span(), &format!("sources[{i}]"))?);
         }
         self.check_unique(&raw.sources, &sources)?;
+        let (fleet, inventory_problems) = match &raw.fleet {
+            Some(fleet) => {
+                let (config, problems) = self.fleet(fleet, &mut sources)?;
+                (Some(config), problems)
+            }
+            None => (None, Vec::new()),
+        };
         Ok(Config {
             path: self.path.to_path_buf(),
             group,
             warehouse,
             batch,
             sources,
+            fleet,
+            inventory_problems,
         })
+    }
+
+    /// Adds a source for every good line of the `[fleet]` inventory to `sources`; returns the
+    /// fleet's settings and the lines left out, each with why.
+    fn fleet(
+        &self,
+        raw: &Spanned<RawFleet>,
+        sources: &mut Vec<SourceConfig>,
+    ) -> Result<(FleetConfig, Vec<InventoryProblem>)> {
+        let header = raw.span();
+        let raw = raw.get_ref();
+        let path = self.relative_path(PathBuf::from(
+            self.non_empty(&raw.inventory, "fleet.inventory")?,
+        ));
+        let url_template = |value: &Option<Str>, key: &str, default: &str| -> Result<String> {
+            let Some(value) = value else {
+                return Ok(default.to_string());
+            };
+            let text = self.non_empty(value, key)?;
+            template::check(&text, inventory::URL_PLACEHOLDERS)
+                .map_err(|m| self.invalid(value.span(), key, m))?;
+            Ok(text)
+        };
+        let urls = inventory::UrlTemplates {
+            mysql: url_template(
+                &raw.mysql_url,
+                "fleet.mysql_url",
+                inventory::DEFAULT_MYSQL_URL,
+            )?,
+            postgres: url_template(
+                &raw.postgres_url,
+                "fleet.postgres_url",
+                inventory::DEFAULT_POSTGRES_URL,
+            )?,
+        };
+        let template = raw.template.as_ref().map(Spanned::get_ref);
+        if let Some(template) = template {
+            for (name, value) in [
+                ("id", &template.id),
+                ("url", &template.url),
+                ("tenant", &template.tenant),
+                ("region", &template.region),
+                ("function", &template.function),
+            ] {
+                if let Some(value) = value {
+                    return Err(self.invalid(
+                        value.span(),
+                        &format!("fleet.template.{name}"),
+                        "is set per tenant by the inventory's columns, not in the template; remove it",
+                    ));
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.invalid(
+                raw.inventory.span(),
+                "fleet.inventory",
+                format!("cannot read the inventory {}: {e}", path.display()),
+            )
+        })?;
+        let lines = inventory::parse(&text).map_err(|(line, message)| {
+            ConfigError::new(
+                ConfigErrorKind::Invalid,
+                &path,
+                Some(line),
+                None,
+                format!("{message} (the inventory of {})", self.path.display()),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut problems = Vec::new();
+        let mut ids: HashMap<String, String> = sources
+            .iter()
+            .map(|s| (s.id.clone(), "a [[sources]] table".to_string()))
+            .collect();
+        let mut schemas: HashMap<String, String> = sources
+            .iter()
+            .map(|s| (s.staging_schema(), s.id.clone()))
+            .collect();
+        for line in &lines {
+            let problem = |message: String| InventoryProblem {
+                path: path.clone(),
+                line: line.line,
+                message,
+            };
+            let raw_source = match inventory::raw_source(
+                line,
+                template,
+                &urls,
+                base,
+                header.clone(),
+                self.env,
+            ) {
+                Ok(raw_source) => raw_source,
+                Err(message) => {
+                    problems.push(problem(message));
+                    continue;
+                }
+            };
+            let at = "inventory";
+            let source = match self.source(&raw_source, header.clone(), at) {
+                Ok(source) => source,
+                Err(e) => {
+                    // Keys that a line sets read as its columns; others come from the template.
+                    let key = e.key().unwrap_or_default().trim_start_matches("inventory.");
+                    problems.push(problem(format!("`{key}`: {}", e.message())));
+                    continue;
+                }
+            };
+            if let Some(first) = ids.get(&source.id) {
+                problems.push(problem(format!(
+                    "source id `{}` is already used by {first}; set the `id` column",
+                    source.id
+                )));
+                continue;
+            }
+            let schema = source.staging_schema();
+            if let Some(first) = schemas.get(&schema) {
+                problems.push(problem(format!(
+                    "staging schema `{schema}` is already used by source `{first}`; give each line its own tenant/region/function or a target_schema column"
+                )));
+                continue;
+            }
+            ids.insert(source.id.clone(), format!("line {}", line.line));
+            schemas.insert(schema, source.id.clone());
+            sources.push(source);
+        }
+        Ok((FleetConfig { inventory: path }, problems))
+    }
+
+    /// `path` as given, or, when relative, resolved against the config file's directory.
+    fn relative_path(&self, path: PathBuf) -> PathBuf {
+        if path.is_relative()
+            && let Some(base) = self.path.parent()
+        {
+            return base.join(path);
+        }
+        path
     }
 
     fn group(&self, raw: &RawGroup) -> Result<GroupConfig> {
@@ -262,14 +411,7 @@ impl Builder<'_> {
             Some(dir) => PathBuf::from(self.non_empty(dir, "group.state_dir")?),
             None => PathBuf::from(DEFAULT_STATE_DIR),
         };
-        let state_dir = if state_dir.is_relative() {
-            match self.path.parent() {
-                Some(base) => base.join(state_dir),
-                None => state_dir,
-            }
-        } else {
-            state_dir
-        };
+        let state_dir = self.relative_path(state_dir);
         Ok(GroupConfig { name, state_dir })
     }
 
@@ -289,9 +431,16 @@ impl Builder<'_> {
                     ));
                 };
                 let url = self.postgres_url(url, "warehouse.url")?;
+                let max_connections = match &raw.max_connections {
+                    Some(value) => {
+                        self.bounded(value, "warehouse.max_connections", 1, 1000)? as usize
+                    }
+                    None => DEFAULT_MAX_CONNECTIONS,
+                };
                 Ok(WarehouseConfig::Postgres(PostgresWarehouseConfig {
                     url,
                     soft_delete: soft_delete(raw),
+                    max_connections,
                 }))
             }
             WarehouseKind::Redshift => self
@@ -538,21 +687,52 @@ impl Builder<'_> {
         Ok(url)
     }
 
-    fn source(&self, raw: &RawSource, at: &str) -> Result<SourceConfig> {
+    /// A key every source needs, or an error at the source's table (`header`).
+    fn required<'r>(
+        &self,
+        value: &'r Option<Str>,
+        header: &Range<usize>,
+        key: &str,
+    ) -> Result<&'r Str> {
+        value.as_ref().ok_or_else(|| {
+            self.error(
+                ConfigErrorKind::MissingKey,
+                header.clone(),
+                key,
+                "required key is missing",
+            )
+        })
+    }
+
+    /// One source from its raw table; `header` is the table's span, `at` its key path.
+    fn source(&self, raw: &RawSource, header: Range<usize>, at: &str) -> Result<SourceConfig> {
         let key = |name: &str| format!("{at}.{name}");
-        let id = self.non_empty(&raw.id, &key("id"))?;
+        let raw_id = self.required(&raw.id, &header, &key("id"))?;
+        let id = self.non_empty(raw_id, &key("id"))?;
         if let Some(problem) = name_problem(&id) {
-            return Err(self.invalid(raw.id.span(), &key("id"), problem));
+            return Err(self.invalid(raw_id.span(), &key("id"), problem));
         }
-        let kind: SourceKind = self.kind(&raw.kind, &key("kind"), "source")?;
+        let raw_kind = self.required(&raw.kind, &header, &key("kind"))?;
+        let kind: SourceKind = self.kind(raw_kind, &key("kind"), "source")?;
         self.reject_other_kinds_keys(raw.kind_keys(), kind, at, "source")?;
+        let raw_url = self.required(&raw.url, &header, &key("url"))?;
         let url = match kind {
-            SourceKind::Mysql => self.mysql_url(&raw.url, &key("url"))?,
-            SourceKind::Postgres => self.postgres_url(&raw.url, &key("url"))?,
+            SourceKind::Mysql => self.mysql_url(raw_url, &key("url"))?,
+            SourceKind::Postgres => self.postgres_url(raw_url, &key("url"))?,
         };
-        let tenant = self.non_empty(&raw.tenant, &key("tenant"))?;
-        let region = self.non_empty(&raw.region, &key("region"))?;
-        let function = self.non_empty(&raw.function, &key("function"))?;
+        let tenant = self.non_empty(
+            self.required(&raw.tenant, &header, &key("tenant"))?,
+            &key("tenant"),
+        )?;
+        let region = self.non_empty(
+            self.required(&raw.region, &header, &key("region"))?,
+            &key("region"),
+        )?;
+        let function = self.non_empty(
+            self.required(&raw.function, &header, &key("function"))?,
+            &key("function"),
+        )?;
+        let raw_snapshot = self.required(&raw.snapshot, &header, &key("snapshot"))?;
         let target_schema = self.target_schema(raw, at, &id, &tenant, &region, &function)?;
         let include = match &raw.include {
             Some(list) if list.get_ref().is_empty() => {
@@ -565,7 +745,7 @@ impl Builder<'_> {
             Some(list) => self.patterns(list.get_ref(), &key("include"))?,
             None => vec![
                 TablePattern::parse("*.*")
-                    .map_err(|m| self.invalid(raw.id.span(), &key("include"), m))?,
+                    .map_err(|m| self.invalid(raw_id.span(), &key("include"), m))?,
             ],
         };
         let exclude = match &raw.exclude {
@@ -576,7 +756,7 @@ impl Builder<'_> {
             Some(value) => self.target_table(value, &key("target_table"))?,
             None => default_target_table(&include).to_string(),
         };
-        let snapshot = self.snapshot(&raw.snapshot, &key("snapshot"))?;
+        let snapshot = self.snapshot(raw_snapshot, &key("snapshot"))?;
         let snapshot_parallelism = match &raw.snapshot_parallelism {
             Some(value) => self.bounded(value, &key("snapshot_parallelism"), 1, 64)? as usize,
             None => default_snapshot_parallelism(),
@@ -635,6 +815,7 @@ impl Builder<'_> {
             snapshot_chunk_rows,
             heartbeat,
             start,
+            enabled: raw.enabled.as_ref().is_none_or(|v| *v.get_ref()),
         })
     }
 
@@ -747,10 +928,11 @@ impl Builder<'_> {
                 return Ok(schema);
             };
             // Point at the part that carries the bad character, else at tenant.
+            let span_of = |value: &Option<Str>| value.as_ref().map_or(0..0, Spanned::span);
             let parts = [
-                (&raw.tenant, tenant, "tenant"),
-                (&raw.region, region, "region"),
-                (&raw.function, function, "function"),
+                (span_of(&raw.tenant), tenant, "tenant"),
+                (span_of(&raw.region), region, "region"),
+                (span_of(&raw.function), function, "function"),
             ];
             let (span, name) = parts
                 .iter()
@@ -758,8 +940,8 @@ impl Builder<'_> {
                     schema_name_problem(&value.to_lowercase())
                         .is_some_and(|p| p.starts_with("contains"))
                 })
-                .map_or((raw.tenant.span(), "tenant"), |(raw, _, name)| {
-                    (raw.span(), *name)
+                .map_or((span_of(&raw.tenant), "tenant"), |(span, _, name)| {
+                    (span.clone(), *name)
                 });
             return Err(self.invalid(
                 span,
@@ -843,14 +1025,15 @@ impl Builder<'_> {
     fn check_unique(&self, all_raw: &[Spanned<RawSource>], sources: &[SourceConfig]) -> Result<()> {
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let mut schemas: HashMap<String, usize> = HashMap::new();
+        let span_of = |value: &Option<Str>| value.as_ref().map_or(0..0, Spanned::span);
         for (i, source) in sources.iter().enumerate() {
             let raw = all_raw[i].get_ref();
             if let Some(&first) = ids.get(source.id.as_str()) {
                 let first_line = self
                     .locator
-                    .line_of(all_raw[first].get_ref().id.span().start);
+                    .line_of(span_of(&all_raw[first].get_ref().id).start);
                 return Err(self.invalid(
-                    raw.id.span(),
+                    span_of(&raw.id),
                     &format!("sources[{i}].id"),
                     format!(
                         "duplicate source id `{}`; sources[{first}] (line {first_line}) already uses it",
@@ -865,7 +1048,7 @@ impl Builder<'_> {
                 let (span, name) = raw
                     .target_schema
                     .as_ref()
-                    .map_or((raw.tenant.span(), "tenant"), |t| {
+                    .map_or((span_of(&raw.tenant), "tenant"), |t| {
                         (t.span(), "target_schema")
                     });
                 return Err(self.invalid(

@@ -15,6 +15,7 @@
 mod build;
 mod env;
 mod error;
+mod inventory;
 mod kind;
 mod locate;
 mod raw;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrorKind};
+pub use inventory::InventoryProblem;
 pub use secret::SecretUrl;
 pub use source::{
     SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition, TablePattern,
@@ -46,12 +48,24 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     /// `[batch]`, defaults filled in.
     pub batch: BatchConfig,
-    /// `[[sources]]`, in file order; at least one.
+    /// `[[sources]]` in file order, then the sources of the `[fleet]` inventory in its order;
+    /// at least one unless there is an inventory.
     pub sources: Vec<SourceConfig>,
+    /// `[fleet]`, when the config has an inventory.
+    pub fleet: Option<FleetConfig>,
+    /// The inventory lines that did not become sources, each with why.
+    pub inventory_problems: Vec<InventoryProblem>,
+}
+
+/// `[fleet]`: sources listed in an inventory file (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The inventory (CSV), resolved against the config file's directory.
+    pub inventory: PathBuf,
 }
 
 /// `[group]`: the service that runs all sources of this file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
     /// Group name: letters, digits, `-` and `_`.
     pub name: String,

@@ -21,6 +21,18 @@ pub(crate) struct RawConfig {
     pub batch: Option<Spanned<RawBatch>>,
     #[serde(default)]
     pub sources: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    pub fleet: Option<Spanned<RawFleet>>,
+}
+
+/// `[fleet]`: sources from an inventory file, each filled into `template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    pub inventory: Str,
+    pub mysql_url: Option<Str>,
+    pub postgres_url: Option<Str>,
+    pub template: Option<Spanned<RawSource>>,
 }
 
 /// `[group]`.
@@ -54,6 +66,7 @@ pub(crate) struct RawWarehouse {
     pub keep_files: Option<Str>,
     pub dropped_columns: Option<Str>,
     pub soft_delete: Option<Spanned<bool>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// `[batch]`.
@@ -68,21 +81,23 @@ pub(crate) struct RawBatch {
     pub slow_load_warning: Option<Str>,
 }
 
-/// One `[[sources]]` entry.
-#[derive(Debug, Deserialize)]
+/// One `[[sources]]` entry, or `[fleet.template]`. The keys every source needs are optional
+/// here so that a template can leave them to the inventory: `build` reports them missing.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSource {
-    pub id: Str,
-    pub kind: Str,
-    pub url: Str,
-    pub tenant: Str,
-    pub region: Str,
-    pub function: Str,
+    pub id: Option<Str>,
+    pub kind: Option<Str>,
+    pub url: Option<Str>,
+    pub tenant: Option<Str>,
+    pub region: Option<Str>,
+    pub function: Option<Str>,
     pub target_schema: Option<Str>,
     pub target_table: Option<Str>,
     pub include: Option<Spanned<Vec<Str>>>,
     pub exclude: Option<Spanned<Vec<Str>>>,
-    pub snapshot: Str,
+    pub snapshot: Option<Str>,
+    pub enabled: Option<Spanned<bool>>,
     pub snapshot_parallelism: Option<Spanned<i64>>,
     pub snapshot_chunk_rows: Option<Spanned<i64>>,
     pub server_id: Option<Spanned<i64>>,
@@ -117,7 +132,7 @@ impl RawSource {
 impl RawWarehouse {
     /// The keys that only some warehouse kinds accept (every key but `kind`), in file-format
     /// order.
-    pub const KIND_KEYS: [&'static str; 18] = [
+    pub const KIND_KEYS: [&'static str; 19] = [
         "url",
         "cluster_id",
         "workgroup",
@@ -136,6 +151,7 @@ impl RawWarehouse {
         "keep_files",
         "soft_delete",
         "dropped_columns",
+        "max_connections",
     ];
 
     /// The [`RawWarehouse::KIND_KEYS`] present in `[warehouse]`, with the span of each value:
@@ -160,8 +176,10 @@ impl RawWarehouse {
             &self.keep_files,
             &None, // soft_delete is a bool: its span is set below
             &self.dropped_columns,
+            &None, // max_connections is an integer: its span is set below
         ]
         .map(|value| value.as_ref().map(Spanned::span));
+        spans[18] = self.max_connections.as_ref().map(Spanned::span);
         spans[16] = self.soft_delete.as_ref().map(Spanned::span);
         spans[11] = self.s3_path_style.as_ref().map(Spanned::span);
         Self::KIND_KEYS

@@ -210,7 +210,7 @@ impl fmt::Display for TablePattern {
 }
 
 /// One source of a group, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// Unique id within the group; keys the source's checkpoint.
     pub id: String,
@@ -246,6 +246,8 @@ pub struct SourceConfig {
     pub heartbeat: Duration,
     /// Where to start when the source has no checkpoint yet (default: the end of the log).
     pub start: StartPosition,
+    /// Whether the source runs (`enabled`, default true); a paused source keeps its position.
+    pub enabled: bool,
 }
 
 /// The settings of one source kind: each variant holds exactly the keys its kind accepts, so a

@@ -11,5 +11,5 @@ pub mod route;
 pub mod run;
 pub mod skip;
 
-pub use run::{RunError, run_group};
+pub use run::{SourceError, supervise_source};
 pub use skip::{SkipError, Skipped, skip_to_end};

@@ -22,13 +22,15 @@ use tracing::{error, info, warn};
 use super::batch::{BatchError, Batcher, lag_of};
 use super::route::Router;
 use crate::check::{CheckStatus, check_source};
-use crate::config::{BatchConfig, Config, SnapshotMode, SourceConfig, WarehouseConfig};
+use crate::config::{BatchConfig, Config, SnapshotMode, SourceConfig};
 use crate::crash::{self, crash_point};
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
 use crate::retry::Backoff;
-use crate::sink::{self, Batch, EncodeError, LoadStep, Sink, SinkError, SnapshotProgress, Step};
+use crate::sink::{
+    Batch, EncodeError, LoadStep, Sink, SinkError, SnapshotProgress, Step, Warehouse,
+};
 use crate::snapshot::{
     ChunkId, CopiedChunk, Copier, Reason, SetAside, SnapshotError, SnapshotState,
 };
@@ -51,17 +53,6 @@ const OPERATOR_RETRY: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How often each source logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
-
-/// Why a group cannot run, or why it stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The warehouse cannot be used at start.
-    #[error(transparent)]
-    Warehouse(#[from] SinkError),
-    /// Every source stopped on errors that retrying cannot fix.
-    #[error("sources stopped on errors: {0}")]
-    SourcesFailed(String),
-}
 
 /// Why one source stopped (its supervisor decides whether to start it again).
 #[derive(Debug, thiserror::Error)]
@@ -150,44 +141,28 @@ impl SourceError {
     }
 }
 
-/// Runs every source of `config` until `shutdown` turns true; then each source loads what it
-/// has committed so far and stops.
-pub async fn run_group(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    let mut sink = sink::connect(&config.warehouse).await?;
-    sink.prepare().await?;
-    drop(sink);
-    info!(group = %config.group.name, sources = config.sources.len(), warehouse = %config.warehouse.describe(), "group starting");
-
-    let mut tasks = JoinSet::new();
-    for source in &config.sources {
-        let context = SourceContext {
-            source: source.clone(),
-            warehouse: config.warehouse.clone(),
-            limits: config.batch,
-            spill_dir: config.group.state_dir.join("spill").join(&source.id),
-            config_path: config.path.clone(),
-        };
-        tasks.spawn(supervise(context, shutdown.clone()));
-    }
-    let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err((id, e))) => failed.push(format!("{id}: {e}")),
-            Err(e) => failed.push(format!("a source task ended abnormally: {e}")),
-        }
-    }
-    if failed.is_empty() {
-        info!(group = %config.group.name, "group stopped");
-        Ok(())
-    } else {
-        Err(RunError::SourcesFailed(failed.join("; ")))
-    }
+/// Keeps `source` of `config`'s group running on `warehouse` until `shutdown` turns true (then
+/// it loads what it read and stops), restarting it from its checkpoint after errors. Returns
+/// the error that stopped it for good, if one did; the group's other sources never notice.
+pub fn supervise_source(
+    source: SourceConfig,
+    config: &Config,
+    warehouse: Warehouse,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = Result<(), SourceError>> + Send + 'static {
+    let context = SourceContext {
+        spill_dir: config.group.state_dir.join("spill").join(&source.id),
+        source,
+        warehouse,
+        limits: config.batch,
+        config_path: config.path.clone(),
+    };
+    supervise(context, shutdown)
 }
 
 struct SourceContext {
     source: SourceConfig,
-    warehouse: WarehouseConfig,
+    warehouse: Warehouse,
     limits: BatchConfig,
     spill_dir: PathBuf,
     /// The config file, for the commands messages tell the operator to run.
@@ -209,7 +184,7 @@ impl SourceContext {
 async fn supervise(
     context: SourceContext,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), (String, SourceError)> {
+) -> Result<(), SourceError> {
     let id = context.source.id.clone();
     let mut interrupted = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     let mut needs_operator = Backoff::new(OPERATOR_RETRY, OPERATOR_RETRY);
@@ -245,8 +220,8 @@ async fn supervise(
         }
         let wait = match error.kind() {
             ErrorKind::Fatal => {
-                error!(source = %id, error = %error, get_past, "source stopped; fix the cause and restart tidemark (other sources keep running)");
-                return Err((id, error));
+                error!(source = %id, error = %error, get_past, "source stopped; fix the cause, then send tidemark SIGHUP (systemctl reload) or restart it (other sources keep running)");
+                return Err(error);
             }
             ErrorKind::Operator => {
                 let wait = needs_operator.next_wait();
@@ -270,7 +245,7 @@ async fn supervise(
 /// says it too, and a warehouse that is down cannot take it).
 async fn record_failure(context: &SourceContext, error: &SourceError) {
     let record = async {
-        let mut sink = sink::connect(&context.warehouse).await?;
+        let mut sink = context.warehouse.sink().await?;
         sink.record_error(&context.source.id, &error.to_string())
             .await
     };
@@ -311,7 +286,7 @@ async fn run_source(
     for item in report.with_status(CheckStatus::Warn) {
         warn!(source = %source.id, check = %item.name, detail = %item.detail, fix = item.fix.as_deref(), "prerequisite warning (see `tidemark check`)");
     }
-    let mut sink = sink::connect(&context.warehouse).await?;
+    let mut sink = context.warehouse.sink().await?;
     let start = tokio::select! {
         start = start_source(context, &mut sink, recopy) => start?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
@@ -333,7 +308,7 @@ async fn run_source(
         Some(state) => Some(Copier::new(
             source,
             state,
-            sink::connect(&context.warehouse).await?,
+            context.warehouse.sink().await?,
             sink.encoder(),
             context.spill_dir.clone(),
             context.limits.max_bytes.0,
@@ -569,7 +544,7 @@ struct Flow {
     copier: Option<Copier>,
     confirm: Option<Acknowledger>,
     source: SourceConfig,
-    warehouse: WarehouseConfig,
+    warehouse: Warehouse,
     spill_dir: PathBuf,
     max_bytes: u64,
     /// The last snapshot request taken in (later polls skip it and those before).
@@ -805,7 +780,7 @@ impl Flow {
                 self.copier = Some(Copier::new(
                     &self.source,
                     state,
-                    sink::connect(&self.warehouse).await?,
+                    self.warehouse.sink().await?,
                     encoder,
                     self.spill_dir.clone(),
                     self.max_bytes,
@@ -1016,7 +991,7 @@ struct LoadOutcome {
 /// needed and stay open for the next loads.
 struct Loader {
     source_id: Arc<str>,
-    warehouse: WarehouseConfig,
+    warehouse: Warehouse,
     idle: Vec<Box<dyn Sink>>,
     loading: JoinSet<LoadOutcome>,
     /// The load in flight loads alone.
@@ -1034,7 +1009,7 @@ struct Loader {
 impl Loader {
     fn new(
         sink: Box<dyn Sink>,
-        warehouse: WarehouseConfig,
+        warehouse: Warehouse,
         source_id: Arc<str>,
         slow_after: Duration,
     ) -> Loader {
@@ -1086,7 +1061,7 @@ impl Loader {
         self.loading.spawn(async move {
             let sink = match sink {
                 Some(sink) => sink,
-                None => match sink::connect(&warehouse).await {
+                None => match warehouse.sink().await {
                     Ok(sink) => sink,
                     Err(error) => {
                         return LoadOutcome {

@@ -165,8 +165,8 @@ pub struct SnapshotRequest {
     pub tables: Option<Vec<TableId>>,
 }
 
-/// Opens a sink on the configured warehouse: the one place that maps a warehouse kind to its
-/// sink.
+/// Opens a sink on the configured warehouse, on a connection of its own (for commands that
+/// need one sink; a running group shares connections through [`Warehouse`]).
 pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkError> {
     match warehouse {
         WarehouseConfig::Postgres(postgres) => Ok(Box::new(
@@ -174,10 +174,65 @@ pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkE
                 .await?
                 .with_soft_delete(postgres.soft_delete),
         )),
-        WarehouseConfig::Redshift(redshift) => {
-            Ok(Box::new(redshift::RedshiftSink::connect(redshift).await?))
+        _ => Warehouse::open(warehouse)?.sink().await,
+    }
+}
+
+/// A group's way into its warehouse: every sink it opens shares one bounded set of
+/// connections (Postgres: `[warehouse] max_connections`). The one place that maps a warehouse
+/// kind to its sink. Cloning shares the connections.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    config: WarehouseConfig,
+    pool: Option<postgres::WarehousePool>,
+}
+
+impl Warehouse {
+    /// Sets up the shared connections of `config`'s warehouse; none opens before a sink needs
+    /// it.
+    pub fn open(config: &WarehouseConfig) -> Result<Warehouse, SinkError> {
+        let pool = match config {
+            WarehouseConfig::Postgres(postgres) => Some(postgres::WarehousePool::new(
+                &postgres.url,
+                postgres.max_connections,
+            )?),
+            WarehouseConfig::Redshift(_) | WarehouseConfig::Null => None,
+        };
+        Ok(Warehouse {
+            config: config.clone(),
+            pool,
+        })
+    }
+
+    /// A sink for one source (or one copy worker) on the shared connections.
+    pub async fn sink(&self) -> Result<Box<dyn Sink>, SinkError> {
+        match (&self.config, &self.pool) {
+            (WarehouseConfig::Postgres(postgres), Some(pool)) => Ok(Box::new(
+                postgres::PostgresSink::on_pool(pool.clone())
+                    .with_soft_delete(postgres.soft_delete),
+            )),
+            (WarehouseConfig::Postgres(postgres), None) => Ok(Box::new(
+                postgres::PostgresSink::connect(&postgres.url)
+                    .await?
+                    .with_soft_delete(postgres.soft_delete),
+            )),
+            (WarehouseConfig::Redshift(redshift), _) => {
+                Ok(Box::new(redshift::RedshiftSink::connect(redshift).await?))
+            }
+            (WarehouseConfig::Null, _) => Ok(Box::new(null::NullSink::process_wide())),
         }
-        WarehouseConfig::Null => Ok(Box::new(null::NullSink::process_wide())),
+    }
+
+    /// The warehouse's settings.
+    pub fn config(&self) -> &WarehouseConfig {
+        &self.config
+    }
+
+    /// Warehouse connections open now, for warehouses reached through connections (Postgres).
+    pub fn open_connections(&self) -> Option<usize> {
+        self.pool
+            .as_ref()
+            .map(postgres::WarehousePool::open_connections)
     }
 }
 

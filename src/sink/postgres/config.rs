@@ -12,9 +12,12 @@ pub struct PostgresWarehouseConfig {
     pub url: SecretUrl,
     /// Keep deleted rows, flagged `_tidemark_deleted`, instead of removing them (`soft_delete`).
     pub soft_delete: bool,
+    /// Most connections the group opens to the warehouse, all sources together
+    /// (`max_connections`, default 16): sources take one only while they load.
+    pub max_connections: usize,
 }
 
 impl PostgresWarehouseConfig {
     /// The config keys this kind accepts besides `kind`.
-    pub const KEYS: &'static [&'static str] = &["url", "soft_delete"];
+    pub const KEYS: &'static [&'static str] = &["url", "soft_delete", "max_connections"];
 }

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod config;
 pub mod encode;
+pub mod pool;
 mod sql;
 mod types;
 
@@ -16,9 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use deadpool_postgres::Object;
 use futures_util::SinkExt;
 use tokio_postgres::types::Json;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -33,6 +35,7 @@ use crate::event::{Column, TableSchema};
 use crate::sink::SnapshotRequest;
 use crate::sink::columns::target_column_names;
 pub use encode::CopyText;
+pub use pool::{DEFAULT_MAX_CONNECTIONS, WarehousePool};
 use sql::{KeyedApply, Pass};
 pub use types::postgres_type;
 use types::{extension_type, postgres_type_where};
@@ -57,6 +60,14 @@ pub enum PostgresSinkError {
         /// The driver error, for its kind.
         #[source]
         error: tokio_postgres::Error,
+    },
+    /// The pool of warehouse connections could not hand one out.
+    #[error("cannot get a connection to the Postgres warehouse at {target}: {reason}")]
+    Pool {
+        /// Host, port and database (no credentials).
+        target: String,
+        /// What went wrong.
+        reason: String,
     },
     /// A statement failed.
     #[error("Postgres warehouse: {context}: {reason}{}", operator_fix(.error))]
@@ -126,7 +137,7 @@ impl PostgresSinkError {
     /// Retry (connection trouble, conflicts), operator (schema problems) or fatal (bad data).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PostgresSinkError::Connect { .. } => ErrorKind::Retry,
+            PostgresSinkError::Connect { .. } | PostgresSinkError::Pool { .. } => ErrorKind::Retry,
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
             PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
                 ErrorKind::Operator
@@ -222,22 +233,34 @@ impl From<PostgresSinkError> for SinkError {
 
 impl Sink for PostgresSink {
     fn prepare(&mut self) -> SinkFuture<'_, ()> {
-        Box::pin(async move { Ok(self.ensure_control_tables().await?) })
+        Box::pin(async move {
+            let result = self.ensure_control_tables().await;
+            Ok(self.release(result)?)
+        })
     }
 
     fn read_progress<'a>(
         &'a mut self,
         source_id: &'a str,
     ) -> SinkFuture<'a, Option<ProgressRecord>> {
-        Box::pin(async move { Ok(PostgresSink::read_progress(self, source_id).await?) })
+        Box::pin(async move {
+            let result = PostgresSink::read_progress(self, source_id).await;
+            Ok(self.release(result)?)
+        })
     }
 
     fn apply<'a>(&'a mut self, batch: &'a mut Batch) -> SinkFuture<'a, ()> {
-        Box::pin(async move { Ok(PostgresSink::apply(self, batch).await?) })
+        Box::pin(async move {
+            let result = PostgresSink::apply(self, batch).await;
+            Ok(self.release(result)?)
+        })
     }
 
     fn committed<'a>(&'a mut self, batch: &'a Batch) -> SinkFuture<'a, bool> {
-        Box::pin(async move { Ok(PostgresSink::committed(self, batch).await?) })
+        Box::pin(async move {
+            let result = PostgresSink::committed(self, batch).await;
+            Ok(self.release(result)?)
+        })
     }
 
     fn load_step(&self) -> LoadStep {
@@ -254,15 +277,8 @@ impl Sink for PostgresSink {
         tables: Option<Vec<TableId>>,
     ) -> SinkFuture<'a, i64> {
         Box::pin(async move {
-            let tables: Option<Vec<(&str, &str)>> = tables
-                .as_ref()
-                .map(|tables| tables.iter().map(|t| (&*t.namespace, &*t.name)).collect());
-            let row = self
-                .client
-                .query_one(sql::REQUEST_SNAPSHOT, &[&source_id, &tables.map(Json)])
-                .await
-                .map_err(sql_error("recording the snapshot request"))?;
-            Ok(row.get(0))
+            let result = self.insert_snapshot_request(source_id, tables).await;
+            Ok(self.release(result)?)
         })
     }
 
@@ -271,72 +287,49 @@ impl Sink for PostgresSink {
         source_id: &'a str,
     ) -> SinkFuture<'a, Vec<SnapshotRequest>> {
         Box::pin(async move {
-            let rows = self
-                .client
-                .query(sql::READ_SNAPSHOT_REQUESTS, &[&source_id])
-                .await
-                .map_err(sql_error("reading the snapshot requests"))?;
-            rows.iter()
-                .map(|row| {
-                    let tables: Option<Json<Vec<(String, String)>>> = row
-                        .try_get(1)
-                        .map_err(sql_error("reading the snapshot requests"))?;
-                    Ok(SnapshotRequest {
-                        id: row.get(0),
-                        tables: tables.map(|Json(tables)| {
-                            tables
-                                .into_iter()
-                                .map(|(namespace, name)| TableId::new(namespace, name))
-                                .collect()
-                        }),
-                    })
-                })
-                .collect::<Result<Vec<_>, PostgresSinkError>>()
-                .map_err(SinkError::from)
+            let result = self.read_snapshot_requests(source_id).await;
+            Ok(self.release(result)?)
         })
     }
 
     fn record_error<'a>(&'a mut self, source_id: &'a str, error: &'a str) -> SinkFuture<'a, ()> {
         Box::pin(async move {
-            self.client
-                .execute(sql::RECORD_ERROR, &[&source_id, &error])
-                .await
-                .map_err(sql_error("recording why the source stopped"))?;
-            Ok(())
+            let result = self.write_error(source_id, error).await;
+            Ok(self.release(result)?)
         })
     }
 
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
         Box::pin(async move {
-            let row = self
-                .client
-                .query_one(sql::CLOCK_MICROS, &[])
-                .await
-                .map_err(sql_error("reading the warehouse clock"))?;
-            Ok(row.get(0))
+            let result = self.read_clock_micros().await;
+            Ok(self.release(result)?)
         })
     }
 
     fn holds_rows<'a>(&'a mut self, table: &'a TargetTable) -> SinkFuture<'a, bool> {
         Box::pin(async move {
-            let context = || format!("reading whether {table} holds rows");
-            let exists: bool = self
-                .client
-                .query_one(sql::TABLE_EXISTS, &[&table.schema, &table.table])
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(sql_error(context()))?;
-            if !exists {
-                return Ok(false);
-            }
-            Ok(self
-                .client
-                .query_one(&sql::holds_rows(table), &[])
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(sql_error(context()))?)
+            let result = self.read_holds_rows(table).await;
+            Ok(self.release(result)?)
         })
     }
+}
+
+/// The connection in `held`, taken from `pool` when there is none or it broke.
+async fn hold<'a>(
+    pool: &WarehousePool,
+    held: &'a mut Option<Object>,
+) -> Result<&'a mut Client, PostgresSinkError> {
+    if held
+        .as_ref()
+        .is_some_and(|connection| connection.is_closed())
+    {
+        *held = None;
+    }
+    let connection = match held {
+        Some(connection) => connection,
+        None => held.insert(pool.get().await?),
+    };
+    Ok(&mut **connection)
 }
 
 fn sql_error(
@@ -386,8 +379,9 @@ impl Shape {
 
 /// A connection to the Postgres warehouse that applies batches.
 pub struct PostgresSink {
-    url: SecretUrl,
-    client: Client,
+    pool: WarehousePool,
+    /// The pool's connection this sink works on; held only while a call runs.
+    held: Option<Object>,
     shapes: HashMap<TargetTable, Shape>,
     schemas: HashSet<String>,
     warned_append: HashSet<TargetTable>,
@@ -455,37 +449,28 @@ impl ExtensionTypes {
 }
 
 impl PostgresSink {
-    /// Connects to the warehouse; errors name host, port and database, never the password.
+    /// Connects to the warehouse on a connection of its own; errors name host, port and
+    /// database, never the password.
     pub async fn connect(url: &SecretUrl) -> Result<PostgresSink, PostgresSinkError> {
-        let target = url.redacted();
-        let failed = |error: tokio_postgres::Error| PostgresSinkError::Connect {
-            target: target.clone(),
-            reason: url.scrub(&describe(&error)),
-            error,
-        };
-        let mut config: tokio_postgres::Config = url.expose().parse().map_err(failed)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("tidemark");
-        }
-        let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(warehouse = %target, error = %error, "warehouse connection ended");
-            }
-        });
-        Ok(PostgresSink {
-            url: url.clone(),
-            client,
+        let mut sink = PostgresSink::on_pool(WarehousePool::new(url, 1)?);
+        // Connect now, so that a wrong URL or password shows here and not at the first batch.
+        sink.client().await?;
+        Ok(sink)
+    }
+
+    /// A sink that takes a connection of `pool` for each call and gives it back afterwards: the
+    /// group's sinks share the pool.
+    pub fn on_pool(pool: WarehousePool) -> PostgresSink {
+        PostgresSink {
+            pool,
+            held: None,
             shapes: HashMap::new(),
             schemas: HashSet::new(),
             warned_append: HashSet::new(),
             step: LoadStep::default(),
             extension_types: ExtensionTypes::default(),
             soft_delete: false,
-        })
+        }
     }
 
     /// Keeps rows deleted at the source, marked `_tidemark_deleted`, when `soft_delete`
@@ -495,21 +480,114 @@ impl PostgresSink {
         self
     }
 
-    /// A new connection to the same warehouse (after this one broke), loading the same way.
-    pub async fn reconnect(&self) -> Result<PostgresSink, PostgresSinkError> {
-        Ok(PostgresSink::connect(&self.url)
-            .await?
-            .with_soft_delete(self.soft_delete))
+    /// The connection this sink works on: the one it holds, or one from the pool (a held one
+    /// that broke is dropped first).
+    async fn client(&mut self) -> Result<&mut Client, PostgresSinkError> {
+        hold(&self.pool, &mut self.held).await
     }
 
-    /// True once the connection is gone (reconnect before the next batch).
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+    /// Ends a call: gives the connection back to the pool, or, after an error, closes it (a
+    /// statement may have been cut off midway, so its state is unknown).
+    fn release<T>(&mut self, result: Result<T, PostgresSinkError>) -> Result<T, PostgresSinkError> {
+        if let Some(connection) = self.held.take()
+            && result.is_err()
+        {
+            drop(Object::take(connection));
+        }
+        result
+    }
+
+    /// Records a snapshot request for `source_id` (`None`: the whole source); returns its id.
+    async fn insert_snapshot_request(
+        &mut self,
+        source_id: &str,
+        tables: Option<Vec<TableId>>,
+    ) -> Result<i64, PostgresSinkError> {
+        let tables: Option<Vec<(&str, &str)>> = tables
+            .as_ref()
+            .map(|tables| tables.iter().map(|t| (&*t.namespace, &*t.name)).collect());
+        let row = self
+            .client()
+            .await?
+            .query_one(sql::REQUEST_SNAPSHOT, &[&source_id, &tables.map(Json)])
+            .await
+            .map_err(sql_error("recording the snapshot request"))?;
+        Ok(row.get(0))
+    }
+
+    /// The snapshot requests of `source_id` not yet handled, oldest first.
+    async fn read_snapshot_requests(
+        &mut self,
+        source_id: &str,
+    ) -> Result<Vec<SnapshotRequest>, PostgresSinkError> {
+        let rows = self
+            .client()
+            .await?
+            .query(sql::READ_SNAPSHOT_REQUESTS, &[&source_id])
+            .await
+            .map_err(sql_error("reading the snapshot requests"))?;
+        rows.iter()
+            .map(|row| {
+                let tables: Option<Json<Vec<(String, String)>>> = row
+                    .try_get(1)
+                    .map_err(sql_error("reading the snapshot requests"))?;
+                Ok(SnapshotRequest {
+                    id: row.get(0),
+                    tables: tables.map(|Json(tables)| {
+                        tables
+                            .into_iter()
+                            .map(|(namespace, name)| TableId::new(namespace, name))
+                            .collect()
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    /// Records why `source_id` stopped.
+    async fn write_error(&mut self, source_id: &str, error: &str) -> Result<(), PostgresSinkError> {
+        self.client()
+            .await?
+            .execute(sql::RECORD_ERROR, &[&source_id, &error])
+            .await
+            .map_err(sql_error("recording why the source stopped"))?;
+        Ok(())
+    }
+
+    /// The warehouse's clock, in µs since the epoch.
+    async fn read_clock_micros(&mut self) -> Result<i64, PostgresSinkError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(sql::CLOCK_MICROS, &[])
+            .await
+            .map_err(sql_error("reading the warehouse clock"))?;
+        Ok(row.get(0))
+    }
+
+    /// Whether `table` exists and holds rows.
+    async fn read_holds_rows(&mut self, table: &TargetTable) -> Result<bool, PostgresSinkError> {
+        let context = || format!("reading whether {table} holds rows");
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one(sql::TABLE_EXISTS, &[&table.schema, &table.table])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(sql_error(context()))?;
+        if !exists {
+            return Ok(false);
+        }
+        client
+            .query_one(&sql::holds_rows(table), &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(sql_error(context()))
     }
 
     /// Creates the `tidemark` control schema and tables if they are missing.
-    pub async fn ensure_control_tables(&self) -> Result<(), PostgresSinkError> {
-        self.client
+    pub async fn ensure_control_tables(&mut self) -> Result<(), PostgresSinkError> {
+        self.client()
+            .await?
             .batch_execute(sql::CONTROL_TABLES)
             .await
             .map_err(sql_error("creating the control tables in schema tidemark"))
@@ -517,12 +595,12 @@ impl PostgresSink {
 
     /// The committed progress record of `source_id`, if it has one.
     pub async fn read_progress(
-        &self,
+        &mut self,
         source_id: &str,
     ) -> Result<Option<ProgressRecord>, PostgresSinkError> {
         let context = || format!("reading the progress of source {source_id}");
-        let Some(row) = self
-            .client
+        let client = self.client().await?;
+        let Some(row) = client
             .query_opt(sql::READ_PROGRESS, &[&source_id])
             .await
             .map_err(sql_error(context()))?
@@ -541,8 +619,7 @@ impl PostgresSink {
             }
         })?;
         let mut tables = Vec::new();
-        for row in self
-            .client
+        for row in client
             .query(sql::READ_TABLE_VERSIONS, &[&source_id])
             .await
             .map_err(sql_error(context()))?
@@ -560,8 +637,7 @@ impl PostgresSink {
             });
         }
         let mut chunks_done = Vec::new();
-        for row in self
-            .client
+        for row in client
             .query(sql::READ_CHUNKS, &[&source_id])
             .await
             .map_err(sql_error(context()))?
@@ -608,13 +684,11 @@ impl PostgresSink {
 
     /// Whether `batch`'s progress is the committed one, on a new connection if this one broke.
     pub async fn committed(&mut self, batch: &Batch) -> Result<bool, PostgresSinkError> {
-        if self.is_closed() {
-            *self = self.reconnect().await?;
-        }
         if let Some(chunk) = &batch.chunk {
             // The chunk's record commits with its rows, and with the progress if it has any.
             return self
-                .client
+                .client()
+                .await?
                 .query_one(
                     sql::CHUNK_RECORDED,
                     &[
@@ -638,8 +712,8 @@ impl PostgresSink {
 
     async fn apply_once(&mut self, batch: &mut Batch) -> Result<(), PostgresSinkError> {
         let PostgresSink {
-            url: _,
-            client,
+            pool,
+            held,
             shapes,
             schemas,
             warned_append,
@@ -648,7 +722,8 @@ impl PostgresSink {
             soft_delete,
         } = self;
         let soft_delete = *soft_delete;
-        let mut client_tx = client
+        let mut client_tx = hold(pool, held)
+            .await?
             .transaction()
             .await
             .map_err(sql_error("starting a transaction"))?;

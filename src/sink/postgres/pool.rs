@@ -1,0 +1,97 @@
+//! The bounded pool of warehouse connections that every sink of a group draws from.
+//!
+//! A sink holds a connection only while it works (a batch, a progress read), so a thousand
+//! sources that mostly wait on their logs share a handful of connections: the warehouse sees at
+//! most `max_connections` of them from one process. A connection that failed mid-statement is
+//! never handed out again (its state is unknown); one that a sink returned in good order is.
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{CONNECT_TIMEOUT, PostgresSinkError, describe};
+use crate::config::SecretUrl;
+
+/// Connections a pool holds unless the config says otherwise (`[warehouse] max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// A shared, bounded set of connections to one Postgres warehouse; cloning shares it.
+#[derive(Clone)]
+pub struct WarehousePool {
+    pool: Pool,
+    url: SecretUrl,
+}
+
+impl std::fmt::Debug for WarehousePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarehousePool")
+            .field("url", &self.url)
+            .field("max_connections", &self.pool.status().max_size)
+            .finish()
+    }
+}
+
+impl WarehousePool {
+    /// A pool of at most `max_connections` connections to `url`, opened as sinks ask for them.
+    pub fn new(url: &SecretUrl, max_connections: usize) -> Result<Self, PostgresSinkError> {
+        let target = url.redacted();
+        let mut config: tokio_postgres::Config =
+            url.expose()
+                .parse()
+                .map_err(|error: tokio_postgres::Error| PostgresSinkError::Connect {
+                    target: target.clone(),
+                    reason: url.scrub(&describe(&error)),
+                    error,
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tidemark");
+        }
+        // Fast recycling checks only that the connection is open: a sink gives a connection
+        // back only after its statements finished cleanly (see `PostgresSink::release`).
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .build()
+            .map_err(|e| PostgresSinkError::Pool {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(WarehousePool {
+            pool,
+            url: url.clone(),
+        })
+    }
+
+    /// A connection of the pool, waiting while all of them are in use.
+    pub(super) async fn get(&self) -> Result<Object, PostgresSinkError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(error) => PostgresSinkError::Connect {
+                target: self.url.redacted(),
+                reason: self.url.scrub(&describe(&error)),
+                error,
+            },
+            other => PostgresSinkError::Pool {
+                target: self.url.redacted(),
+                reason: self.url.scrub(&other.to_string()),
+            },
+        })
+    }
+
+    /// The warehouse URL (its password never prints).
+    pub fn url(&self) -> &SecretUrl {
+        &self.url
+    }
+
+    /// Connections open now (in use or idle), at most the pool's size.
+    pub fn open_connections(&self) -> usize {
+        self.pool.status().size
+    }
+}
