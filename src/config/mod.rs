@@ -13,6 +13,7 @@
 //! The file format, every key and its default are documented in `docs/config.md`.
 
 mod build;
+mod columns;
 mod env;
 mod error;
 mod kind;
@@ -27,6 +28,7 @@ mod warehouse;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use columns::{ColumnAction, ColumnRule, ColumnRules, MaskSalt};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use secret::SecretUrl;
 pub use source::{
@@ -34,6 +36,8 @@ pub use source::{
 };
 pub use units::{ByteSize, parse_duration, parse_size};
 pub use warehouse::{WarehouseConfig, WarehouseKind};
+
+pub(crate) use source::schema_name_problem;
 
 /// One source group's configuration: the group, its warehouse, batching and its sources.
 #[derive(Debug, Clone)]
@@ -58,6 +62,9 @@ pub struct GroupConfig {
     /// Directory for caches and spill files (default `/var/lib/tidemark`); a relative path is
     /// resolved against the config file's directory. The state of record lives in the warehouse.
     pub state_dir: PathBuf,
+    /// `mask_salt`: the salt of the hash that `mask` column rules write; a secret, never
+    /// printed.
+    pub mask_salt: Option<MaskSalt>,
 }
 
 /// `[batch]`: a source's batch (all its tables together) is loaded when any limit is reached.
