@@ -54,7 +54,7 @@ pub enum BatchError {
     Route(#[from] Box<RouteConflict>),
     /// A table's column rules cannot apply to its shape (a key column excluded, a name clash).
     #[error(transparent)]
-    Columns(#[from] ColumnRuleError),
+    Columns(#[from] Box<ColumnRuleError>),
     /// The source broke the stream grammar (a bug in the source).
     #[error("source {source_id}: {problem}")]
     Stream {

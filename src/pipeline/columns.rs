@@ -115,7 +115,7 @@ impl TableColumns {
     pub fn shape_schema(
         &mut self,
         schema: &Arc<TableSchema>,
-    ) -> Result<Arc<TableSchema>, ColumnRuleError> {
+    ) -> Result<Arc<TableSchema>, Box<ColumnRuleError>> {
         Ok(self.shape_of(schema)?.schema.clone())
     }
 
@@ -123,7 +123,7 @@ impl TableColumns {
     pub fn shape<'a>(
         &mut self,
         event: &'a ChangeEvent,
-    ) -> Result<Cow<'a, ChangeEvent>, ColumnRuleError> {
+    ) -> Result<Cow<'a, ChangeEvent>, Box<ColumnRuleError>> {
         let shape = self.shape_of(&event.table)?;
         if shape.unchanged {
             return Ok(Cow::Borrowed(event));
@@ -156,7 +156,7 @@ impl TableColumns {
     }
 
     /// The shape for `schema`: the last one when the source's shape did not change.
-    fn shape_of(&mut self, schema: &Arc<TableSchema>) -> Result<Arc<Shape>, ColumnRuleError> {
+    fn shape_of(&mut self, schema: &Arc<TableSchema>) -> Result<Arc<Shape>, Box<ColumnRuleError>> {
         if let Some((seen, shape)) = &self.last
             && (Arc::ptr_eq(seen, schema) || seen == schema)
         {
@@ -167,7 +167,7 @@ impl TableColumns {
         Ok(shape)
     }
 
-    fn work_out(&self, schema: &Arc<TableSchema>) -> Result<Shape, ColumnRuleError> {
+    fn work_out(&self, schema: &Arc<TableSchema>) -> Result<Shape, Box<ColumnRuleError>> {
         let mut columns = Vec::with_capacity(schema.columns.len());
         let mut sources = Vec::with_capacity(schema.columns.len());
         let mut unchanged = true;
@@ -185,12 +185,12 @@ impl TableColumns {
             match &rule.action {
                 ColumnAction::Exclude => {
                     if schema.primary_key.contains(&i) {
-                        return Err(ColumnRuleError::KeyExcluded {
+                        return Err(Box::new(ColumnRuleError::KeyExcluded {
                             source_id: self.source_id.to_string(),
                             table: schema.id.clone(),
                             column: column.name.to_string(),
                             rule: *index,
-                        });
+                        }));
                     }
                 }
                 ColumnAction::Mask => {
@@ -227,13 +227,13 @@ impl TableColumns {
                 .iter()
                 .position(|c| c.name.to_lowercase() == target)
             {
-                return Err(ColumnRuleError::NameClash {
+                return Err(Box::new(ColumnRuleError::NameClash {
                     source_id: self.source_id.to_string(),
                     table: schema.id.clone(),
                     first: schema.columns[sources[b].0].name.to_string(),
                     second: schema.columns[sources[a].0].name.to_string(),
                     target,
-                });
+                }));
             }
         }
         // Every key column is kept (an excluded one was refused above): find its new place.
@@ -466,7 +466,7 @@ action = "mask"
         let mut columns = TableColumns::new(&source, &table.id).unwrap();
         let e = columns.shape_schema(&table).unwrap_err();
         assert!(
-            matches!(e, ColumnRuleError::NameClash { ref target, .. } if target == "name"),
+            matches!(*e, ColumnRuleError::NameClash { ref target, .. } if target == "name"),
             "{e}"
         );
     }

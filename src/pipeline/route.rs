@@ -70,7 +70,7 @@ impl Router {
     pub fn shape<'a>(
         &mut self,
         event: &'a ChangeEvent,
-    ) -> Result<Cow<'a, ChangeEvent>, ColumnRuleError> {
+    ) -> Result<Cow<'a, ChangeEvent>, Box<ColumnRuleError>> {
         match self.columns(&event.table.id) {
             Some(columns) => columns.shape(event),
             None => Ok(Cow::Borrowed(event)),

@@ -65,7 +65,7 @@ pub enum SnapshotError {
     Route(#[from] Box<RouteConflict>),
     /// A table's column rules cannot apply to its shape (a key column excluded, a name clash).
     #[error(transparent)]
-    Columns(#[from] ColumnRuleError),
+    Columns(#[from] Box<ColumnRuleError>),
     /// Reading the warehouse clock failed.
     #[error(transparent)]
     Warehouse(#[from] SinkError),
