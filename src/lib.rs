@@ -11,6 +11,7 @@ pub mod config;
 pub mod crash;
 pub mod error;
 pub mod event;
+pub mod import;
 pub mod observe;
 pub mod pipeline;
 pub mod retry;
