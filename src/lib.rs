@@ -12,6 +12,7 @@ pub mod crash;
 pub mod error;
 pub mod event;
 pub mod fleet;
+pub mod import;
 pub mod observe;
 pub mod pipeline;
 pub mod retry;

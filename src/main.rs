@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tidemark::check::{check_source, check_warehouse};
 use tidemark::config::Config;
 use tidemark::fleet::run_group;
+use tidemark::import::dms;
 use tidemark::observe::status::{read_status, render_table};
 use tidemark::observe::{LogFormat, init_logging};
 use tidemark::pipeline::{SkipError, skip_to_end};
@@ -104,6 +105,26 @@ enum Command {
     /// Decode change logs (binlog files, or a live server) into JSON lines, for debugging.
     #[command(subcommand)]
     Inspect(InspectCommand),
+    /// Convert another tool's settings into tidemark config.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Convert an AWS DMS table-mapping JSON file (`{"rules": [...]}`) into one `[[sources]]`
+    /// entry (include, exclude, target_schema, target_table, table_names, columns), printed on
+    /// standard output. Every rule it cannot express is printed on standard error, with the
+    /// reason, and as a comment in the output. Exit 0 when every rule is expressed, 1 when some
+    /// are not (the entry is printed all the same), 2 when the file cannot be read or is not a
+    /// table mapping.
+    DmsRules {
+        /// The DMS table-mapping JSON file.
+        file: PathBuf,
+        /// The `id` of the source entry; default: derived from the target schema.
+        #[arg(long)]
+        source_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +180,47 @@ fn main() -> ExitCode {
         Command::Inspect(InspectCommand::Stream { url, server_id }) => {
             block_on(inspect_live(url, server_id))
         }
+        Command::Import(ImportCommand::DmsRules { file, source_id }) => {
+            import_dms_rules(&file, source_id)
+        }
+    }
+}
+
+/// `tidemark import dms-rules`: the entry on stdout, what it could not express on stderr.
+fn import_dms_rules(file: &std::path::Path, source_id: Option<String>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("tidemark: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let options = dms::Options {
+        source_id,
+        file_name: file.display().to_string(),
+    };
+    let conversion = match dms::convert(&text, &options) {
+        Ok(conversion) => conversion,
+        Err(e) => {
+            eprintln!("tidemark: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    Stdout::default().print(&conversion.toml);
+    for item in &conversion.unexpressed {
+        eprintln!(
+            "tidemark: DMS {}: not expressed: {}",
+            item.rule, item.reason
+        );
+    }
+    if conversion.unexpressed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "tidemark: {} of the DMS rules (or parts of them) not expressed: listed above, and as comments in the output",
+            conversion.unexpressed.len()
+        );
+        ExitCode::from(1)
     }
 }
 

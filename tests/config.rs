@@ -968,3 +968,231 @@ fn a_null_warehouse_takes_no_other_key() {
         );
     }
 }
+
+/// [`BASE`] with `[group] mask_salt` from `${MASK_SALT}` and `tail` (sub-tables of the source)
+/// appended.
+fn with_rules(tail: &str) -> String {
+    format!(
+        "{}{tail}",
+        BASE.replace(
+            "state_dir = \"/tmp/tidemark-test\"\n",
+            "state_dir = \"/tmp/tidemark-test\"\nmask_salt = \"${MASK_SALT}\"\n"
+        )
+    )
+}
+
+fn parse_with_salt(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_with_env(text, Path::new("conf/test.toml"), &|name| match name {
+        "MASK_SALT" => Some(PASSWORD.to_string()),
+        other => env(other),
+    })
+}
+
+fn rules_err(text: &str) -> ConfigError {
+    match parse_with_salt(text) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn table_names_override_the_target_table_template() {
+    let text = with_rules(
+        "\n[sources.table_names]\n\"shop.Customer\" = \"Customers\"\n\"shop.order_v2\" = \"orders\"\n",
+    );
+    let config = parse_with_salt(&text).unwrap();
+    let source = &config.sources[0];
+    assert_eq!(source.target_table_name("shop", "Customer"), "customers");
+    assert_eq!(source.target_table_name("shop", "order_v2"), "orders");
+    // Other tables follow the template; names are exact (case-sensitive).
+    assert_eq!(source.target_table_name("shop", "customer"), "customer");
+    assert_eq!(source.target_table_name("shop", "items"), "items");
+    // Inline form too.
+    let config =
+        parse_with_salt(&with_source_line("table_names = { \"shop.a\" = \"b\" }")).unwrap();
+    assert_eq!(config.sources[0].target_table_name("shop", "a"), "b");
+}
+
+#[test]
+fn table_names_errors_name_the_entry_and_line() {
+    for (entry, needle) in [
+        ("\"shop\" = \"x\"", "not a table name"),
+        ("\"shop.t*\" = \"x\"", "wildcard"),
+        ("\"shop.tmp_1\" = \"x\"", "not replicated"),
+        ("\"other.t\" = \"x\"", "not replicated"),
+        ("\"shop.t\" = \"\"", "must not be empty"),
+    ] {
+        let text = with_rules(&format!("\n[sources.table_names]\n{entry}\n"));
+        let e = rules_err(&text);
+        let key = entry.split(" = ").next().unwrap();
+        // Bare TOML keys are named without quotes.
+        let key = if key.contains(['.', '*']) {
+            key
+        } else {
+            key.trim_matches('"')
+        };
+        assert_error(
+            &e,
+            ConfigErrorKind::Invalid,
+            &format!("sources[0].table_names.{key}"),
+            line_of(&text, entry),
+        );
+        assert!(e.message().contains(needle), "{entry}: {e}");
+    }
+    let text = with_rules("\n[sources.table_names]\n\"shop.a\" = \"T\"\n\"shop.b\" = \"t\"\n");
+    let e = rules_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "sources[0].table_names.\"shop.b\"",
+        line_of(&text, "\"shop.b\""),
+    );
+    assert!(e.message().contains("shop.a"), "{e}");
+}
+
+const RULES: &str = r#"
+[[sources.columns]]
+table = "shop.customers"
+column = "ssn"
+action = "exclude"
+
+[[sources.columns]]
+table = "shop.*"
+column = "*email*"
+action = "mask"
+
+[[sources.columns]]
+table = "shop.customers"
+column = "nm"
+action = "rename"
+to = "name"
+"#;
+
+#[test]
+fn column_rules_load_in_order_with_the_salt_kept_secret() {
+    use tidemark::config::ColumnAction;
+    let config = parse_with_salt(&with_rules(RULES)).unwrap();
+    let rules = &config.sources[0].columns;
+    let actions: Vec<(String, &str, ColumnAction)> = rules
+        .rules
+        .iter()
+        .map(|r| (r.table.to_string(), r.column.as_str(), r.action.clone()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("shop.customers".to_string(), "ssn", ColumnAction::Exclude),
+            ("shop.*".to_string(), "*email*", ColumnAction::Mask),
+            (
+                "shop.customers".to_string(),
+                "nm",
+                ColumnAction::Rename("name".into())
+            ),
+        ]
+    );
+    assert_eq!(
+        rules.salt.as_ref().map(|s| s.expose().to_vec()),
+        Some(PASSWORD.as_bytes().to_vec())
+    );
+    // Neither Debug of the config nor of the group shows the salt.
+    assert!(!format!("{config:?}").contains(PASSWORD));
+    assert!(config.group.mask_salt.is_some());
+}
+
+#[test]
+fn column_rule_errors_name_the_rule_key_and_line() {
+    let rule = |body: &str| format!("\n[[sources.columns]]\n{body}\n");
+    let cases: [(String, ConfigErrorKind, &str, &str, &str); 8] = [
+        (
+            rule("table = \"shop\"\ncolumn = \"a\"\naction = \"exclude\""),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[0].table",
+            "table = \"shop\"",
+            "not a table pattern",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"drop\""),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[0].action",
+            "action = \"drop\"",
+            "unknown column action `drop`",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"rename\""),
+            ConfigErrorKind::MissingKey,
+            "sources[0].columns[0].to",
+            "action = \"rename\"",
+            "needs `to`",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"mask\"\nto = \"b\""),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[0].to",
+            "to = \"b\"",
+            "only action = \"rename\" takes `to`",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a*\"\naction = \"rename\"\nto = \"b\""),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[0].column",
+            "column = \"a*\"",
+            "wildcard",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"rename\"\nto = \"_tidemark_op\""),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[0].to",
+            "to = \"_tidemark_op\"",
+            "metadata",
+        ),
+        (
+            format!(
+                "{}{}",
+                rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"rename\"\nto = \"x\""),
+                rule("table = \"shop.t\"\ncolumn = \"b\"\naction = \"rename\"\nto = \"X\"")
+            ),
+            ConfigErrorKind::Invalid,
+            "sources[0].columns[1].to",
+            "to = \"X\"",
+            "columns[0]",
+        ),
+        (
+            rule("table = \"shop.t\"\ncolumn = \"a\"\naction = \"exclude\"\nextra = 1"),
+            ConfigErrorKind::UnknownKey,
+            "sources[0].columns[0].extra",
+            "extra = 1",
+            "unknown key",
+        ),
+    ];
+    for (tail, kind, key, needle, message) in cases {
+        let text = with_rules(&tail);
+        let e = rules_err(&text);
+        assert_error(&e, kind, key, line_of(&text, needle));
+        assert!(e.message().contains(message), "{e}");
+    }
+}
+
+#[test]
+fn a_mask_rule_needs_the_group_salt() {
+    let text = format!(
+        "{BASE}\n[[sources.columns]]\ntable = \"shop.*\"\ncolumn = \"email\"\naction = \"mask\"\n"
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::MissingKey,
+        "sources[0].columns[0].action",
+        line_of(&text, "action = \"mask\""),
+    );
+    assert!(e.message().contains("mask_salt"), "{e}");
+    // Set but its variable missing: the variable is named, never a value.
+    let text = with_rules(RULES);
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Env,
+        "group.mask_salt",
+        line_of(&text, "mask_salt"),
+    );
+    assert!(e.message().contains("MASK_SALT"), "{e}");
+}

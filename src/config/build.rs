@@ -3,19 +3,22 @@
 //! Every check here reports through [`Builder::error`], so each message carries the file, the
 //! line of the offending value and its key path. The first problem found is returned.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::columns::{ColumnAction, ColumnRule, ColumnRules, MaskSalt};
 use super::env::{EnvError, interpolate};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::inventory::{self, InventoryProblem};
 use super::kind::KindTable;
 use super::locate::{Locator, join_key};
-use super::raw::{RawBatch, RawConfig, RawFleet, RawGroup, RawSource, RawWarehouse, Str};
+use super::raw::{
+    RawBatch, RawColumnRule, RawConfig, RawFleet, RawGroup, RawSource, RawWarehouse, Str,
+};
 use super::secret::SecretUrl;
 use super::source::{
     DEFAULT_TARGET_SCHEMA, SnapshotMode, SourceConfig, SourceKind, SourceSettings, StartPosition,
@@ -243,12 +246,18 @@ impl Builder<'_> {
         }
         let mut sources = Vec::with_capacity(raw.sources.len());
         for (i, source) in raw.sources.iter().enumerate() {
-            sources.push(self.source(source.get_ref(), source.span(), &format!("sources[{i}]"))?);
+            sources.push(self.source(
+                source.get_ref(),
+                source.span(),
+                &format!("sources[{i}]"),
+                group.mask_salt.as_ref(),
+            )?);
         }
         self.check_unique(&raw.sources, &sources)?;
         let (fleet, inventory_problems) = match &raw.fleet {
             Some(fleet) => {
-                let (config, problems) = self.fleet(fleet, &mut sources)?;
+                let (config, problems) =
+                    self.fleet(fleet, &mut sources, group.mask_salt.as_ref())?;
                 (Some(config), problems)
             }
             None => (None, Vec::new()),
@@ -270,6 +279,7 @@ impl Builder<'_> {
         &self,
         raw: &Spanned<RawFleet>,
         sources: &mut Vec<SourceConfig>,
+        mask_salt: Option<&MaskSalt>,
     ) -> Result<(FleetConfig, Vec<InventoryProblem>)> {
         let header = raw.span();
         let raw = raw.get_ref();
@@ -362,7 +372,7 @@ impl Builder<'_> {
                 }
             };
             let at = "inventory";
-            let source = match self.source(&raw_source, header.clone(), at) {
+            let source = match self.source(&raw_source, header.clone(), at, mask_salt) {
                 Ok(source) => source,
                 Err(e) => {
                     // Keys that a line sets read as its columns; others come from the template.
@@ -412,7 +422,17 @@ impl Builder<'_> {
             None => PathBuf::from(DEFAULT_STATE_DIR),
         };
         let state_dir = self.relative_path(state_dir);
-        Ok(GroupConfig { name, state_dir })
+        let mask_salt = raw
+            .mask_salt
+            .as_ref()
+            .map(|salt| self.non_empty(salt, "group.mask_salt"))
+            .transpose()?
+            .map(|salt| MaskSalt::new(&salt));
+        Ok(GroupConfig {
+            name,
+            state_dir,
+            mask_salt,
+        })
     }
 
     fn warehouse(&self, raw: &Spanned<RawWarehouse>, group: &str) -> Result<WarehouseConfig> {
@@ -705,7 +725,13 @@ impl Builder<'_> {
     }
 
     /// One source from its raw table; `header` is the table's span, `at` its key path.
-    fn source(&self, raw: &RawSource, header: Range<usize>, at: &str) -> Result<SourceConfig> {
+    fn source(
+        &self,
+        raw: &RawSource,
+        header: Range<usize>,
+        at: &str,
+        mask_salt: Option<&MaskSalt>,
+    ) -> Result<SourceConfig> {
         let key = |name: &str| format!("{at}.{name}");
         let raw_id = self.required(&raw.id, &header, &key("id"))?;
         let id = self.non_empty(raw_id, &key("id"))?;
@@ -756,6 +782,16 @@ impl Builder<'_> {
             Some(value) => self.target_table(value, &key("target_table"))?,
             None => default_target_table(&include).to_string(),
         };
+        let replicated = |schema: &str, table: &str| {
+            !kind.is_system_schema(schema)
+                && include.iter().any(|p| p.matches(schema, table))
+                && !exclude.iter().any(|p| p.matches(schema, table))
+        };
+        let table_names = match &raw.table_names {
+            Some(names) => self.table_names(names.get_ref(), &key("table_names"), replicated)?,
+            None => BTreeMap::new(),
+        };
+        let columns = self.column_rules(raw.columns.as_deref(), at, mask_salt)?;
         let snapshot = self.snapshot(raw_snapshot, &key("snapshot"))?;
         let snapshot_parallelism = match &raw.snapshot_parallelism {
             Some(value) => self.bounded(value, &key("snapshot_parallelism"), 1, 64)? as usize,
@@ -810,6 +846,8 @@ impl Builder<'_> {
             target_table,
             include,
             exclude,
+            table_names,
+            columns,
             snapshot,
             snapshot_parallelism,
             snapshot_chunk_rows,
@@ -979,6 +1017,175 @@ impl Builder<'_> {
             ));
         }
         Ok(text)
+    }
+
+    /// `table_names`: exact `database.table` keys of replicated tables, each to a target table
+    /// name (lowercased) no other key uses.
+    fn table_names(
+        &self,
+        raw: &BTreeMap<String, Str>,
+        key: &str,
+        replicated: impl Fn(&str, &str) -> bool,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut names = BTreeMap::new();
+        let mut targets: HashMap<String, &str> = HashMap::new();
+        for (table, value) in raw {
+            let entry_key = join_key(key, table);
+            let Some((schema, name)) = table
+                .split_once('.')
+                .filter(|(s, t)| !s.is_empty() && !t.is_empty() && !t.contains('.'))
+            else {
+                return Err(self.invalid(
+                    value.span(),
+                    &entry_key,
+                    format!(
+                        "`{table}` is not a table name: write \"database.table\" (Postgres: \"schema.table\"), quoted, with the exact names"
+                    ),
+                ));
+            };
+            if table.contains(['*', '?']) {
+                return Err(self.invalid(
+                    value.span(),
+                    &entry_key,
+                    format!(
+                        "`{table}` has a wildcard; table_names takes exact names (one target table each), or use target_table for a pattern"
+                    ),
+                ));
+            }
+            if !replicated(schema, name) {
+                return Err(self.invalid(
+                    value.span(),
+                    &entry_key,
+                    format!(
+                        "`{table}` is not replicated by this source (include/exclude leave it out, or it is a system table); fix the name or the include patterns"
+                    ),
+                ));
+            }
+            let target = self.non_empty(value, &entry_key)?.to_lowercase();
+            if target.len() > 127 {
+                return Err(self.invalid(
+                    value.span(),
+                    &entry_key,
+                    "is longer than 127 bytes, the longest warehouse identifier",
+                ));
+            }
+            if let Some(first) = targets.get(&target) {
+                return Err(self.invalid(
+                    value.span(),
+                    &entry_key,
+                    format!(
+                        "target table `{target}` is already the target of `{first}`: two source tables cannot land in one target table"
+                    ),
+                ));
+            }
+            targets.insert(target.clone(), table);
+            names.insert(table.clone(), target);
+        }
+        Ok(names)
+    }
+
+    /// `[[sources.columns]]`, in file order.
+    fn column_rules(
+        &self,
+        raw: Option<&[Spanned<RawColumnRule>]>,
+        at: &str,
+        mask_salt: Option<&MaskSalt>,
+    ) -> Result<ColumnRules> {
+        let mut rules: Vec<ColumnRule> = Vec::new();
+        let mut needs_salt = false;
+        for (j, entry) in raw.unwrap_or_default().iter().enumerate() {
+            let rule_at = format!("{at}.columns[{j}]");
+            let key = |name: &str| format!("{rule_at}.{name}");
+            let raw = entry.get_ref();
+            let table_text = self.non_empty(&raw.table, &key("table"))?;
+            let table = TablePattern::parse(&table_text)
+                .map_err(|m| self.invalid(raw.table.span(), &key("table"), m))?;
+            let column = self.non_empty(&raw.column, &key("column"))?;
+            let action = self.string(&raw.action, &key("action"))?;
+            let action = match (action.as_str(), &raw.to) {
+                ("exclude" | "mask", Some(to)) => {
+                    return Err(self.invalid(
+                        to.span(),
+                        &key("to"),
+                        format!(
+                            "only action = \"rename\" takes `to`; this rule's action is \"{action}\": remove `to`, or set action = \"rename\""
+                        ),
+                    ));
+                }
+                ("exclude", None) => ColumnAction::Exclude,
+                ("mask", None) => {
+                    if mask_salt.is_none() {
+                        return Err(self.error(
+                            ConfigErrorKind::MissingKey,
+                            raw.action.span(),
+                            &key("action"),
+                            "action = \"mask\" needs the salt of its hash: set mask_salt in [group], e.g. mask_salt = \"${TIDEMARK_MASK_SALT}\"",
+                        ));
+                    }
+                    needs_salt = true;
+                    ColumnAction::Mask
+                }
+                ("rename", None) => {
+                    return Err(self.error(
+                        ConfigErrorKind::MissingKey,
+                        raw.action.span(),
+                        &key("to"),
+                        "action = \"rename\" needs `to`, the column's name in the warehouse",
+                    ));
+                }
+                ("rename", Some(to_value)) => {
+                    let to = self.non_empty(to_value, &key("to"))?;
+                    if column.contains(['*', '?']) {
+                        return Err(self.invalid(
+                            raw.column.span(),
+                            &key("column"),
+                            format!(
+                                "`{column}` has a wildcard; a rename names one column exactly (several columns cannot share the name `{to}`)"
+                            ),
+                        ));
+                    }
+                    if to.to_lowercase().starts_with("_tidemark_") {
+                        return Err(self.invalid(
+                            to_value.span(),
+                            &key("to"),
+                            "names starting with _tidemark_ are tidemark's metadata columns; choose another name",
+                        ));
+                    }
+                    if let Some(other) = rules.iter().position(|r| {
+                        r.table == table
+                            && matches!(&r.action, ColumnAction::Rename(t) if t.eq_ignore_ascii_case(&to))
+                    }) {
+                        return Err(self.invalid(
+                            to_value.span(),
+                            &key("to"),
+                            format!(
+                                "`{to}` is already the new name of column `{}` ({at}.columns[{other}]) in tables `{table}`: two columns cannot share one name",
+                                rules[other].column
+                            ),
+                        ));
+                    }
+                    ColumnAction::Rename(to)
+                }
+                (other, _) => {
+                    return Err(self.invalid(
+                        raw.action.span(),
+                        &key("action"),
+                        format!(
+                            "unknown column action `{other}`; expected \"exclude\", \"mask\" or \"rename\""
+                        ),
+                    ));
+                }
+            };
+            rules.push(ColumnRule {
+                table,
+                column,
+                action,
+            });
+        }
+        Ok(ColumnRules {
+            rules,
+            salt: needs_salt.then(|| mask_salt.cloned()).flatten(),
+        })
     }
 
     fn patterns(&self, values: &[Str], key: &str) -> Result<Vec<TablePattern>> {

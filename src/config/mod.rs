@@ -13,6 +13,7 @@
 //! The file format, every key and its default are documented in `docs/config.md`.
 
 mod build;
+mod columns;
 mod env;
 mod error;
 mod inventory;
@@ -28,6 +29,7 @@ mod warehouse;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use columns::{ColumnAction, ColumnRule, ColumnRules, MaskSalt};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use inventory::InventoryProblem;
 pub use secret::SecretUrl;
@@ -36,6 +38,8 @@ pub use source::{
 };
 pub use units::{ByteSize, parse_duration, parse_size};
 pub use warehouse::{WarehouseConfig, WarehouseKind};
+
+pub(crate) use source::schema_name_problem;
 
 /// One source group's configuration: the group, its warehouse, batching and its sources.
 #[derive(Debug, Clone)]
@@ -72,6 +76,9 @@ pub struct GroupConfig {
     /// Directory for caches and spill files (default `/var/lib/tidemark`); a relative path is
     /// resolved against the config file's directory. The state of record lives in the warehouse.
     pub state_dir: PathBuf,
+    /// `mask_salt`: the salt of the hash that `mask` column rules write; a secret, never
+    /// printed.
+    pub mask_salt: Option<MaskSalt>,
 }
 
 /// `[batch]`: a source's batch (all its tables together) is loaded when any limit is reached.

@@ -3,6 +3,7 @@
 //! Unknown keys are rejected here (`deny_unknown_fields`); everything else (interpolation,
 //! units, cross-field rules) happens when [`super::build`] turns these into typed config.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -41,6 +42,7 @@ pub(crate) struct RawFleet {
 pub(crate) struct RawGroup {
     pub name: Str,
     pub state_dir: Option<Str>,
+    pub mask_salt: Option<Str>,
 }
 
 /// `[warehouse]`: the union of the keys of every warehouse kind.
@@ -106,6 +108,18 @@ pub(crate) struct RawSource {
     pub slot: Option<Str>,
     pub publication: Option<Str>,
     pub publish_all_tables: Option<Spanned<bool>>,
+    pub table_names: Option<Spanned<BTreeMap<String, Str>>>,
+    pub columns: Option<Vec<Spanned<RawColumnRule>>>,
+}
+
+/// One `[[sources.columns]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawColumnRule {
+    pub table: Str,
+    pub column: Str,
+    pub action: Str,
+    pub to: Option<Str>,
 }
 
 impl RawSource {

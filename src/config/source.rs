@@ -9,9 +9,11 @@
 //! (`source::<kind>::config`) and a source holds only its own kind's, in [`SourceSettings`]:
 //! a key of another kind was refused when the file was loaded.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::columns::ColumnRules;
 use super::kind::KindTable;
 use super::secret::SecretUrl;
 use super::template;
@@ -68,7 +70,7 @@ impl SourceKind {
     }
 
     /// Schemas never replicated from this kind of source, whatever `include` says.
-    fn is_system_schema(self, schema: &str) -> bool {
+    pub(crate) fn is_system_schema(self, schema: &str) -> bool {
         match self {
             SourceKind::Mysql => matches!(
                 schema,
@@ -236,6 +238,11 @@ pub struct SourceConfig {
     pub include: Vec<TablePattern>,
     /// Tables to leave out even when included.
     pub exclude: Vec<TablePattern>,
+    /// `table_names`: source tables `database.table` (exact names) landing in a target table of
+    /// their own name (lowercased) instead of the `target_table` template's.
+    pub table_names: BTreeMap<String, String>,
+    /// `[[sources.columns]]`: columns excluded, masked or renamed, first matching rule wins.
+    pub columns: ColumnRules,
     /// When existing rows are copied (docs/snapshots.md).
     pub snapshot: SnapshotMode,
     /// How many chunks of a snapshot are read at once, each on its own source connection.
@@ -299,9 +306,15 @@ impl SourceConfig {
     }
 
     /// The warehouse table that source table `database.table` (Postgres: `schema.table`) loads
-    /// into: the `target_table` template rendered and lowercased. Not validated here: the sink
-    /// checks the name against the warehouse's identifier rules.
+    /// into: its `table_names` entry when it has one, else the `target_table` template rendered;
+    /// lowercased either way. Not validated here: the sink checks the name against the
+    /// warehouse's identifier rules.
     pub fn target_table_name(&self, database: &str, table: &str) -> String {
+        if !self.table_names.is_empty()
+            && let Some(name) = self.table_names.get(&format!("{database}.{table}"))
+        {
+            return name.clone();
+        }
         render_target_table(&self.target_table, database, table)
     }
 
@@ -399,7 +412,7 @@ pub(crate) fn schema_name_problem(name: &str) -> Option<String> {
 }
 
 /// Glob match with `*` (any run, possibly empty) and `?` (exactly one character).
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);

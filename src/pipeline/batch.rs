@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use super::columns::ColumnRuleError;
 use super::route::{RouteConflict, Router};
 use crate::config::BatchConfig;
 use crate::event::{ResumePoint, SourceMessage, TableId};
@@ -51,6 +52,9 @@ pub enum BatchError {
     /// Two source tables map to one target table.
     #[error(transparent)]
     Route(#[from] Box<RouteConflict>),
+    /// A table's column rules cannot apply to its shape (a key column excluded, a name clash).
+    #[error(transparent)]
+    Columns(#[from] Box<ColumnRuleError>),
     /// The source broke the stream grammar (a bug in the source).
     #[error("source {source_id}: {problem}")]
     Stream {
@@ -183,6 +187,9 @@ impl Batcher {
                         self.tables.len() - 1
                     }
                 };
+                // Column rules apply here, once the table is routed: a table left out never
+                // fails on its rules.
+                let event = self.router.shape(&event)?;
                 self.tables[index].push(&event, &mut self.next_seq)?;
                 if self.spilled {
                     self.spill_table(index)?;

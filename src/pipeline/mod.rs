@@ -7,6 +7,7 @@
 //! rows and checkpoint together ([`run`]); committed positions go back to the reader.
 
 pub mod batch;
+pub mod columns;
 pub mod route;
 pub mod run;
 pub mod skip;

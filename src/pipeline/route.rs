@@ -1,12 +1,15 @@
-//! Which warehouse table each source table lands in (`target_schema`, `target_table`).
+//! Which warehouse table each source table lands in (`target_schema`, `table_names`,
+//! `target_table`), and the shape its rows take there (`columns` rules).
 //!
 //! Invariant: within one source, two different source tables never share a target table;
 //! the second one to claim a name is an error naming both, never a silent merge of two tables.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use super::columns::{ColumnRuleError, TableColumns};
 use crate::config::SourceConfig;
-use crate::event::TableId;
+use crate::event::{ChangeEvent, TableId};
 use crate::sink::TargetTable;
 
 /// Two source tables that would land in one target table.
@@ -34,6 +37,8 @@ pub struct Router {
     claims: HashMap<TargetTable, TableId>,
     /// Tables whose changes are no longer applied: routed nowhere.
     set_aside: HashSet<TableId>,
+    /// The column rules of each table met, when the source has any.
+    columns: HashMap<TableId, Option<TableColumns>>,
 }
 
 impl Router {
@@ -45,6 +50,30 @@ impl Router {
             routes: HashMap::new(),
             claims: HashMap::new(),
             set_aside: HashSet::new(),
+            columns: HashMap::new(),
+        }
+    }
+
+    /// The column rules that apply to `table`, if any (resolved once per table).
+    pub fn columns(&mut self, table: &TableId) -> Option<&mut TableColumns> {
+        if self.source.columns.is_empty() {
+            return None;
+        }
+        self.columns
+            .entry(table.clone())
+            .or_insert_with(|| TableColumns::new(&self.source, table))
+            .as_mut()
+    }
+
+    /// `event` as the warehouse gets it: its table's column rules applied (borrowed as it is
+    /// when none apply).
+    pub fn shape<'a>(
+        &mut self,
+        event: &'a ChangeEvent,
+    ) -> Result<Cow<'a, ChangeEvent>, Box<ColumnRuleError>> {
+        match self.columns(&event.table.id) {
+            Some(columns) => columns.shape(event),
+            None => Ok(Cow::Borrowed(event)),
         }
     }
 
@@ -84,6 +113,8 @@ impl Router {
         let new = self.target_of(to);
         self.routes.remove(from);
         self.routes.remove(to);
+        self.columns.remove(from);
+        self.columns.remove(to);
         if let Some(old) = &old {
             self.claims.remove(old);
         }

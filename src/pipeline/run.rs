@@ -116,7 +116,9 @@ impl SourceError {
         match self {
             SourceError::Read(e) => e.kind(),
             SourceError::Load(e) => e.kind(),
-            SourceError::Batch(BatchError::Route(_)) => ErrorKind::Operator,
+            SourceError::Batch(BatchError::Route(_) | BatchError::Columns(_)) => {
+                ErrorKind::Operator
+            }
             SourceError::Batch(BatchError::Spill { .. }) => ErrorKind::Retry,
             SourceError::Batch(_) => ErrorKind::Fatal,
             SourceError::ReaderGone => ErrorKind::Retry,
@@ -597,6 +599,9 @@ impl Flow {
                         let cause = error.to_string();
                         self.put_aside(table, cause);
                     }
+                    Err(SnapshotError::Columns(error)) => {
+                        self.put_aside(error.table().clone(), error.to_string());
+                    }
                     Err(error) => return Err(error.into()),
                 },
                 received = receive(&mut stream), if may_read => match received {
@@ -609,6 +614,9 @@ impl Flow {
                                         continue;
                                     };
                                     self.put_aside(table.clone(), error.to_string());
+                                }
+                                Err(BatchError::Columns(error)) => {
+                                    self.put_aside(error.table().clone(), error.to_string());
                                 }
                                 Err(error) => return Err(error.into()),
                             }

@@ -22,6 +22,7 @@ use crate::config::SourceConfig;
 use crate::error::ErrorKind;
 use crate::event::{ChangeEvent, Op, Position, ResumePoint, TableId, Transaction};
 use crate::observe::progress::TableBar;
+use crate::pipeline::columns::{ColumnRuleError, TableColumns};
 use crate::pipeline::route::{RouteConflict, Router};
 use crate::sink::{
     Batch, EncodeError, Progress, RowEncoder, Sink, SinkError, SnapshotProgress, TableChanges,
@@ -62,6 +63,9 @@ pub enum SnapshotError {
     /// Two source tables would land in one target table.
     #[error(transparent)]
     Route(#[from] Box<RouteConflict>),
+    /// A table's column rules cannot apply to its shape (a key column excluded, a name clash).
+    #[error(transparent)]
+    Columns(#[from] Box<ColumnRuleError>),
     /// Reading the warehouse clock failed.
     #[error(transparent)]
     Warehouse(#[from] SinkError),
@@ -79,7 +83,7 @@ impl SnapshotError {
             SnapshotError::Copy(e) => e.kind(),
             SnapshotError::Encode { .. } => ErrorKind::Fatal,
             SnapshotError::Spill { .. } => ErrorKind::Retry,
-            SnapshotError::Route(_) => ErrorKind::Operator,
+            SnapshotError::Route(_) | SnapshotError::Columns(_) => ErrorKind::Operator,
             SnapshotError::Warehouse(e) => e.kind(),
             SnapshotError::ReaderPanicked(_) => ErrorKind::Fatal,
         }
@@ -254,8 +258,9 @@ impl Copier {
             let id = (t, c);
             self.in_flight.insert(id);
             let context = self.context.clone();
+            let columns = self.router.columns(&table).cloned();
             self.reading.spawn(async move {
-                let result = read_chunk(context, table, target, range).await;
+                let result = read_chunk(context, table, target, columns, range).await;
                 (id, result)
             });
             return Ok(Some(id));
@@ -435,11 +440,13 @@ impl Copier {
     }
 }
 
-/// Reads one chunk and encodes its rows as snapshot reads.
+/// Reads one chunk and encodes its rows as snapshot reads, shaped by the table's column rules
+/// (`columns`) as streamed changes are.
 async fn read_chunk(
     context: ReadContext,
     table: TableId,
     target: crate::sink::TargetTable,
+    mut columns: Option<TableColumns>,
     range: serde_json::Value,
 ) -> Result<CopiedChunk, SnapshotError> {
     let source_id: Arc<str> = Arc::from(context.source.id.as_str());
@@ -459,7 +466,15 @@ async fn read_chunk(
         &range,
         READ_BATCH_ROWS,
         |schema, rows| {
-            changes.declare_shape(schema.clone());
+            let shaped = match columns.as_mut().map(|c| c.shape_schema(schema)) {
+                None => None,
+                Some(Ok(shaped)) => Some(shaped),
+                Some(Err(error)) => {
+                    failed = Some(SnapshotError::Columns(error));
+                    return ControlFlow::Break(());
+                }
+            };
+            changes.declare_shape(shaped.unwrap_or_else(|| schema.clone()));
             for row in rows {
                 let event = ChangeEvent {
                     source: source_id.clone(),
@@ -472,6 +487,14 @@ async fn read_chunk(
                         seq: next_seq as u32,
                     },
                     transaction: transaction.clone(),
+                };
+                let event = match columns.as_mut().map(|c| c.shape(&event)) {
+                    None => std::borrow::Cow::Borrowed(&event),
+                    Some(Ok(shaped)) => shaped,
+                    Some(Err(error)) => {
+                        failed = Some(SnapshotError::Columns(error));
+                        return ControlFlow::Break(());
+                    }
                 };
                 if let Err(error) = changes.push(&event, &mut next_seq) {
                     failed = Some(SnapshotError::Encode {

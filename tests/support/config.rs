@@ -71,6 +71,8 @@ impl SourceConfig {
 pub struct GroupConfig {
     /// `[group] name`.
     pub name: String,
+    /// Extra `[group]` lines (`mask_salt = "${TIDEMARK_MASK_SALT}"`).
+    pub group_extra: String,
     /// `[warehouse] url`.
     pub warehouse_url: String,
     /// `[batch] max_rows`.
@@ -129,6 +131,7 @@ impl GroupConfig {
     pub fn new(warehouse_url: &str, sources: Vec<SourceConfig>) -> Self {
         GroupConfig {
             name: "pipeline-test".into(),
+            group_extra: String::new(),
             warehouse_url: warehouse_url.to_string(),
             max_rows: 10_000,
             max_bytes: "16MiB".into(),
@@ -152,10 +155,11 @@ impl GroupConfig {
             ),
         };
         let mut text = format!(
-            "[group]\nname = {}\nstate_dir = {}\n\n[warehouse]\n{warehouse}\n\
+            "[group]\nname = {}\nstate_dir = {}\n{}\n[warehouse]\n{warehouse}\n\
              [batch]\nmax_rows = {}\nmax_bytes = {}\nmax_delay = {}\n",
             toml_str(&self.name),
             toml_str(&state_dir.display().to_string()),
+            self.group_extra,
             self.max_rows,
             toml_str(&self.max_bytes),
             toml_str(&self.max_delay),
