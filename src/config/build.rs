@@ -59,6 +59,11 @@ fn default_snapshot_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }
 
+/// Shortest and longest `[group] lease`: renewals come every third of it, so a shorter one
+/// expires on a slow warehouse round trip; a longer one leaves sources unread for long.
+const MIN_LEASE: Duration = Duration::from_secs(3);
+const MAX_LEASE: Duration = Duration::from_secs(600);
+
 /// Default `[[sources]] heartbeat`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest accepted `heartbeat`.
@@ -231,6 +236,16 @@ impl Builder<'_> {
     fn config(&self, raw: RawConfig) -> Result<Config> {
         let group = self.group(raw.group.get_ref())?;
         let warehouse = self.warehouse(&raw.warehouse, &group.name)?;
+        if let (Some(lease), WarehouseKind::Redshift) =
+            (&raw.group.get_ref().lease, warehouse.kind())
+        {
+            return Err(self.error(
+                ConfigErrorKind::Unsupported,
+                lease.span(),
+                "group.lease",
+                "active/standby leases need a Postgres warehouse for now; with Redshift run one process per group (remove lease)",
+            ));
+        }
         let batch = match &raw.batch {
             Some(batch) => self.batch(batch.get_ref())?,
             None => BatchConfig::default(),
@@ -428,10 +443,25 @@ impl Builder<'_> {
             .map(|salt| self.non_empty(salt, "group.mask_salt"))
             .transpose()?
             .map(|salt| MaskSalt::new(&salt));
+        let lease = match &raw.lease {
+            Some(value) => {
+                let period = self.duration(value, "group.lease")?;
+                if !(MIN_LEASE..=MAX_LEASE).contains(&period) {
+                    return Err(self.invalid(
+                        value.span(),
+                        "group.lease",
+                        "must be from 3s to 10m (a standby takes a source over within one lease)",
+                    ));
+                }
+                Some(period)
+            }
+            None => None,
+        };
         Ok(GroupConfig {
             name,
             state_dir,
             mask_salt,
+            lease,
         })
     }
 

@@ -79,6 +79,10 @@ pub struct GroupConfig {
     /// `mask_salt`: the salt of the hash that `mask` column rules write; a secret, never
     /// printed.
     pub mask_salt: Option<MaskSalt>,
+    /// `lease`: when set, each source runs in one process at a time (active/standby), owning
+    /// it through a lease row in the warehouse that lasts this long and is renewed every third
+    /// of it.
+    pub lease: Option<Duration>,
 }
 
 /// `[batch]`: a source's batch (all its tables together) is loaded when any limit is reached.

@@ -43,6 +43,7 @@ pub(crate) struct RawGroup {
     pub name: Str,
     pub state_dir: Option<Str>,
     pub mask_salt: Option<Str>,
+    pub lease: Option<Str>,
 }
 
 /// `[warehouse]`: the union of the keys of every warehouse kind.

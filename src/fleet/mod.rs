@@ -7,7 +7,9 @@
 //! `enabled = false`) keeps its position in the warehouse, so it resumes where it was when it
 //! comes back; a config that fails to load changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -15,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceConfig};
 use crate::pipeline::{SourceError, supervise_source};
-use crate::sink::{SinkError, Warehouse};
+use crate::sink::{Lease, Sink, SinkError, Warehouse};
 
 /// Why a group cannot run, or why it stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,16 @@ struct Fleet {
     restart: HashMap<String, SourceConfig>,
     /// Sources that stopped on an error retrying cannot fix, with it; a reload starts them again.
     failed: HashMap<String, (SourceConfig, String)>,
+    /// Active/standby: the lease, the sink that claims it, and the sources it holds now. A
+    /// source runs only while held.
+    leases: Option<Leases>,
+}
+
+/// The sources this process holds the lease of, and how it claims them.
+struct Leases {
+    lease: Lease,
+    sink: Box<dyn Sink>,
+    held: HashSet<String>,
 }
 
 /// Runs every enabled source of `config` until `shutdown` turns true; then each source loads
@@ -55,10 +67,25 @@ pub async fn run_group(
     mut shutdown: watch::Receiver<bool>,
     mut reloads: mpsc::UnboundedReceiver<Config>,
 ) -> Result<(), RunError> {
-    let warehouse = Warehouse::open(&config.warehouse)?;
+    let mut warehouse = Warehouse::open(&config.warehouse)?;
     let mut sink = warehouse.sink().await?;
     sink.prepare().await?;
-    drop(sink);
+    let leases = match config.group.lease {
+        Some(period) => {
+            let lease = Lease {
+                holder: holder_name(),
+                period,
+            };
+            info!(holder = %lease.holder, lease_s = period.as_secs_f64(), "active/standby: running the sources whose lease this process holds");
+            warehouse = warehouse.with_lease(lease.clone());
+            Some(Leases {
+                lease,
+                sink,
+                held: HashSet::new(),
+            })
+        }
+        None => None,
+    };
     report_inventory(&config);
     let enabled = config.sources.iter().filter(|s| s.enabled).count();
     info!(group = %config.group.name, sources = enabled, paused = config.sources.len() - enabled, warehouse = %config.warehouse.describe(), "group starting");
@@ -68,20 +95,31 @@ pub async fn run_group(
         running: HashMap::new(),
         restart: HashMap::new(),
         failed: HashMap::new(),
+        leases,
         config,
     };
+    fleet.claim().await;
     for source in fleet.config.sources.clone() {
-        if source.enabled {
+        if source.enabled && fleet.may_run(&source.id) {
             fleet.start(source);
         }
     }
+    let mut renewals = tokio::time::interval(
+        fleet
+            .leases
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |l| l.lease.period / 3),
+    );
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
     let mut stopping = false;
     loop {
-        if fleet.tasks.is_empty() && (fleet.config.fleet.is_none() || stopping) {
+        let standby = fleet.leases.is_some() && !stopping;
+        if fleet.tasks.is_empty() && (fleet.config.fleet.is_none() || stopping) && !standby {
             break;
         }
         tokio::select! {
+            _ = renewals.tick(), if standby => fleet.renew().await,
             joined = fleet.tasks.join_next(), if !fleet.tasks.is_empty() => match joined {
                 Some(Ok((id, result))) => fleet.stopped(id, result),
                 Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
@@ -101,6 +139,7 @@ pub async fn run_group(
             }
         }
     }
+    fleet.release_all().await;
     if fleet.failed.is_empty() {
         info!(group = %fleet.config.group.name, "group stopped");
         Ok(())
@@ -122,7 +161,115 @@ fn report_inventory(config: &Config) {
     }
 }
 
+/// A name for this process run, unique among the group's processes: host, process id and start
+/// time (a restarted process is a new holder, and waits for its old lease to expire).
+fn holder_name() -> Arc<str> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Arc::from(format!("{host}:{}:{started}", std::process::id()))
+}
+
 impl Fleet {
+    /// Whether this process may run source `id` now: always without leases, else while it
+    /// holds the source's lease.
+    fn may_run(&self, id: &str) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.held.contains(id))
+    }
+
+    /// Claims or renews the leases of every source the config enables; remembers which it
+    /// holds. A warehouse that cannot be reached keeps what was held: the batches themselves
+    /// check their lease when they commit.
+    async fn claim(&mut self) {
+        let Some(leases) = &mut self.leases else {
+            return;
+        };
+        let wanted: Vec<String> = self
+            .config
+            .sources
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.id.clone())
+            .collect();
+        match leases.sink.claim_leases(&leases.lease, &wanted).await {
+            Ok(held) => {
+                let held: HashSet<String> = held.into_iter().collect();
+                for id in held.difference(&leases.held) {
+                    info!(source = %id, holder = %leases.lease.holder, "lease taken: this process runs the source");
+                }
+                for id in leases.held.difference(&held) {
+                    if wanted.contains(id) {
+                        warn!(source = %id, "lease lost to another process: stopping the source here");
+                    }
+                }
+                let standby = wanted.len() - held.len();
+                if standby > 0 && leases.held.is_empty() && held.is_empty() {
+                    info!(
+                        sources = standby,
+                        "standby: another process holds the leases; taking over any that expire"
+                    );
+                }
+                leases.held = held;
+            }
+            Err(e) => {
+                warn!(error = %e, "could not renew the sources' leases; retrying (a batch commits only while its lease holds)");
+            }
+        }
+    }
+
+    /// Renews the leases, stops the sources whose lease is gone and starts those whose lease
+    /// came to this process.
+    async fn renew(&mut self) {
+        self.claim().await;
+        let lost: Vec<String> = self
+            .running
+            .keys()
+            .filter(|id| !self.may_run(id))
+            .cloned()
+            .collect();
+        for id in lost {
+            if let Some(running) = self.running.get(&id) {
+                self.restart.remove(&id);
+                let _ = running.stop.send(true);
+            }
+        }
+        let gained: Vec<SourceConfig> = self
+            .config
+            .sources
+            .iter()
+            .filter(|s| {
+                s.enabled
+                    && self.may_run(&s.id)
+                    && !self.running.contains_key(&s.id)
+                    && !self.failed.contains_key(&s.id)
+            })
+            .cloned()
+            .collect();
+        for source in gained {
+            self.start(source);
+        }
+    }
+
+    /// Gives up every lease held, once the sources have stopped: a standby takes over at once.
+    async fn release_all(&mut self) {
+        let Some(leases) = &mut self.leases else {
+            return;
+        };
+        let held: Vec<String> = leases.held.drain().collect();
+        if held.is_empty() {
+            return;
+        }
+        match leases.sink.release_leases(&leases.lease, &held).await {
+            Ok(()) => info!(sources = held.len(), "leases given up"),
+            Err(e) => warn!(error = %e, "could not give up the leases; they expire on their own"),
+        }
+    }
+
     fn start(&mut self, source: SourceConfig) {
         let (stop, stopped) = watch::channel(false);
         let id = source.id.clone();
@@ -147,7 +294,9 @@ impl Fleet {
                 self.failed.insert(id.clone(), (source, error.to_string()));
             }
         }
-        if let Some(source) = self.restart.remove(&id) {
+        if let Some(source) = self.restart.remove(&id)
+            && self.may_run(&id)
+        {
             info!(source = %id, "starting the source with its new settings");
             self.start(source);
         }
@@ -196,7 +345,7 @@ impl Fleet {
         }
         let to_start: Vec<SourceConfig> = wanted
             .values()
-            .filter(|s| !self.running.contains_key(&s.id))
+            .filter(|s| !self.running.contains_key(&s.id) && self.may_run(&s.id))
             .map(|s| (*s).clone())
             .collect();
         self.failed.retain(|id, _| wanted.contains_key(id.as_str()));

@@ -197,6 +197,10 @@ async fn supervise(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
+        if matches!(&error, SourceError::Load(e) if e.is_lease_lost()) {
+            warn!(source = %id, "the source's lease expired and may be another process's now: stopping the source here (it starts again if the lease comes back)");
+            return Ok(());
+        }
         if matches!(error, SourceError::RecopyRequested) {
             info!(source = %id, "`tidemark snapshot` asked to copy the whole source again: restarting it from the current end of its log");
             recopy = true;
@@ -1197,7 +1201,8 @@ async fn load_with_retry(
             Ok(()) => return (sink, batch, Ok(started.elapsed())),
             Err(error) => error,
         };
-        if error.kind() != ErrorKind::Retry {
+        // A lost lease does not come back by retrying: another process runs the source.
+        if error.kind() != ErrorKind::Retry || error.is_lease_lost() {
             return (sink, batch, Err(error));
         }
         let wait = backoff.next_wait();

@@ -39,6 +39,7 @@ pub use progress::{ChunkDone, Progress, ProgressRecord, SnapshotProgress, TableV
 pub struct SinkError {
     kind: ErrorKind,
     table: Option<TargetTable>,
+    lease_lost: bool,
     #[source]
     error: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -52,6 +53,7 @@ impl SinkError {
         SinkError {
             kind,
             table: None,
+            lease_lost: false,
             error: error.into(),
         }
     }
@@ -60,6 +62,20 @@ impl SinkError {
     pub fn in_table(mut self, table: TargetTable) -> Self {
         self.table = Some(table);
         self
+    }
+
+    /// The batch did not commit because this process no longer holds its source's lease:
+    /// another process runs the source now.
+    pub fn lease_lost(source_id: &str) -> Self {
+        SinkError {
+            lease_lost: true,
+            ..SinkError::new(ErrorKind::Retry, LeaseLost(source_id.to_owned()))
+        }
+    }
+
+    /// True when the error is [`SinkError::lease_lost`].
+    pub fn is_lease_lost(&self) -> bool {
+        self.lease_lost
     }
 
     /// The table that alone causes the error, if one does.
@@ -71,6 +87,23 @@ impl SinkError {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+}
+
+/// Why a batch was refused: its source's lease is no longer this process's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "source {0}: this process no longer holds the source's lease (it expired, and another process may run the source now): the batch was not committed"
+)]
+pub struct LeaseLost(String);
+
+/// A process's claim to run sources alone (active/standby): every batch it commits renews its
+/// source's lease in the same transaction, and commits only if the lease is still its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it: unique per process run.
+    pub holder: Arc<str>,
+    /// How long a claim or renewal lasts.
+    pub period: std::time::Duration,
 }
 
 /// What a [`Sink`] method returns: boxed, so that sinks can be chosen at run time.
@@ -154,6 +187,34 @@ pub trait Sink: Send {
         &'a mut self,
         source_id: &'a str,
     ) -> SinkFuture<'a, Vec<SnapshotRequest>>;
+
+    /// Takes or renews `lease` on each of `source_ids` that is free, expired or already the
+    /// holder's; returns those the holder now has. After this, every batch this sink commits
+    /// renews its source's lease in its transaction and fails with [`SinkError::lease_lost`]
+    /// when the lease is gone.
+    fn claim_leases<'a>(
+        &'a mut self,
+        lease: &'a Lease,
+        source_ids: &'a [String],
+    ) -> SinkFuture<'a, Vec<String>> {
+        let _ = (lease, source_ids);
+        Box::pin(async {
+            Err(SinkError::new(
+                ErrorKind::Operator,
+                "this warehouse kind keeps no leases: remove [group] lease (active/standby needs a Postgres warehouse)",
+            ))
+        })
+    }
+
+    /// Gives up `lease` on `source_ids`, so that a standby takes them over at once.
+    fn release_leases<'a>(
+        &'a mut self,
+        lease: &'a Lease,
+        source_ids: &'a [String],
+    ) -> SinkFuture<'a, ()> {
+        let _ = (lease, source_ids);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A request to copy a source's tables again, made by `tidemark snapshot`.
@@ -185,6 +246,7 @@ pub async fn connect(warehouse: &WarehouseConfig) -> Result<Box<dyn Sink>, SinkE
 pub struct Warehouse {
     config: WarehouseConfig,
     pool: Option<postgres::WarehousePool>,
+    lease: Option<Lease>,
 }
 
 impl Warehouse {
@@ -201,7 +263,14 @@ impl Warehouse {
         Ok(Warehouse {
             config: config.clone(),
             pool,
+            lease: None,
         })
+    }
+
+    /// The same warehouse, whose sinks commit a batch only while `lease` holds its source.
+    pub fn with_lease(mut self, lease: Lease) -> Warehouse {
+        self.lease = Some(lease);
+        self
     }
 
     /// A sink for one source (or one copy worker) on the shared connections.
@@ -209,7 +278,8 @@ impl Warehouse {
         match (&self.config, &self.pool) {
             (WarehouseConfig::Postgres(postgres), Some(pool)) => Ok(Box::new(
                 postgres::PostgresSink::on_pool(pool.clone())
-                    .with_soft_delete(postgres.soft_delete),
+                    .with_soft_delete(postgres.soft_delete)
+                    .with_lease(self.lease.clone()),
             )),
             (WarehouseConfig::Postgres(postgres), None) => Ok(Box::new(
                 postgres::PostgresSink::connect(&postgres.url)

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::encode::{EncodeError, Encoded, Row, RowEncoder};
 use super::{
-    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest,
+    Batch, ChunkDone, Lease, LoadStep, Progress, ProgressRecord, Sink, SinkFuture, SnapshotRequest,
     TargetTable,
 };
 use crate::event::TableId;
@@ -175,6 +175,15 @@ impl Sink for NullSink {
                 .map(|(_, r)| r.clone())
                 .collect())
         })
+    }
+
+    fn claim_leases<'a>(
+        &'a mut self,
+        _lease: &'a Lease,
+        source_ids: &'a [String],
+    ) -> SinkFuture<'a, Vec<String>> {
+        // Nothing is written, so nothing needs guarding: every source is this process's.
+        Box::pin(async move { Ok(source_ids.to_vec()) })
     }
 
     fn record_error<'a>(&'a mut self, _: &'a str, _: &'a str) -> SinkFuture<'a, ()> {

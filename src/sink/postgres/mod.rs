@@ -24,8 +24,8 @@ use tokio_postgres::{Client, Transaction};
 use tracing::{debug, info, warn};
 
 use super::{
-    Batch, ChunkDone, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError, SinkFuture,
-    SnapshotProgress, Step, TableChanges, TableVersion, TargetTable,
+    Batch, ChunkDone, Lease, LoadStep, Progress, ProgressRecord, RowEncoder, Sink, SinkError,
+    SinkFuture, SnapshotProgress, Step, TableChanges, TableVersion, TargetTable,
 };
 use crate::config::SecretUrl;
 use crate::crash::{self, crash_point};
@@ -61,6 +61,9 @@ pub enum PostgresSinkError {
         #[source]
         error: tokio_postgres::Error,
     },
+    /// The source's lease is no longer this process's: the batch did not commit.
+    #[error("source {0}: the lease is gone")]
+    LeaseLost(String),
     /// The pool of warehouse connections could not hand one out.
     #[error("cannot get a connection to the Postgres warehouse at {target}: {reason}")]
     Pool {
@@ -137,7 +140,9 @@ impl PostgresSinkError {
     /// Retry (connection trouble, conflicts), operator (schema problems) or fatal (bad data).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PostgresSinkError::Connect { .. } | PostgresSinkError::Pool { .. } => ErrorKind::Retry,
+            PostgresSinkError::Connect { .. }
+            | PostgresSinkError::Pool { .. }
+            | PostgresSinkError::LeaseLost(_) => ErrorKind::Retry,
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
             PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
                 ErrorKind::Operator
@@ -219,6 +224,9 @@ fn describe(error: &tokio_postgres::Error) -> String {
 
 impl From<PostgresSinkError> for SinkError {
     fn from(error: PostgresSinkError) -> Self {
+        if let PostgresSinkError::LeaseLost(source_id) = &error {
+            return SinkError::lease_lost(source_id);
+        }
         let table = match &error {
             PostgresSinkError::InTable { table, .. } => Some(table.clone()),
             _ => None,
@@ -299,6 +307,28 @@ impl Sink for PostgresSink {
         })
     }
 
+    fn claim_leases<'a>(
+        &'a mut self,
+        lease: &'a Lease,
+        source_ids: &'a [String],
+    ) -> SinkFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let result = self.claim(lease, source_ids).await;
+            Ok(self.release(result)?)
+        })
+    }
+
+    fn release_leases<'a>(
+        &'a mut self,
+        lease: &'a Lease,
+        source_ids: &'a [String],
+    ) -> SinkFuture<'a, ()> {
+        Box::pin(async move {
+            let result = self.release_claims(lease, source_ids).await;
+            Ok(self.release(result)?)
+        })
+    }
+
     fn clock_micros(&mut self) -> SinkFuture<'_, i64> {
         Box::pin(async move {
             let result = self.read_clock_micros().await;
@@ -312,6 +342,11 @@ impl Sink for PostgresSink {
             Ok(self.release(result)?)
         })
     }
+}
+
+/// `duration` in whole microseconds, as the lease statements take it.
+fn micros(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The connection in `held`, taken from `pool` when there is none or it broke.
@@ -389,6 +424,8 @@ pub struct PostgresSink {
     extension_types: ExtensionTypes,
     /// Rows deleted at the source are kept, marked `_tidemark_deleted`, instead of removed.
     soft_delete: bool,
+    /// When set, a batch commits only while its source's lease is this holder's.
+    lease: Option<Lease>,
 }
 
 /// Which extension types (citext, hstore, ltree) the warehouse has, asked once per type, and
@@ -470,7 +507,51 @@ impl PostgresSink {
             step: LoadStep::default(),
             extension_types: ExtensionTypes::default(),
             soft_delete: false,
+            lease: None,
         }
+    }
+
+    /// Commits batches only while `lease` (when set) holds their source, renewing it in each
+    /// batch's transaction.
+    pub fn with_lease(mut self, lease: Option<Lease>) -> PostgresSink {
+        self.lease = lease;
+        self
+    }
+
+    /// Takes or renews `lease` on `source_ids` (those free, expired or already its holder's);
+    /// returns the ones held now.
+    async fn claim(
+        &mut self,
+        lease: &Lease,
+        source_ids: &[String],
+    ) -> Result<Vec<String>, PostgresSinkError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                sql::CLAIM_LEASES,
+                &[&source_ids, &&*lease.holder, &micros(lease.period)],
+            )
+            .await
+            .map_err(sql_error("claiming the leases of the group's sources"))?;
+        rows.iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(sql_error("claiming the leases of the group's sources"))
+    }
+
+    /// Gives up `lease` on `source_ids`.
+    async fn release_claims(
+        &mut self,
+        lease: &Lease,
+        source_ids: &[String],
+    ) -> Result<(), PostgresSinkError> {
+        self.client()
+            .await?
+            .execute(sql::RELEASE_LEASES, &[&source_ids, &&*lease.holder])
+            .await
+            .map_err(sql_error("giving up the leases of the group's sources"))?;
+        Ok(())
     }
 
     /// Keeps rows deleted at the source, marked `_tidemark_deleted`, when `soft_delete`
@@ -720,6 +801,7 @@ impl PostgresSink {
             step,
             extension_types,
             soft_delete,
+            lease,
         } = self;
         let soft_delete = *soft_delete;
         let mut client_tx = hold(pool, held)
@@ -813,6 +895,20 @@ impl PostgresSink {
                 .map_err(sql_error(
                     "removing the snapshot requests the batch takes in",
                 ))?;
+        }
+        if let Some(lease) = lease {
+            // Last before COMMIT, so the lease row stays locked for the shortest time: a standby
+            // claiming it waits for this commit and then sees the renewal.
+            let renewed = tx
+                .execute(
+                    sql::FENCE_LEASE,
+                    &[&&*batch.source_id, &&*lease.holder, &micros(lease.period)],
+                )
+                .await
+                .map_err(sql_error("renewing the source's lease"))?;
+            if renewed == 0 {
+                return Err(PostgresSinkError::LeaseLost(batch.source_id.to_string()));
+            }
         }
         crash_point(crash::BEFORE_COMMIT);
         step.set(Step::Commit);

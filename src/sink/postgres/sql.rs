@@ -74,7 +74,35 @@ CREATE TABLE IF NOT EXISTS tidemark.snapshot_chunks (
     rows bigint NOT NULL,
     loaded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, namespace, name, started_at_micros, chunk)
+);
+CREATE TABLE IF NOT EXISTS tidemark.leases (
+    source_id text PRIMARY KEY,
+    holder text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    acquired_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )";
+
+/// Takes or renews the leases of sources `$1` (text[]) for holder `$2`, for `$3` µs from now:
+/// a lease is taken when it is free, expired or already the holder's. Returns the sources the
+/// holder now leases. The row lock makes it wait for a holder's batch that renews the same row
+/// in its transaction, then decide on what that batch committed.
+pub const CLAIM_LEASES: &str = "INSERT INTO tidemark.leases AS l (source_id, holder, expires_at)
+SELECT id, $2, clock_timestamp() + $3::bigint * interval '1 microsecond' FROM unnest($1::text[]) AS id
+ON CONFLICT (source_id) DO UPDATE
+SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+    acquired_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.acquired_at ELSE clock_timestamp() END
+WHERE l.holder = EXCLUDED.holder OR l.expires_at < clock_timestamp()
+RETURNING source_id";
+
+/// Renews source `$1`'s lease for holder `$2` by `$3` µs inside a batch's transaction: no row
+/// means the lease is gone (expired and maybe taken), so the batch must not commit.
+pub const FENCE_LEASE: &str = "UPDATE tidemark.leases
+SET expires_at = clock_timestamp() + $3::bigint * interval '1 microsecond'
+WHERE source_id = $1 AND holder = $2 AND expires_at > clock_timestamp()";
+
+/// Gives up holder `$2`'s leases of sources `$1` (text[]), so that a standby takes them at once.
+pub const RELEASE_LEASES: &str =
+    "DELETE FROM tidemark.leases WHERE source_id = ANY($1::text[]) AND holder = $2";
 
 /// Records a snapshot chunk loaded: `$1` source id, `$2` namespace, `$3` table name, `$4` the
 /// table copy's start (µs), `$5` chunk, `$6` rows. A chunk loaded again (its first commit was
