@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceConfig};
-use crate::pipeline::{SourceError, supervise_source};
+use crate::observe::health;
+use crate::pipeline::{RETRYING, SourceError, supervise_source};
 use crate::sink::{Lease, Sink, SinkError, Warehouse};
 
 /// Why a group cannot run, or why it stopped.
@@ -29,6 +30,10 @@ pub enum RunError {
     #[error("sources stopped on errors: {0}")]
     SourcesFailed(String),
 }
+
+/// How often the troubles readers report (a server they cannot reach) are recorded in the
+/// warehouse for `tidemark status`.
+const TROUBLE_EVERY: Duration = Duration::from_secs(2);
 
 /// A source being run: the config it runs with and how to ask it to stop.
 struct Running {
@@ -111,6 +116,8 @@ pub async fn run_group(
             .map_or(Duration::from_secs(3600), |l| l.lease.period / 3),
     );
     renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut troubles = tokio::time::interval(TROUBLE_EVERY);
+    troubles.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
     let mut stopping = false;
     loop {
@@ -120,6 +127,7 @@ pub async fn run_group(
         }
         tokio::select! {
             _ = renewals.tick(), if standby => fleet.renew().await,
+            _ = troubles.tick(), if !stopping => fleet.record_troubles().await,
             joined = fleet.tasks.join_next(), if !fleet.tasks.is_empty() => match joined {
                 Some(Ok((id, result))) => fleet.stopped(id, result),
                 Some(Err(e)) => error!(error = %e, "a source task ended abnormally"),
@@ -252,6 +260,36 @@ impl Fleet {
             .collect();
         for source in gained {
             self.start(source);
+        }
+    }
+
+    /// Records in each troubled source's progress record why its reader cannot reach its
+    /// server (best effort: the log says it too); the source's next commit clears it.
+    async fn record_troubles(&mut self) {
+        let Some(troubles) = health::take_changed() else {
+            return;
+        };
+        let troubles: Vec<(String, String)> = troubles
+            .into_iter()
+            .filter(|(id, _)| self.running.contains_key(id))
+            .collect();
+        if troubles.is_empty() {
+            return;
+        }
+        let record = async {
+            let mut sink = self.warehouse.sink().await?;
+            for (id, message) in &troubles {
+                sink.record_error(id, &format!("{RETRYING}{message}"))
+                    .await?;
+            }
+            Ok::<_, SinkError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), record).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not record the sources' troubles in the warehouse")
+            }
+            Err(_) => warn!("could not record the sources' troubles in the warehouse in time"),
         }
     }
 

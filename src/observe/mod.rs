@@ -6,6 +6,7 @@
 //! number and the text format prints as `<what>=0.97s`; an absent value is left out, never
 //! printed as `None` or `Some(..)`.
 
+pub mod health;
 pub mod progress;
 pub mod status;
 

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::pipeline::run::RETRYING;
 use crate::sink::{self, ProgressRecord, SinkError};
 use crate::snapshot::{Reason, SetAside, SnapshotState, Totals};
 
@@ -27,6 +28,9 @@ pub enum SourceState {
     CatchingUp,
     /// Changes are streaming from its log.
     Streaming,
+    /// Its connection to the source or the warehouse broke; it reconnects by itself (see
+    /// `error`).
+    Retrying,
     /// It stopped on an error that needs an operator (see `error`).
     Failed,
 }
@@ -39,6 +43,7 @@ impl SourceState {
             SourceState::Snapshotting => "snapshotting",
             SourceState::CatchingUp => "catching up",
             SourceState::Streaming => "streaming",
+            SourceState::Retrying => "retrying",
             SourceState::Failed => "failed",
         }
     }
@@ -156,7 +161,13 @@ impl SourceStatus {
             .map(|(source, warehouse)| seconds((warehouse - source).max(0)));
         SourceStatus {
             source: source.to_owned(),
-            state: if record.last_error.is_some() {
+            state: if record
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(RETRYING))
+            {
+                SourceState::Retrying
+            } else if record.last_error.is_some() {
                 SourceState::Failed
             } else if state.as_ref().is_some_and(SnapshotState::is_copying) {
                 SourceState::Snapshotting

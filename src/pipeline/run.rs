@@ -54,6 +54,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How often each source logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// How the error a source records begins when the source retries by itself (the connection
+/// to its server or the warehouse broke) rather than waiting for an operator.
+pub const RETRYING: &str = "retrying: ";
+
 /// Why one source stopped (its supervisor decides whether to start it again).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -221,9 +225,7 @@ async fn supervise(
                 context.cli_args()
             )
         });
-        if error.kind() != ErrorKind::Retry {
-            record_failure(&context, &error).await;
-        }
+        record_failure(&context, &error).await;
         let wait = match error.kind() {
             ErrorKind::Fatal => {
                 error!(source = %id, error = %error, get_past, "source stopped; fix the cause, then send tidemark SIGHUP (systemctl reload) or restart it (other sources keep running)");
@@ -250,10 +252,15 @@ async fn supervise(
 /// Records in the warehouse why the source stopped, for `tidemark status` (best effort: the log
 /// says it too, and a warehouse that is down cannot take it).
 async fn record_failure(context: &SourceContext, error: &SourceError) {
+    // A source that retries by itself is marked so, for `tidemark status` to tell it from one
+    // that waits for an operator.
+    let text = match error.kind() {
+        ErrorKind::Retry => format!("{RETRYING}{error}"),
+        ErrorKind::Operator | ErrorKind::Fatal => error.to_string(),
+    };
     let record = async {
         let mut sink = context.warehouse.sink().await?;
-        sink.record_error(&context.source.id, &error.to_string())
-            .await
+        sink.record_error(&context.source.id, &text).await
     };
     match tokio::time::timeout(Duration::from_secs(10), record).await {
         Ok(Ok(())) => {}

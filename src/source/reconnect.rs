@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{RECONNECT_FIRST, RECONNECT_LONGEST, ReadError, Source, SourceFuture};
 use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage};
-use crate::observe::seconds;
+use crate::observe::{health, seconds};
 use crate::retry::Backoff;
 
 /// Opens a kind's reader again right after a resume point.
@@ -122,12 +122,16 @@ impl Reconnecting {
             match (self.reopen)(self.resume.clone()).await {
                 Ok(source) => {
                     self.reconnects += 1;
+                    if failed_attempts > 0 {
+                        health::recovered(&self.source_id);
+                    }
                     info!(source = %self.source_id, position = %self.resume, "source reconnected");
                     self.current = Some(source);
                     return Ok(());
                 }
                 Err(error) if error.kind() == ErrorKind::Retry => {
                     failed_attempts += 1;
+                    health::trouble(&self.source_id, error.to_string());
                     warn!(source = %self.source_id, error = %error, attempt = failed_attempts, waited_s = seconds(wait), "reconnecting failed");
                 }
                 Err(error) => return Err(error),

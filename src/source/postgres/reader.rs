@@ -354,9 +354,18 @@ async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
     let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| error(e.to_string()))?;
+        .map_err(|e| error(server_message(&e)))?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// The server's own words for `error` (a wrong password, a missing role or database) with its
+/// SQLSTATE, rather than the driver's bare "db error".
+fn server_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 /// Says what [`slot::ensure_publication`] changed, and what it could not.
