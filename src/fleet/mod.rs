@@ -138,7 +138,9 @@ pub async fn run_group(
                 Some(_) => {}
                 None => reloads_open = false,
             },
-            _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+            // The guard `wait_for` returns is dropped at once: it must not live across the other
+            // arms' awaits (it is not Send).
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) }, if !stopping => {
                 stopping = true;
                 fleet.restart.clear();
                 for running in fleet.running.values() {
