@@ -171,7 +171,7 @@ defaults=(
   --innodb-buffer-pool-size=128M
   --character-set-server=utf8mb4
   --collation-server=utf8mb4_general_ci
-  --max-connections=500
+  --max-connections=2000
 )
 mkdir -p "$dir/tmp"
 rm -f "$pidfile"

@@ -338,3 +338,98 @@ async fn sighup_adds_removes_pauses_and_resumes_tenants_and_leaves_the_rest_runn
     wait_counts(&wh, &[(tenants[2].schema(), 4)], LOADED).await;
     tm.assert_running("after a refused reload");
 }
+
+/// The issue's scale: a thousand MariaDB tenants (each its own database and source) and twenty
+/// Postgres tenants from one inventory, in one process on the default pool of 16 warehouse
+/// connections: every tenant's rows are copied, and changes stream to every tenant at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_mysql_and_twenty_postgres_tenants_replicate_in_one_process() {
+    const MYSQL_TENANTS: usize = 1000;
+    const PG_TENANTS: usize = 20;
+    let wh = fresh_warehouse("fleet_scale").await;
+    let prefix = format!("k{}_", std::process::id());
+    let mut admin = support::mysql_conn(&support::mysql_url()).await;
+    let mut tenants = Vec::new();
+    for i in 0..MYSQL_TENANTS {
+        let db = format!("{prefix}{i}");
+        admin
+            .query_drop(format!(
+                "CREATE DATABASE `{db}`; \
+                 CREATE TABLE `{db}`.t (id BIGINT PRIMARY KEY, v VARCHAR(20)); \
+                 INSERT INTO `{db}`.t VALUES (1, 'v1')"
+            ))
+            .await
+            .unwrap();
+        tenants.push(Tenant {
+            name: format!("m{i}"),
+            kind: "mysql",
+            db,
+            port: port_of(&support::mysql_url()),
+            enabled: true,
+            slot: String::new(),
+        });
+    }
+    let mut pg_sources = Vec::new();
+    for i in 0..PG_TENANTS {
+        let (tenant, source) = postgres_tenant(&format!("q{i}"), 1).await;
+        tenants.push(tenant);
+        pg_sources.push(source);
+    }
+    let mut tm = fleet_process(&wh, &tenants, &[], 16);
+    let (most, monitor) = watch_connections(wh.db.clone());
+    let started = std::time::Instant::now();
+    tm.spawn();
+    let all: Vec<(String, i64)> = tenants.iter().map(|t| (t.schema(), 1)).collect();
+    wait_counts(&wh, &all, Duration::from_secs(300)).await;
+    eprintln!(
+        "{} tenants copied in {:?}",
+        tenants.len(),
+        started.elapsed()
+    );
+
+    // One change per tenant, all at once: every one streams through.
+    for t in tenants.iter().filter(|t| t.kind == "mysql") {
+        admin
+            .query_drop(format!("INSERT INTO `{}`.t VALUES (2, 'v2')", t.db))
+            .await
+            .unwrap();
+    }
+    for source in &pg_sources {
+        source
+            .client
+            .batch_execute("INSERT INTO t VALUES (2, 'v2')")
+            .await
+            .unwrap();
+    }
+    let streamed = std::time::Instant::now();
+    let all: Vec<(String, i64)> = tenants.iter().map(|t| (t.schema(), 2)).collect();
+    wait_counts(&wh, &all, Duration::from_secs(120)).await;
+    eprintln!(
+        "a change to each of {} tenants loaded in {:?}",
+        tenants.len(),
+        streamed.elapsed()
+    );
+    monitor.abort();
+    let most = most.load(Ordering::Relaxed);
+    eprintln!("at most {most} warehouse connections");
+    assert!(
+        most <= 16,
+        "{most} warehouse connections; the pool holds 16"
+    );
+    tm.assert_running("at the end");
+    drop(tm);
+    for t in tenants.iter().filter(|t| t.kind == "mysql") {
+        admin
+            .query_drop(format!("DROP DATABASE `{}`", t.db))
+            .await
+            .unwrap();
+    }
+    let pg_admin = pg_client(&support::pg_url()).await;
+    for (tenant, source) in tenants
+        .iter()
+        .filter(|t| t.kind == "postgres")
+        .zip(pg_sources)
+    {
+        release_slot(&pg_admin, &tenant.slot, vec![source]).await;
+    }
+}
