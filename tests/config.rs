@@ -635,6 +635,14 @@ fn example_configs_load() {
         ("TIDEMARK_REDSHIFT_DATABASE", "demo_warehouse"),
         ("TIDEMARK_S3_ENDPOINT", "http://127.0.0.1:5000"),
         ("TIDEMARK_DATA_API_ENDPOINT", "http://127.0.0.1:5001"),
+        ("WAREHOUSE_PASSWORD", PASSWORD),
+        ("TIDEMARK_MASK_SALT", PASSWORD),
+        ("ACME_IN_TXN_CREDENTIALS", "repl:pw-Zq81x!never-printed"),
+        ("GLOBEX_SG_TXN_CREDENTIALS", "repl:pw-Zq81x!never-printed"),
+        (
+            "INITECH_US_TXN_CREDENTIALS",
+            r#"{"username": "repl", "password": "pw-Zq81x!never-printed"}"#,
+        ),
     ]);
     let env = |name: &str| vars.get(name).map(|v| v.to_string());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -652,6 +660,33 @@ fn example_configs_load() {
         loaded += 1;
     }
     assert!(loaded >= 2, "found {loaded} example configs");
+
+    let fleet = Config::from_str_with_env(
+        &std::fs::read_to_string(dir.join("fleet.toml")).unwrap(),
+        &dir.join("fleet.toml"),
+        &env,
+    )
+    .unwrap();
+    assert!(
+        fleet.inventory_problems.is_empty(),
+        "{:?}",
+        fleet.inventory_problems
+    );
+    let ids: Vec<(&str, bool)> = fleet
+        .sources
+        .iter()
+        .map(|s| (s.id.as_str(), s.enabled))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("acme-in-txn", true),
+            ("globex-sg-txn", true),
+            ("initech-us-txn", false)
+        ]
+    );
+    assert_eq!(fleet.sources[1].staging_schema(), "globex_sg_txn");
+    assert!(!format!("{fleet:?}").contains(PASSWORD));
 
     let local = Config::from_str_with_env(
         &std::fs::read_to_string(dir.join("local.toml")).unwrap(),
@@ -1195,4 +1230,94 @@ fn a_mask_rule_needs_the_group_salt() {
         line_of(&text, "mask_salt"),
     );
     assert!(e.message().contains("MASK_SALT"), "{e}");
+}
+
+/// A `[fleet]` config in a temp dir beside an inventory with `lines`; returns the load result.
+fn load_fleet(fleet: &str, lines: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "tenant,region,function,kind,host,port,databases,credentials,enabled\n";
+    std::fs::write(dir.path().join("tenants.csv"), format!("{header}{lines}")).unwrap();
+    let text = BASE.split("[[sources]]").next().unwrap().to_string() + fleet;
+    let path = dir.path().join("fleet.toml");
+    let env = |name: &str| match name {
+        "CREDS" => Some(format!("repl:{PASSWORD}")),
+        other => env(other),
+    };
+    let result = Config::from_str_with_env(&text, &path, &env);
+    (dir, result)
+}
+
+const FLEET: &str =
+    "[fleet]\ninventory = \"tenants.csv\"\n\n[fleet.template]\nsnapshot = \"never\"\n";
+
+#[test]
+fn inventory_lines_become_sources_and_bad_lines_are_skipped_with_their_line() {
+    let (_dir, config) = load_fleet(
+        FLEET,
+        "acme,in,txn,mysql,10.0.0.5,3306,shop,env:CREDS,\n\
+         beta,in,txn,oracle,10.0.0.6,1521,shop,env:CREDS,\n\
+         # a comment\n\
+         acme,in,txn,mysql,10.0.0.7,3306,shop,env:CREDS,\n\
+         gamma,in,txn,mysql,10.0.0.8,3306,shop,env:CREDS,no\n",
+    );
+    let config = config.unwrap();
+    let ids: Vec<(&str, bool)> = config
+        .sources
+        .iter()
+        .map(|s| (s.id.as_str(), s.enabled))
+        .collect();
+    assert_eq!(ids, [("acme-in-txn", true), ("gamma-in-txn", false)]);
+    assert_eq!(config.sources[0].include[0].to_string(), "shop.*");
+    assert_eq!(config.sources[0].snapshot, SnapshotMode::Never);
+    let problems: Vec<String> = config
+        .inventory_problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("tenants.csv:3:") && problems[0].contains("`kind`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("tenants.csv:5:") && problems[1].contains("acme-in-txn"),
+        "{problems:?}"
+    );
+    assert!(!format!("{config:?}{problems:?}").contains(PASSWORD));
+}
+
+#[test]
+fn fleet_mistakes_name_the_key_or_the_inventory_line() {
+    let (_dir, result) = load_fleet(&FLEET.replace("snapshot", "id = \"x\"\nsnapshot"), "");
+    let e = result.unwrap_err();
+    assert_eq!(e.key(), Some("fleet.template.id"), "{e}");
+
+    let (_dir, result) = load_fleet(&FLEET.replace("tenants.csv", "missing.csv"), "");
+    let e = result.unwrap_err();
+    assert_eq!(e.key(), Some("fleet.inventory"), "{e}");
+    assert!(e.to_string().contains("missing.csv"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tenants.csv"), "tenant,colour\n").unwrap();
+    let text = BASE.split("[[sources]]").next().unwrap().to_string() + FLEET;
+    let e = Config::from_str_with_env(&text, &dir.path().join("f.toml"), &env).unwrap_err();
+    assert!(e.to_string().contains("tenants.csv:1:"), "{e}");
+    assert!(e.to_string().contains("colour"), "{e}");
+}
+
+#[test]
+fn lease_and_max_connections_are_checked() {
+    let with_group = |line: &str| parse(&BASE.replace("[group]\n", &format!("[group]\n{line}\n")));
+    assert_eq!(
+        with_group("lease = \"15s\"").unwrap().group.lease,
+        Some(Duration::from_secs(15))
+    );
+    let e = with_group("lease = \"1s\"").unwrap_err();
+    assert_error(&e, ConfigErrorKind::Invalid, "group.lease", 2);
+    let e = parse(&BASE.replace(
+        "kind = \"postgres\"\n",
+        "kind = \"postgres\"\nmax_connections = 0\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.key(), Some("warehouse.max_connections"), "{e}");
 }
