@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod encode;
 pub mod pool;
+mod secret_connect;
 mod sql;
 mod types;
 
@@ -61,6 +62,9 @@ pub enum PostgresSinkError {
         #[source]
         error: tokio_postgres::Error,
     },
+    /// A secret of the warehouse `url` could not be fetched.
+    #[error("Postgres warehouse: {0}")]
+    Secret(Box<crate::secrets::SecretError>),
     /// The pool of warehouse connections could not hand one out.
     #[error("cannot get a connection to the Postgres warehouse at {target}: {reason}")]
     Pool {
@@ -138,6 +142,7 @@ impl PostgresSinkError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PostgresSinkError::Connect { .. } | PostgresSinkError::Pool { .. } => ErrorKind::Retry,
+            PostgresSinkError::Secret(error) => error.kind(),
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
             PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
                 ErrorKind::Operator
