@@ -435,3 +435,118 @@ async fn one_call_for_many_sources_and_a_fresh_one_at_reconnect() {
         .send()
         .await;
 }
+
+/// The warehouse password in a file: rotated (ALTER ROLE, the file rewritten) and the
+/// warehouse connections terminated, the pool's next connection fails with the old value, the
+/// one after reads the file again and loading goes on. A private Postgres whose pg_hba.conf
+/// asks this role for a password (the dev instances trust everyone).
+#[tokio::test]
+async fn warehouse_password_in_a_file_is_reread_after_a_failed_connect() {
+    use support::warehouse::{fresh_warehouse_on, pg_client};
+
+    let pg = support::postgres_instance("secrets_wh", &[]);
+    let role = format!("tm_wh_{}", std::process::id());
+    let first = password("one");
+    let hba = pg.dir().join("pg/data/pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("the instance's pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host all {role} 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    let admin = pg_client(pg.url()).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{}'; SELECT pg_reload_conf();",
+            sql_escape(&first)
+        ))
+        .await
+        .unwrap();
+    let wh = fresh_warehouse_on(pg.url(), "secrets_wh").await;
+    admin
+        .batch_execute(&format!("ALTER DATABASE \"{}\" OWNER TO {role}", wh.db))
+        .await
+        .unwrap();
+    let address = pg
+        .url()
+        .split_once('@')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let warehouse_url = format!(
+        "postgres://{role}:${{file:warehouse.pw}}@{address}/{}",
+        wh.db
+    );
+
+    let (mut root, db) = support::fresh_mysql_database("secrets_wh").await;
+    exec(
+        &mut root,
+        &["CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64))"],
+    )
+    .await;
+    let source = SourceConfig::mysql("wh-src", &support::mysql_url(), &db);
+    let schema = source.schema();
+    let group = GroupConfig::new(&warehouse_url, vec![source]);
+    let written = first.clone();
+    let mut tm = Tidemark::prepare(|state| {
+        let dir = state.parent().unwrap();
+        std::fs::write(dir.join("warehouse.pw"), format!("{written}\n")).unwrap();
+        group.render(state)
+    });
+    tm.spawn();
+    wait_checkpoint(&mut tm, &wh, "wh-src", Duration::from_secs(60)).await;
+    insert_rows(&mut root, &db, 1..6).await;
+    let pairs = TablePair::mysql(&db, &["items"], &schema);
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut root),
+        &wh.client,
+        &pairs,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let second = password("two");
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} PASSWORD '{}'",
+            sql_escape(&second)
+        ))
+        .await
+        .unwrap();
+    write_atomically(&tm.dir().join("warehouse.pw"), &format!("{second}\n"));
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !terminated.is_empty(),
+        "tidemark had no warehouse connection"
+    );
+
+    insert_rows(&mut root, &db, 6..11).await;
+    wait_tables_equal(
+        &mut tm,
+        &mut Source::Mysql(&mut root),
+        &wh.client,
+        &pairs,
+        AFTER_ROTATION,
+    )
+    .await;
+    tm.assert_running("after the rotation");
+    // The old password was refused once (the role really logs in with a password), and the
+    // next connection read the file again.
+    let printed = everything_printed(&tm);
+    assert!(
+        printed.contains("password authentication failed"),
+        "no refused login: {printed}"
+    );
+    assert_never_printed(&tm, &[&first, &second]);
+    drop(tm);
+}
