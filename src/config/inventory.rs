@@ -215,11 +215,35 @@ impl Credentials {
 }
 
 /// Resolves a credentials reference: `env:NAME` (the variable holds the secret), `file:PATH`
-/// (the file does; relative to `base`), both read now, or `aws-sm:SECRET_ID` (an AWS Secrets
-/// Manager secret, fetched when the source connects and again at each reconnect). The secret is
-/// JSON with `username` and `password` (the form AWS Secrets Manager keeps database secrets in)
-/// or `user:password`.
+/// (the file does; relative to `base`) or `aws-sm:SECRET_ID` (an AWS Secrets Manager secret).
+/// The secret is JSON with `username` and `password` (the form AWS Secrets Manager keeps
+/// database secrets in) or `user:password`. A file is read now (a line whose file is missing
+/// or malformed is skipped with why) and becomes `${file:...}` references read again at each
+/// connect, as a Secrets Manager secret is fetched: both can be rotated without a restart.
 fn credentials(
+    reference: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, String> {
+    let read = read_credentials(reference, base, env)?;
+    let Some(path) = reference.strip_prefix("file:") else {
+        return Ok(read);
+    };
+    // A path the reference syntax cannot hold keeps the values read now.
+    match std::path::absolute(base.join(path)) {
+        Ok(path) if !path.to_string_lossy().contains(['#', '{', '}', '$']) => {
+            let path = path.display();
+            Ok(Credentials {
+                user: format!("${{file:{path}#username}}"),
+                password: format!("${{file:{path}#password}}"),
+            })
+        }
+        _ => Ok(read),
+    }
+}
+
+/// The credentials `reference` holds now (see [`credentials`]).
+fn read_credentials(
     reference: &str,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -518,6 +542,31 @@ mod tests {
         );
         let problem = raw_source(&lines[1], None, &urls(), Path::new("."), 0..0, &env).unwrap_err();
         assert!(problem.contains("`credentials`"), "{problem}");
+    }
+
+    #[test]
+    fn file_credentials_are_checked_now_and_read_again_at_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme.creds"), "repl:s3cr3t\n").unwrap();
+        let lines = parse(&format!(
+            "{HEADER}acme,in,txn,mysql,h,3306,shop,file:acme.creds,\n\
+             b,in,txn,mysql,h,3306,shop,file:gone.creds,\n"
+        ))
+        .unwrap();
+        let raw = raw_source(&lines[0], None, &urls(), dir.path(), 0..0, &env).unwrap();
+        let path = dir.path().join("acme.creds");
+        assert_eq!(
+            raw.url.unwrap().into_inner(),
+            format!(
+                "mysql://${{file:{0}#username}}:${{file:{0}#password}}@h:3306",
+                path.display()
+            )
+        );
+        let problem = raw_source(&lines[1], None, &urls(), dir.path(), 0..0, &env).unwrap_err();
+        assert!(
+            problem.contains("`credentials`") && problem.contains("gone.creds"),
+            "{problem}"
+        );
     }
 
     #[test]
