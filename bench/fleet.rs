@@ -7,8 +7,11 @@
 //! each source read every tenant's binlog events (in production each tenant has a server of
 //! its own): the load is harsher than a real fleet's.
 
+#[allow(dead_code)] // shared by several benchmarks; this one uses part of it
 mod tidemark_run;
+#[allow(dead_code)] // shared by several benchmarks; this one uses part of it
 mod workload;
+#[allow(dead_code)] // shared by several benchmarks; this one uses part of it
 mod workload_pg;
 
 use std::fmt::Write as _;

@@ -16,6 +16,7 @@ pub mod import;
 pub mod observe;
 pub mod pipeline;
 pub mod retry;
+pub mod secrets;
 pub mod sink;
 pub mod snapshot;
 pub mod source;

@@ -21,6 +21,7 @@ use tidemark::import::dms;
 use tidemark::observe::status::{read_status, render_table};
 use tidemark::observe::{LogFormat, init_logging};
 use tidemark::pipeline::{SkipError, skip_to_end};
+use tidemark::secrets::Freshness;
 use tidemark::snapshot::{RequestError, request_snapshot};
 use tidemark::source::Source;
 use tidemark::source::mysql::file::FileError;
@@ -458,10 +459,17 @@ fn skip_warning(config: &Config, source_id: &str) -> String {
 }
 
 async fn skip(path: PathBuf, source_id: String, confirmed: bool) -> ExitCode {
-    let config = match load_config(&path) {
+    let mut config = match load_config(&path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // skip-to-end opens the source itself: fetch its URL's secrets first.
+    for source in config.sources.iter_mut().filter(|s| s.id == source_id) {
+        match source.url.resolve(Freshness::Cached).await {
+            Ok(url) => source.url = url,
+            Err(e) => return fail(&e.to_string()),
+        }
+    }
     eprintln!("tidemark: {}", skip_warning(&config, &source_id));
     if !confirmed {
         eprintln!(

@@ -1321,3 +1321,168 @@ fn lease_and_max_connections_are_checked() {
     .unwrap_err();
     assert_eq!(e.key(), Some("warehouse.max_connections"), "{e}");
 }
+
+/// `${file:...}` and `${aws-sm:...}` in a URL are kept as references (loading reads nothing)
+/// and print as written; `[secrets]` says where Secrets Manager is.
+#[test]
+fn secret_references_load_unresolved_and_print_as_written() {
+    let text = format!(
+        "{}\n[secrets]\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:4566\"\n",
+        BASE.replace(
+            "mysql://repl:${ACME_PASSWORD}@10.0.0.5:3306",
+            "mysql://${aws-sm:prod/acme#username}:${aws-sm:prod/acme#password}@10.0.0.5:3306"
+        )
+        .replace(
+            "postgres://tidemark:${WH_PASSWORD}@127.0.0.1:5432/warehouse",
+            "${file:secrets/warehouse.url}"
+        )
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.secrets.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        config.secrets.endpoint.as_deref(),
+        Some("http://127.0.0.1:4566")
+    );
+    let url = &config.sources[0].url;
+    assert!(url.has_references() && !url.is_resolved());
+    assert_eq!(
+        url.to_string(),
+        "mysql://${aws-sm:prod/acme#username}:***@10.0.0.5:3306"
+    );
+    let WarehouseConfig::Postgres(warehouse) = &config.warehouse else {
+        panic!("postgres warehouse expected");
+    };
+    assert!(warehouse.url.has_references());
+    // A reference is not a value: the same file with another secret value is the same config.
+    assert_eq!(parse(&text).unwrap().sources[0].url, *url);
+}
+
+/// An unknown reference kind, and a secret reference in a key that is not a URL, are errors
+/// naming the key and the line.
+#[test]
+fn bad_secret_references_name_key_and_line() {
+    let text = BASE.replace("${ACME_PASSWORD}", "${vault:kv/acme}");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Env,
+        "sources[0].url",
+        line_of(&text, "vault:"),
+    );
+    assert!(
+        e.message().contains("unknown reference kind `vault`"),
+        "{e}"
+    );
+    assert!(e.message().contains("${aws-sm:SECRET_ID}"), "{e}");
+
+    let text = BASE.replace(
+        "state_dir = \"/tmp/tidemark-test\"",
+        "state_dir = \"${file:dir.txt}\"",
+    );
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Env,
+        "group.state_dir",
+        line_of(&text, "state_dir"),
+    );
+    assert!(e.message().contains("only the `url`"), "{e}");
+
+    let text = format!("{BASE}\n[secrets]\nendpoint = \"localhost:4566\"\n");
+    let e = parse_err(&text);
+    assert_error(
+        &e,
+        ConfigErrorKind::Invalid,
+        "secrets.endpoint",
+        line_of(&text, "endpoint"),
+    );
+}
+
+/// Resolving fetches the file (relative to the config file); a missing file or a missing JSON
+/// field is an error naming the config file, line and key and the reference, never a value.
+#[tokio::test]
+async fn file_references_resolve_and_their_errors_never_show_the_secret() {
+    use tidemark::secrets::Freshness;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.json"),
+        format!(r#"{{"username": "repl", "password": "{PASSWORD}"}}"#),
+    )
+    .unwrap();
+    let text = BASE.replace(
+        "mysql://repl:${ACME_PASSWORD}@10.0.0.5:3306",
+        "mysql://repl:${file:acme.json#password}@10.0.0.5:3306",
+    );
+    let path = dir.path().join("tidemark.toml");
+    let load = |text: &str| Config::from_str_with_env(text, &path, &env).unwrap();
+    let config = load(&text);
+    let resolved = config.sources[0]
+        .url
+        .resolve(Freshness::Cached)
+        .await
+        .unwrap();
+    assert!(resolved.is_resolved());
+    assert!(resolved.expose().contains("pw-Zq81x%21never-printed"));
+    assert!(!format!("{resolved} {resolved:?}").contains("never-printed"));
+
+    let line = line_of(&text, "acme.json");
+    let wrong_field = load(&text.replace("#password", "#pasword"));
+    let e = wrong_field.sources[0]
+        .url
+        .resolve(Freshness::Cached)
+        .await
+        .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}:{line}: key `sources[0].url`: secret file:",
+            path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("no field `pasword`"), "{message}");
+    assert!(!message.contains("never-printed"), "{message}");
+
+    let missing = load(&text.replace("acme.json", "gone.json"));
+    let e = missing.sources[0]
+        .url
+        .resolve(Freshness::Cached)
+        .await
+        .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!(":{line}: key `sources[0].url`")),
+        "{message}"
+    );
+    assert!(message.contains("gone.json"), "{message}");
+    assert_eq!(e.kind(), tidemark::error::ErrorKind::Operator);
+}
+
+/// A fleet inventory line with `aws-sm:SECRET_ID` credentials becomes a source whose URL
+/// references the secret's `username` and `password`, fetched when the source connects.
+#[test]
+fn inventory_aws_sm_credentials_are_references() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenants.csv"),
+        "tenant,region,function,kind,host,port,databases,credentials\n\
+         globex,sg,txn,mysql,10.0.0.9,3306,shop,aws-sm:prod/globex\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{BASE}\n[fleet]\ninventory = \"tenants.csv\"\n\n[fleet.template]\nsnapshot = \"never\"\n"
+    );
+    let config = Config::from_str_with_env(&text, &dir.path().join("tidemark.toml"), &env).unwrap();
+    assert!(
+        config.inventory_problems.is_empty(),
+        "{:?}",
+        config.inventory_problems
+    );
+    let url = &config.source("globex-sg-txn").unwrap().url;
+    assert!(url.has_references() && !url.is_resolved());
+    assert_eq!(
+        url.to_string(),
+        "mysql://${aws-sm:prod/globex#username}:***@10.0.0.9:3306"
+    );
+}

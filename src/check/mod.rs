@@ -11,13 +11,38 @@ pub mod report;
 pub use report::{CheckItem, CheckReport, CheckStatus};
 
 use crate::config::{SourceConfig, SourceKind, WarehouseConfig};
+use crate::secrets::Freshness;
 use crate::sink::postgres::check::check_postgres_warehouse;
 use crate::sink::redshift::check::check_redshift_warehouse;
 use crate::source::mysql::check::check_mysql_source;
 use crate::source::postgres::check::check_postgres_source;
 
-/// Checks one source's prerequisites, whatever its kind.
+/// Checks one source's prerequisites, whatever its kind. A URL's secret references are
+/// fetched first (a fetch that fails is the report's one failure).
 pub async fn check_source(source: &SourceConfig) -> CheckReport {
+    let resolved;
+    let source = if source.url.is_resolved() {
+        source
+    } else {
+        match source.url.resolve(Freshness::Cached).await {
+            Ok(url) => {
+                resolved = SourceConfig {
+                    url,
+                    ..source.clone()
+                };
+                &resolved
+            }
+            Err(error) => {
+                let mut report = CheckReport::for_source(&source.id, source.url.redacted());
+                report.items.push(CheckItem::new(
+                    "secrets",
+                    CheckStatus::Fail,
+                    error.to_string(),
+                ));
+                return report;
+            }
+        }
+    };
     match source.kind() {
         SourceKind::Mysql => check_mysql_source(source).await,
         SourceKind::Postgres => check_postgres_source(source).await,

@@ -6,18 +6,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::columns::{ColumnAction, ColumnRule, ColumnRules, MaskSalt};
-use super::env::{EnvError, interpolate};
+use super::env::{EnvError, Piece, interpolate, interpolate_pieces};
 use super::error::{ConfigError, ConfigErrorKind};
 use super::inventory::{self, InventoryProblem};
 use super::kind::KindTable;
 use super::locate::{Locator, join_key};
 use super::raw::{
-    RawBatch, RawColumnRule, RawConfig, RawFleet, RawGroup, RawSource, RawWarehouse, Str,
+    RawBatch, RawColumnRule, RawConfig, RawFleet, RawGroup, RawSecrets, RawSource, RawWarehouse,
+    Str,
 };
 use super::secret::SecretUrl;
 use super::source::{
@@ -29,6 +31,7 @@ use super::template;
 use super::units::{ByteSize, parse_duration, parse_size};
 use super::warehouse::{WarehouseConfig, WarehouseKind};
 use super::{BatchConfig, Config, FleetConfig, GroupConfig};
+use crate::secrets::{SecretStore, SecretsSettings};
 use crate::sink::postgres::DEFAULT_MAX_CONNECTIONS;
 use crate::sink::postgres::config::PostgresWarehouseConfig;
 use crate::sink::redshift::config::{
@@ -79,8 +82,18 @@ pub(crate) fn build(
         path,
         locator: Locator::new(text),
         env,
+        store: SecretStore::new(SecretsSettings::default()),
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| builder.toml_error(&e))?;
+    // URLs share one store, which fetches with the `[secrets]` settings.
+    let secrets = match &raw.secrets {
+        Some(secrets) => builder.secrets(secrets.get_ref())?,
+        None => SecretsSettings::default(),
+    };
+    let builder = Builder {
+        store: SecretStore::new(secrets),
+        ..builder
+    };
     builder.config(raw)
 }
 
@@ -89,6 +102,8 @@ struct Builder<'a> {
     path: &'a Path,
     locator: Locator<'a>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Resolves the secret references of every URL of this config.
+    store: Arc<SecretStore>,
 }
 
 impl Builder<'_> {
@@ -192,13 +207,57 @@ impl Builder<'_> {
 
     /// The interpolated value of a string key.
     fn string(&self, value: &Str, key: &str) -> Result<String> {
-        interpolate(value.get_ref(), self.env).map_err(|e| {
-            let message = e.to_string();
-            match e {
-                EnvError::Missing(_) | EnvError::Malformed(_) => {
-                    self.error(ConfigErrorKind::Env, value.span(), key, message)
-                }
+        interpolate(value.get_ref(), self.env).map_err(|e| self.env_error(&e, value, key))
+    }
+
+    fn env_error(&self, error: &EnvError, value: &Str, key: &str) -> ConfigError {
+        let message = error.to_string();
+        match error {
+            EnvError::Missing(_)
+            | EnvError::Malformed(_)
+            | EnvError::UnknownKind(_)
+            | EnvError::SecretNotAllowed => {
+                self.error(ConfigErrorKind::Env, value.span(), key, message)
             }
+        }
+    }
+
+    /// A URL key: interpolated, its secret references (`${file:...}`, `${aws-sm:...}`) kept to
+    /// be fetched at each connect.
+    fn url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        let pieces = interpolate_pieces(value.get_ref(), self.env, base)
+            .map_err(|e| self.env_error(&e, value, key))?;
+        if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
+            return Ok(SecretUrl::new(self.non_empty(value, key)?));
+        }
+        let origin = format!(
+            "{}:{}: key `{key}`",
+            self.path.display(),
+            self.locator.line_of(value.span().start)
+        );
+        Ok(SecretUrl::with_references(
+            pieces,
+            origin,
+            self.store.clone(),
+        ))
+    }
+
+    /// `[secrets]`.
+    fn secrets(&self, raw: &RawSecrets) -> Result<SecretsSettings> {
+        let endpoint = self.optional(raw.endpoint.as_ref(), "secrets.endpoint")?;
+        if let (Some(value), Some(endpoint)) = (&raw.endpoint, &endpoint)
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            return Err(self.invalid(
+                value.span(),
+                "secrets.endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(SecretsSettings {
+            region: self.optional(raw.region.as_ref(), "secrets.region")?,
+            endpoint,
         })
     }
 
@@ -279,6 +338,7 @@ impl Builder<'_> {
         };
         Ok(Config {
             path: self.path.to_path_buf(),
+            secrets: self.store.settings().clone(),
             group,
             warehouse,
             batch,
@@ -388,7 +448,15 @@ impl Builder<'_> {
             };
             let at = "inventory";
             let source = match self.source(&raw_source, header.clone(), at, mask_salt) {
-                Ok(source) => source,
+                Ok(mut source) => {
+                    // Secrets fetched at connect come from the line's credentials column.
+                    source.url = source.url.with_origin(format!(
+                        "{}:{}: column `credentials`",
+                        path.display(),
+                        line.line
+                    ));
+                    source
+                }
                 Err(e) => {
                     // Keys that a line sets read as its columns; others come from the template.
                     let key = e.key().unwrap_or_default().trim_start_matches("inventory.");
@@ -707,7 +775,11 @@ impl Builder<'_> {
     }
 
     fn postgres_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
-        let url = SecretUrl::new(self.non_empty(value, key)?);
+        let url = self.url(value, key)?;
+        if url.probe().is_none() {
+            // The whole URL is a secret: checked when it is fetched.
+            return Ok(url);
+        }
         match url.scheme() {
             Some("postgres" | "postgresql") => Ok(url),
             _ => Err(self.invalid(
@@ -719,7 +791,11 @@ impl Builder<'_> {
     }
 
     fn mysql_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
-        let url = SecretUrl::new(self.non_empty(value, key)?);
+        let url = self.url(value, key)?;
+        let Some(probe) = url.probe() else {
+            // The whole URL is a secret: checked when it is fetched.
+            return Ok(url);
+        };
         if url.scheme() != Some("mysql") {
             return Err(self.invalid(
                 value.span(),
@@ -727,7 +803,7 @@ impl Builder<'_> {
                 "must be a mysql:// URL (mysql://user:password@host:3306), also for MariaDB",
             ));
         }
-        if let Err(e) = mysql_async::Opts::from_url(url.expose()) {
+        if let Err(e) = mysql_async::Opts::from_url(&probe) {
             return Err(self.invalid(
                 value.span(),
                 key,

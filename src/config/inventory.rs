@@ -12,10 +12,11 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use toml::Spanned;
 
 use super::raw::{RawSource, Str};
+use super::secret::USERINFO;
 use super::template;
 
 /// Columns every inventory has.
@@ -56,13 +57,6 @@ pub(crate) const DEFAULT_MYSQL_URL: &str = "mysql://{user}:{password}@{host}:{po
 /// Default `[fleet] postgres_url`.
 pub(crate) const DEFAULT_POSTGRES_URL: &str =
     "postgres://{user}:{password}@{host}:{port}/{database}";
-
-/// Characters escaped in a user name or password placed in a URL: all but the unreserved ones.
-const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// An inventory line that did not become a source, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,20 +196,71 @@ pub(crate) struct UrlTemplates {
     pub postgres: String,
 }
 
-/// What a line's `credentials` reference resolves to.
+/// What a line's `credentials` reference resolves to: the user name and password as they go
+/// into the URL (percent-encoded), or, for a Secrets Manager secret, references to its fields,
+/// fetched at each connect.
 struct Credentials {
     user: String,
     password: String,
 }
 
-/// Resolves a credentials reference: `env:NAME` (the variable holds the secret) or
-/// `file:PATH` (the file does; relative to `base`). The secret is JSON with `username` and
-/// `password` (the form AWS Secrets Manager keeps database secrets in) or `user:password`.
+impl Credentials {
+    /// A known user name and password, escaped for a URL's user info.
+    fn encoded(user: &str, password: &str) -> Credentials {
+        Credentials {
+            user: utf8_percent_encode(user, USERINFO).to_string(),
+            password: utf8_percent_encode(password, USERINFO).to_string(),
+        }
+    }
+}
+
+/// Resolves a credentials reference: `env:NAME` (the variable holds the secret), `file:PATH`
+/// (the file does; relative to `base`) or `aws-sm:SECRET_ID` (an AWS Secrets Manager secret).
+/// The secret is JSON with `username` and `password` (the form AWS Secrets Manager keeps
+/// database secrets in) or `user:password`. A file is read now (a line whose file is missing
+/// or malformed is skipped with why) and becomes `${file:...}` references read again at each
+/// connect, as a Secrets Manager secret is fetched: both can be rotated without a restart.
 fn credentials(
     reference: &str,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Credentials, String> {
+    let read = read_credentials(reference, base, env)?;
+    let Some(path) = reference.strip_prefix("file:") else {
+        return Ok(read);
+    };
+    // A path the reference syntax cannot hold keeps the values read now.
+    match std::path::absolute(base.join(path)) {
+        Ok(path) if !path.to_string_lossy().contains(['#', '{', '}', '$']) => {
+            let path = path.display();
+            Ok(Credentials {
+                user: format!("${{file:{path}#username}}"),
+                password: format!("${{file:{path}#password}}"),
+            })
+        }
+        _ => Ok(read),
+    }
+}
+
+/// The credentials `reference` holds now (see [`credentials`]).
+fn read_credentials(
+    reference: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, String> {
+    if let Some(id) = reference.strip_prefix("aws-sm:") {
+        if id.is_empty() || id.contains(['#', '{', '}', '$']) {
+            return Err(
+                "column `credentials`: aws-sm: takes a secret name or ARN (no `#`, `{`, `}` or `$`)"
+                    .to_owned(),
+            );
+        }
+        // `#username`/`#password` take JSON fields, or the parts of a `user:password` text.
+        return Ok(Credentials {
+            user: format!("${{aws-sm:{id}#username}}"),
+            password: format!("${{aws-sm:{id}#password}}"),
+        });
+    }
     let secret = if let Some(name) = reference.strip_prefix("env:") {
         env(name).ok_or_else(|| {
             format!("column `credentials`: environment variable {name} is not set")
@@ -226,7 +271,7 @@ fn credentials(
             .map_err(|e| format!("column `credentials`: cannot read {}: {e}", path.display()))?
     } else {
         return Err(format!(
-            "column `credentials` must be env:VARIABLE or file:PATH, not `{}`",
+            "column `credentials` must be env:VARIABLE, file:PATH or aws-sm:SECRET_ID, not `{}`",
             reference.split(':').next().unwrap_or_default()
         ));
     };
@@ -238,17 +283,14 @@ fn credentials(
         })?;
         let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         match (field("username"), field("password")) {
-            (Some(user), Some(password)) => Ok(Credentials { user, password }),
+            (Some(user), Some(password)) => Ok(Credentials::encoded(&user, &password)),
             _ => Err(format!(
                 "column `credentials`: the JSON secret {reference} needs string fields `username` and `password`"
             )),
         }
     } else {
         match secret.split_once(':') {
-            Some((user, password)) if !user.is_empty() => Ok(Credentials {
-                user: user.to_owned(),
-                password: password.to_owned(),
-            }),
+            Some((user, password)) if !user.is_empty() => Ok(Credentials::encoded(user, password)),
             _ => Err(format!(
                 "column `credentials`: the secret {reference} must be `user:password` or JSON with username and password"
             )),
@@ -331,13 +373,11 @@ pub(crate) fn raw_source(
         }
     };
     let credentials = credentials(line.required("credentials")?, base, env)?;
-    let user = utf8_percent_encode(&credentials.user, USERINFO).to_string();
-    let password = utf8_percent_encode(&credentials.password, USERINFO).to_string();
     let url = template::render(
         url_template,
         &[
-            ("user", &user),
-            ("password", &password),
+            ("user", &credentials.user),
+            ("password", &credentials.password),
             ("host", host),
             ("port", port),
             ("database", databases[0]),
@@ -485,6 +525,47 @@ mod tests {
         assert_eq!(
             lines.iter().map(|l| l.line).collect::<Vec<_>>(),
             [2, 3, 4, 5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn aws_sm_credentials_become_references_fetched_at_connect() {
+        let lines = parse(&format!(
+            "{HEADER}acme,in,txn,mysql,h,3306,shop,aws-sm:prod/acme-db,\n\
+             b,in,txn,mysql,h,3306,shop,aws-sm:x#y,\n"
+        ))
+        .unwrap();
+        let raw = raw_source(&lines[0], None, &urls(), Path::new("."), 0..0, &env).unwrap();
+        assert_eq!(
+            raw.url.unwrap().into_inner(),
+            "mysql://${aws-sm:prod/acme-db#username}:${aws-sm:prod/acme-db#password}@h:3306"
+        );
+        let problem = raw_source(&lines[1], None, &urls(), Path::new("."), 0..0, &env).unwrap_err();
+        assert!(problem.contains("`credentials`"), "{problem}");
+    }
+
+    #[test]
+    fn file_credentials_are_checked_now_and_read_again_at_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme.creds"), "repl:s3cr3t\n").unwrap();
+        let lines = parse(&format!(
+            "{HEADER}acme,in,txn,mysql,h,3306,shop,file:acme.creds,\n\
+             b,in,txn,mysql,h,3306,shop,file:gone.creds,\n"
+        ))
+        .unwrap();
+        let raw = raw_source(&lines[0], None, &urls(), dir.path(), 0..0, &env).unwrap();
+        let path = dir.path().join("acme.creds");
+        assert_eq!(
+            raw.url.unwrap().into_inner(),
+            format!(
+                "mysql://${{file:{0}#username}}:${{file:{0}#password}}@h:3306",
+                path.display()
+            )
+        );
+        let problem = raw_source(&lines[1], None, &urls(), dir.path(), 0..0, &env).unwrap_err();
+        assert!(
+            problem.contains("`credentials`") && problem.contains("gone.creds"),
+            "{problem}"
         );
     }
 

@@ -8,7 +8,9 @@
 //! Unknown keys are errors, never ignored, and so is a key of another kind (`slot` on a MySQL
 //! source): each kind's settings live beside its code (`source::<kind>::config`,
 //! `sink::<kind>::config`) and a loaded config holds only those of its kinds. Secrets in URLs
-//! are held in [`SecretUrl`] and never appear in `Debug` or `Display` output.
+//! are held in [`SecretUrl`] and never appear in `Debug` or `Display` output. URLs may reference
+//! secrets kept elsewhere (`${file:PATH}`, `${aws-sm:SECRET_ID}`): loading only parses them,
+//! and [`SecretUrl::resolve`] fetches them when a connection opens, so loading stays offline.
 //!
 //! The file format, every key and its default are documented in `docs/config.md`.
 
@@ -39,6 +41,8 @@ pub use source::{
 pub use units::{ByteSize, parse_duration, parse_size};
 pub use warehouse::{WarehouseConfig, WarehouseKind};
 
+use crate::secrets::SecretsSettings;
+
 pub(crate) use source::schema_name_problem;
 
 /// One source group's configuration: the group, its warehouse, batching and its sources.
@@ -46,6 +50,8 @@ pub(crate) use source::schema_name_problem;
 pub struct Config {
     /// The file this config was loaded from (as given), for messages.
     pub path: PathBuf,
+    /// `[secrets]`: where `${aws-sm:...}` references are fetched from.
+    pub secrets: SecretsSettings,
     /// `[group]`.
     pub group: GroupConfig,
     /// `[warehouse]`.

@@ -24,6 +24,16 @@ pub(crate) struct RawConfig {
     pub sources: Vec<Spanned<RawSource>>,
     #[serde(default)]
     pub fleet: Option<Spanned<RawFleet>>,
+    #[serde(default)]
+    pub secrets: Option<Spanned<RawSecrets>>,
+}
+
+/// `[secrets]`: where `${aws-sm:...}` references are fetched from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecrets {
+    pub region: Option<Str>,
+    pub endpoint: Option<Str>,
 }
 
 /// `[fleet]`: sources from an inventory file, each filled into `template`.

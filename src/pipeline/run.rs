@@ -28,6 +28,7 @@ use crate::error::ErrorKind;
 use crate::event::{ResumePoint, SourceMessage, TableId};
 use crate::observe::seconds;
 use crate::retry::Backoff;
+use crate::secrets::{Freshness, SecretError};
 use crate::sink::{
     Batch, EncodeError, LoadStep, Sink, SinkError, SnapshotProgress, Step, Warehouse,
 };
@@ -86,6 +87,14 @@ pub enum SourceError {
     /// Copying the source's tables failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A secret of the source's `url` could not be fetched.
+    #[error("source {source_id}: {error}")]
+    Secret {
+        /// The source.
+        source_id: String,
+        /// Which reference and why (never the value).
+        error: Box<SecretError>,
+    },
     /// `tidemark snapshot` asked for the whole source to be copied again: the source restarts
     /// from the current end of its log (not an error: the supervisor acts on it at once).
     #[error("the whole source is to be copied again")]
@@ -128,6 +137,7 @@ impl SourceError {
             SourceError::ReaderGone => ErrorKind::Retry,
             SourceError::NotReady { .. } => ErrorKind::Operator,
             SourceError::Snapshot(e) => e.kind(),
+            SourceError::Secret { error, .. } => error.kind(),
             SourceError::SnapshotUnreadable { .. } => ErrorKind::Operator,
             SourceError::RecopyRequested => ErrorKind::Retry,
             SourceError::LoadPanicked { .. } => ErrorKind::Fatal,
@@ -187,19 +197,38 @@ impl SourceContext {
 }
 
 /// Keeps one source running: restarts it from its checkpoint after errors, with backoff.
+/// Every start fetches the URL's secrets again, so a rotated password is picked up.
 async fn supervise(
-    context: SourceContext,
+    mut context: SourceContext,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let id = context.source.id.clone();
+    let written = context.source.url.clone();
     let mut interrupted = Backoff::new(RETRY_INITIAL, RETRY_MAX);
     let mut needs_operator = Backoff::new(OPERATOR_RETRY, OPERATOR_RETRY);
     let mut recopy = false;
+    // The first start may use values cached for the group; a restart after an error re-reads
+    // them (the error may be a rotated password).
+    let mut freshness = Freshness::Cached;
     loop {
-        let run = run_source(&context, shutdown.clone(), &mut interrupted, recopy);
-        let error = match run.await {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
+        let resolved = tokio::select! {
+            resolved = written.resolve(freshness) => resolved,
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        };
+        freshness = Freshness::Recheck;
+        let error = match resolved {
+            Ok(url) => {
+                context.source.url = url;
+                let run = run_source(&context, shutdown.clone(), &mut interrupted, recopy);
+                match run.await {
+                    Ok(()) => return Ok(()),
+                    Err(error) => error,
+                }
+            }
+            Err(error) => SourceError::Secret {
+                source_id: id.clone(),
+                error: Box::new(error),
+            },
         };
         if matches!(&error, SourceError::Load(e) if e.is_lease_lost()) {
             warn!(source = %id, "the source's lease expired and may be another process's now: stopping the source here (it starts again if the lease comes back)");

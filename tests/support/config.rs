@@ -92,6 +92,8 @@ pub struct GroupConfig {
     /// Load through the Redshift path (the Data API test server) instead of into
     /// `warehouse_url` directly.
     pub redshift: Option<RedshiftWarehouse>,
+    /// Extra top-level tables (`[secrets]`), written after `[batch]`.
+    pub extra_tables: String,
 }
 
 /// `[warehouse] kind = "redshift"` against the Data API test server and the S3 test server.
@@ -141,6 +143,7 @@ impl GroupConfig {
             sources,
             redshift: None,
             warehouse_extra: String::new(),
+            extra_tables: String::new(),
         }
     }
 
@@ -170,6 +173,7 @@ impl GroupConfig {
         if let Some(after) = &self.slow_load_warning {
             writeln!(text, "slow_load_warning = {}", toml_str(after)).unwrap();
         }
+        text.push_str(&self.extra_tables);
         for s in &self.sources {
             let include: Vec<String> = s.include.iter().map(|p| toml_str(p)).collect();
             write!(

@@ -107,6 +107,10 @@ pub async fn check_postgres_warehouse(url: &SecretUrl, schemas: &[String]) -> Ch
 }
 
 async fn connect(url: &SecretUrl) -> Result<Client, String> {
+    let url = url
+        .resolve(crate::secrets::Freshness::Cached)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut config: tokio_postgres::Config = url
         .expose()
         .parse()
@@ -115,7 +119,10 @@ async fn connect(url: &SecretUrl) -> Result<Client, String> {
         config.connect_timeout(TIMEOUT);
     }
     config.application_name("tidemark check");
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| url.scrub(&describe(&e)))?;
     tokio::spawn(connection);
     Ok(client)
 }

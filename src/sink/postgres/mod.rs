@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod encode;
 pub mod pool;
+mod secret_connect;
 mod sql;
 mod types;
 
@@ -64,6 +65,9 @@ pub enum PostgresSinkError {
     /// The source's lease is no longer this process's: the batch did not commit.
     #[error("source {0}: the lease is gone")]
     LeaseLost(String),
+    /// A secret of the warehouse `url` could not be fetched.
+    #[error("Postgres warehouse: {0}")]
+    Secret(Box<crate::secrets::SecretError>),
     /// The pool of warehouse connections could not hand one out.
     #[error("cannot get a connection to the Postgres warehouse at {target}: {reason}")]
     Pool {
@@ -143,6 +147,7 @@ impl PostgresSinkError {
             PostgresSinkError::Connect { .. }
             | PostgresSinkError::Pool { .. }
             | PostgresSinkError::LeaseLost(_) => ErrorKind::Retry,
+            PostgresSinkError::Secret(error) => error.kind(),
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
             PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
                 ErrorKind::Operator

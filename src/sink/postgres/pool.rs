@@ -5,9 +5,12 @@
 //! most `max_connections` of them from one process. A connection that failed mid-statement is
 //! never handed out again (its state is unknown); one that a sink returned in good order is.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use super::secret_connect::{CurrentUrl, SecretConnect};
 use super::{CONNECT_TIMEOUT, PostgresSinkError, describe};
 use crate::config::SecretUrl;
 
@@ -19,6 +22,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 pub struct WarehousePool {
     pool: Pool,
     url: SecretUrl,
+    /// The URL's secrets as last fetched; fetched again after a failed connect.
+    current: Arc<CurrentUrl>,
 }
 
 impl std::fmt::Debug for WarehousePool {
@@ -34,25 +39,17 @@ impl WarehousePool {
     /// A pool of at most `max_connections` connections to `url`, opened as sinks ask for them.
     pub fn new(url: &SecretUrl, max_connections: usize) -> Result<Self, PostgresSinkError> {
         let target = url.redacted();
-        let mut config: tokio_postgres::Config =
-            url.expose()
-                .parse()
-                .map_err(|error: tokio_postgres::Error| PostgresSinkError::Connect {
-                    target: target.clone(),
-                    reason: url.scrub(&describe(&error)),
-                    error,
-                })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("tidemark");
-        }
+        // Each new connection takes the URL's current secrets (fetched again after a failed
+        // connect): a rotated password is picked up without a restart.
+        let current = CurrentUrl::new(url, pg_config)?;
         // Fast recycling checks only that the connection is open: a sink gives a connection
         // back only after its statements finished cleanly (see `PostgresSink::release`).
-        let manager = Manager::from_config(
-            config,
-            NoTls,
+        let manager = Manager::from_connect(
+            tokio_postgres::Config::new(),
+            SecretConnect {
+                tls: NoTls,
+                url: current.clone(),
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -67,20 +64,26 @@ impl WarehousePool {
         Ok(WarehousePool {
             pool,
             url: url.clone(),
+            current,
         })
     }
 
     /// A connection of the pool, waiting while all of them are in use.
     pub(super) async fn get(&self) -> Result<Object, PostgresSinkError> {
+        self.current.refresh().await?;
+        let url = self.current.url();
         self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(error) => PostgresSinkError::Connect {
-                target: self.url.redacted(),
-                reason: self.url.scrub(&describe(&error)),
-                error,
-            },
+            PoolError::Backend(error) => {
+                self.current.connect_failed();
+                PostgresSinkError::Connect {
+                    target: url.redacted(),
+                    reason: url.scrub(&describe(&error)),
+                    error,
+                }
+            }
             other => PostgresSinkError::Pool {
-                target: self.url.redacted(),
-                reason: self.url.scrub(&other.to_string()),
+                target: url.redacted(),
+                reason: url.scrub(&other.to_string()),
             },
         })
     }
@@ -94,4 +97,23 @@ impl WarehousePool {
     pub fn open_connections(&self) -> usize {
         self.pool.status().size
     }
+}
+
+/// The driver config of a (resolved) warehouse URL, with the pool's defaults.
+fn pg_config(url: &SecretUrl) -> Result<tokio_postgres::Config, PostgresSinkError> {
+    let mut config: tokio_postgres::Config =
+        url.expose()
+            .parse()
+            .map_err(|error: tokio_postgres::Error| PostgresSinkError::Connect {
+                target: url.redacted(),
+                reason: url.scrub(&describe(&error)),
+                error,
+            })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tidemark");
+    }
+    Ok(config)
 }
