@@ -19,3 +19,4 @@ pub mod retry;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod tls;

@@ -679,7 +679,14 @@ impl Builder<'_> {
     fn postgres_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
         let url = SecretUrl::new(self.non_empty(value, key)?);
         match url.scheme() {
-            Some("postgres" | "postgresql") => Ok(url),
+            Some("postgres" | "postgresql") => {
+                // TLS settings are checked here so a typo points at its line; the CA file is
+                // read only when connecting (it may be mounted later).
+                match crate::tls::split_postgres_url(url.expose()) {
+                    Ok(_) => Ok(url),
+                    Err(e) => Err(self.invalid(value.span(), key, e.to_string())),
+                }
+            }
             _ => Err(self.invalid(
                 value.span(),
                 key,
@@ -697,12 +704,14 @@ impl Builder<'_> {
                 "must be a mysql:// URL (mysql://user:password@host:3306), also for MariaDB",
             ));
         }
-        if let Err(e) = mysql_async::Opts::from_url(url.expose()) {
-            return Err(self.invalid(
-                value.span(),
-                key,
-                format!("not a valid MySQL URL: {}", url.scrub(&e.to_string())),
-            ));
+        let checked = crate::tls::split_mysql_url(url.expose())
+            .map_err(|e| e.to_string())
+            .and_then(|(driver_url, _)| {
+                mysql_async::Opts::from_url(&driver_url)
+                    .map_err(|e| format!("not a valid MySQL URL: {}", url.scrub(&e.to_string())))
+            });
+        if let Err(problem) = checked {
+            return Err(self.invalid(value.span(), key, problem));
         }
         Ok(url)
     }

@@ -6,10 +6,10 @@
 //! never handed out again (its state is unknown); one that a sink returned in good order is.
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 use super::{CONNECT_TIMEOUT, PostgresSinkError, describe};
 use crate::config::SecretUrl;
+use crate::tls::TlsSettings;
 
 /// Connections a pool holds unless the config says otherwise (`[warehouse] max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 pub struct WarehousePool {
     pool: Pool,
     url: SecretUrl,
+    /// The URL's TLS settings and host, to explain a failed verification.
+    tls: TlsSettings,
+    host: String,
 }
 
 impl std::fmt::Debug for WarehousePool {
@@ -34,14 +37,16 @@ impl WarehousePool {
     /// A pool of at most `max_connections` connections to `url`, opened as sinks ask for them.
     pub fn new(url: &SecretUrl, max_connections: usize) -> Result<Self, PostgresSinkError> {
         let target = url.redacted();
-        let mut config: tokio_postgres::Config =
-            url.expose()
-                .parse()
-                .map_err(|error: tokio_postgres::Error| PostgresSinkError::Connect {
-                    target: target.clone(),
-                    reason: url.scrub(&describe(&error)),
-                    error,
-                })?;
+        let tls_error = |reason: String| PostgresSinkError::Tls {
+            target: target.clone(),
+            reason,
+        };
+        let (mut config, tls) =
+            crate::tls::postgres_config(url).map_err(|e| tls_error(e.to_string()))?;
+        let connector = tls
+            .postgres_connector()
+            .map_err(|e| tls_error(e.to_string()))?;
+        let host = crate::tls::postgres_host(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -52,7 +57,7 @@ impl WarehousePool {
         // back only after its statements finished cleanly (see `PostgresSink::release`).
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -67,17 +72,28 @@ impl WarehousePool {
         Ok(WarehousePool {
             pool,
             url: url.clone(),
+            tls,
+            host,
         })
     }
 
     /// A connection of the pool, waiting while all of them are in use.
     pub(super) async fn get(&self) -> Result<Object, PostgresSinkError> {
         self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(error) => PostgresSinkError::Connect {
-                target: self.url.redacted(),
-                reason: self.url.scrub(&describe(&error)),
-                error,
-            },
+            PoolError::Backend(error) => {
+                let reason = self.url.scrub(&describe(&error));
+                match self.tls.explain(&self.host, &reason) {
+                    Some(explained) => PostgresSinkError::Tls {
+                        target: self.url.redacted(),
+                        reason: explained,
+                    },
+                    None => PostgresSinkError::Connect {
+                        target: self.url.redacted(),
+                        reason,
+                        error,
+                    },
+                }
+            }
             other => PostgresSinkError::Pool {
                 target: self.url.redacted(),
                 reason: self.url.scrub(&other.to_string()),
