@@ -51,6 +51,7 @@ start() {
     echo "export TIDEMARK_TEST_MYSQL_URL=$(cat "$tmp/mariadb.url")"
     echo "export TIDEMARK_TEST_PG_URL=$(cat "$tmp/postgres.url")"
     echo "export TIDEMARK_TEST_S3_URL=$(cat "$tmp/s3.url")"
+    echo "export TIDEMARK_TEST_CA_FILE=$(printf '%q' "$(ensure_test_ca)/ca.pem")"
     echo "export TIDEMARK_TEST_S3_REGION=us-east-1"
     echo "export TIDEMARK_TEST_S3_ACCESS_KEY_ID=testing"
     echo "export TIDEMARK_TEST_S3_SECRET_ACCESS_KEY=testing"

@@ -10,7 +10,8 @@
 # The instance lives in ${TIDEMARK_DEV_DIR:-<repo>/.dev}/mariadb/NAME/ (data,
 # socket, pid, mariadbd.log). Defaults suit a CDC source: binlog in ROW format
 # with FULL row image and FULL metadata, CRC32 checksums, GTID domain 0, fast
-# (non-durable) flushing. Extra options come last, so they override defaults,
+# (non-durable) flushing, TLS with the test CA's server certificate (plain connections
+# still accepted). Extra options come last, so they override defaults,
 # e.g. --binlog-format=STATEMENT for a deliberately misconfigured server.
 # Calling again with different extra options restarts the instance with them.
 # Concurrent callers are serialised by a flock on <state>/mariadb/NAME.lock.
@@ -74,7 +75,10 @@ if ! find_all; then
   find_all || die "MariaDB binaries still missing after installing mariadb-server"
 fi
 
-want_args="$(quote_args "$@")"
+tls="$(ensure_test_ca)"
+# The server's TLS setup is part of what a running instance must match: an instance started
+# before TLS was added restarts once with it.
+want_args="$(quote_args "$@")"$'\n# tls'
 
 sql_tcp() {
   "$client" --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root \
@@ -172,6 +176,11 @@ defaults=(
   --character-set-server=utf8mb4
   --collation-server=utf8mb4_general_ci
   --max-connections=2000
+  # TLS with the test CA's certificate (scripts/lib/common.sh ensure_test_ca); plain
+  # connections stay allowed (require_secure_transport is off).
+  --ssl-ca="$tls/ca.pem"
+  --ssl-cert="$tls/server.pem"
+  --ssl-key="$tls/server.key"
 )
 mkdir -p "$dir/tmp"
 rm -f "$pidfile"

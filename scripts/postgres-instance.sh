@@ -13,7 +13,8 @@
 # owned by the `postgres` OS user because PostgreSQL refuses to run as root.
 # Defaults suit a logical-replication source and a fast test warehouse:
 # wal_level=logical, 64 slots and WAL senders, 300 connections, fsync off,
-# trust auth on 127.0.0.1 (replication connections included). Extra options
+# trust auth on 127.0.0.1 (replication connections included), TLS with the test CA's server
+# certificate (plain connections still accepted). Extra options
 # come last and override defaults; a bare name=value is taken as -c name=value.
 # Calling again with different extra options restarts the instance with them.
 # Concurrent callers are serialised by a flock on <state>/postgres/NAME.lock.
@@ -121,7 +122,10 @@ if [[ $EUID -eq 0 ]]; then
   chown postgres: "$pgdir" && chmod 700 "$pgdir"
 fi
 
-want_args="$(quote_args "${extra[@]}")"
+tls="$(ensure_test_ca)"
+# The server's TLS setup is part of what a running instance must match: an instance started
+# before TLS was added restarts once with it.
+want_args="$(quote_args "${extra[@]}")"$'\n# tls'
 
 # Waits until the server on PORT (started as PID) accepts a query over TCP.
 # Returns 0 when ready, 2 when the server exited because the port was taken,
@@ -185,6 +189,11 @@ HBA
 fi
 
 # --- start --------------------------------------------------------------------
+# PostgreSQL reads its key only if the server's user owns it and nobody else may read it, and
+# that user may be unable to enter the state dir: it gets its own copies beside its data.
+install -m 644 "$tls/server.pem" "$pgdir/tls-server.pem"
+install -m 600 "$tls/server.key" "$pgdir/tls-server.key"
+[[ $EUID -ne 0 ]] || chown postgres: "$pgdir/tls-server.pem" "$pgdir/tls-server.key"
 sockdir="$pgdir"
 # Unix socket paths are limited to 107 bytes; tests use TCP anyway.
 ((${#sockdir} < 85)) || sockdir=""
@@ -199,6 +208,11 @@ defaults=(
   -c synchronous_commit=off
   -c full_page_writes=off
   -c timezone=UTC
+  # TLS with the test CA's certificate (scripts/lib/common.sh ensure_test_ca); the host lines
+  # of pg_hba.conf match plain and TLS connections alike.
+  -c ssl=on
+  -c "ssl_cert_file=$pgdir/tls-server.pem"
+  -c "ssl_key_file=$pgdir/tls-server.key"
 )
 preferred="$(cat "$dir/port" 2>/dev/null || true)"
 touch "$pglog"

@@ -158,6 +158,8 @@ enum InspectCommand {
 
 fn main() -> ExitCode {
     let _crash_points = tidemark::crash::setup();
+    // One rustls crypto provider for every connection, before any driver asks for the default.
+    tidemark::tls::install_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

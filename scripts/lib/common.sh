@@ -221,3 +221,44 @@ handle_status_or_stop() {
   esac
 }
 
+
+# Makes (once, cached under <state>/tls/) the test CA and a server certificate it signs for
+# localhost and 127.0.0.1, and prints the directory holding ca.pem, server.pem and
+# server.key. Every MariaDB and PostgreSQL instance serves that certificate, so tests can
+# connect with sslmode=verify-full / ssl-mode=VERIFY_IDENTITY and TIDEMARK_TEST_CA_FILE.
+# The keys are P-256 (instant to make); the files stay across `dev-services.sh clean`, so a
+# CA a test trusted stays valid. Serialised by <state>/tls.lock (fd 8: callers hold fd 9).
+ensure_test_ca() {
+  local tls="$TIDEMARK_STATE/tls" tmp
+  if [[ -s "$tls/ca.pem" && -s "$tls/server.pem" && -s "$tls/server.key" ]]; then
+    printf '%s\n' "$tls"
+    return 0
+  fi
+  command -v openssl >/dev/null || apt_install openssl
+  (
+    exec 8>"$TIDEMARK_STATE/tls.lock"
+    flock -w "$TIDEMARK_LOCK_TIMEOUT" 8 || die "timed out waiting for $TIDEMARK_STATE/tls.lock"
+    [[ ! -s "$tls/server.key" ]] || exit 0
+    log "making the test CA and server certificate in $tls"
+    tmp="$(mktemp -d "$TIDEMARK_STATE/tls.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    {
+      openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tmp/ca.key" -out "$tmp/ca.pem" -days 3650 -subj "/CN=tidemark test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tmp/server.key" -out "$tmp/server.csr" -subj "/CN=localhost"
+      printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$tmp/server.ext"
+      openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$tmp/server.ext" -out "$tmp/server.pem"
+    } >"$tmp/openssl.log" 2>&1 || { log_tail "$tmp/openssl.log"; die "openssl could not make the test CA"; }
+    chmod 644 "$tmp/ca.pem" "$tmp/server.pem"
+    chmod 600 "$tmp/ca.key" "$tmp/server.key"
+    chmod 755 "$tmp"
+    rm -rf "$tls"
+    mv "$tmp" "$tls"
+    trap - EXIT
+  ) 9>&- || exit 1
+  printf '%s\n' "$tls"
+}

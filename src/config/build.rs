@@ -776,12 +776,19 @@ impl Builder<'_> {
 
     fn postgres_url(&self, value: &Str, key: &str) -> Result<SecretUrl> {
         let url = self.url(value, key)?;
-        if url.probe().is_none() {
+        let Some(probe) = url.probe() else {
             // The whole URL is a secret: checked when it is fetched.
             return Ok(url);
-        }
+        };
         match url.scheme() {
-            Some("postgres" | "postgresql") => Ok(url),
+            Some("postgres" | "postgresql") => {
+                // TLS settings are checked here so a typo points at its line; the CA file is
+                // read only when connecting (it may be mounted later).
+                match crate::tls::split_postgres_url(&probe) {
+                    Ok(_) => Ok(url),
+                    Err(e) => Err(self.invalid(value.span(), key, e.to_string())),
+                }
+            }
             _ => Err(self.invalid(
                 value.span(),
                 key,
@@ -803,12 +810,14 @@ impl Builder<'_> {
                 "must be a mysql:// URL (mysql://user:password@host:3306), also for MariaDB",
             ));
         }
-        if let Err(e) = mysql_async::Opts::from_url(&probe) {
-            return Err(self.invalid(
-                value.span(),
-                key,
-                format!("not a valid MySQL URL: {}", url.scrub(&e.to_string())),
-            ));
+        let checked = crate::tls::split_mysql_url(&probe)
+            .map_err(|e| e.to_string())
+            .and_then(|(driver_url, _)| {
+                mysql_async::Opts::from_url(&driver_url)
+                    .map_err(|e| format!("not a valid MySQL URL: {}", url.scrub(&e.to_string())))
+            });
+        if let Err(problem) = checked {
+            return Err(self.invalid(value.span(), key, problem));
         }
         Ok(url)
     }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use tokio_postgres::NoTls;
 
 use super::mysql::copy as mysql_copy;
 use super::postgres::copy as pg_copy;
@@ -252,28 +251,36 @@ fn source_error<E: std::fmt::Display>(
 
 /// A new connection to a MySQL/MariaDB source.
 async fn mysql_connect(source: &SourceConfig) -> Result<mysql_async::Conn, TableCopyError> {
-    let opts = mysql_async::Opts::from_url(source.url.expose())
+    let (opts, tls) = crate::tls::mysql_opts(&source.url)
         .map_err(source_error(source, "reading the source url"))?;
+    let host = opts.ip_or_hostname().to_string();
     match tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(opts)).await {
-        Ok(conn) => conn.map_err(source_error(source, "connecting for a copy")),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(error)) => {
+            let message = error.to_string();
+            let message = tls.explain(&host, &message).unwrap_or(message);
+            Err(source_error(source, "connecting for a copy")(message))
+        }
         Err(_) => Err(source_error(source, "connecting for a copy")("timed out")),
     }
 }
 
 /// A new connection to a Postgres source.
 async fn pg_connect(source: &SourceConfig) -> Result<tokio_postgres::Client, TableCopyError> {
-    let mut config: tokio_postgres::Config = source
-        .url
-        .expose()
-        .parse()
+    let (mut config, tls) = crate::tls::postgres_config(&source.url)
         .map_err(source_error(source, "reading the source url"))?;
+    let connector = tls
+        .postgres_connector()
+        .map_err(source_error(source, "setting up TLS"))?;
     config
         .connect_timeout(CONNECT_TIMEOUT)
         .application_name(format!("tidemark {} (copy)", source.id));
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(source_error(source, "connecting for a copy"))?;
+    let (client, connection) = config.connect(connector).await.map_err(|error| {
+        let message = crate::tls::with_causes(&error);
+        let host = crate::tls::postgres_host(&config);
+        let message = tls.explain(&host, &message).unwrap_or(message);
+        source_error(source, "connecting for a copy")(message)
+    })?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -429,3 +429,10 @@ fn run_instance_script(kind: &str, args: &[&str]) -> Result<String, String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// The test CA that signed every dev server's certificate (`<state>/tls/ca.pem`, made by the
+/// dev-services scripts; `TIDEMARK_TEST_CA_FILE` in `.dev/env`).
+pub fn test_ca_file() -> PathBuf {
+    let _ = pg_url(); // starts the services, and so makes the CA, if needed
+    state_dir().join("tls").join("ca.pem")
+}

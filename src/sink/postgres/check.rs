@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::describe;
 use super::sql::ident;
@@ -111,18 +111,17 @@ async fn connect(url: &SecretUrl) -> Result<Client, String> {
         .resolve(crate::secrets::Freshness::Cached)
         .await
         .map_err(|e| e.to_string())?;
-    let mut config: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| e.to_string())?;
+    let (mut config, tls) = crate::tls::postgres_config(&url).map_err(|e| e.to_string())?;
+    let connector = tls.postgres_connector().map_err(|e| e.to_string())?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(TIMEOUT);
     }
     config.application_name("tidemark check");
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| url.scrub(&describe(&e)))?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        let host = crate::tls::postgres_host(&config);
+        let reason = url.scrub(&describe(&e));
+        tls.explain(&host, &reason).unwrap_or(reason)
+    })?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -68,6 +68,15 @@ pub enum PostgresSinkError {
     /// A secret of the warehouse `url` could not be fetched.
     #[error("Postgres warehouse: {0}")]
     Secret(Box<crate::secrets::SecretError>),
+    /// The warehouse URL's TLS settings cannot be used, or the server failed TLS verification:
+    /// an operator must fix the URL, the CA file or the server's certificate.
+    #[error("cannot connect to the Postgres warehouse at {target}: {reason}")]
+    Tls {
+        /// Host, port and database (no credentials).
+        target: String,
+        /// What failed, with the host, the setting and the fix.
+        reason: String,
+    },
     /// The pool of warehouse connections could not hand one out.
     #[error("cannot get a connection to the Postgres warehouse at {target}: {reason}")]
     Pool {
@@ -149,9 +158,9 @@ impl PostgresSinkError {
             | PostgresSinkError::LeaseLost(_) => ErrorKind::Retry,
             PostgresSinkError::Secret(error) => error.kind(),
             PostgresSinkError::Sql { error, .. } => sql_error_kind(error),
-            PostgresSinkError::Table { .. } | PostgresSinkError::Progress { .. } => {
-                ErrorKind::Operator
-            }
+            PostgresSinkError::Table { .. }
+            | PostgresSinkError::Progress { .. }
+            | PostgresSinkError::Tls { .. } => ErrorKind::Operator,
             PostgresSinkError::Spill(_) => ErrorKind::Fatal,
             PostgresSinkError::InTable { error, .. } => error.kind(),
         }

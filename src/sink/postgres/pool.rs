@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use tokio_postgres::NoTls;
 
-use super::secret_connect::{CurrentUrl, SecretConnect};
+use super::secret_connect::{CurrentUrl, Resolved, SecretConnect};
 use super::{CONNECT_TIMEOUT, PostgresSinkError, describe};
 use crate::config::SecretUrl;
 
@@ -22,7 +21,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 pub struct WarehousePool {
     pool: Pool,
     url: SecretUrl,
-    /// The URL's secrets as last fetched; fetched again after a failed connect.
+    /// The URL's secrets as last fetched (fetched again after a failed connect), its driver
+    /// config and TLS settings.
     current: Arc<CurrentUrl>,
 }
 
@@ -41,13 +41,12 @@ impl WarehousePool {
         let target = url.redacted();
         // Each new connection takes the URL's current secrets (fetched again after a failed
         // connect): a rotated password is picked up without a restart.
-        let current = CurrentUrl::new(url, pg_config)?;
+        let current = CurrentUrl::new(url, resolved)?;
         // Fast recycling checks only that the connection is open: a sink gives a connection
         // back only after its statements finished cleanly (see `PostgresSink::release`).
         let manager = Manager::from_connect(
             tokio_postgres::Config::new(),
             SecretConnect {
-                tls: NoTls,
                 url: current.clone(),
             },
             ManagerConfig {
@@ -75,10 +74,17 @@ impl WarehousePool {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(error) => {
                 self.current.connect_failed();
-                PostgresSinkError::Connect {
-                    target: url.redacted(),
-                    reason: url.scrub(&describe(&error)),
-                    error,
+                let reason = url.scrub(&describe(&error));
+                match self.current.explain_tls(&reason) {
+                    Some(explained) => PostgresSinkError::Tls {
+                        target: url.redacted(),
+                        reason: explained,
+                    },
+                    None => PostgresSinkError::Connect {
+                        target: url.redacted(),
+                        reason,
+                        error,
+                    },
                 }
             }
             other => PostgresSinkError::Pool {
@@ -99,21 +105,28 @@ impl WarehousePool {
     }
 }
 
-/// The driver config of a (resolved) warehouse URL, with the pool's defaults.
-fn pg_config(url: &SecretUrl) -> Result<tokio_postgres::Config, PostgresSinkError> {
-    let mut config: tokio_postgres::Config =
-        url.expose()
-            .parse()
-            .map_err(|error: tokio_postgres::Error| PostgresSinkError::Connect {
-                target: url.redacted(),
-                reason: url.scrub(&describe(&error)),
-                error,
-            })?;
+/// The driver config, TLS settings and connector of a (resolved) warehouse URL, with the pool's
+/// defaults.
+fn resolved(url: &SecretUrl) -> Result<Resolved, PostgresSinkError> {
+    let tls_error = |reason: String| PostgresSinkError::Tls {
+        target: url.redacted(),
+        reason,
+    };
+    let (mut config, tls) =
+        crate::tls::postgres_config(url).map_err(|e| tls_error(e.to_string()))?;
+    let connector = tls
+        .postgres_connector()
+        .map_err(|e| tls_error(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("tidemark");
     }
-    Ok(config)
+    Ok(Resolved {
+        url: url.clone(),
+        host: crate::tls::postgres_host(&config),
+        config,
+        tls: Some((tls, connector)),
+    })
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row, Value};
+use mysql_async::{Conn, Row, Value};
 
 use crate::check::report::{CONNECTION_ITEM, QUERIES_ITEM};
 pub use crate::check::{CheckItem, CheckReport, CheckStatus};
@@ -105,9 +105,10 @@ pub async fn check_mysql_source_with(source: &SourceConfig, options: &CheckOptio
 /// Why the check could not talk to the server.
 #[derive(Debug, thiserror::Error)]
 enum CheckError {
-    /// The URL is not one mysql_async accepts.
-    #[error("invalid MySQL URL: {0}")]
-    Url(#[from] mysql_async::UrlError),
+    /// The URL or its TLS settings cannot be used, or the server failed TLS verification: the
+    /// message names the host, the setting and the fix.
+    #[error("{0}")]
+    Setup(String),
     /// Connecting took longer than the connect timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -120,9 +121,15 @@ enum CheckError {
 }
 
 async fn connect(source: &SourceConfig, options: &CheckOptions) -> Result<Conn, CheckError> {
-    let opts = Opts::from_url(source.url.expose())?;
+    let (opts, tls) =
+        crate::tls::mysql_opts(&source.url).map_err(|e| CheckError::Setup(e.to_string()))?;
+    let host = opts.ip_or_hostname().to_string();
     match tokio::time::timeout(options.connect_timeout, Conn::new(opts)).await {
-        Ok(result) => Ok(result?),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(error)) => Err(match tls.explain(&host, &error.to_string()) {
+            Some(explained) => CheckError::Setup(explained),
+            None => CheckError::Mysql(error),
+        }),
         Err(_) => Err(CheckError::Timeout(options.connect_timeout)),
     }
 }
@@ -168,9 +175,11 @@ fn connection_failure(error: &CheckError, url: &SecretUrl) -> CheckItem {
                 "check host and port in the source url and that no firewall silently drops the connection",
             ),
         ),
-        CheckError::Url(e) => (
-            format!("invalid MySQL URL: {e}"),
-            Some("fix the source url: mysql://user:password@host:3306"),
+        CheckError::Setup(message) => (
+            message.clone(),
+            Some(
+                "fix the source url: mysql://user:password@host:3306[?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/to/ca.pem]",
+            ),
         ),
         other => (format!("cannot connect: {other}"), None),
     };

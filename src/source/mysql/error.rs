@@ -35,6 +35,15 @@ pub enum BinlogError {
         #[source]
         error: mysql_async::Error,
     },
+    /// Connecting cannot work until an operator acts: the URL or its TLS settings cannot be
+    /// used, or the server failed TLS verification.
+    #[error("source {source_id}: {message}")]
+    Setup {
+        /// Configured source id.
+        source_id: String,
+        /// What failed, with the host, the setting and the fix (no password).
+        message: String,
+    },
     /// The binlog connection broke or went silent: reconnecting at `position` continues.
     #[error("source {source_id}: binlog connection lost at {position}: {reason}")]
     ConnectionLost {
@@ -122,7 +131,9 @@ impl BinlogError {
             BinlogError::ConnectionLost { .. } => ErrorKind::Retry,
             // Waiting never brings a purged log back: the source stops until copied again.
             BinlogError::PositionLost { .. } => ErrorKind::Fatal,
-            BinlogError::Unsupported { .. } | BinlogError::BadStart(_) => ErrorKind::Operator,
+            BinlogError::Unsupported { .. }
+            | BinlogError::BadStart(_)
+            | BinlogError::Setup { .. } => ErrorKind::Operator,
             BinlogError::Layout {
                 error: LayoutError::MissingColumnNames { .. },
                 ..
@@ -148,6 +159,7 @@ impl BinlogError {
             | BinlogError::Layout { .. }
             | BinlogError::Row { .. } => true,
             BinlogError::Server { .. }
+            | BinlogError::Setup { .. }
             | BinlogError::ConnectionLost { .. }
             | BinlogError::BadStart(_) => false,
         }

@@ -20,12 +20,13 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tracing::info;
 
 use super::assemble::{Assembler, AssemblerOptions, GtidTracker};
 use super::error::{BinlogError, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use super::gtid::{MariadbGtidList, MysqlGtidSet};
+use crate::config::SecretUrl;
 use crate::error::ErrorKind;
 use crate::event::{GtidState, ResumePoint, SourceMessage};
 use crate::source::{Source, SourceFuture};
@@ -311,8 +312,19 @@ async fn open(options: &ReaderOptions, context: &'static str) -> Result<Conn, Bi
         context,
         error,
     };
-    let opts = Opts::from_url(&options.url).map_err(|e| server(mysql_async::Error::Url(e)))?;
-    Conn::new(opts).await.map_err(server)
+    let tls_error = |message: String| BinlogError::Setup {
+        source_id: options.source_id.to_string(),
+        message,
+    };
+    let url = SecretUrl::new(options.url.clone());
+    let (opts, tls) = crate::tls::mysql_opts(&url).map_err(|e| tls_error(e.to_string()))?;
+    let host = opts.ip_or_hostname().to_string();
+    Conn::new(opts)
+        .await
+        .map_err(|error| match tls.explain(&host, &error.to_string()) {
+            Some(explained) => tls_error(explained),
+            None => server(error),
+        })
 }
 
 async fn flavor_of(conn: &mut Conn, options: &ReaderOptions) -> Result<Flavor, BinlogError> {

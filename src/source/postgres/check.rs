@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::check::report::CONNECTION_ITEM;
 use crate::check::{CheckItem, CheckReport, CheckStatus};
@@ -165,14 +165,16 @@ fn connection_failed(url: &SecretUrl, problem: &str) -> CheckItem {
 }
 
 async fn connect(url: &SecretUrl) -> Result<Client, String> {
-    let mut config: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| e.to_string())?;
+    let (mut config, tls) = crate::tls::postgres_config(url).map_err(|e| e.to_string())?;
+    let connector = tls.postgres_connector().map_err(|e| e.to_string())?;
     config
         .connect_timeout(TIMEOUT)
         .application_name("tidemark check");
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        let message = crate::tls::with_causes(&e);
+        let host = crate::tls::postgres_host(&config);
+        tls.explain(&host, &message).unwrap_or(message)
+    })?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::assemble::{AssembleError, Assembler};
@@ -343,18 +343,20 @@ async fn connect_sql(source: &SourceConfig) -> Result<Client, PgReadError> {
         server: source.url.to_string(),
         message: source.url.scrub(&message),
     };
-    let mut config: tokio_postgres::Config = source
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| error(e.to_string()))?;
+    let (mut config, tls) =
+        crate::tls::postgres_config(&source.url).map_err(|e| error(e.to_string()))?;
+    let connector = tls.postgres_connector().map_err(|e| error(e.to_string()))?;
     config
         .connect_timeout(std::time::Duration::from_secs(10))
         .application_name(format!("tidemark {} (catalog)", source.id));
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| error(server_message(&e)))?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        let message = match e.as_db_error() {
+            Some(_) => server_message(&e),
+            None => crate::tls::with_causes(&e),
+        };
+        let host = crate::tls::postgres_host(&config);
+        error(tls.explain(&host, &message).unwrap_or(message))
+    })?;
     tokio::spawn(connection);
     Ok(client)
 }

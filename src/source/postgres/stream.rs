@@ -253,16 +253,10 @@ fn replication_config(options: &StreamOptions) -> Result<ReplicationConfig, Stre
         source_id: options.source_id.to_string(),
         problem,
     };
-    let parsed: tokio_postgres::Config = options
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| url_error(options.url.scrub(&e.to_string())))?;
-    let host = match parsed.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
-    };
+    let (parsed, tls) =
+        crate::tls::postgres_config(&options.url).map_err(|e| url_error(e.to_string()))?;
+    let host = crate::tls::postgres_host(&parsed);
+    let tls = tls.replication(&host);
     let port = parsed.get_ports().first().copied().unwrap_or(5432);
     let user = parsed
         .get_user()
@@ -283,6 +277,7 @@ fn replication_config(options: &StreamOptions) -> Result<ReplicationConfig, Stre
         options.publication.clone(),
     )
     .with_port(port)
+    .with_tls(tls)
     .with_start_lsn(Lsn::from_u64(options.start.0))
     .with_ack_lsn(Lsn::from_u64(options.start.0))
     .with_status_interval(options.status_interval)
@@ -388,9 +383,28 @@ fn connection_error(
         PgWireError::Auth(_) | PgWireError::Server(_) => ErrorKind::Operator,
         _ => ErrorKind::Retry,
     };
-    StreamError::Connection {
-        source_id: source_id.to_owned(),
-        message: url.scrub(&error.to_string()),
-        kind,
+    let message = url.scrub(&error.to_string());
+    // A failed TLS verification needs an operator (the CA file, the host name or the server's
+    // certificate), and says which host, setting and fix.
+    let explained = matches!(error, PgWireError::Tls(_))
+        .then(|| tls_explanation(url, &message))
+        .flatten();
+    match explained {
+        Some(message) => StreamError::Connection {
+            source_id: source_id.to_owned(),
+            message,
+            kind: ErrorKind::Operator,
+        },
+        None => StreamError::Connection {
+            source_id: source_id.to_owned(),
+            message,
+            kind,
+        },
     }
+}
+
+/// The TLS explanation of a replication connection's failure `message`, if it is one.
+fn tls_explanation(url: &SecretUrl, message: &str) -> Option<String> {
+    let (config, tls) = crate::tls::postgres_config(url).ok()?;
+    tls.explain(&crate::tls::postgres_host(&config), message)
 }
