@@ -93,14 +93,16 @@ fn watch_connections(db: String) -> (Arc<AtomicI64>, tokio::task::JoinHandle<()>
     (most, task)
 }
 
-/// A `tidemark run` of a `[fleet]` config over `tenants` (plus `extra` inventory lines).
+/// A `tidemark run` of a `[fleet]` config over `tenants` (plus `extra` inventory lines), with
+/// server heartbeats every `heartbeat`.
 fn fleet_process(
     wh: &Warehouse,
     tenants: &[Tenant],
     extra: &[&str],
     max_connections: u32,
+    heartbeat: &str,
 ) -> Tidemark {
-    let mut tm = Tidemark::prepare(|state| config(&wh.url, state, max_connections, ""));
+    let mut tm = Tidemark::prepare(|state| config(&wh.url, state, max_connections, heartbeat, ""));
     std::fs::write(tm.dir().join("tenants.csv"), inventory(tenants, extra)).unwrap();
     for (name, value) in [MYSQL_CREDENTIALS, PG_CREDENTIALS] {
         tm.extra_env.push((name.into(), value.into()));
@@ -155,7 +157,7 @@ async fn every_inventory_line_replicates_on_a_bounded_pool_and_a_cut_source_stay
     let proxy = CutProxy::start(format!("127.0.0.1:{}", tenants[0].port)).await;
     tenants[0].port = proxy.port;
     let bad = "broken,in,txn,oracle,127.0.0.1,1521,x,env:FLEET_TEST_MYSQL_CREDENTIALS,true,";
-    let mut tm = fleet_process(&wh, &tenants, &[bad], MAX_CONNECTIONS);
+    let mut tm = fleet_process(&wh, &tenants, &[bad], MAX_CONNECTIONS, "1s");
     let (most, monitor) = watch_connections(wh.db.clone());
     tm.spawn();
 
@@ -253,7 +255,7 @@ async fn sighup_adds_removes_pauses_and_resumes_tenants_and_leaves_the_rest_runn
     for i in 0..4 {
         tenants.push(mysql_tenant(&format!("r{i}"), 2).await);
     }
-    let mut tm = fleet_process(&wh, &tenants, &[], 4);
+    let mut tm = fleet_process(&wh, &tenants, &[], 4, "1s");
     tm.spawn();
     let expected: Vec<(String, i64)> = tenants.iter().map(|t| (t.schema(), 2)).collect();
     wait_counts(&wh, &expected, LOADED).await;
@@ -375,7 +377,16 @@ async fn a_thousand_mysql_and_twenty_postgres_tenants_replicate_in_one_process()
         tenants.push(tenant);
         pg_sources.push(source);
     }
-    let mut tm = fleet_process(&wh, &tenants, &[], 16);
+    // Heartbeats at the default 5 s: a thousand binlog connections on one small server do not
+    // all get theirs within 3 s of each other.
+    let mut tm = fleet_process(&wh, &tenants, &[], 16, "5s");
+    // 32 tenants copy at once (the default is 8): each copy is small, and the test build slow.
+    let text = std::fs::read_to_string(&tm.config_path).unwrap();
+    std::fs::write(
+        &tm.config_path,
+        text.replace("[group]\n", "[group]\nconcurrent_snapshots = 32\n"),
+    )
+    .unwrap();
     let (most, monitor) = watch_connections(wh.db.clone());
     let started = std::time::Instant::now();
     tm.spawn();

@@ -67,6 +67,10 @@ fn default_snapshot_parallelism() -> usize {
 const MIN_LEASE: Duration = Duration::from_secs(3);
 const MAX_LEASE: Duration = Duration::from_secs(600);
 
+/// Default `[group] concurrent_snapshots`: as many sources as AWS DMS loads tables at once by
+/// default (`MaxFullLoadSubTasks`), each reading `snapshot_parallelism` chunks.
+const DEFAULT_CONCURRENT_SNAPSHOTS: usize = 8;
+
 /// Default `[[sources]] heartbeat`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest accepted `heartbeat`.
@@ -525,11 +529,16 @@ impl Builder<'_> {
             }
             None => None,
         };
+        let concurrent_snapshots = match &raw.concurrent_snapshots {
+            Some(value) => self.bounded(value, "group.concurrent_snapshots", 1, 1000)? as usize,
+            None => DEFAULT_CONCURRENT_SNAPSHOTS,
+        };
         Ok(GroupConfig {
             name,
             state_dir,
             mask_salt,
             lease,
+            concurrent_snapshots,
         })
     }
 

@@ -89,6 +89,9 @@ pub struct GroupConfig {
     /// it through a lease row in the warehouse that lasts this long and is renewed every third
     /// of it.
     pub lease: Option<Duration>,
+    /// `concurrent_snapshots`: how many of the group's sources copy tables at once (default
+    /// 8); the others wait for a turn before they read their log.
+    pub concurrent_snapshots: usize,
 }
 
 /// `[batch]`: a source's batch (all its tables together) is loaded when any limit is reached.

@@ -54,6 +54,7 @@ pub(crate) struct RawGroup {
     pub state_dir: Option<Str>,
     pub mask_salt: Option<Str>,
     pub lease: Option<Str>,
+    pub concurrent_snapshots: Option<Spanned<i64>>,
 }
 
 /// `[warehouse]`: the union of the keys of every warehouse kind.

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceConfig};
 use crate::observe::health;
-use crate::pipeline::{RETRYING, SourceError, supervise_source};
+use crate::pipeline::{RETRYING, SourceError, Turns, supervise_source};
 use crate::sink::{Lease, Sink, SinkError, Warehouse};
 
 /// Why a group cannot run, or why it stopped.
@@ -45,6 +45,8 @@ struct Running {
 struct Fleet {
     config: Config,
     warehouse: Warehouse,
+    /// What the sources take turns at (checks at start, copies).
+    turns: Turns,
     tasks: JoinSet<(String, Result<(), SourceError>)>,
     running: HashMap<String, Running>,
     /// Sources to start once their previous run has stopped (their config changed).
@@ -95,6 +97,7 @@ pub async fn run_group(
     let enabled = config.sources.iter().filter(|s| s.enabled).count();
     info!(group = %config.group.name, sources = enabled, paused = config.sources.len() - enabled, warehouse = %config.warehouse.describe(), "group starting");
     let mut fleet = Fleet {
+        turns: Turns::new(config.group.concurrent_snapshots),
         warehouse,
         tasks: JoinSet::new(),
         running: HashMap::new(),
@@ -317,6 +320,7 @@ impl Fleet {
             source.clone(),
             &self.config,
             self.warehouse.clone(),
+            self.turns.clone(),
             stopped,
         );
         let task_id = id.clone();

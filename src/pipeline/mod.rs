@@ -12,5 +12,5 @@ pub mod route;
 pub mod run;
 pub mod skip;
 
-pub use run::{RETRYING, SourceError, supervise_source};
+pub use run::{RETRYING, SourceError, Turns, supervise_source};
 pub use skip::{SkipError, Skipped, skip_to_end};

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -52,6 +52,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const OPERATOR_RETRY: Duration = Duration::from_secs(30);
 /// Longest a stop request waits for the last batches to load.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Sources that run their prerequisite checks and first reads at once.
+const CONCURRENT_STARTS: usize = 32;
 /// How often each source logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -164,9 +166,11 @@ pub fn supervise_source(
     source: SourceConfig,
     config: &Config,
     warehouse: Warehouse,
+    turns: Turns,
     shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = Result<(), SourceError>> + Send + 'static {
     let context = SourceContext {
+        turns,
         spill_dir: config.group.state_dir.join("spill").join(&source.id),
         source,
         warehouse,
@@ -178,6 +182,7 @@ pub fn supervise_source(
 
 struct SourceContext {
     source: SourceConfig,
+    turns: Turns,
     warehouse: Warehouse,
     limits: BatchConfig,
     spill_dir: PathBuf,
@@ -314,6 +319,10 @@ async fn run_source(
     let source_id: Arc<str> = Arc::from(source.id.as_str());
     // The same checks as `tidemark check`, before anything is read or recorded: a source that
     // cannot be replicated must not record a position it would then be stuck behind.
+    // A thousand sources starting at once would open a thousand check connections at once.
+    let Some(starting) = take_turn(&context.turns.starting, &mut shutdown).await else {
+        return Ok(());
+    };
     let report = tokio::select! {
         report = check_source(source) => report,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
@@ -333,6 +342,7 @@ async fn run_source(
         start = start_source(context, &mut sink, recopy) => start?,
         _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
     };
+    drop(starting);
     let Start {
         opened,
         resume_point,
@@ -347,14 +357,23 @@ async fn run_source(
         .as_ref()
         .is_some_and(|s| !s.tables.is_empty() && !s.is_copying());
     let copier = match snapshot.filter(SnapshotState::is_copying) {
-        Some(state) => Some(Copier::new(
-            source,
-            state,
-            context.warehouse.sink().await?,
-            sink.encoder(),
-            context.spill_dir.clone(),
-            context.limits.max_bytes.0,
-        )),
+        Some(state) => {
+            if context.turns.copying.available_permits() == 0 {
+                info!(source = %source.id, "waiting for a turn to copy the source's tables ([group] concurrent_snapshots sources copy at once)");
+            }
+            let Some(turn) = take_turn(&context.turns.copying, &mut shutdown).await else {
+                return Ok(());
+            };
+            let copier = Copier::new(
+                source,
+                state,
+                context.warehouse.sink().await?,
+                sink.encoder(),
+                context.spill_dir.clone(),
+                context.limits.max_bytes.0,
+            );
+            Some(copier.with_turn(turn))
+        }
         None => None,
     };
     let (stream, confirm) = match opened {
@@ -410,6 +429,36 @@ async fn run_source(
         flow.jobs.push_back(Job::SnapshotDone);
     }
     flow.run(stream, &mut shutdown, backoff).await
+}
+
+/// What the sources of a group take turns at, so that a thousand of them starting together do
+/// not flood their servers and the warehouse with connections: starting (the prerequisite
+/// checks and the first reads) and copying tables (`[group] concurrent_snapshots`).
+#[derive(Debug, Clone)]
+pub struct Turns {
+    starting: Arc<Semaphore>,
+    copying: Arc<Semaphore>,
+}
+
+impl Turns {
+    /// Turns for a group in which `concurrent_snapshots` sources may copy at once.
+    pub fn new(concurrent_snapshots: usize) -> Turns {
+        Turns {
+            starting: Arc::new(Semaphore::new(CONCURRENT_STARTS)),
+            copying: Arc::new(Semaphore::new(concurrent_snapshots.max(1))),
+        }
+    }
+}
+
+/// Waits for a turn of `turns`, or for `shutdown` (then `None`).
+async fn take_turn(
+    turns: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        turn = turns.clone().acquire_owned() => turn.ok(),
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    }
 }
 
 /// Where a source starts: its open log (none when it only copies), the position committed so

@@ -118,6 +118,9 @@ pub struct Copier {
     clock: Box<dyn Sink>,
     /// Chunks started and not yet loaded.
     in_flight: HashSet<ChunkId>,
+    /// The group's leave to copy (one of `[group] concurrent_snapshots`), given back when the
+    /// copier is dropped: at its end, or when its source stops.
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Tables (by index) with a chunk loaded since they were planned or this copier began:
     /// their target table exists and their plan is recorded, so their chunks may load beside
     /// one another.
@@ -131,6 +134,12 @@ pub struct Copier {
 }
 
 impl Copier {
+    /// Holds `turn` (the group's leave to copy) until the copier is dropped.
+    pub fn with_turn(mut self, turn: tokio::sync::OwnedSemaphorePermit) -> Copier {
+        self._turn = Some(turn);
+        self
+    }
+
     /// A copier resuming `state` (chunks done stay done), reading up to `parallelism` chunks
     /// at once and encoding with `encoder`, spilling chunks past `max_bytes` to `spill_dir`.
     pub fn new(
@@ -167,6 +176,7 @@ impl Copier {
             state,
             clock,
             in_flight: HashSet::new(),
+            _turn: None,
             loaded_tables: HashSet::new(),
             reading: JoinSet::new(),
             started: Instant::now(),

@@ -82,15 +82,22 @@ pub fn inventory(tenants: &[Tenant], extra: &[&str]) -> String {
 }
 
 /// A `[fleet]` config loading into `wh` with at most `max_connections` warehouse connections;
-/// each tenant copies its rows first and then streams.
-pub fn config(wh_url: &str, state_dir: &Path, max_connections: u32, group_extra: &str) -> String {
+/// each tenant copies its rows first and then streams, with server heartbeats every
+/// `heartbeat`.
+pub fn config(
+    wh_url: &str,
+    state_dir: &Path,
+    max_connections: u32,
+    heartbeat: &str,
+    group_extra: &str,
+) -> String {
     format!(
         "[group]\nname = \"fleet-test\"\nstate_dir = {}\n{group_extra}\n\
          [warehouse]\nkind = \"postgres\"\nurl = {}\nmax_connections = {max_connections}\n\n\
          [batch]\nmax_delay = \"200ms\"\n\n\
          [fleet]\ninventory = \"tenants.csv\"\n\
          mysql_url = \"mysql://{{user}}:{{password}}@{{host}}:{{port}}?prefer_socket=false\"\n\n\
-         [fleet.template]\nsnapshot = \"initial\"\nheartbeat = \"1s\"\n",
+         [fleet.template]\nsnapshot = \"initial\"\nheartbeat = \"{heartbeat}\"\n",
         toml_str(&state_dir.display().to_string()),
         toml_str(wh_url),
     )
