@@ -391,7 +391,7 @@ async fn a_thousand_mysql_and_twenty_postgres_tenants_replicate_in_one_process()
     let started = std::time::Instant::now();
     tm.spawn();
     let all: Vec<(String, i64)> = tenants.iter().map(|t| (t.schema(), 1)).collect();
-    wait_counts(&wh, &all, Duration::from_secs(300)).await;
+    wait_counts(&wh, &all, Duration::from_secs(600)).await;
     eprintln!(
         "{} tenants copied in {:?}",
         tenants.len(),
