@@ -58,27 +58,7 @@ async fn run() {
     let config = write_config(&bin, "idle", &mysql, &warehouse, idle_sources);
     let (most, monitor) = watch_connections(&warehouse);
     let mut tm = Tidemark::start_with_env(&bin, &config, "idle", &CREDENTIALS);
-    let started = Instant::now();
-    loop {
-        tm.assert_alive();
-        let done: i64 = wh
-            .query_one(
-                "SELECT count(*) FROM tidemark.progress WHERE snapshot IS NULL",
-                &[],
-            )
-            .await
-            .map_or(0, |row| row.get(0));
-        if done as usize >= idle_sources {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "only {done} of {idle_sources} sources started in 10 minutes:\n{}",
-            tm.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let startup = started.elapsed();
+    let startup = wait_started(&mut tm, &wh, idle_sources).await;
     // Settle (the start-up's allocations and the first heartbeats), then measure a quiet window.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu_before = cpu_seconds(tm.pid());
@@ -104,20 +84,7 @@ async fn run() {
     let wh = fresh_database(&warehouse, "fleet_bench").await;
     let config = write_config(&bin, "busy", &mysql, &warehouse, busy_sources);
     let mut tm = Tidemark::start_with_env(&bin, &config, "busy", &CREDENTIALS);
-    loop {
-        tm.assert_alive();
-        let done: i64 = wh
-            .query_one(
-                "SELECT count(*) FROM tidemark.progress WHERE snapshot IS NULL",
-                &[],
-            )
-            .await
-            .map_or(0, |row| row.get(0));
-        if done as usize >= busy_sources {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_started(&mut tm, &wh, busy_sources).await;
     let writers: Vec<_> = (0..busy_sources)
         .map(|i| tokio::spawn(write_at(mysql.clone(), tenant_db(i), rate, seconds)))
         .collect();
@@ -154,6 +121,30 @@ async fn run() {
         percentile(&all, 0.99),
         tidemark_run::verdict(worst_p99 <= 2.0),
     );
+}
+
+/// Waits until `sources` sources have copied their tables and stream (a progress record
+/// without a snapshot in it); returns how long that took since `tm` started.
+async fn wait_started(tm: &mut Tidemark, wh: &tokio_postgres::Client, sources: usize) -> Duration {
+    loop {
+        tm.assert_alive();
+        let done: i64 = wh
+            .query_one(
+                "SELECT count(*) FROM tidemark.progress WHERE snapshot IS NULL",
+                &[],
+            )
+            .await
+            .map_or(0, |row| row.get(0));
+        if done as usize >= sources {
+            return tm.started.elapsed();
+        }
+        assert!(
+            tm.started.elapsed() < Duration::from_secs(600),
+            "only {done} of {sources} sources started in 10 minutes:\n{}",
+            tm.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The database of tenant `i`.

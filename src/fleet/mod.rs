@@ -209,7 +209,20 @@ impl Fleet {
             .filter(|s| s.enabled)
             .map(|s| s.id.clone())
             .collect();
-        match leases.sink.claim_leases(&leases.lease, &wanted).await {
+        // Bounded, so that a warehouse that hangs does not hold up the group's loop (stop
+        // requests, reloads): the leases then lapse on their own.
+        let claimed = tokio::time::timeout(
+            leases.lease.period / 3,
+            leases.sink.claim_leases(&leases.lease, &wanted),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(SinkError::new(
+                crate::error::ErrorKind::Retry,
+                "the warehouse did not answer in time",
+            ))
+        });
+        match claimed {
             Ok(held) => {
                 let held: HashSet<String> = held.into_iter().collect();
                 for id in held.difference(&leases.held) {
